@@ -1,0 +1,127 @@
+"""The public entry points: estimate() and its helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import InvalidConfigError, PeftFootprintError
+from .inference import InferenceSpec
+from .methods import Method, ParamTable, load_method
+from .model import ModelSpec, load_model
+from .result import SCHEMA_VERSION, Estimate
+from .training import TrainingSpec, optimizer_state_bytes
+
+__all__ = ["estimate"]
+
+
+def _spec(cls, value: Any, field: str):
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise InvalidConfigError(field, type(value).__name__, f"expected a dict or a {cls.__name__}")
+    known = set(cls.model_fields)
+    for key in value:
+        if key not in known:
+            from .errors import did_you_mean
+
+            raise InvalidConfigError(f"{field}.{key}", value[key], f"unknown field.{did_you_mean(key, known)} Fields: {', '.join(sorted(known))}")
+    try:
+        return cls(**value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, PeftFootprintError):
+            raise cause from None
+        raise InvalidConfigError(f"{field}.{loc}", err.get("input"), err["msg"]) from None
+
+
+_TABLES: dict[tuple[int, str, str, str], tuple[ModelSpec, ParamTable]] = {}
+
+
+def _table(spec: ModelSpec, method: Method, dtype: str) -> ParamTable:
+    """The parameter table, cached per (model, method fields, dtype): sweeps rebuild nothing."""
+    key = (id(spec), type(method).__name__, method.model_dump_json(), dtype)
+    hit = _TABLES.get(key)
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    if len(_TABLES) > 8192:
+        _TABLES.clear()
+    table = method.build(spec.layout, spec.cfg, dtype)
+    _TABLES[key] = (spec, table)
+    return table
+
+
+def estimate(model: Any, method: Any = "lora", training: Any = None, inference: Any = None, hardware: Any = None) -> Estimate:
+    """Estimate the memory, storage and compute of fine-tuning ``model`` with ``method`` (DESIGN.md section 2)."""
+    spec = load_model(model)
+    meth = load_method(method)
+    train = _spec(TrainingSpec, training, "training")
+    infer = _spec(InferenceSpec, inference, "inference")
+
+    table = _table(spec, meth, train.weight_dtype)
+    trainable = table.trainable
+    weights = table.weights_bytes
+    grads = sum(t.bytes for t in trainable)
+    optim = optimizer_state_bytes(train.optimizer, trainable)
+
+    # ---- storage ----------------------------------------------------------------------------------
+    serve_dtype = infer.dtype or train.weight_dtype
+    merged = meth.merged if infer.merged is None else infer.merged
+    if merged and not meth.mergeable:
+        raise InvalidConfigError("inference.merged", True, f"{meth.name} cannot be merged into the base weights; only {', '.join(n for n in ('full', 'lora', 'qlora', 'ia3'))} can")
+    serve_table = table if serve_dtype == train.weight_dtype else _table(spec, meth, serve_dtype)
+    base_bytes = sum(t.bytes for t in serve_table.tensors if t.group in ("base", "quantized")) + serve_table.buffer_bytes
+    adapter = table.adapter_bytes
+    if meth.name == "full":
+        deploy_one = sum(t.bytes for t in serve_table.tensors)
+        deploy_all = infer.num_tasks * deploy_one
+    elif merged:
+        deploy_one = base_bytes
+        deploy_all = infer.num_tasks * base_bytes
+    else:
+        deploy_one = base_bytes + adapter
+        deploy_all = base_bytes + infer.num_tasks * adapter
+
+    notes = list(table.notes)
+    data: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "model": {"name": spec.name or spec.model_type, "model_type": spec.model_type},
+        "method": {"name": meth.name, "description": meth.describe(), "merged": bool(merged)},
+        "total_params": table.total_params,
+        "trainable_params": table.trainable_params,
+        "training": {
+            "dtype": train.weight_dtype,
+            "optimizer": train.optimizer,
+            "weights_bytes": weights,
+            "quant_state_bytes": table.buffer_bytes,
+            "gradients_bytes": grads,
+            "optimizer_bytes": optim,
+            "persistent_bytes": weights + table.buffer_bytes + grads + optim,
+            "activations_bytes": None,
+            "peak_bytes": None,
+            "reserved_bytes": None,
+            "device_bytes": None,
+            "step_flops": None,
+            "step_time_s": None,
+        },
+        "storage": {
+            "adapter_bytes": adapter,
+            "deploy_bytes": deploy_one,
+            "num_tasks": infer.num_tasks,
+            "deploy_bytes_all_tasks": deploy_all,
+            "serve_dtype": serve_dtype,
+        },
+        "inference": {
+            "forward_flops": None,
+            "kv_cache_bytes": None,
+            "prefill_latency_s": None,
+            "decode_latency_s": None,
+        },
+        "notes": notes,
+    }
+    return Estimate(data)

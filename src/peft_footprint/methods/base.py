@@ -1,0 +1,266 @@
+"""What a method adds to, or changes in, the base model's parameters.
+
+Every method is a pydantic model with PEFT's (or AdapterHub's) field names. ``build()`` returns a
+:class:`ParamTable`: each parameter tensor of the wrapped model with its dtype, whether it trains and
+whether the method's checkpoint saves it; totals are exact Python integers.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ..architectures import Layout, Linear, Param
+from ..dtypes import nbytes
+from ..errors import InvalidConfigError, UnsupportedCombinationError, did_you_mean
+
+__all__ = ["Method", "ParamTable", "Tensor", "TargetMatch", "base_tensors", "resolve_targets"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """``count`` identical tensors (one per layer for layer modules)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    count: int = 1
+    trainable: bool = False
+    group: str = "base"  # base | adapter | prompt_encoder | modules_to_save | quantized
+    counted_numel: int | None = None  # parameters as PEFT counts one tensor (4-bit: 2 per byte of storage)
+    stored_bytes: int | None = None  # bytes of one tensor's storage when not numel x element size
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def params(self) -> int:
+        return (self.numel if self.counted_numel is None else self.counted_numel) * self.count
+
+    @property
+    def bytes(self) -> int:
+        one = self.numel * nbytes(self.dtype) if self.stored_bytes is None else self.stored_bytes
+        return one * self.count
+
+
+@dataclass(slots=True)
+class ParamTable:
+    tensors: list[Tensor] = field(default_factory=list)
+    # what the method's checkpoint writes (PEFT's get_peft_model_state_dict / AdapterHub's save_adapter)
+    saved: list[Tensor] = field(default_factory=list)
+    # persistent non-parameter tensors (4-bit quantization state), in bytes
+    buffers: list[Tensor] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_params(self) -> int:
+        return sum(t.params for t in self.tensors)
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(t.params for t in self.tensors if t.trainable)
+
+    @property
+    def weights_bytes(self) -> int:
+        return sum(t.bytes for t in self.tensors)
+
+    @property
+    def buffer_bytes(self) -> int:
+        return sum(t.bytes for t in self.buffers)
+
+    @property
+    def trainable(self) -> list[Tensor]:
+        return [t for t in self.tensors if t.trainable]
+
+    @property
+    def adapter_bytes(self) -> int:
+        return sum(t.bytes for t in self.saved)
+
+
+class Method(BaseModel):
+    """Base class of the method specs. Subclasses declare PEFT's fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: ClassVar[str]
+    peft_type: ClassVar[str | None] = None  # PEFT's PeftType value, for adapter_config.json import
+    mergeable: ClassVar[bool] = False  # can the adaptation be folded into the base weights for serving?
+    label: ClassVar[str] = ""
+
+    def build(self, layout: Layout, cfg: dict[str, Any], dtype: str) -> ParamTable:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def merged(self) -> bool:
+        return False
+
+    def virtual_tokens(self) -> int:
+        """Virtual tokens prepended to every layer's sequence (prompt tuning, P-tuning)."""
+        return 0
+
+    def prefix_tokens(self) -> int:
+        """Virtual key/value positions added to every attention (prefix tuning)."""
+        return 0
+
+    def describe(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.model_dump(exclude_defaults=True).items())
+        return f"{self.name}({fields})"
+
+
+# ---- the base model's own parameters --------------------------------------------------------------
+
+
+def base_tensors(layout: Layout, dtype: str, *, trainable: bool = False) -> list[Tensor]:
+    out: list[Tensor] = []
+    n = layout.num_layers
+    for m in layout.layer_linears:
+        out.append(Tensor(f"{layout.layer_prefix}.*.{m.path}.weight", m.weight_shape, dtype, n, trainable))
+        if m.bias:
+            out.append(Tensor(f"{layout.layer_prefix}.*.{m.path}.bias", (m.out_features,), dtype, n, trainable))
+    for p in layout.layer_params:
+        out.append(Tensor(f"{layout.layer_prefix}.*.{p.path}", p.shape, dtype, n, trainable))
+    for p in layout.outer_params:
+        out.append(Tensor(p.path, p.shape, dtype, 1, trainable))
+    for m in layout.outer_linears:
+        if not m.tied:
+            out.append(Tensor(f"{m.path}.weight", m.weight_shape, dtype, 1, trainable))
+        if m.bias:
+            out.append(Tensor(f"{m.path}.bias", (m.out_features,), dtype, 1, trainable))
+    return out
+
+
+# ---- PEFT's target_modules matching (peft/tuners/tuners_utils.py: check_target_module_exists) ------
+
+
+@dataclass(frozen=True, slots=True)
+class TargetMatch:
+    module: Linear | Param  # a Linear, or an embedding Param
+    path: str  # full path for outer modules, "<prefix>.*.<rel>" for layer modules
+    count: int  # how many layers (1 for outer modules)
+    in_layer: bool
+
+    @property
+    def is_embedding(self) -> bool:
+        return isinstance(self.module, Param)
+
+
+def _key_matches(targets: str | list[str] | tuple[str, ...] | frozenset[str], key: str) -> bool:
+    if isinstance(targets, str):
+        return re.fullmatch(targets, key) is not None
+    return key in targets or any(key.endswith("." + t) for t in targets)
+
+
+def _layer_counts(layout: Layout, rel: str, targets, layers: set[int] | None, exclude) -> int:
+    """In how many layers does the module at ``rel`` match? Fast path when the answer is all or none."""
+    n = layout.num_layers
+    need_scan = isinstance(targets, str) or isinstance(exclude, str) or any(any(c.isdigit() for c in t) for t in targets) or (
+        exclude is not None and any(any(c.isdigit() for c in t) for t in exclude)
+    )
+    indices = range(n) if layers is None else [i for i in sorted(layers) if i < n]
+    if not need_scan:
+        key = layout.layer_path(0, rel)
+        hit = _key_matches(targets, key) and not (exclude and _key_matches(exclude, key))
+        return len(indices) if hit else 0
+    count = 0
+    for i in indices:
+        key = layout.layer_path(i, rel)
+        if _key_matches(targets, key) and not (exclude and _key_matches(exclude, key)):
+            count += 1
+    return count
+
+
+def resolve_targets(
+    layout: Layout,
+    target_modules: str | list[str] | tuple[str, ...],
+    *,
+    model_type: str,
+    exclude_modules: str | list[str] | None = None,
+    layers_to_transform: int | list[int] | None = None,
+    allow_embedding: bool = True,
+    field_name: str = "target_modules",
+) -> list[TargetMatch]:
+    """The modules PEFT would wrap for ``target_modules`` (list: exact or ``.``-suffix match; str: regex
+    fullmatch; ``"all-linear"``: every Linear/Conv1D except the output embedding)."""
+    if isinstance(target_modules, str) and target_modules.lower() == "all-linear":
+        matches = [TargetMatch(m, f"{layout.layer_prefix}.*.{m.path}", layout.num_layers, True) for m in layout.layer_linears]
+        matches += [TargetMatch(m, m.path, 1, False) for m in layout.outer_linears if m.path != layout.output_embedding]
+        return matches
+    if isinstance(target_modules, str):
+        try:
+            re.compile(target_modules)
+        except re.error as exc:
+            raise InvalidConfigError(field_name, target_modules, f"not a valid regular expression ({exc})") from None
+        targets: Any = target_modules
+    else:
+        targets = tuple(target_modules)
+        if not targets:
+            raise InvalidConfigError(field_name, list(target_modules), "must name at least one module")
+        bad = [t for t in targets if not isinstance(t, str)]
+        if bad:
+            raise InvalidConfigError(field_name, bad[0], "module names must be strings")
+    exclude: Any = exclude_modules if isinstance(exclude_modules, (str, type(None))) else tuple(exclude_modules)
+    layers = None
+    if layers_to_transform is not None and not isinstance(targets, str):
+        layers = {layers_to_transform} if isinstance(layers_to_transform, int) else set(layers_to_transform)
+
+    matches: list[TargetMatch] = []
+    for m in layout.layer_linears:
+        c = _layer_counts(layout, m.path, targets, layers, exclude)
+        if c:
+            matches.append(TargetMatch(m, f"{layout.layer_prefix}.*.{m.path}", c, True))
+    for m in layout.outer_linears:
+        if _key_matches(targets, m.path) and not (exclude and _key_matches(exclude, m.path)):
+            matches.append(TargetMatch(m, m.path, 1, False))
+    for p in layout.outer_params:
+        mod = p.path.rsplit(".", 1)[0]
+        if p.kind in ("embedding", "position_embedding") and _key_matches(targets, mod):
+            if not allow_embedding:
+                raise UnsupportedCombinationError(f"{field_name}: {mod!r} is an embedding; this method supports only linear layers")
+            matches.append(TargetMatch(p, mod, 1, False))
+
+    # names that exist but are not supported module types (norms, containers): PEFT raises
+    unsupported = [layout.layer_path(0, c) for c in layout.containers]
+    unsupported += [p.path.rsplit(".", 1)[0] for p in layout.outer_params if p.kind == "norm"]
+    for key in unsupported:
+        if _key_matches(targets, key) and not isinstance(targets, str):
+            raise UnsupportedCombinationError(
+                f"Target module {key.split('.')[-1]!r} of {model_type} is not supported: PEFT can only wrap "
+                f"Linear, Conv1D and Embedding layers here ({field_name}={list(targets)})."
+            )
+    if not matches:
+        available = sorted({m.name for m in layout.layer_linears} | {m.path for m in layout.outer_linears})
+        hint = ""
+        if not isinstance(targets, str):
+            for t in targets:
+                hint = did_you_mean(t.rsplit(".", 1)[-1], available)
+                if hint:
+                    break
+        raise InvalidConfigError(
+            field_name,
+            targets if isinstance(targets, str) else list(targets),
+            f"none of these modules exists in {model_type}.{hint} Modules that can be targeted: {', '.join(available)}"
+            ' (or "all-linear")',
+        )
+    if not isinstance(targets, str):
+        for t in targets:
+            hit = any(_key_matches((t,), layout.layer_path(0, m.path)) for m in layout.layer_linears) or any(
+                _key_matches((t,), m.path) for m in layout.outer_linears
+            ) or any(_key_matches((t,), p.path.rsplit(".", 1)[0]) for p in layout.outer_params)
+            if not hit and not any(c.isdigit() for c in t):
+                warnings.warn(f"{field_name}: {t!r} matches no module of {model_type}; PEFT ignores it", stacklevel=4)
+    return matches
+
+
+def targets_list(value: Any) -> Any:
+    """PEFT stores target_modules as a set in adapter_config.json-derived objects; normalise to a sorted list."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return value

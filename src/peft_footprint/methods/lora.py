@@ -1,0 +1,131 @@
+"""LoRA (peft/tuners/lora): ``lora_A`` (r x in) and ``lora_B`` (out x r) beside each target, kept in fp32 on a
+bf16/fp16 base (``get_peft_model(..., autocast_adapter_dtype=True)``, PEFT's default)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from ..errors import InvalidConfigError
+from .base import Method, ParamTable, Tensor, base_tensors, resolve_targets, targets_list
+from .defaults import default_targets
+
+ADAPTER_DTYPE = "fp32"
+
+
+class LoRA(Method):
+    name = "lora"
+    peft_type = "LORA"
+    label = "LoRA"
+    mergeable = True
+
+    r: int = Field(8, gt=0)
+    lora_alpha: float = 8
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | str | None = None
+    exclude_modules: list[str] | str | None = None
+    layers_to_transform: list[int] | int | None = None
+    bias: Literal["none", "all", "lora_only"] = "none"
+    modules_to_save: list[str] | None = None
+    use_dora: bool = False
+    use_rslora: bool = False
+    init_lora_weights: bool | str = True
+    fan_in_fan_out: bool = False
+    rank_pattern: dict[str, int] = Field(default_factory=dict)
+    alpha_pattern: dict[str, float] = Field(default_factory=dict)
+    merge: bool = Field(False, alias="merged", description="serve with the adapter folded into the base weights")
+
+    _targets = field_validator("target_modules", "exclude_modules", mode="before")(classmethod(lambda cls, v: targets_list(v)))
+
+    @property
+    def merged(self) -> bool:
+        return self.merge
+
+    def targets(self, layout, cfg):
+        targets = self.target_modules
+        if targets is None:
+            targets = default_targets("lora", cfg["model_type"], "target_modules")
+        return resolve_targets(
+            layout, targets, model_type=cfg["model_type"], exclude_modules=self.exclude_modules,
+            layers_to_transform=self.layers_to_transform,
+        )
+
+    def rank_for(self, path: str) -> int:
+        for pattern, r in self.rank_pattern.items():
+            if path.endswith(pattern) or pattern in path:
+                return r
+        return self.r
+
+    def lora_tensors(self, layout, cfg, base_dtype: str) -> list[Tensor]:
+        out: list[Tensor] = []
+        for t in self.targets(layout, cfg):
+            r = self.rank_for(t.path)
+            if t.is_embedding:
+                vocab, dim = t.module.shape
+                out.append(Tensor(f"{t.path}.lora_embedding_A", (r, vocab), ADAPTER_DTYPE, t.count, True, "adapter"))
+                out.append(Tensor(f"{t.path}.lora_embedding_B", (dim, r), ADAPTER_DTYPE, t.count, True, "adapter"))
+                if self.use_dora:
+                    out.append(Tensor(f"{t.path}.lora_magnitude_vector", (dim,), ADAPTER_DTYPE, t.count, True, "adapter"))
+                continue
+            m = t.module
+            out.append(Tensor(f"{t.path}.lora_A.weight", (r, m.in_features), ADAPTER_DTYPE, t.count, True, "adapter"))
+            out.append(Tensor(f"{t.path}.lora_B.weight", (m.out_features, r), ADAPTER_DTYPE, t.count, True, "adapter"))
+            if self.use_dora:
+                out.append(Tensor(f"{t.path}.lora_magnitude_vector", (m.out_features,), ADAPTER_DTYPE, t.count, True, "adapter"))
+        return out
+
+    def build(self, layout, cfg, dtype):
+        base = base_tensors(layout, dtype)
+        lora = self.lora_tensors(layout, cfg, dtype)
+        base, extra_saved = self._bias_and_modules_to_save(layout, cfg, base, dtype)
+        table = ParamTable(tensors=base + lora, saved=lora + extra_saved)
+        return table
+
+    # bias="all"/"lora_only" and modules_to_save make base tensors trainable or copy them
+    def _bias_and_modules_to_save(self, layout, cfg, base: list[Tensor], dtype: str):
+        saved: list[Tensor] = []
+        if self.bias != "none":
+            target_paths = {t.path for t in self.targets(layout, cfg)}
+            new = []
+            for t in base:
+                is_bias = t.name.endswith(".bias") or t.name.endswith("bias")
+                mod = t.name.rsplit(".", 1)[0]
+                if is_bias and (self.bias == "all" or mod in target_paths):
+                    t = Tensor(t.name, t.shape, t.dtype, t.count, True, t.group)
+                    saved.append(t)
+                new.append(t)
+            base = new
+        if self.modules_to_save:
+            base = base + modules_to_save_copies(layout, cfg, self.modules_to_save, dtype, saved)
+        return base, saved
+
+
+def modules_to_save_copies(layout, cfg, names: list[str], dtype: str, saved: list[Tensor]) -> list[Tensor]:
+    """PEFT's ModulesToSaveWrapper: a trainable deep copy of each matching module (peft/utils/other.py)."""
+    copies: list[Tensor] = []
+    found = False
+    modules: list[tuple[str, list[tuple[str, tuple[int, ...]]], int]] = []
+    for m in layout.outer_linears:
+        shapes = [("weight", m.weight_shape)] + ([("bias", (m.out_features,))] if m.bias else [])
+        modules.append((m.path, shapes, 1))
+    for p in layout.outer_params:
+        mod, leaf = p.path.rsplit(".", 1)
+        modules.append((mod, [(leaf, p.shape)], 1))
+    for m in layout.layer_linears:
+        shapes = [("weight", m.weight_shape)] + ([("bias", (m.out_features,))] if m.bias else [])
+        modules.append((f"{layout.layer_prefix}.*.{m.path}", shapes, layout.num_layers))
+    merged: dict[str, tuple[list, int]] = {}
+    for path, shapes, count in modules:
+        prev = merged.get(path)
+        merged[path] = ((prev[0] if prev else []) + shapes, count)
+    for path, (shapes, count) in merged.items():
+        if any(path.endswith(n) for n in names):
+            found = True
+            for leaf, shape in shapes:
+                t = Tensor(f"{path}.modules_to_save.{leaf}", shape, dtype, count, True, "modules_to_save")
+                copies.append(t)
+                saved.append(t)
+    if not found:
+        raise InvalidConfigError("modules_to_save", names, f"no such module in {cfg['model_type']}")
+    return copies

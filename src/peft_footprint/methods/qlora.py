@@ -1,0 +1,78 @@
+"""QLoRA: LoRA on a bitsandbytes 4-bit base (transformers' BitsAndBytesConfig(load_in_4bit=True)).
+
+Every ``nn.Linear`` except the output embedding (transformers' ``get_keys_to_not_convert``) and
+``llm_int8_skip_modules`` becomes ``bnb.nn.Linear4bit``: its weight is a ``Params4bit`` of ``numel / 2`` bytes
+(two 4-bit codes per byte, viewed as ``bnb_4bit_quant_storage``), plus a QuantState with one fp32 absmax per
+block of 64 values (with double quantization: uint8 absmax + one fp32 absmax per 256 blocks + a 256-entry fp32
+code + an fp32 offset) and the 16-entry fp32 NF4/FP4 code. GPT-2's ``Conv1D`` is not ``nn.Linear`` and stays
+unquantized. PEFT counts a Params4bit as ``numel * 2 * element_size`` parameters, i.e. the original count.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from ..dtypes import WEIGHT_DTYPES, canonical_dtype, nbytes
+from .base import ParamTable, Tensor
+from .lora import LoRA
+
+BLOCKSIZE = 64  # bitsandbytes quantize_4bit default blocksize for 4-bit weights
+DQ_BLOCKSIZE = 256  # double quantization: blocksize of the nested absmax quantization
+CODE_4BIT = 16 * 4  # fp32 NF4/FP4 lookup table kept in each QuantState
+CODE_8BIT = 256 * 4  # fp32 dynamic map of the nested state (double quant)
+
+
+def quant_state_bytes(numel: int, double_quant: bool) -> int:
+    blocks = -(-numel // BLOCKSIZE)
+    if not double_quant:
+        return blocks * 4 + CODE_4BIT
+    nested = -(-blocks // DQ_BLOCKSIZE)
+    return blocks * 1 + nested * 4 + CODE_8BIT + 4 + CODE_4BIT  # + fp32 offset
+
+
+class QLoRA(LoRA):
+    name = "qlora"
+    label = "QLoRA"
+    mergeable = True
+
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    bnb_4bit_compute_dtype: str | None = None
+    bnb_4bit_quant_storage: str = "uint8"
+    llm_int8_skip_modules: list[str] | None = None
+    prepare_model_for_kbit_training: bool = Field(False, description="PEFT's helper casts non-quantized params to fp32")
+
+    @field_validator("bnb_4bit_quant_storage", mode="before")
+    @classmethod
+    def _storage(cls, v):
+        return canonical_dtype(v, "bnb_4bit_quant_storage", ("uint8", "int8", *WEIGHT_DTYPES))
+
+    @field_validator("bnb_4bit_quant_type", mode="before")
+    @classmethod
+    def _qt(cls, v):
+        return v.lower() if isinstance(v, str) else v
+
+    def build(self, layout, cfg, dtype):
+        table = super().build(layout, cfg, dtype)
+        skip = set(self.llm_int8_skip_modules or []) | {layout.output_embedding}
+        quantized = {
+            f"{layout.layer_prefix}.*.{m.path}.weight": m for m in layout.layer_linears if not m.conv1d and not any(m.path.endswith(s) for s in skip)
+        } | {f"{m.path}.weight": m for m in layout.outer_linears if not m.conv1d and not m.tied and not any(m.path.endswith(s) for s in skip)}
+        esize = nbytes(self.bnb_4bit_quant_storage)
+        other_dtype = "fp32" if self.prepare_model_for_kbit_training else dtype
+        tensors, buffers = [], []
+        for t in table.tensors:
+            if t.name in quantized and t.group == "base":
+                numel = t.numel
+                stored = -(-numel // (2 * esize))  # elements of quant_storage holding numel 4-bit codes
+                tensors.append(Tensor(t.name, (stored, 1), self.bnb_4bit_quant_storage, t.count, False, "quantized",
+                                      counted_numel=stored * 2 * esize, stored_bytes=stored * esize))
+                buffers.append(Tensor(t.name + ".quant_state", (0,), "uint8", t.count, False, "quant_state",
+                                      stored_bytes=quant_state_bytes(numel, self.bnb_4bit_use_double_quant)))
+            elif t.group == "base" and other_dtype != t.dtype:
+                tensors.append(Tensor(t.name, t.shape, other_dtype, t.count, t.trainable, t.group))
+            else:
+                tensors.append(t)
+        return ParamTable(tensors=tensors, saved=table.saved, buffers=buffers, notes=table.notes)

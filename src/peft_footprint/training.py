@@ -1,0 +1,151 @@
+"""TrainingSpec, precision rules and the optimizer-state table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .dtypes import WEIGHT_DTYPES, canonical_dtype, nbytes
+from .registry import Registry
+
+__all__ = ["TrainingSpec", "OPTIMIZERS", "Optimizer", "optimizer_state_bytes"]
+
+
+class TrainingSpec(BaseModel):
+    """How the model is trained. ``dtype`` is the dtype the weights are stored in; ``mixed_precision``
+    (``"bf16"``/``"fp16"``) runs the forward under ``torch.autocast`` on fp32 weights."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_size: int = Field(1, gt=0)
+    seq_len: int = Field(512, gt=0)
+    dtype: str = "bf16"
+    mixed_precision: str | None = None
+    optimizer: str = "adamw"
+    gradient_checkpointing: bool = False
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    gradient_accumulation_steps: int = Field(1, gt=0)
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype(cls, v: Any) -> str:
+        return canonical_dtype(v, "training.dtype", WEIGHT_DTYPES)
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _mp(cls, v: Any) -> str | None:
+        if v in (None, False, "no", "none"):
+            return None
+        return canonical_dtype(v, "training.mixed_precision", ("bf16", "fp16"))
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _opt(cls, v: Any) -> str:
+        return OPTIMIZERS.canonical(v) if isinstance(v, str) else OPTIMIZERS.canonical(str(v))
+
+    @field_validator("attn_implementation", mode="before")
+    @classmethod
+    def _attn(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.lower()
+            if v in ("flash_attention", "flash", "fa2", "flash_attn"):
+                return "flash_attention_2"
+        return v
+
+    @property
+    def weight_dtype(self) -> str:
+        return "fp32" if self.mixed_precision else self.dtype
+
+
+# ---- optimizers ---------------------------------------------------------------------------------
+# Each rule maps one trainable tensor (shape, dtype) to the bytes of the optimizer state it gets.
+
+BNB_MIN_8BIT_SIZE = 4096  # bitsandbytes Optimizer2State: tensors with fewer elements keep 32-bit state
+BNB_BLOCKSIZE = 256  # bitsandbytes blockwise 8-bit optimizers: one fp32 absmax per 256 elements
+BNB_QMAP_BYTES = 2 * 256 * 4  # the two 256-entry fp32 quantization maps, shared by all tensors of one device
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    name: str
+    description: str
+    per_tensor: Callable[[tuple[int, ...], str], int]
+    fixed_bytes: int = 0  # state shared by all tensors (bitsandbytes' quantization maps)
+    paged: bool = False
+    source: str = ""
+
+
+def _adam(shape, dtype):  # torch.optim.AdamW: exp_avg, exp_avg_sq like the parameter (step on CPU, excluded)
+    return 2 * _numel(shape) * nbytes(dtype)
+
+
+def _adam8(shape, dtype):
+    n = _numel(shape)
+    if n < BNB_MIN_8BIT_SIZE:
+        return 2 * n * 4
+    blocks = -(-n // BNB_BLOCKSIZE)
+    return 2 * n + 2 * blocks * 4
+
+
+def _sgd(shape, dtype):
+    return 0
+
+
+def _momentum(shape, dtype):
+    return _numel(shape) * nbytes(dtype)
+
+
+def _adafactor(shape, dtype):  # transformers.Adafactor defaults (beta1=None): factored second moment
+    if len(shape) >= 2:
+        row = _numel(shape[:-1])
+        col = _numel(shape[:-2]) * shape[-1]
+        return (row + col) * nbytes(dtype)
+    return _numel(shape) * nbytes(dtype)
+
+
+def _lion(shape, dtype):  # one momentum buffer like the parameter
+    return _numel(shape) * nbytes(dtype)
+
+
+def _lion8(shape, dtype):
+    n = _numel(shape)
+    if n < BNB_MIN_8BIT_SIZE:
+        return n * 4
+    return n + -(-n // BNB_BLOCKSIZE) * 4
+
+
+OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
+for _opt in (
+    Optimizer("adamw", "torch.optim.AdamW: two states in the parameter dtype", _adam, source="torch/optim/adamw.py"),
+    Optimizer("adam", "torch.optim.Adam: two states in the parameter dtype", _adam, source="torch/optim/adam.py"),
+    Optimizer("adamw_8bit", "bitsandbytes AdamW8bit: two uint8 states + fp32 absmax per 256; tensors < 4096 elements keep fp32 states",
+              _adam8, BNB_QMAP_BYTES, source="bitsandbytes/optim/optimizer.py Optimizer2State.init_state"),
+    Optimizer("paged_adamw_8bit", "bitsandbytes PagedAdamW8bit: as adamw_8bit, in paged (unified) memory", _adam8, BNB_QMAP_BYTES, True),
+    Optimizer("paged_adamw", "bitsandbytes PagedAdamW (32-bit states)", lambda s, d: 2 * _numel(s) * 4, paged=True),
+    Optimizer("adamw_32bit", "bitsandbytes AdamW (32-bit states)", lambda s, d: 2 * _numel(s) * 4),
+    Optimizer("sgd", "torch.optim.SGD without momentum: no state", _sgd),
+    Optimizer("sgd_momentum", "torch.optim.SGD with momentum: one buffer in the parameter dtype", _momentum),
+    Optimizer("adafactor", "transformers.Adafactor (beta1=None): factored row/column second moments", _adafactor),
+    Optimizer("lion", "Lion: one momentum buffer in the parameter dtype", _lion),
+    Optimizer("lion_8bit", "bitsandbytes Lion8bit: one uint8 state + fp32 absmax per 256", _lion8, 256 * 4),
+):
+    OPTIMIZERS.register(_opt.name, _opt)
+for _alias, _name in (("adamw_torch", "adamw"), ("adamw_torch_fused", "adamw"), ("adamw_bnb_8bit", "adamw_8bit"),
+                      ("adam8bit", "adamw_8bit"), ("adamw8bit", "adamw_8bit"), ("paged_adamw_32bit", "paged_adamw")):
+    OPTIMIZERS._aliases[_alias] = _name
+
+
+def optimizer_state_bytes(optimizer: str, tensors) -> int:
+    """Bytes of optimizer state over the trainable tensors (exact integers)."""
+    opt = OPTIMIZERS.get(optimizer)
+    total = sum(opt.per_tensor(t.shape, t.dtype) * t.count for t in tensors)
+    return total + (opt.fixed_bytes if total else 0)
