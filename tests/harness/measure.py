@@ -327,6 +327,8 @@ class LiveStorageTracker(TorchDispatchMode):
         self.snapshots: dict[str, int] = {}
         self._gen = 0
         self._ids: dict[int, int] = {}
+        self.info: dict[int, tuple] = {}  # ptr -> (op, shape, dtype, phase) of the op that created it
+        self._op = None
 
     def mark(self, t: torch.Tensor) -> None:
         if torch.is_tensor(t) and t.device.type != "meta":
@@ -336,6 +338,7 @@ class LiveStorageTracker(TorchDispatchMode):
         if self._ids.get(ptr) == gen:
             del self._ids[ptr]
             self.live.pop(ptr, None)
+            self.info.pop(ptr, None)
             self.current -= nbytes
 
     def record(self, t: torch.Tensor) -> None:
@@ -347,6 +350,7 @@ class LiveStorageTracker(TorchDispatchMode):
         self._gen += 1
         self._ids[ptr] = self._gen
         self.live[ptr] = nbytes
+        self.info[ptr] = (str(self._op), tuple(t.shape), _dtype_str(t.dtype), self.phase)
         self.current += nbytes
         self.created_bytes += nbytes
         self.created_count += 1
@@ -355,6 +359,7 @@ class LiveStorageTracker(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        self._op = func
         in_ptrs = {a.untyped_storage().data_ptr() for a in tree_flatten((args, kwargs))[0]
                    if isinstance(a, torch.Tensor) and a.device.type != "meta"}
         for o in tree_flatten(out)[0]:
@@ -366,6 +371,10 @@ class LiveStorageTracker(TorchDispatchMode):
             self.peak = self.current
             self.peak_phase = self.phase
         return out
+
+    def live_listing(self) -> list[dict]:
+        return [{"op": i[0], "shape": list(i[1]), "dtype": i[2], "phase": i[3], "bytes": self.live[p]}
+                for p, i in self.info.items() if p in self.live]
 
     def snapshot(self, label: str) -> int:
         self.snapshots[label] = self.current
@@ -480,6 +489,8 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
                 out = _forward(model, ids, t)
             loss = out.loss
             res["activations_bytes"] = tracker.snapshot("end_of_forward")
+            if "names" in what:
+                res["live_at_end_of_forward"] = tracker.live_listing()
             res["logits_bytes"] = _tensor_bytes(out.logits)
             tracker.phase = "backward"
             loss.backward()

@@ -14,6 +14,7 @@ from .prompt_learning import PROMPT_DTYPE, PromptLearning
 
 class PTuning(PromptLearning):
     name = "p_tuning"
+    prepends_embeddings = True
     peft_type = "P_TUNING"
     label = "P-tuning"
 

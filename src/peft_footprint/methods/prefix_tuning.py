@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from ..errors import UnsupportedCombinationError
 from .base import ParamTable, Tensor, base_tensors
 from .prompt_learning import PROMPT_DTYPE, PromptLearning
 
@@ -30,6 +31,12 @@ class PrefixTuning(PromptLearning):
 
     def build(self, layout, cfg, dtype):
         layers, token_dim, _ = self.resolved(cfg)
+        if cfg["model_type"] in ("gemma2", "gemma3_text") and layers > 2:
+            # peft 0.19.1 peft_model.py:817-819 indexes past_key_values[0][layer_idx] (key/value axis of size 2)
+            raise UnsupportedCombinationError(
+                f"prefix_tuning on {cfg['model_type']} with {layers} layers fails in PEFT 0.19.1 (IndexError while "
+                "building the Gemma cache from the prefix, peft_model.py:819); it cannot be trained as is"
+            )
         n = self.num_virtual_tokens
         out_dim = layers * 2 * token_dim
         if self.prefix_projection:

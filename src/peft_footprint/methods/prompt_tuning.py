@@ -11,6 +11,7 @@ from .prompt_learning import PROMPT_DTYPE, PromptLearning
 
 class PromptTuning(PromptLearning):
     name = "prompt_tuning"
+    prepends_embeddings = True
     peft_type = "PROMPT_TUNING"
     label = "Prompt tuning"
 

@@ -1,11 +1,16 @@
 """QLoRA: LoRA on a bitsandbytes 4-bit base (transformers' BitsAndBytesConfig(load_in_4bit=True)).
 
-Every ``nn.Linear`` except the output embedding (transformers' ``get_keys_to_not_convert``) and
-``llm_int8_skip_modules`` becomes ``bnb.nn.Linear4bit``: its weight is a ``Params4bit`` of ``numel / 2`` bytes
-(two 4-bit codes per byte, viewed as ``bnb_4bit_quant_storage``), plus a QuantState with one fp32 absmax per
-block of 64 values (with double quantization: uint8 absmax + one fp32 absmax per 256 blocks + a 256-entry fp32
-code + an fp32 offset) and the 16-entry fp32 NF4/FP4 code. GPT-2's ``Conv1D`` is not ``nn.Linear`` and stays
-unquantized. PEFT counts a Params4bit as ``numel * 2 * element_size`` parameters, i.e. the original count.
+Byte layout (docs/notes/qlora.md; bitsandbytes 0.50.2, transformers 5.13.1, peft 0.19.1):
+
+- transformers' ``replace_with_bnb_linear`` swaps every ``nn.Linear`` and GPT-2 ``Conv1D`` for
+  ``bnb.nn.Linear4bit`` except ``modules_to_not_convert`` (the output embedding, or ``llm_int8_skip_modules``).
+- A weight of n values becomes a ``Params4bit`` of shape ``((n + 1) // (2 * s), 1)`` in
+  ``bnb_4bit_quant_storage`` (itemsize s): ceil(n/2) bytes; bf16/fp32 storage needs n divisible by 2s.
+- Its QuantState: fp32 absmax per block of 64 values and the 16-entry fp32 code (64 B, one per layer);
+  with double quantization the absmax is uint8, plus one fp32 absmax per 256 blocks, a 4-byte fp32 offset,
+  and one 256-entry fp32 code (1 KiB) shared by all layers on a device.
+- PEFT counts a Params4bit as ``numel * 2 * element_size`` parameters (n, or n + 1 for odd n in uint8).
+- ``prepare_model_for_kbit_training`` casts every non-4-bit parameter to fp32.
 """
 
 from __future__ import annotations
@@ -15,21 +20,22 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from ..dtypes import WEIGHT_DTYPES, canonical_dtype, nbytes
+from ..errors import UnsupportedCombinationError
 from .base import ParamTable, Tensor
 from .lora import LoRA
 
 BLOCKSIZE = 64  # bitsandbytes quantize_4bit default blocksize for 4-bit weights
 DQ_BLOCKSIZE = 256  # double quantization: blocksize of the nested absmax quantization
 CODE_4BIT = 16 * 4  # fp32 NF4/FP4 lookup table kept in each QuantState
-CODE_8BIT = 256 * 4  # fp32 dynamic map of the nested state (double quant)
 
 
 def quant_state_bytes(numel: int, double_quant: bool) -> int:
+    """Bytes of one Linear4bit's QuantState tensors (excluding the shared nested code)."""
     blocks = -(-numel // BLOCKSIZE)
     if not double_quant:
         return blocks * 4 + CODE_4BIT
     nested = -(-blocks // DQ_BLOCKSIZE)
-    return blocks * 1 + nested * 4 + CODE_8BIT + 4 + CODE_4BIT  # + fp32 offset
+    return blocks + nested * 4 + 4 + CODE_4BIT
 
 
 class QLoRA(LoRA):
@@ -58,15 +64,20 @@ class QLoRA(LoRA):
         table = super().build(layout, cfg, dtype)
         skip = set(self.llm_int8_skip_modules or []) | {layout.output_embedding}
         quantized = {
-            f"{layout.layer_prefix}.*.{m.path}.weight": m for m in layout.layer_linears if not m.conv1d and not any(m.path.endswith(s) for s in skip)
-        } | {f"{m.path}.weight": m for m in layout.outer_linears if not m.conv1d and not m.tied and not any(m.path.endswith(s) for s in skip)}
+            f"{layout.layer_prefix}.*.{m.path}.weight": m for m in layout.layer_linears if not any(m.path.endswith(s) for s in skip)
+        } | {f"{m.path}.weight": m for m in layout.outer_linears if not m.tied and not any(m.path.endswith(s) for s in skip)}
         esize = nbytes(self.bnb_4bit_quant_storage)
         other_dtype = "fp32" if self.prepare_model_for_kbit_training else dtype
         tensors, buffers = [], []
         for t in table.tensors:
             if t.name in quantized and t.group == "base":
                 numel = t.numel
-                stored = -(-numel // (2 * esize))  # elements of quant_storage holding numel 4-bit codes
+                if esize > 1 and numel % (2 * esize):
+                    raise UnsupportedCombinationError(
+                        f"bnb_4bit_quant_storage={self.bnb_4bit_quant_storage!r} cannot hold {t.name} ({numel} values, not a "
+                        f"multiple of {2 * esize}): bitsandbytes fails to load it; use quant_storage 'uint8'"
+                    )
+                stored = (numel + 1) // (2 * esize)  # elements of quant_storage holding numel 4-bit codes
                 tensors.append(Tensor(t.name, (stored, 1), self.bnb_4bit_quant_storage, t.count, False, "quantized",
                                       counted_numel=stored * 2 * esize, stored_bytes=stored * esize))
                 buffers.append(Tensor(t.name + ".quant_state", (0,), "uint8", t.count, False, "quant_state",
@@ -75,4 +86,6 @@ class QLoRA(LoRA):
                 tensors.append(Tensor(t.name, t.shape, other_dtype, t.count, t.trainable, t.group))
             else:
                 tensors.append(t)
+        if buffers and self.bnb_4bit_use_double_quant:
+            buffers.append(Tensor("nested_quant_map (shared)", (256,), "fp32", 1, False, "quant_state"))
         return ParamTable(tensors=tensors, saved=table.saved, buffers=buffers, notes=table.notes)

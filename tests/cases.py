@@ -1,0 +1,66 @@
+"""The validation matrix: small odd-shaped configs of every architecture and a method set.
+
+Shapes are deliberately irregular (odd hidden sizes, GQA ratios, explicit head_dim different from
+hidden/heads, tied and untied heads, biases on and off) so nothing is tuned to one shape.
+"""
+
+from __future__ import annotations
+
+IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+
+TINY: dict[str, dict] = {
+    "llama": dict(model_type="llama", hidden_size=72, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
+                  head_dim=16, intermediate_size=136, vocab_size=131, attention_bias=True, max_position_embeddings=128),
+    "mistral": dict(model_type="mistral", hidden_size=80, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                    intermediate_size=120, vocab_size=97, sliding_window=8, max_position_embeddings=128),
+    "qwen2": dict(model_type="qwen2", hidden_size=56, num_hidden_layers=2, num_attention_heads=7, num_key_value_heads=1,
+                  intermediate_size=100, vocab_size=113, tie_word_embeddings=True, max_position_embeddings=128),
+    "qwen3": dict(model_type="qwen3", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  head_dim=24, intermediate_size=88, vocab_size=103, max_position_embeddings=128),
+    "gemma": dict(model_type="gemma", hidden_size=48, num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=1,
+                  head_dim=20, intermediate_size=96, vocab_size=89, max_position_embeddings=128),
+    "gemma2": dict(model_type="gemma2", hidden_size=40, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                   head_dim=12, intermediate_size=72, vocab_size=91, sliding_window=8, max_position_embeddings=128),
+    "gemma3_text": dict(model_type="gemma3_text", hidden_size=48, num_hidden_layers=3, num_attention_heads=4,
+                        num_key_value_heads=1, head_dim=16, intermediate_size=80, vocab_size=95, sliding_window=8,
+                        max_position_embeddings=128),
+    "phi3": dict(model_type="phi3", hidden_size=60, num_hidden_layers=2, num_attention_heads=5, num_key_value_heads=5,
+                 intermediate_size=92, vocab_size=107, max_position_embeddings=128, original_max_position_embeddings=128),
+    "gpt2": dict(model_type="gpt2", n_embd=48, n_layer=2, n_head=4, n_positions=64, vocab_size=99),
+    "gpt_neox": dict(model_type="gpt_neox", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=120,
+                     vocab_size=101, max_position_embeddings=64),
+    "opt": dict(model_type="opt", hidden_size=48, num_hidden_layers=2, num_attention_heads=4, ffn_dim=88, vocab_size=97,
+                word_embed_proj_dim=32, max_position_embeddings=64),
+    "olmo2": dict(model_type="olmo2", hidden_size=64, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=4,
+                  intermediate_size=104, vocab_size=93, max_position_embeddings=128),
+    "granite": dict(model_type="granite", hidden_size=72, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=3,
+                    intermediate_size=112, vocab_size=101, tie_word_embeddings=True, max_position_embeddings=128),
+    "starcoder2": dict(model_type="starcoder2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       intermediate_size=96, vocab_size=87, max_position_embeddings=128),
+}
+for _cfg in TINY.values():
+    _cfg.update(IDS)
+
+HAS_PEFT_DEFAULTS = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gpt2", "gpt_neox", "opt"}
+
+
+def peft_methods(model_type: str) -> dict[str, dict]:
+    """Methods measured with real PEFT in the main environment, keyed by a readable id."""
+    default_ok = model_type in HAS_PEFT_DEFAULTS
+    lora_default = {"name": "lora", "r": 4, "lora_alpha": 8} if default_ok else {"name": "lora", "r": 4, "target_modules": "all-linear"}
+    ia3 = {"name": "ia3"} if default_ok else {"name": "ia3", "target_modules": "all-linear", "feedforward_modules": []}
+    return {
+        "full": {"name": "full"},
+        "lora": lora_default,
+        "lora_all_linear_dora_bias": {"name": "lora", "r": 3, "target_modules": "all-linear", "use_dora": True, "bias": "all"},
+        "lora_modules_to_save": {"name": "lora", "r": 5, "target_modules": "all-linear", "modules_to_save": ["lm_head" if model_type != "gpt_neox" else "embed_out"]},
+        "ia3": ia3,
+        "prefix_tuning": {"name": "prefix_tuning", "num_virtual_tokens": 5},
+        "prefix_tuning_projection": {"name": "prefix_tuning", "num_virtual_tokens": 4, "prefix_projection": True, "encoder_hidden_size": 24},
+        "prompt_tuning": {"name": "prompt_tuning", "num_virtual_tokens": 7},
+        "p_tuning_mlp": {"name": "p_tuning", "num_virtual_tokens": 6, "encoder_hidden_size": 20},
+        "p_tuning_lstm": {"name": "p_tuning", "num_virtual_tokens": 3, "encoder_hidden_size": 10, "encoder_reparameterization_type": "LSTM", "encoder_num_layers": 2},
+    }
+
+
+STATIC_KEYS = ("total_params", "trainable_params", "weights_bytes", "gradients_bytes", "optimizer_bytes", "adapter_bytes")
