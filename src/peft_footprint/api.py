@@ -7,9 +7,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import InvalidConfigError, PeftFootprintError
-from .inference import InferenceSpec
+from .dtypes import nbytes
+from .inference import InferenceSpec, kv_cache_bytes
 from .methods import Method, ParamTable, load_method
 from .model import ModelSpec, load_model
+from .storage import safetensors_file_bytes
 from .result import SCHEMA_VERSION, Estimate
 from .training import TrainingSpec, optimizer_state_bytes
 
@@ -87,6 +89,15 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
         deploy_one = base_bytes + adapter
         deploy_all = base_bytes + infer.num_tasks * adapter
 
+    # ---- what the training loop keeps alive between steps ----------------------------------------
+    retained = 0
+    if train.retain_outputs:
+        e = nbytes(train.mixed_precision or train.weight_dtype)
+        seq = train.seq_len + meth.virtual_tokens()
+        retained = train.batch_size * seq * spec.cfg["vocab_size"] * e  # logits
+        if train.use_cache:
+            retained += kv_cache_bytes(spec.cfg, train.batch_size, seq, e, prefix_tokens=meth.prefix_tokens())
+
     notes = list(table.notes)
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -101,7 +112,8 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
             "quant_state_bytes": table.buffer_bytes,
             "gradients_bytes": grads,
             "optimizer_bytes": optim,
-            "persistent_bytes": weights + table.buffer_bytes + grads + optim,
+            "retained_outputs_bytes": retained,
+            "persistent_bytes": weights + table.buffer_bytes + grads + optim + retained,
             "activations_bytes": None,
             "peak_bytes": None,
             "reserved_bytes": None,
@@ -111,6 +123,7 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
         },
         "storage": {
             "adapter_bytes": adapter,
+            "checkpoint_file_bytes": None if meth.name == "full" else table.file_bytes(safetensors_file_bytes),
             "deploy_bytes": deploy_one,
             "num_tasks": infer.num_tasks,
             "deploy_bytes_all_tasks": deploy_all,

@@ -34,3 +34,21 @@ class InferenceSpec(BaseModel):
     @classmethod
     def _kv(cls, v: Any) -> str | None:
         return None if v is None else canonical_dtype(v, "inference.kv_cache_dtype", (*WEIGHT_DTYPES, "fp8", "int8"))
+
+
+def kv_cache_bytes(cfg: dict[str, Any], batch: int, positions: int, dtype_bytes: int, *, prefix_tokens: int = 0,
+                   sliding: bool = False, layer_types: list[str] | None = None) -> int:
+    """Bytes of keys and values cached for ``positions`` tokens (+ prefix-tuning's virtual positions) in every layer.
+
+    ``sliding=True`` caps sliding-window layers at the window (what transformers' sliding cache layers keep).
+    """
+    per_position = 2 * batch * cfg["num_key_value_heads"] * cfg["head_dim"] * dtype_bytes
+    layers = layer_types or ["full_attention"] * cfg["num_hidden_layers"]
+    window = cfg.get("sliding_window")
+    total = 0
+    for kind in layers:
+        n = positions
+        if sliding and kind == "sliding_attention" and window:
+            n = min(n, window)
+        total += per_position * (n + prefix_tokens)
+    return total

@@ -27,6 +27,12 @@ class TrainingSpec(BaseModel):
     gradient_checkpointing: bool = False
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     gradient_accumulation_steps: int = Field(1, gt=0)
+    # the forward's use_cache (transformers' default config.use_cache=True builds a KV cache even in training
+    # unless gradient checkpointing is on; DESIGN.md's measurement passes use_cache=False)
+    use_cache: bool = False
+    # a training loop that keeps `outputs` referenced across optimizer.step() (PEFT's MetaMathQA run.py does)
+    # keeps the logits (and the KV cache when use_cache) allocated between steps
+    retain_outputs: bool = False
 
     @field_validator("dtype", mode="before")
     @classmethod

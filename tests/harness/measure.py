@@ -110,15 +110,21 @@ def wrap_method(model, method: dict | str):
         for p in model.parameters():
             p.requires_grad_(True)
         return model, name
-    if name == "qlora":
-        raise NotImplementedError(
-            "qlora is not measured by this harness: bitsandbytes 4-bit needs a CUDA/XPU build; "
-            "see the qlora harness notes (docs/notes/harness.md)."
-        )
     import peft
 
+    if name == "qlora":  # the base was already loaded in 4 bit by _build; here: optional prep + LoRA
+        for k in _QLORA_LOAD_FIELDS:
+            fields.pop(k, None)
+        if fields.pop("prepare_model_for_kbit_training", True):
+            model = peft.prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=bool(getattr(model, "is_gradient_checkpointing", False)),
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+        name_for_cfg = "lora"
+    else:
+        name_for_cfg = name
+
     fields.setdefault("task_type", "CAUSAL_LM")
-    if name == "lora":
+    if name_for_cfg == "lora":
         fields.setdefault("lora_dropout", 0.0)
         cfg = peft.LoraConfig(**fields)
     elif name == "ia3":
@@ -135,11 +141,47 @@ def wrap_method(model, method: dict | str):
     return peft.get_peft_model(model, cfg), name
 
 
+_QLORA_LOAD_FIELDS = ("bnb_4bit_quant_type", "bnb_4bit_use_double_quant", "bnb_4bit_compute_dtype",
+                      "bnb_4bit_quant_storage")
+
+
+def _build_4bit(config, method, dtype, attn_implementation):
+    """QLoRA base: random model saved to a temp dir, reloaded through bitsandbytes 4-bit (CPU backend)."""
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    _, fields = _method_name(method)
+    compute = fields.get("bnb_4bit_compute_dtype", dtype)
+    compute = _dtype(compute) if isinstance(compute, str) else compute
+    bnb = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=fields.get("bnb_4bit_quant_type", "nf4"),
+        bnb_4bit_use_double_quant=fields.get("bnb_4bit_use_double_quant", True),
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_quant_storage=_dtype(fields["bnb_4bit_quant_storage"]) if "bnb_4bit_quant_storage" in fields
+        else torch.uint8,
+    )
+    base = build_model(config, dtype, attn_implementation)
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base.save_pretrained(d)
+        del base
+        return AutoModelForCausalLM.from_pretrained(d, quantization_config=bnb, dtype=dtype, device_map="cpu",
+                                                    attn_implementation=attn_implementation)
+
+
 def _build(config, method, t, device="cpu", seed=0):
     torch.manual_seed(seed)
     dtype = torch.float32 if t["mixed_precision"] else _dtype(t["dtype"])
+    name, _ = _method_name(method)
+    if name == "qlora" and device != "cpu":
+        raise NotImplementedError("qlora is measured on cpu only (bitsandbytes 4-bit needs real weights, not meta)")
     with torch.device(device):
-        model = build_model(config, dtype, t["attn_implementation"])
+        if name == "qlora":
+            model = _build_4bit(config, method, dtype, t["attn_implementation"])
+        else:
+            model = build_model(config, dtype, t["attn_implementation"])
         if t["gradient_checkpointing"]:
             # what Trainer / typical scripts do; HF also calls enable_input_require_grads() here, and PEFT
             # calls it again in get_peft_model when the base is checkpointing.
@@ -236,6 +278,7 @@ def static_counts(model, name: str, want_names: bool = False) -> dict:
             names.append({"name": pname, "shape": list(p.shape), "dtype": _dtype_str(p.dtype),
                           "requires_grad": bool(p.requires_grad), "bytes": b})
     buffers = sum(_tensor_bytes(b) for b in model.buffers())
+    qs_tensors = _quant_state_tensors(model)
     state = _adapter_state(model, name)
     adapter = sum(_tensor_bytes(v) for v in state.values())
     out = {
@@ -247,11 +290,34 @@ def static_counts(model, name: str, want_names: bool = False) -> dict:
         "adapter_tensors": len(state),
         "params_by_dtype": by_dtype,
     }
+    if qs_tensors:  # bitsandbytes 4-bit: absmax / code / nested-quant tensors held beside each Params4bit
+        out["quant_state_bytes"] = int(sum(_tensor_bytes(x) for x in qs_tensors))
     if storages:
         out["weights_storage_bytes"] = int(storage_bytes)  # unique parameter storages, should equal weights
     if want_names:
         out["names"] = names
         out["adapter_names"] = {k: {"shape": list(v.shape), "dtype": _dtype_str(v.dtype)} for k, v in state.items()}
+    return out
+
+
+def _quant_state_tensors(model) -> list[torch.Tensor]:
+    seen, out = set(), []
+
+    def add(x):
+        if torch.is_tensor(x) and x.device.type != "meta" and x.untyped_storage().data_ptr() not in seen:
+            seen.add(x.untyped_storage().data_ptr())
+            out.append(x)
+
+    for p in model.parameters():
+        qs = getattr(p, "quant_state", None)
+        if qs is None:
+            continue
+        for attr in ("absmax", "code", "offset"):
+            add(getattr(qs, attr, None))
+        s2 = getattr(qs, "state2", None)
+        if s2 is not None:
+            for attr in ("absmax", "code"):
+                add(getattr(s2, attr, None))
     return out
 
 
@@ -480,7 +546,7 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
     if need_step2:
         params = [p for p in model.parameters()]
         pre = params + [v for _, v in _optimizer_state_tensors(opt)] + [ids]
-        pre += list(model.buffers())
+        pre += list(model.buffers()) + _quant_state_tensors(model)
         tracker = LiveStorageTracker(pre)
         saved = SavedTensorsRecorder({p.untyped_storage().data_ptr() for p in params}, tracker.pre)
         with tracker:

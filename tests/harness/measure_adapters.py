@@ -225,65 +225,81 @@ def _saved_adapter(model):
     return res
 
 
-class _LiveStorageCounter:
-    """DESIGN.md section 3: a TorchDispatchMode recording each op output's untyped storage
-    once (by data pointer), subtracting it when a weakref.finalize on the storage fires.
-    Storages present at start (parameters, grads, optimizer state) are marked pre-existing."""
+class _LiveStorageTracker:
+    """DESIGN.md section 3 live-storage counting, mirroring ``LiveStorageTracker`` in
+    tests/harness/measure.py (which cannot be imported here: it needs peft/the main env).
 
-    def __init__(self, preexisting_tensors=()):
+    A TorchDispatchMode that records each op output's untyped storage once (by data pointer,
+    while alive) and subtracts it when a ``weakref.finalize`` on that storage fires. Outputs that
+    alias one of the op's inputs (views, in-place ops) and storages pre-marked as present
+    (parameters, optimizer state, buffers, input_ids) are never counted as created.
+    """
+
+    def __init__(self, premarked=()):
         import torch
         from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
 
-        counter = self
-        self.live = 0
+        tracker = self
+        self.pre = set()
+        for t in premarked:
+            self.mark(t)
+        self.live = {}
+        self.current = 0
         self.peak = 0
-        self.known = set()
-        self.cur = {}
-        for t in preexisting_tensors:
-            if t is not None:
-                self.known.add(t.untyped_storage().data_ptr())
+        self.peak_phase = None
+        self.phase = None
+        self.snapshots = {}
+        self._gen = 0
+        self._ids = {}
 
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                out = func(*args, **(kwargs or {}))
-                counter._record(out)
+                kwargs = kwargs or {}
+                out = func(*args, **kwargs)
+                in_ptrs = {a.untyped_storage().data_ptr() for a in tree_flatten((args, kwargs))[0]
+                           if isinstance(a, torch.Tensor) and a.device.type != "meta"}
+                for o in tree_flatten(out)[0]:
+                    if isinstance(o, torch.Tensor) and o.device.type != "meta":
+                        if o.untyped_storage().data_ptr() in in_ptrs:
+                            continue
+                        tracker.record(o)
+                if tracker.current > tracker.peak:
+                    tracker.peak = tracker.current
+                    tracker.peak_phase = tracker.phase
                 return out
 
         self.mode = _Mode()
-        self._torch = torch
 
-    def _record(self, out):
+    def mark(self, t):
+        import torch
+
+        if torch.is_tensor(t) and t.device.type != "meta":
+            self.pre.add(t.untyped_storage().data_ptr())
+
+    def _freed(self, ptr, gen, nbytes):
+        if self._ids.get(ptr) == gen:
+            del self._ids[ptr]
+            self.live.pop(ptr, None)
+            self.current -= nbytes
+
+    def record(self, t):
         import weakref
 
-        torch = self._torch
-        stack = [out]
-        while stack:
-            o = stack.pop()
-            if isinstance(o, (list, tuple)):
-                stack.extend(o)
-                continue
-            if not isinstance(o, torch.Tensor):
-                continue
-            try:
-                st = o.untyped_storage()
-            except Exception:
-                continue
-            ptr = st.data_ptr()
-            nb = st.nbytes()
-            if ptr == 0 or nb == 0 or ptr in self.known or ptr in self.cur:
-                continue
-            self.cur[ptr] = nb
-            self.live += nb
-            self.peak = max(self.peak, self.live)
-            weakref.finalize(st, self._free, ptr)
+        s = t.untyped_storage()
+        ptr = s.data_ptr()
+        nbytes = s.nbytes()
+        if nbytes == 0 or ptr in self.pre or ptr in self.live:
+            return
+        self._gen += 1
+        self._ids[ptr] = self._gen
+        self.live[ptr] = nbytes
+        self.current += nbytes
+        weakref.finalize(s, self._freed, ptr, self._gen, nbytes)
 
-    def _free(self, ptr):
-        nb = self.cur.pop(ptr, None)
-        if nb is not None:
-            self.live -= nb
-
-    def reset_peak(self):
-        self.peak = self.live
+    def snapshot(self, label):
+        self.snapshots[label] = self.current
+        return self.current
 
 
 def _measure(request):
@@ -340,35 +356,32 @@ def _measure(request):
     res["build_seconds"] = round(t_build, 3)
 
     if what & {"activations", "peak"}:
+        # Step 2 (steady state), same protocol as tests/harness/measure.py.
         gc.collect()
-        pre = list(params) + list(_opt_state_tensors(opt))
-        pre += [st for st_d in opt.state.values() for st in st_d.values() if isinstance(st, torch.Tensor)]
-        pre += list(model.buffers())
-        counter = _LiveStorageCounter(pre)
-        with counter.mode:
-            ids2 = _batch(model, training)
-        counter.known.add(ids2.untyped_storage().data_ptr())
-        counter.live = counter.peak = 0
-        counter.cur.clear()
-        with counter.mode:
-            out = model(input_ids=ids2, labels=ids2, use_cache=False)
-            fwd_live = counter.live
-            fwd_peak = counter.peak
-            out.loss.backward()
-            del out
+        t1 = time.time()
+        pre = list(params) + list(_opt_state_tensors(opt)) + list(model.buffers()) + [ids]
+        tracker = _LiveStorageTracker(pre)
+        with tracker.mode:
+            tracker.phase = "forward"
+            out = model(input_ids=ids, labels=ids, use_cache=False)
+            loss = out.loss
+            res["activations_bytes"] = tracker.snapshot("end_of_forward")
+            res["logits_bytes"] = out.logits.numel() * out.logits.element_size()
+            tracker.phase = "backward"
+            loss.backward()
+            del loss, out
+            tracker.snapshot("after_backward")
+            tracker.phase = "optimizer_step"
             opt.step()
+            tracker.snapshot("after_step")
+            tracker.phase = "zero_grad"
             opt.zero_grad(set_to_none=True)
-        gc.collect()
-        res["activations_bytes"] = fwd_live
-        res["forward_peak_transient_bytes"] = fwd_peak
-        res["step_peak_transient_bytes"] = counter.peak
-        opt_bytes = sum(t.numel() * t.element_size() for t in _opt_state_tensors(opt))
-        res["peak_bytes"] = res["weights_bytes"] + opt_bytes + counter.peak
-        res["activations_note"] = (
-            "activations_bytes: storages created in forward still alive when it returns "
-            "(input_ids excluded); peak_bytes = weights + optimizer state + max live "
-            "created storages over step 2 (fwd, bwd, opt.step, zero_grad)."
-        )
+            tracker.snapshot("after_zero_grad")
+        res["peak_bytes"] = res["weights_bytes"] + res["optimizer_bytes"] + tracker.peak
+        res["peak_live_bytes"] = tracker.peak
+        res["peak_phase"] = tracker.peak_phase
+        res["live_bytes"] = dict(tracker.snapshots)
+        res["step_seconds"] = round(time.time() - t1, 3)
     res["seconds"] = round(time.time() - t0, 3)
     return res
 

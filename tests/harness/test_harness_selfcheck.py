@@ -194,3 +194,23 @@ def test_llama_3_2_3b_peft_benchmark_params(method, trainable, total):
         assert r["optimizer_bytes"] == 8 * trainable
     else:
         assert r["weights_bytes"] == r["gradients_bytes"] == 2 * base
+
+
+# ---------------------------------------------------------------- QLoRA (bitsandbytes 4-bit, CPU backend)
+
+
+def test_tiny_llama_qlora_static():
+    pytest.importorskip("bitsandbytes")
+    r = measure(LLAMA, {"name": "qlora", "r": 8, "prepare_model_for_kbit_training": False}, TRAIN)
+    lora = 2 * (8 * (64 + 64) + 8 * (64 + 32))
+    linear = 73728  # 2 layers x (q, k, v, o, gate, up, down) weights: quantised, two 4-bit values per byte
+    unquantised = LLAMA_TOTAL - linear  # embed, lm_head, norms stay in bf16
+    assert r["trainable_params"] == lora
+    assert r["total_params"] == LLAMA_TOTAL + lora  # PEFT counts a Params4bit as 2 params per stored byte
+    assert r["params_by_dtype"]["uint8"]["bytes"] == linear // 2
+    assert r["weights_bytes"] == 2 * unquantised + linear // 2 + 4 * lora
+    assert r["quant_state_bytes"] > 0
+    assert r["gradients_bytes"] == 4 * lora and r["optimizer_bytes"] == 8 * lora
+    # prepare_model_for_kbit_training (the default) upcasts every non-quantised parameter to fp32
+    r2 = measure(LLAMA, {"name": "qlora", "r": 8}, TRAIN)
+    assert r2["weights_bytes"] == 4 * unquantised + linear // 2 + 4 * lora

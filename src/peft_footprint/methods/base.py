@@ -33,6 +33,14 @@ class Tensor:
     group: str = "base"  # base | adapter | prompt_encoder | modules_to_save | quantized
     counted_numel: int | None = None  # parameters as PEFT counts one tensor (4-bit: 2 per byte of storage)
     stored_bytes: int | None = None  # bytes of one tensor's storage when not numel x element size
+    layers: tuple[int, ...] | None = None  # which layers "*" stands for (None: all ``count`` of them)
+
+    def names(self) -> list[str]:
+        """One name per tensor, with the layer index in place of ``*``."""
+        if "*" not in self.name:
+            return [self.name]
+        idx = self.layers if self.layers is not None else range(self.count)
+        return [self.name.replace("*", str(i)) for i in idx]
 
     @property
     def numel(self) -> int:
@@ -59,6 +67,13 @@ class ParamTable:
     # persistent non-parameter tensors (4-bit quantization state), in bytes
     buffers: list[Tensor] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    _file_bytes: int | None = None
+
+    def file_bytes(self, writer) -> int:
+        """Size of the checkpoint file (computed once per table: sweeps reuse it)."""
+        if self._file_bytes is None:
+            self._file_bytes = writer(self.saved)
+        return self._file_bytes
 
     @property
     def total_params(self) -> int:
@@ -146,6 +161,7 @@ class TargetMatch:
     path: str  # full path for outer modules, "<prefix>.*.<rel>" for layer modules
     count: int  # how many layers (1 for outer modules)
     in_layer: bool
+    layers: tuple[int, ...] | None = None  # the matching layer indices, for layer modules
 
     @property
     def is_embedding(self) -> bool:
@@ -158,8 +174,8 @@ def _key_matches(targets: str | list[str] | tuple[str, ...] | frozenset[str], ke
     return key in targets or any(key.endswith("." + t) for t in targets)
 
 
-def _layer_counts(layout: Layout, rel: str, targets, layers: set[int] | None, exclude) -> int:
-    """In how many layers does the module at ``rel`` match? Fast path when the answer is all or none."""
+def _layer_counts(layout: Layout, rel: str, targets, layers: set[int] | None, exclude) -> tuple[int, ...]:
+    """In which layers does the module at ``rel`` match? Fast path when the answer is all or none."""
     n = layout.num_layers
     need_scan = isinstance(targets, str) or isinstance(exclude, str) or any(any(c.isdigit() for c in t) for t in targets) or (
         exclude is not None and any(any(c.isdigit() for c in t) for t in exclude)
@@ -168,13 +184,11 @@ def _layer_counts(layout: Layout, rel: str, targets, layers: set[int] | None, ex
     if not need_scan:
         key = layout.layer_path(0, rel)
         hit = _key_matches(targets, key) and not (exclude and _key_matches(exclude, key))
-        return len(indices) if hit else 0
-    count = 0
-    for i in indices:
-        key = layout.layer_path(i, rel)
-        if _key_matches(targets, key) and not (exclude and _key_matches(exclude, key)):
-            count += 1
-    return count
+        return tuple(indices) if hit else ()
+    return tuple(
+        i for i in indices
+        if _key_matches(targets, layout.layer_path(i, rel)) and not (exclude and _key_matches(exclude, layout.layer_path(i, rel)))
+    )
 
 
 def resolve_targets(
@@ -190,7 +204,8 @@ def resolve_targets(
     """The modules PEFT would wrap for ``target_modules`` (list: exact or ``.``-suffix match; str: regex
     fullmatch; ``"all-linear"``: every Linear/Conv1D except the output embedding)."""
     if isinstance(target_modules, str) and target_modules.lower() == "all-linear":
-        matches = [TargetMatch(m, f"{layout.layer_prefix}.*.{m.path}", layout.num_layers, True) for m in layout.layer_linears]
+        every = tuple(range(layout.num_layers))
+        matches = [TargetMatch(m, f"{layout.layer_prefix}.*.{m.path}", layout.num_layers, True, every) for m in layout.layer_linears]
         matches += [TargetMatch(m, m.path, 1, False) for m in layout.outer_linears if m.path != layout.output_embedding]
         return matches
     if isinstance(target_modules, str):
@@ -213,9 +228,9 @@ def resolve_targets(
 
     matches: list[TargetMatch] = []
     for m in layout.layer_linears:
-        c = _layer_counts(layout, m.path, targets, layers, exclude)
-        if c:
-            matches.append(TargetMatch(m, f"{layout.layer_prefix}.*.{m.path}", c, True))
+        hit_layers = _layer_counts(layout, m.path, targets, layers, exclude)
+        if hit_layers:
+            matches.append(TargetMatch(m, f"{layout.layer_prefix}.*.{m.path}", len(hit_layers), True, hit_layers))
     for m in layout.outer_linears:
         if _key_matches(targets, m.path) and not (exclude and _key_matches(exclude, m.path)):
             matches.append(TargetMatch(m, m.path, 1, False))

@@ -58,7 +58,7 @@ class IA3(Method):
             key = t.path.replace("*", "0")
             is_ff = re.fullmatch(ff, key) is not None if isinstance(ff, str) else any(key.endswith(k) for k in ff)
             shape = (1, t.module.in_features) if is_ff else (t.module.out_features, 1)
-            vectors.append(Tensor(f"{t.path}.ia3_l", shape, "fp32", t.count, True, "adapter"))
+            vectors.append(Tensor(f"{t.path}.ia3_l", shape, "fp32", t.count, True, "adapter", layers=t.layers))
         saved = list(vectors)
         base = base_tensors(layout, dtype)
         if self.modules_to_save:

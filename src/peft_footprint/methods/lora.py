@@ -63,16 +63,16 @@ class LoRA(Method):
             r = self.rank_for(t.path)
             if t.is_embedding:
                 vocab, dim = t.module.shape
-                out.append(Tensor(f"{t.path}.lora_embedding_A", (r, vocab), ADAPTER_DTYPE, t.count, True, "adapter"))
-                out.append(Tensor(f"{t.path}.lora_embedding_B", (dim, r), ADAPTER_DTYPE, t.count, True, "adapter"))
+                out.append(Tensor(f"{t.path}.lora_embedding_A", (r, vocab), ADAPTER_DTYPE, t.count, True, "adapter", layers=t.layers))
+                out.append(Tensor(f"{t.path}.lora_embedding_B", (dim, r), ADAPTER_DTYPE, t.count, True, "adapter", layers=t.layers))
                 if self.use_dora:
-                    out.append(Tensor(f"{t.path}.lora_magnitude_vector", (dim,), ADAPTER_DTYPE, t.count, True, "adapter"))
+                    out.append(Tensor(f"{t.path}.lora_magnitude_vector", (dim,), ADAPTER_DTYPE, t.count, True, "adapter", layers=t.layers))
                 continue
             m = t.module
-            out.append(Tensor(f"{t.path}.lora_A.weight", (r, m.in_features), ADAPTER_DTYPE, t.count, True, "adapter"))
-            out.append(Tensor(f"{t.path}.lora_B.weight", (m.out_features, r), ADAPTER_DTYPE, t.count, True, "adapter"))
+            out.append(Tensor(f"{t.path}.lora_A.weight", (r, m.in_features), ADAPTER_DTYPE, t.count, True, "adapter", layers=t.layers))
+            out.append(Tensor(f"{t.path}.lora_B.weight", (m.out_features, r), ADAPTER_DTYPE, t.count, True, "adapter", layers=t.layers))
             if self.use_dora:
-                out.append(Tensor(f"{t.path}.lora_magnitude_vector", (m.out_features,), ADAPTER_DTYPE, t.count, True, "adapter"))
+                out.append(Tensor(f"{t.path}.lora_magnitude_vector", (m.out_features,), ADAPTER_DTYPE, t.count, True, "adapter", layers=t.layers))
         return out
 
     def build(self, layout, cfg, dtype):

@@ -1,0 +1,60 @@
+"""Against PEFT's own benchmark on a real GPU (../shared/reference/peft_metamathqa.yaml: Llama-3.2-3B, bf16,
+one L40S, batch 4, MetaMathQA).
+
+- trainable and total parameters: exact;
+- checkpoint: the safetensors file size exactly (tensor bytes + the file's JSON header);
+- memory allocated right after optimizer.step() (`train_memory_allocated_avg`): weights + gradients + AdamW
+  state + what run.py keeps alive between steps. Its loop holds `outputs` across the step
+  (docs/notes/metamathqa.md): bf16 logits (batch, seq + virtual tokens, vocab) and, since it leaves
+  use_cache at the config's True, the KV cache. seq = 210: the benchmark's mean of 209.9 tokens per sample
+  (no fitted parameter; padding to the longest of each length-sorted batch and the two cuBLAS workspaces,
+  about 0.5 %, are left out).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import peft_footprint as pf
+
+# shared/ lies beside the repository (in development and in CI)
+REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "peft_metamathqa.yaml"
+DATA = yaml.safe_load(REF.read_text())
+METHOD = {"full_finetuning": "full"}
+TRAINING = {"dtype": "bf16", "batch_size": 4, "seq_len": 210, "retain_outputs": True, "use_cache": True}
+
+
+def _method(exp):
+    return {"name": METHOD.get(exp["method"], exp["method"]), **exp["config"]}
+
+
+@pytest.mark.parametrize("exp", DATA["experiments"], ids=lambda e: e["experiment"])
+def test_params_exact(exp):
+    est = pf.estimate("meta-llama/Llama-3.2-3B", _method(exp), TRAINING)
+    assert est["trainable_params"] == exp["trainable_params"]
+    assert est["total_params"] == exp["total_params"]
+
+
+@pytest.mark.parametrize("exp", DATA["experiments"], ids=lambda e: e["experiment"])
+def test_checkpoint_bytes(exp):
+    storage = pf.estimate("meta-llama/Llama-3.2-3B", _method(exp), TRAINING).storage
+    size = exp["checkpoint_file_size"]
+    if exp["method"] == "full_finetuning":
+        assert storage["adapter_bytes"] == size  # the benchmark reports params x 2 for full fine-tuning
+        return
+    assert storage["checkpoint_file_bytes"] == size
+    header = size - storage["adapter_bytes"]
+    assert 0 < header < 64 * 1024  # the tensor bytes are the file minus its JSON header
+
+
+@pytest.mark.parametrize("exp", DATA["experiments"], ids=lambda e: e["experiment"])
+def test_persistent_memory_after_optimizer_step(exp):
+    est = pf.estimate("meta-llama/Llama-3.2-3B", _method(exp), TRAINING).training
+    measured = exp["train_memory_allocated_avg"]
+    assert est["persistent_bytes"] == pytest.approx(measured, rel=0.01)  # issue asks 5 %; we hold 1 %
+    # without the retained outputs the static terms alone fall short: the term is real
+    static = est["weights_bytes"] + est["gradients_bytes"] + est["optimizer_bytes"]
+    assert static < measured * 0.99
