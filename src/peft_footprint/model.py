@@ -66,9 +66,9 @@ class ModelSpec:
                 except (OSError, json.JSONDecodeError) as exc:
                     raise InvalidConfigError("model", text, f"could not read JSON config: {exc}") from None
                 return cls(data, name=str(model))
-            if isinstance(model, str) and ("/" not in text or not Path(text).suffix) and not path.exists():
-                raise UnknownNameError("model preset (or config.json path)", text, _presets())
-            raise InvalidConfigError("model", text, "no such file or folder with a config.json")
+            if text.endswith(".json") or text.startswith(("/", ".", "~")):
+                raise InvalidConfigError("model", text, "no such file, nor a folder with a config.json")
+            raise UnknownNameError("model (a bundled preset or a config.json path)", text, _presets())
         to_dict = getattr(model, "to_dict", None)  # a transformers PretrainedConfig, by duck typing
         if callable(to_dict):
             return cls.from_any(to_dict())

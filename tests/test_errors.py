@@ -1,0 +1,103 @@
+"""Bad input: a clear error naming the field, the value and what is allowed, with the nearest match."""
+
+from __future__ import annotations
+
+import pytest
+
+import peft_footprint as pf
+from tests.cases import TINY
+
+LLAMA = TINY["llama"]
+
+
+def _err(*args, **kw) -> pf.PeftFootprintError:
+    with pytest.raises(ValueError) as info:
+        pf.estimate(*args, **kw)
+    assert isinstance(info.value, pf.PeftFootprintError), type(info.value)
+    return info.value
+
+
+def test_unknown_model_type_suggests_nearest():
+    e = _err({**LLAMA, "model_type": "lama"}, "lora")
+    assert "'lama'" in str(e) and "Did you mean 'llama'" in str(e) and "mistral" in str(e)
+
+
+def test_unknown_method_suggests_nearest():
+    e = _err(LLAMA, "lroa")
+    assert "Unknown method 'lroa'" in str(e) and "Did you mean 'lora'" in str(e) and "prefix_tuning" in str(e)
+
+
+def test_peft_spelling_is_accepted():
+    assert pf.estimate(LLAMA, "LORA")["method"]["name"] == "lora"
+    assert pf.estimate(LLAMA, {"name": "PREFIX_TUNING", "num_virtual_tokens": 3})["method"]["name"] == "prefix_tuning"
+
+
+def test_unknown_preset_suggests_nearest():
+    e = _err("meta-llama/Llama-3.1-8b", "lora")
+    assert "Did you mean 'meta-llama/Llama-3.1-8B'" in str(e)
+
+
+def test_target_module_missing_names_available_modules():
+    e = _err(LLAMA, {"name": "lora", "target_modules": ["q_prj"]})
+    assert "target_modules" in str(e) and "Did you mean 'q_proj'" in str(e) and "down_proj" in str(e)
+
+
+def test_target_module_of_unsupported_type():
+    e = _err(LLAMA, {"name": "lora", "target_modules": ["input_layernorm"]})
+    assert isinstance(e, pf.UnsupportedCombinationError) and "input_layernorm" in str(e)
+
+
+@pytest.mark.parametrize("field", ["hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size"])
+@pytest.mark.parametrize("value", [0, -3, 2.5, "big"])
+def test_non_positive_or_non_integer_sizes(field, value):
+    e = _err({**LLAMA, field: value}, "full")
+    assert field in str(e) and repr(value) in str(e) and "positive integer" in str(e)
+
+
+def test_heads_must_divide_hidden_without_head_dim():
+    cfg = {k: v for k, v in LLAMA.items() if k != "head_dim"}
+    e = _err({**cfg, "hidden_size": 70, "num_attention_heads": 6, "num_key_value_heads": 2}, "full")
+    assert "num_attention_heads" in str(e) and "hidden_size=70" in str(e)
+
+
+def test_kv_heads_must_divide_heads():
+    e = _err({**LLAMA, "num_key_value_heads": 4}, "full")
+    assert "num_key_value_heads" in str(e) and "num_attention_heads=6" in str(e)
+
+
+def test_unknown_training_field_suggests_nearest():
+    e = _err(LLAMA, "lora", {"batchsize": 4})
+    assert "training.batchsize" in str(e) and "Did you mean 'batch_size'" in str(e)
+
+
+def test_unknown_dtype_and_optimizer():
+    assert "Did you mean 'bf16'" in str(_err(LLAMA, "lora", {"dtype": "bf61"}))
+    assert "Did you mean 'adamw'" in str(_err(LLAMA, "lora", {"optimizer": "adamww"}))
+
+
+def test_method_field_typo_and_bad_value():
+    e = _err(LLAMA, {"name": "lora", "lora_alpa": 16})
+    assert "lora_alpa" in str(e) and "Did you mean 'lora_alpha'" in str(e)
+    e = _err(LLAMA, {"name": "lora", "r": 0})
+    assert "lora.r" in str(e) and "0" in str(e)
+
+
+def test_no_default_targets_for_model_type():
+    e = _err(TINY["phi3"], "ia3")
+    assert isinstance(e, pf.UnsupportedCombinationError) and "target_modules" in str(e) and "phi3" in str(e)
+
+
+def test_merging_a_method_that_cannot_merge():
+    e = _err(LLAMA, {"name": "prefix_tuning", "num_virtual_tokens": 3}, inference={"merged": True})
+    assert "inference.merged" in str(e)
+
+
+def test_wrong_types_for_whole_arguments():
+    assert "model" in str(_err(42, "lora"))
+    assert "method" in str(_err(LLAMA, 3.5))
+    assert "training" in str(_err(LLAMA, "lora", [1, 2]))
+
+
+def test_missing_model_type():
+    e = _err({"hidden_size": 64}, "lora")
+    assert "model_type" in str(e)
