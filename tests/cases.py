@@ -55,6 +55,9 @@ def peft_methods(model_type: str) -> dict[str, dict]:
         "lora_all_linear_dora_bias": {"name": "lora", "r": 3, "target_modules": "all-linear", "use_dora": True, "bias": "all"},
         "lora_modules_to_save": {"name": "lora", "r": 5, "target_modules": "all-linear", "modules_to_save": ["lm_head" if model_type != "gpt_neox" else "embed_out"]},
         "ia3": ia3,
+        "qlora": dict(lora_default, name="qlora"),
+        "qlora_fp4_no_prepare": dict(lora_default, name="qlora", bnb_4bit_quant_type="fp4", bnb_4bit_use_double_quant=False,
+                                     prepare_model_for_kbit_training=False),
         "prefix_tuning": {"name": "prefix_tuning", "num_virtual_tokens": 5},
         "prefix_tuning_projection": {"name": "prefix_tuning", "num_virtual_tokens": 4, "prefix_projection": True, "encoder_hidden_size": 24},
         "prompt_tuning": {"name": "prompt_tuning", "num_virtual_tokens": 7},
@@ -63,4 +66,5 @@ def peft_methods(model_type: str) -> dict[str, dict]:
     }
 
 
-STATIC_KEYS = ("total_params", "trainable_params", "weights_bytes", "gradients_bytes", "optimizer_bytes", "adapter_bytes")
+STATIC_KEYS = ("total_params", "trainable_params", "weights_bytes", "gradients_bytes", "optimizer_bytes", "adapter_bytes",
+               "quant_state_bytes")

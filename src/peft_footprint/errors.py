@@ -39,8 +39,8 @@ class UnsupportedCombinationError(PeftFootprintError):
     """Options that transformers, PEFT or AdapterHub refuse to combine."""
 
 
-def did_you_mean(value: str, choices: Iterable[str]) -> str:
+def did_you_mean(value: object, choices: Iterable[str]) -> str:
     """`` Did you mean 'x'?`` for the nearest choice, or an empty string."""
-    low = {c.lower(): c for c in choices}
-    match = difflib.get_close_matches(value.lower(), list(low), n=1, cutoff=0.6)
+    low = {str(c).lower(): c for c in choices}
+    match = difflib.get_close_matches(str(value).lower(), list(low), n=1, cutoff=0.6)
     return f" Did you mean {low[match[0]]!r}?" if match else ""

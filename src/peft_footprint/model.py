@@ -57,10 +57,14 @@ class ModelSpec:
             text = str(model)
             if text in _presets():
                 return _cached_preset(text)
-            path = Path(text).expanduser()
-            if path.is_dir():
-                path = path / "config.json"
-            if path.is_file():
+            try:
+                path = Path(text).expanduser()
+                if path.is_dir():
+                    path = path / "config.json"
+                is_file = path.is_file()
+            except (OSError, RuntimeError, ValueError) as exc:  # name too long, unknown ~user, NUL byte
+                raise InvalidConfigError("model", text, f"not a bundled preset, and not a readable path ({exc})") from None
+            if is_file:
                 try:
                     data = json.loads(path.read_text())
                 except (OSError, json.JSONDecodeError) as exc:
@@ -71,7 +75,10 @@ class ModelSpec:
             raise UnknownNameError("model (a bundled preset or a config.json path)", text, _presets())
         to_dict = getattr(model, "to_dict", None)  # a transformers PretrainedConfig, by duck typing
         if callable(to_dict):
-            return cls.from_any(to_dict())
+            data = to_dict()
+            if not isinstance(data, dict):
+                raise InvalidConfigError("model", type(model).__name__, f"its to_dict() gave {type(data).__name__}, not a config dict")
+            return cls.from_any(data)
         raise InvalidConfigError("model", type(model).__name__, "expected a config dict, a config.json path, a preset name or a ModelSpec")
 
     # ---- shape ----------------------------------------------------------------------------------
@@ -117,5 +124,5 @@ def load_model(model: Any) -> ModelSpec:
         return ModelSpec.from_any(model)
     except PeftFootprintError:
         raise
-    except (TypeError, KeyError, AttributeError, ValueError) as exc:  # never a traceback from deep inside
+    except (TypeError, KeyError, AttributeError, ValueError, OverflowError, RecursionError) as exc:  # never a traceback from deep inside
         raise InvalidConfigError("model", model if isinstance(model, str) else type(model).__name__, str(exc)) from None

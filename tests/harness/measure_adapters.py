@@ -98,6 +98,25 @@ def measure_adapter(config, method, training=None, what=("static",), timeout=900
     return out
 
 
+def measure_adapters_batch(requests, timeout=1800, python=None):
+    """Several measurements in one subprocess (the import of transformers/adapters dominates one run).
+
+    ``requests``: list of dicts with config, method, training, what. Returns a list of result dicts; a case
+    that failed has an "error" key instead of numbers.
+    """
+    exe = python or _adapters_python()
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    proc = subprocess.run([exe, os.path.abspath(__file__), json.dumps(list(requests))], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip().startswith("[")]
+    if not lines:
+        raise AdapterMeasurementError(f"measure_adapters.py failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(lines[-1])
+
+
 # ---------------------------------------------------------------------------------------
 # Script half (runs inside the adapters venv)
 # ---------------------------------------------------------------------------------------
@@ -201,8 +220,15 @@ def _saved_adapter(model):
             files[fn] = os.path.getsize(os.path.join(d, fn))
         res["save_adapter_files"] = files
         sd = torch.load(os.path.join(d, "pytorch_adapter.bin"), map_location="cpu", weights_only=True)
-        res["adapter_bytes"] = sum(t.numel() * t.element_size() for t in sd.values())
-        res["adapter_numel"] = sum(t.numel() for t in sd.values())
+        # ln_before=True registers the same LayerNorm twice (adapter_norm_before and
+        # adapter_down.0), so the state dict has aliased keys; torch.save writes each storage
+        # once, so adapter_bytes counts unique storages; adapter_bytes_by_key counts every key.
+        uniq = {}
+        for t in sd.values():
+            uniq[(t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))] = t
+        res["adapter_bytes"] = sum(t.numel() * t.element_size() for t in uniq.values())
+        res["adapter_numel"] = sum(t.numel() for t in uniq.values())
+        res["adapter_bytes_by_key"] = sum(t.numel() * t.element_size() for t in sd.values())
         res["adapter_file_bytes"] = files["pytorch_adapter.bin"]
         res["adapter_keys"] = sorted(sd.keys())
         head = os.path.join(d, "pytorch_model_head.bin")
@@ -214,7 +240,10 @@ def _saved_adapter(model):
         with open(os.path.join(d, "adapter_config.json")) as f:
             res["saved_adapter_config"] = json.load(f).get("config")
     with tempfile.TemporaryDirectory() as d:
-        model.save_adapter(d, ADAPTER_NAME, use_safetensors=True)
+        try:  # fails for ln_before=True (aliased LayerNorm keys; safetensors refuses shared memory)
+            model.save_adapter(d, ADAPTER_NAME, use_safetensors=True)
+        except Exception as e:
+            res["adapter_safetensors_error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0]}"
         p = os.path.join(d, "adapter.safetensors")
         if os.path.exists(p):
             from safetensors.torch import load_file
@@ -349,9 +378,10 @@ def _measure(request):
     opt.zero_grad(set_to_none=True)
 
     res.update(_saved_adapter(model))
-    res["adapter_keys_match_trainable"] = sorted(res["adapter_keys"]) == sorted(
-        n for n, p in named if p.requires_grad
-    )
+    trainable_names = {n for n, p in named if p.requires_grad}
+    res["adapter_keys_match_trainable"] = set(res["adapter_keys"]) == trainable_names
+    res["adapter_keys_cover_trainable"] = (trainable_names <= set(res["adapter_keys"])
+                                           and res["adapter_numel"] == res["trainable_params"])
     res["static_seconds"] = round(time.time() - t0, 3)
     res["build_seconds"] = round(t_build, 3)
 
@@ -394,17 +424,22 @@ def _main(argv):
     request = json.loads(arg)
     real_stdout = sys.stdout
     sys.stdout = sys.stderr  # keep library chatter off the result line
-    try:
-        res = _measure(request)
-    except Exception as e:  # report as JSON so the wrapper can show a clean error
-        import traceback
 
-        res = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+    def one(req):
+        try:
+            return _measure(req)
+        except Exception as e:  # report as JSON so the wrapper can show a clean error
+            import traceback
+
+            return {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+
+    try:
+        res = [one(r) for r in request] if isinstance(request, list) else one(request)
     finally:
         sys.stdout = real_stdout
     real_stdout.write(json.dumps(res) + "\n")
     real_stdout.flush()
-    return 0 if "error" not in res else 1
+    return 0 if isinstance(res, list) or "error" not in res else 1
 
 
 if __name__ == "__main__":

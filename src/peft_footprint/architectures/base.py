@@ -96,6 +96,29 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+def _int_at_least(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidConfigError(name, value, f"expected an integer >= {minimum}")
+    return value
+
+
+# transformers' configuration_utils.ALLOWED_LAYER_TYPES (the decoder-only kinds)
+LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention", "linear_attention")
+
+
+def _layer_types(value: Any, num_layers: int) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise InvalidConfigError("layer_types", value, f"expected a list of {num_layers} entries, each one of {', '.join(LAYER_TYPES)}")
+    bad = [v for v in value if v not in LAYER_TYPES]
+    if bad:
+        raise InvalidConfigError("layer_types", bad[0], f"each entry must be one of {', '.join(LAYER_TYPES)}")
+    if len(value) != num_layers:
+        raise InvalidConfigError("layer_types", f"{len(value)} entries", f"expected one per layer (num_hidden_layers={num_layers})")
+    return list(value)
+
+
 class Architecture:
     """Base class: one subclass per transformers ``model_type``."""
 
@@ -150,6 +173,11 @@ class Architecture:
         cfg["intermediate_size"] = _positive_int("intermediate_size", cfg["intermediate_size"])
         if cfg.get("max_position_embeddings") is not None:
             cfg["max_position_embeddings"] = _positive_int("max_position_embeddings", cfg["max_position_embeddings"])
+        for name, minimum in (("sliding_window", 0), ("max_window_layers", 0), ("sliding_window_pattern", 1)):
+            if cfg.get(name) is not None:
+                cfg[name] = _int_at_least(name, cfg[name], minimum)
+        if cfg.get("layer_types") is not None:
+            cfg["layer_types"] = _layer_types(cfg["layer_types"], cfg["num_hidden_layers"])
         cfg["tie_word_embeddings"] = bool(cfg.get("tie_word_embeddings"))
         cfg["model_type"] = cls.model_type
         cfg["_has_kv_heads_field"] = cls.has_kv_heads_field

@@ -1,7 +1,7 @@
 """OPTForCausalLM (transformers/models/opt): learned positions with an offset of 2, optional word-embedding
 projection (project_in/project_out), LayerNorm, ReLU fc1/fc2, tied head of width word_embed_proj_dim."""
 
-from .base import Architecture, Layout, Linear, Param, separate_qkvo
+from .base import Architecture, Layout, Linear, Param, _positive_int, separate_qkvo
 
 
 class OPT(Architecture):
@@ -21,6 +21,7 @@ class OPT(Architecture):
         cfg["num_key_value_heads"] = cfg["num_attention_heads"]
         if cfg.get("word_embed_proj_dim") is None:
             cfg["word_embed_proj_dim"] = cfg["hidden_size"]
+        cfg["word_embed_proj_dim"] = _positive_int("word_embed_proj_dim", cfg["word_embed_proj_dim"])
 
     @classmethod
     def layout(cls, cfg):

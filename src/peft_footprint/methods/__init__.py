@@ -79,7 +79,9 @@ def load_method(method: Any) -> Method:
     to_dict = getattr(method, "to_dict", None)
     if getattr(method, "peft_type", None) is not None and callable(to_dict):
         data = to_dict()
-        data["peft_type"] = getattr(method.peft_type, "value", method.peft_type)
+        if not isinstance(data, dict):
+            raise InvalidConfigError("method", type(method).__name__, f"its to_dict() gave {type(data).__name__}, not a PEFT config dict")
+        data = {**data, "peft_type": getattr(method.peft_type, "value", method.peft_type)}
         return load_method(data)
     raise InvalidConfigError("method", type(method).__name__, f"expected a method name ({', '.join(METHODS.names())}), a dict, or a PEFT config")
 

@@ -6,21 +6,24 @@ dtype (their forward needs matching dtypes)."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, field_validator
 
-from ..errors import UnsupportedCombinationError
+from ..errors import InvalidConfigError, UnsupportedCombinationError
 from .base import Method, ParamTable, Tensor, base_tensors
 
-# model types AdapterHub adapters 1.3.0 can wrap (adapters/models/__init__.py; see docs/notes/adapters.md)
-SUPPORTED = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "gpt2", "gpt_neox", "opt", "olmo2", "granite", "starcoder2")
+# model types AdapterHub adapters 1.3.0 can wrap: its own integrations (llama, mistral, gpt2) and its
+# built-in plugin interfaces (qwen2, qwen3, gemma2, gemma3_text); the others fail in adapters.init with
+# "Model <type> not pre-supported by adapters" (docs/notes/adapters.md)
+SUPPORTED = ("llama", "mistral", "gpt2", "qwen2", "qwen3", "gemma2", "gemma3_text")
 
 PRESETS = {
     "seq_bn": dict(mh_adapter=False, output_adapter=True, reduction_factor=16, non_linearity="relu"),
     "pfeiffer": dict(mh_adapter=False, output_adapter=True, reduction_factor=16, non_linearity="relu"),
-    "double_seq_bn": dict(mh_adapter=True, output_adapter=True, reduction_factor=16, non_linearity="swish"),
-    "houlsby": dict(mh_adapter=True, output_adapter=True, reduction_factor=16, non_linearity="swish"),
+    "double_seq_bn": dict(mh_adapter=True, output_adapter=True, reduction_factor=16, non_linearity="swish", original_ln_before=False),
+    "houlsby": dict(mh_adapter=True, output_adapter=True, reduction_factor=16, non_linearity="swish", original_ln_before=False),
 }
 
 
@@ -35,7 +38,7 @@ class Adapter(Method):
     output_adapter: bool | None = None
     ln_before: bool = False
     ln_after: bool = False
-    original_ln_before: bool = True
+    original_ln_before: bool | None = None
     original_ln_after: bool = True
     residual_before_ln: bool | str = True
     adapter_residual_before_ln: bool = False
@@ -54,12 +57,19 @@ class Adapter(Method):
         return PRESETS[self.config][key] if value is None else value
 
     def bottleneck(self, hidden: int) -> int:
-        return max(1, int(hidden // self.setting("reduction_factor")))
+        rf = self.setting("reduction_factor")
+        d = hidden // rf  # AdapterHub: int(hidden_size // reduction_factor)
+        if not math.isfinite(d):
+            raise InvalidConfigError("adapter.reduction_factor", rf, f"hidden_size={hidden} // reduction_factor is not a finite size")
+        return max(1, int(d))
 
     def build(self, layout, cfg, dtype):
         mt = cfg["model_type"]
         if mt not in SUPPORTED:
-            raise UnsupportedCombinationError(f"AdapterHub adapters has no bottleneck-adapter support for model_type {mt!r}")
+            raise UnsupportedCombinationError(
+                f"AdapterHub adapters 1.3.0 cannot wrap model_type {mt!r} (adapters.init: 'not pre-supported'); "
+                f"bottleneck adapters are supported for: {', '.join(SUPPORTED)}"
+            )
         h = cfg["hidden_size"]
         d = self.bottleneck(h)
         places = [p for p, on in (("attention_adapters", self.setting("mh_adapter")), ("output_adapters", self.setting("output_adapter"))) if on]
@@ -76,6 +86,10 @@ class Adapter(Method):
                 tensors += [Tensor(f"{prefix}.adapter_norm_before.{w}", (h,), dtype, layout.num_layers, True, "adapter") for w in ("weight", "bias")]
             if self.ln_after:
                 tensors += [Tensor(f"{prefix}.adapter_norm_after.{w}", (h,), dtype, layout.num_layers, True, "adapter") for w in ("weight", "bias")]
+            if self.scaling == "learned":
+                tensors.append(Tensor(f"{prefix}.scaling", (1,), dtype, layout.num_layers, True, "adapter"))
+            elif self.scaling == "channel":
+                tensors.append(Tensor(f"{prefix}.scaling", (h,), dtype, layout.num_layers, True, "adapter"))
             if self.use_gating:
                 tensors += [
                     Tensor(f"{prefix}.gate.weight", (1, h), dtype, layout.num_layers, True, "adapter"),

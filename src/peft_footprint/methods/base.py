@@ -18,7 +18,7 @@ from ..architectures import Layout, Linear, Param
 from ..dtypes import nbytes
 from ..errors import InvalidConfigError, UnsupportedCombinationError, did_you_mean
 
-__all__ = ["Method", "ParamTable", "Tensor", "TargetMatch", "base_tensors", "resolve_targets"]
+__all__ = ["Method", "ParamTable", "Tensor", "TargetMatch", "base_tensors", "check_regex", "resolve_targets"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +117,10 @@ class Method(BaseModel):
     def merged(self) -> bool:
         return False
 
+    def merge_warning(self) -> str | None:
+        """What to warn about when this adaptation is merged into the base weights for serving (None: nothing)."""
+        return None
+
     def virtual_tokens(self) -> int:
         """Virtual tokens prepended to every layer's sequence (prompt tuning, P-tuning)."""
         return 0
@@ -209,10 +213,7 @@ def resolve_targets(
         matches += [TargetMatch(m, m.path, 1, False) for m in layout.outer_linears if m.path != layout.output_embedding]
         return matches
     if isinstance(target_modules, str):
-        try:
-            re.compile(target_modules)
-        except re.error as exc:
-            raise InvalidConfigError(field_name, target_modules, f"not a valid regular expression ({exc})") from None
+        check_regex(field_name, target_modules)
         targets: Any = target_modules
     else:
         targets = tuple(target_modules)
@@ -222,6 +223,8 @@ def resolve_targets(
         if bad:
             raise InvalidConfigError(field_name, bad[0], "module names must be strings")
     exclude: Any = exclude_modules if isinstance(exclude_modules, (str, type(None))) else tuple(exclude_modules)
+    if isinstance(exclude, str):
+        check_regex("exclude_modules", exclude)
     layers = None
     if layers_to_transform is not None and not isinstance(targets, str):
         layers = {layers_to_transform} if isinstance(layers_to_transform, int) else set(layers_to_transform)
@@ -255,9 +258,13 @@ def resolve_targets(
         hint = ""
         if not isinstance(targets, str):
             for t in targets:
+                if t.rsplit(".", 1)[-1] in available:
+                    continue
                 hint = did_you_mean(t.rsplit(".", 1)[-1], available)
                 if hint:
                     break
+        if layers is not None:
+            hint += f" (layers_to_transform={sorted(layers)} selects layers of 0..{layout.num_layers - 1})"
         raise InvalidConfigError(
             field_name,
             targets if isinstance(targets, str) else list(targets),
@@ -275,7 +282,16 @@ def resolve_targets(
 
 
 def targets_list(value: Any) -> Any:
-    """PEFT stores target_modules as a set in adapter_config.json-derived objects; normalise to a sorted list."""
+    """PEFT stores target_modules as a set in adapter_config.json-derived objects; normalise to a sorted list
+    (sorted by text, so a set holding a non-string reaches the type check instead of failing to sort)."""
     if isinstance(value, (set, frozenset)):
-        return sorted(value)
+        return sorted(value, key=repr)
     return value
+
+
+def check_regex(field_name: str, pattern: str) -> None:
+    """PEFT reads a string target_modules / exclude_modules / feedforward_modules as a regex (re.fullmatch)."""
+    try:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise InvalidConfigError(field_name, pattern, f"not a valid regular expression ({exc})") from None

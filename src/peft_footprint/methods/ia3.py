@@ -8,7 +8,7 @@ import re
 from pydantic import field_validator, model_validator
 
 from ..errors import InvalidConfigError
-from .base import Method, ParamTable, Tensor, base_tensors, resolve_targets, targets_list
+from .base import Method, ParamTable, Tensor, base_tensors, check_regex, resolve_targets, targets_list
 from .defaults import default_targets
 from .lora import modules_to_save_copies
 
@@ -51,6 +51,8 @@ class IA3(Method):
         ff = self.feedforward_modules
         if ff is None:
             ff = default_targets("ia3", mt, "feedforward_modules") if self.target_modules is None else []
+        if isinstance(ff, str):
+            check_regex("feedforward_modules", ff)
         matches = resolve_targets(layout, targets, model_type=mt, exclude_modules=self.exclude_modules,
                                   layers_to_transform=self.layers_to_transform, allow_embedding=False)
         vectors = []

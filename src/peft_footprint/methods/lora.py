@@ -38,6 +38,14 @@ class LoRA(Method):
 
     _targets = field_validator("target_modules", "exclude_modules", mode="before")(classmethod(lambda cls, v: targets_list(v)))
 
+    @field_validator("rank_pattern")
+    @classmethod
+    def _positive_ranks(cls, v: dict[str, int]) -> dict[str, int]:
+        for key, r in v.items():
+            if r <= 0:
+                raise ValueError(f"rank for {key!r} must be a positive integer, got {r}")
+        return v
+
     @property
     def merged(self) -> bool:
         return self.merge

@@ -46,12 +46,16 @@ class PTuning(PromptLearning):
             linear("prompt_encoder.mlp_head.2", h, h)
             linear("prompt_encoder.mlp_head.4", h, d)
         else:  # torch.nn.LSTM(d, h, num_layers, bidirectional=True): 4 gates per direction and layer
-            for layer in range(self.encoder_num_layers):
-                inp = d if layer == 0 else 2 * h
+            # layer 0 reads d features, layers 1.. read 2h: those repeat (one Tensor with a count, "*" = layer index)
+            groups = [("0", d, 1, None)]
+            if self.encoder_num_layers > 1:
+                groups.append(("*", 2 * h, self.encoder_num_layers - 1, range(1, self.encoder_num_layers)))
+            for layer, inp, count, layers in groups:
                 for suffix in ("", "_reverse"):
                     for name, shape in ((f"weight_ih_l{layer}{suffix}", (4 * h, inp)), (f"weight_hh_l{layer}{suffix}", (4 * h, h)),
                                         (f"bias_ih_l{layer}{suffix}", (4 * h,)), (f"bias_hh_l{layer}{suffix}", (4 * h,))):
-                        t.append(Tensor(f"prompt_encoder.lstm_head.{name}", shape, PROMPT_DTYPE, 1, True, "prompt_encoder"))
+                        t.append(Tensor(f"prompt_encoder.lstm_head.{name}", shape, PROMPT_DTYPE, count, True, "prompt_encoder",
+                                        layers=layers))
             linear("prompt_encoder.mlp_head.0", 2 * h, 2 * h)
             linear("prompt_encoder.mlp_head.2", 2 * h, d)
         saved = [Tensor("prompt_embeddings", (n, d), PROMPT_DTYPE)]

@@ -8,16 +8,18 @@ Byte layout (docs/notes/qlora.md; bitsandbytes 0.50.2, transformers 5.13.1, peft
   ``bnb_4bit_quant_storage`` (itemsize s): ceil(n/2) bytes; bf16/fp32 storage needs n divisible by 2s.
 - Its QuantState: fp32 absmax per block of 64 values and the 16-entry fp32 code (64 B, one per layer);
   with double quantization the absmax is uint8, plus one fp32 absmax per 256 blocks, a 4-byte fp32 offset,
-  and one 256-entry fp32 code (1 KiB) shared by all layers on a device.
+  and the nested 256-entry fp32 code (1 KiB), one copy per layer (measured: bitsandbytes copies it into
+  each QuantState).
 - PEFT counts a Params4bit as ``numel * 2 * element_size`` parameters (n, or n + 1 for odd n in uint8).
 - ``prepare_model_for_kbit_training`` casts every non-4-bit parameter to fp32.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import field_validator, model_validator
 
 from ..dtypes import WEIGHT_DTYPES, canonical_dtype, nbytes
 from ..errors import UnsupportedCombinationError
@@ -27,6 +29,7 @@ from .lora import LoRA
 BLOCKSIZE = 64  # bitsandbytes quantize_4bit default blocksize for 4-bit weights
 DQ_BLOCKSIZE = 256  # double quantization: blocksize of the nested absmax quantization
 CODE_4BIT = 16 * 4  # fp32 NF4/FP4 lookup table kept in each QuantState
+CODE_8BIT = 256 * 4  # fp32 dynamic map of the nested (double-quant) state, one per QuantState
 
 
 def quant_state_bytes(numel: int, double_quant: bool) -> int:
@@ -35,7 +38,7 @@ def quant_state_bytes(numel: int, double_quant: bool) -> int:
     if not double_quant:
         return blocks * 4 + CODE_4BIT
     nested = -(-blocks // DQ_BLOCKSIZE)
-    return blocks + nested * 4 + 4 + CODE_4BIT
+    return blocks + nested * 4 + 4 + CODE_8BIT + CODE_4BIT
 
 
 class QLoRA(LoRA):
@@ -48,7 +51,21 @@ class QLoRA(LoRA):
     bnb_4bit_compute_dtype: str | None = None
     bnb_4bit_quant_storage: str = "uint8"
     llm_int8_skip_modules: list[str] | None = None
-    prepare_model_for_kbit_training: bool = Field(False, description="PEFT's helper casts non-quantized params to fp32")
+    # the QLoRA recipe calls peft.prepare_model_for_kbit_training, which casts every non-4-bit parameter to fp32
+    prepare_model_for_kbit_training: bool = True
+
+    @model_validator(mode="after")
+    def _warn_merge(self):
+        if self.merge:
+            warnings.warn(self.merge_warning(), UserWarning, stacklevel=2)
+        return self
+
+    def merge_warning(self) -> str:
+        return (
+            "merging a QLoRA adapter dequantizes each 4-bit base weight, adds the LoRA update and re-quantizes it to "
+            f"{self.bnb_4bit_quant_type}: the merged model differs slightly from base + adapter (rounding), and its size "
+            "is the 4-bit base's"
+        )
 
     @field_validator("bnb_4bit_quant_storage", mode="before")
     @classmethod
@@ -86,6 +103,4 @@ class QLoRA(LoRA):
                 tensors.append(Tensor(t.name, t.shape, other_dtype, t.count, t.trainable, t.group))
             else:
                 tensors.append(t)
-        if buffers and self.bnb_4bit_use_double_quant:
-            buffers.append(Tensor("nested_quant_map (shared)", (256,), "fp32", 1, False, "quant_state"))
         return ParamTable(tensors=tensors, saved=table.saved, buffers=buffers, notes=table.notes)

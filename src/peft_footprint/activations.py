@@ -1,0 +1,459 @@
+"""Training activations and peak memory, from a symbolic forward pass of the architecture (graph.py).
+
+Each architecture's forward is written out op by op, as transformers 5.13.1 runs it; a method changes what
+its target modules do (LoRA's two fp32 matmuls beside a frozen linear, IA3's scaling vectors, bottleneck
+adapters) and what goes in (prompt tuning's longer sequence, prefix tuning's longer keys and values). What
+survives to the end of forward is what autograd saved, plus the logits and loss: a polynomial in (b, s) for
+each named storage. See docs/notes/activations.md for the measured inventory this follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .architectures import Layout, Linear
+from .graph import Graph, T, esize
+from .methods import Method
+from .methods.adapter import Adapter
+from .methods.ia3 import IA3
+from .methods.lora import LoRA
+from .methods.p_tuning import PTuning
+from .methods.prefix_tuning import PrefixTuning
+from .methods.qlora import QLoRA
+from .poly import ZERO, Poly, B, S
+
+__all__ = ["ActivationModel", "activation_model"]
+
+
+@dataclass
+class ActivationModel:
+    """Polynomials in (b, s): bytes alive at the end of forward, and the candidates for the step's peak."""
+
+    activations: Poly
+    terms: dict[str, Poly]  # activations by component: "layers", "embeddings", "final_norm", "logits", "loss", ...
+    per_layer: Poly  # a typical (steady-state) decoder layer
+    peak_candidates: dict[str, Poly]  # live bytes beyond weights + optimizer state at each candidate moment
+    notes: list[str] = field(default_factory=list)
+
+
+# ---- what the method does to a linear module ----------------------------------------------------
+
+
+@dataclass
+class Ctx:
+    g: Graph
+    cfg: dict[str, Any]
+    layout: Layout
+    method: Method
+    dtype: str  # compute dtype of the base model
+    rows: Poly  # b * S tokens
+    seq: Poly  # S, the sequence every layer sees (s + prompt-tuning virtual tokens)
+    kv_extra: int  # prefix-tuning virtual positions added to keys/values
+    device: str
+    full: bool
+    lora: dict[str, tuple[int, ...]] = field(default_factory=dict)  # layer path template -> layers
+    lora_outer: set[str] = field(default_factory=set)
+    ia3: dict[str, tuple[tuple[int, ...], bool]] = field(default_factory=dict)  # path -> (layers, feedforward)
+    trainable_bias: set[str] = field(default_factory=set)
+    trainable_weight: set[str] = field(default_factory=set)  # modules_to_save copies
+    lora_dropout: float = 0.0
+    lora_merged: bool = False
+
+    @property
+    def mask_dtype(self) -> str:
+        return "bool" if self.device == "cuda" else None  # type: ignore[return-value]
+
+    def drop(self, x: T, p: float, name: str) -> T:
+        return self.g.dropout(x, p, "bool" if self.device == "cuda" else x.dtype, name)
+
+
+def _setup(ctx: Ctx) -> None:
+    m, layout, cfg = ctx.method, ctx.layout, ctx.cfg
+    if isinstance(m, LoRA) and not m.merged:
+        for t in m.targets(layout, cfg):
+            if t.is_embedding:
+                continue
+            if t.in_layer:
+                ctx.lora[t.module.path] = t.layers or ()
+            else:
+                ctx.lora_outer.add(t.module.path)
+        ctx.lora_dropout = m.lora_dropout
+        if m.bias != "none":
+            for lin in layout.layer_linears:
+                if lin.bias and (m.bias == "all" or lin.path in ctx.lora):
+                    ctx.trainable_bias.add(lin.path)
+        for name in m.modules_to_save or []:
+            ctx.trainable_weight.add(name)
+    elif isinstance(m, IA3):
+        from .methods.defaults import default_targets
+        from .methods.base import resolve_targets
+        import re
+
+        targets = m.target_modules if m.target_modules is not None else default_targets("ia3", cfg["model_type"], "target_modules")
+        ff = m.feedforward_modules
+        if ff is None:
+            ff = default_targets("ia3", cfg["model_type"], "feedforward_modules") if m.target_modules is None else []
+        for t in resolve_targets(layout, targets, model_type=cfg["model_type"], exclude_modules=m.exclude_modules,
+                                 layers_to_transform=m.layers_to_transform, allow_embedding=False):
+            key = t.path.replace("*", "0")
+            is_ff = re.fullmatch(ff, key) is not None if isinstance(ff, str) else any(key.endswith(k) for k in ff)
+            ctx.ia3[t.module.path] = (t.layers or (), is_ff)
+
+
+def linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
+    """A linear module as the method wraps it."""
+    g = ctx.g
+    path = lin.path
+    w_rg = ctx.full or any(path.endswith(n) for n in ctx.trainable_weight)
+    b_rg = lin.bias and (ctx.full or path in ctx.trainable_bias)
+    ia3 = ctx.ia3.get(path)
+    if ia3 is not None and (layer is None or layer in ia3[0]):
+        vec = g.new(Poly.const(lin.in_features if ia3[1] else lin.out_features), "fp32", True, f"{path} ia3 scale")
+        if ia3[1]:  # feed-forward: scale the input
+            x32 = g.to(x, "fp32", f"{path} ia3 input")
+            scaled = g.mul(x32, vec, f"{path} ia3 mul")
+            return g.linear(g.to(scaled, x.dtype, f"{path} ia3 cast"), ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path)
+        out = g.linear(x, ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path)
+        scaled = g.mul(out, vec, f"{path} ia3 mul")
+        return g.to(scaled, out.dtype, f"{path} ia3 cast")
+    out = g.linear(x, ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path)
+    in_lora = (layer is not None and layer in ctx.lora.get(path, ())) or (layer is None and path in ctx.lora_outer)
+    if not in_lora:
+        return out
+    r = ctx.method.rank_for(path)  # type: ignore[attr-defined]
+    xa = g.to(x, "fp32", f"{path} lora input fp32")
+    xa = ctx.drop(xa, ctx.lora_dropout, f"{path} lora_dropout")
+    a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32")
+    bo = g.linear(a, ctx.rows, lin.out_features, w_rg=True, name=f"{path} lora_B", dtype="fp32")
+    scaled = g.mul(bo, None, f"{path} lora scaling")
+    res = g.add(out, scaled, f"{path} lora add")
+    return g.to(res, out.dtype, f"{path} lora cast")
+
+
+# ---- building blocks ------------------------------------------------------------------------------
+
+
+def rms_norm(ctx: Ctx, x: T, width: int, *, w_rg: bool, style: str = "llama", rows: Poly | None = None, name: str = "norm") -> T:
+    """HF RMSNorm variants. llama: weight * x32*rsqrt .to(dtype); gemma: (x32*rsqrt) * (1 + w.float()) .type_as;
+    olmo2: (weight * x32*rsqrt).to(dtype)."""
+    g = ctx.g
+    rows = rows if rows is not None else ctx.rows
+    x32 = g.to(x, "fp32", f"{name} fp32")
+    g.unary_saves_input(x32, f"{name} pow")  # pow(2) keeps its input; its output is transient
+    r = g.unary_saves_output(x32, f"{name} rsqrt", numel=rows)  # rsqrt(mean + eps): (rows, 1)
+    normed = g.mul(x32, r, f"{name} x*rsqrt", numel=x32.numel)
+    if style == "llama":
+        nb = g.to(normed, x.dtype, f"{name} cast")
+        w = T(Poly.const(width), x.dtype, w_rg, None)
+        return g.mul(w, nb, f"{name} weight*x", numel=nb.numel)
+    if style == "gemma":
+        wf = g.new(Poly.const(width), "fp32", w_rg, f"{name} weight.float()") if x.dtype != "fp32" or True else None
+        w1 = g.unary_no_save(wf, f"{name} 1+weight")
+        out = g.mul(normed, w1, f"{name} x*(1+w)", numel=normed.numel)
+        return g.to(out, x.dtype, f"{name} cast")
+    # olmo2
+    w = T(Poly.const(width), x.dtype, w_rg, None)
+    out = g.mul(w, normed, f"{name} weight*x", numel=normed.numel)
+    return g.to(out, x.dtype, f"{name} cast")
+
+
+def layer_norm(ctx: Ctx, x: T, *, w_rg: bool, name: str = "ln") -> T:
+    """F.layer_norm: keeps its input and the (rows,) mean and rstd (input dtype on CPU, fp32 on CUDA)."""
+    g = ctx.g
+    stat = "fp32" if ctx.device == "cuda" else x.dtype
+    out = g.new(x.numel, x.dtype, x.rg or w_rg, name)
+    mean = g.new(ctx.rows, stat, False, f"{name} mean")
+    rstd = g.new(ctx.rows, stat, False, f"{name} rstd")
+    if x.rg or w_rg:
+        g.save(x, mean, rstd)
+    return out
+
+
+def rotary(ctx: Ctx, x: T, heads: int, d: int, cos: T, sin: T, rot_dim: int) -> T:
+    """x*cos + rotate_half(x)*sin; partial rotary rotates the first rot_dim channels and cats the rest."""
+    g = ctx.g
+    if x.rg:
+        g.save(cos, sin)
+    n = ctx.rows * (heads * d)
+    out = g.new(ctx.rows * (heads * rot_dim), x.dtype, x.rg, "rotary")
+    if rot_dim != d:
+        out = g.new(n, x.dtype, x.rg, "rotary cat")
+    return out
+
+
+def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: str, mask: bool, softcap: bool = False,
+              kv_len: Poly | None = None, gqa_ok: bool = True) -> T:
+    """Scaled dot-product attention as transformers calls it; returns the (b, s, nh*d) input of o_proj."""
+    g = ctx.g
+    b_seq = ctx.rows  # b * S
+    kvl = kv_len if kv_len is not None else ctx.seq
+    kv_rows = B * kvl
+    rg = q.rg or k.rg or v.rg
+    rep = nh // nkv
+    if impl == "eager":
+        q2 = g.copy(q, "q reshape") if True else q  # the rotary output is laid out (b, s, nh, d): matmul copies it
+        if rep > 1:
+            k2 = g.new(kv_rows * (nh * d), k.dtype, k.rg, "repeat_kv k")
+            v2 = g.new(kv_rows * (nh * d), v.dtype, v.rg, "repeat_kv v")
+        else:
+            k2 = g.new(kv_rows * (nh * d), k.dtype, k.rg, "k transpose copy")
+            v2 = g.new(kv_rows * (nh * d), v.dtype, v.rg, "v reshape copy")
+        if rg:
+            g.save(q2, k2)
+        probs_n = b_seq * kvl * nh  # b * nh * s * kv
+        scores = g.new(probs_n, q.dtype, rg, "scores")
+        if softcap:
+            t1 = g.unary_no_save(scores, "softcap div")
+            th = g.unary_saves_output(t1, "softcap tanh")
+            scores = g.unary_no_save(th, "softcap mul")
+        probs32 = g.unary_saves_output(scores, "softmax fp32", dtype="fp32")
+        probs = g.to(probs32, q.dtype, "probs cast")
+        if rg:
+            g.save(probs, v2)
+        out = g.new(b_seq * (nh * d), q.dtype, rg, "attn out")
+        return g.copy(out, "attn out transpose")
+    # sdpa / flash: keeps q, k, v, out and a fp32 logsumexp (b, nh, s)
+    use_gqa = (not mask) and d <= 256 and gqa_ok
+    if rep > 1 and not use_gqa and nkv > 1:
+        k = g.new(kv_rows * (nh * d), k.dtype, k.rg, "repeat_kv k")
+        v = g.new(kv_rows * (nh * d), v.dtype, v.rg, "repeat_kv v")
+    out = g.new(b_seq * (nh * d), q.dtype, rg, "sdpa out")
+    lse = g.new(b_seq * nh, "fp32", False, "sdpa logsumexp")
+    if rg:
+        g.save(q, k, v, out, lse)
+        if mask and impl == "sdpa":
+            g.save(g.new(b_seq * kvl, q.dtype, False, "sdpa additive mask"))
+    return out
+
+
+# ---- the llama family ---------------------------------------------------------------------------
+
+
+def _lin(layout: Layout, role: str) -> Linear | None:
+    for m in layout.layer_linears:
+        if m.role == role:
+            return m
+    return None
+
+
+def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) -> T:
+    cfg, layout, g = ctx.cfg, ctx.layout, ctx.g
+    mt = cfg["model_type"]
+    h, nh, nkv, d = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
+    style = {"gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma", "olmo2": "olmo2"}.get(mt, "llama")
+    norm_rg = ctx.full
+    g.scope = f"layers.{i}."
+    post_norm_only = mt == "olmo2"
+    sandwich = mt in ("gemma2", "gemma3_text")
+
+    residual = x
+    hs = x if post_norm_only else rms_norm(ctx, x, h, w_rg=norm_rg, style=style, name="input_layernorm")
+    # attention
+    if mt == "phi3":
+        qkv = linear(ctx, hs, _lin(layout, "qkv"), i)
+        q = g.new(ctx.rows * (nh * d), qkv.dtype, qkv.rg, "q slice") if False else T(ctx.rows * (nh * d), qkv.dtype, qkv.rg, qkv.sid)
+        k = T(ctx.rows * (nkv * d), qkv.dtype, qkv.rg, qkv.sid)
+        v = T(ctx.rows * (nkv * d), qkv.dtype, qkv.rg, qkv.sid)
+    else:
+        q = linear(ctx, hs, _lin(layout, "q"), i)
+        k = linear(ctx, hs, _lin(layout, "k"), i)
+        v = linear(ctx, hs, _lin(layout, "v"), i)
+    if mt in ("qwen3", "gemma3_text"):  # per-head RMSNorm on q and k
+        q = rms_norm(ctx, q, d, w_rg=norm_rg, style=style, rows=ctx.rows * nh, name="q_norm")
+        k = rms_norm(ctx, k, d, w_rg=norm_rg, style=style, rows=ctx.rows * nkv, name="k_norm")
+    elif mt == "olmo2":
+        q = rms_norm(ctx, q, nh * d, w_rg=norm_rg, style="olmo2", name="q_norm")
+        k = rms_norm(ctx, k, nkv * d, w_rg=norm_rg, style="olmo2", name="k_norm")
+    rot = d
+    if mt == "phi3":
+        rot = int(d * float((cfg.get("rope_parameters") or {}).get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0)) or 1.0))
+    q = rotary(ctx, q, nh, d, cos, sin, rot)
+    k = rotary(ctx, k, nkv, d, cos, sin, rot)
+    if ctx.kv_extra:  # prefix tuning: cache.update cats the virtual keys/values in front
+        kv_len = ctx.seq + ctx.kv_extra
+        k = g.new(B * kv_len * (nkv * d), k.dtype, k.rg, "prefix cat k")
+        v = g.new(B * kv_len * (nkv * d), v.dtype, True, "prefix cat v")
+        k.rg = True
+    else:
+        kv_len = None
+    impl = ctx_attn(ctx)
+    mask = bool(ctx.kv_extra) or (sandwich and impl == "sdpa")
+    a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, kv_len=kv_len,
+                  softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping")))
+    if mt == "phi3" and impl == "sdpa":
+        a = g.copy(a, "attn out contiguous")
+    o = linear(ctx, a, _lin(layout, "o"), i)
+    if post_norm_only:
+        o = rms_norm(ctx, o, h, w_rg=norm_rg, style="olmo2", name="post_attention_layernorm")
+    elif sandwich:
+        o = rms_norm(ctx, o, h, w_rg=norm_rg, style=style, name="post_attention_layernorm")
+    x = g.add(residual, o, "residual add")
+    residual = x
+    if post_norm_only:
+        hs = x
+    elif sandwich:
+        hs = rms_norm(ctx, x, h, w_rg=norm_rg, style=style, name="pre_feedforward_layernorm")
+    else:
+        hs = rms_norm(ctx, x, h, w_rg=norm_rg, style=style, name="post_attention_layernorm")
+    # MLP
+    if mt == "phi3":
+        gu = linear(ctx, hs, _lin(layout, "gate_up"), i)
+        gate = T(gu.numel, gu.dtype, gu.rg, gu.sid)  # chunk: views of the fused output
+        up = T(gu.numel, gu.dtype, gu.rg, gu.sid)
+        act = g.unary_saves_input(gate, "act", )
+        act.numel = ctx.rows * cfg["intermediate_size"]
+        g.storages[act.sid].nbytes = act.numel * esize(act.dtype)
+        m = g.mul(up, act, "gate*up", numel=ctx.rows * cfg["intermediate_size"])
+        down = _lin(layout, "down")
+    elif mt == "starcoder2":
+        up = linear(ctx, hs, _lin(layout, "up"), i)
+        m = g.unary_saves_input(up, "gelu")
+        down = _lin(layout, "down")
+    else:
+        gate = linear(ctx, hs, _lin(layout, "gate"), i)
+        up = linear(ctx, hs, _lin(layout, "up"), i)
+        act = g.unary_saves_input(gate, "act")
+        m = g.mul(act, up, "act*up")
+        down = _lin(layout, "down")
+    o = linear(ctx, m, down, i)
+    if post_norm_only:
+        o = rms_norm(ctx, o, h, w_rg=norm_rg, style="olmo2", name="post_feedforward_layernorm")
+    elif sandwich:
+        o = rms_norm(ctx, o, h, w_rg=norm_rg, style=style, name="post_feedforward_layernorm")
+    out = g.add(residual, o, "residual add")
+    g.scope = ""
+    return out
+
+
+def ctx_attn(ctx: Ctx) -> str:
+    return getattr(ctx, "_attn", "sdpa")
+
+
+# ---- whole model ---------------------------------------------------------------------------------
+
+
+def activation_model(spec, method: Method, train) -> ActivationModel:
+    cfg, layout = spec.cfg, spec.layout
+    mt = cfg["model_type"]
+    dtype = train.weight_dtype
+    device = getattr(train, "device", "cuda")
+    n_virtual = method.virtual_tokens()
+    seq = S + n_virtual
+    rows = B * seq
+    g = Graph()
+    ctx = Ctx(g=g, cfg=cfg, layout=layout, method=method, dtype=dtype, rows=rows, seq=seq,
+              kv_extra=method.prefix_tokens(), device=device, full=method.name == "full")
+    ctx._attn = "eager" if train.attn_implementation == "eager" else "sdpa"  # flash_attention_2 saves what sdpa's flash kernel saves
+    _setup(ctx)
+    h, v = cfg["hidden_size"], cfg["vocab_size"]
+    d = cfg["head_dim"]
+
+    # embeddings (+ prompt tuning / p-tuning virtual tokens)
+    emb = g.new(B * S * h, dtype, ctx.full, "embed_tokens")
+    if n_virtual:
+        prompts = _prompt_encoder(ctx, method, n_virtual, h)
+        emb = g.new(rows * h, dtype, True, "cat(prompts, embeds)")
+    if mt in ("gemma", "gemma2", "gemma3_text"):
+        normalizer = g.new(Poly.const(1), dtype, False, "embed normalizer")
+        emb = g.mul(emb, normalizer, "embed scale")
+    # rotary cos/sin: (1, S, d) in the model dtype, shared by all layers
+    cos = g.new(seq * d, dtype, False, "rotary cos")
+    sin = g.new(seq * d, dtype, False, "rotary sin")
+
+    gc = train.gradient_checkpointing
+    if gc and not ctx.full:
+        emb.rg = True  # enable_input_require_grads (HF / PEFT) makes the embeddings' output require grad
+    layer_types = spec.layer_types
+    x = emb
+    per_layer_polys: list[Poly] = []
+    for i in range(layout.num_layers):
+        before = len(g.storages)
+        if gc:
+            sub = Graph()
+            sub_ctx = Ctx(**{**ctx.__dict__, "g": sub})
+            sub_ctx._attn = ctx._attn
+            sub.storages = [type(s)(s.name, s.nbytes) for s in g.storages]  # a throwaway copy
+            out = llama_family_layer(sub_ctx, x, i, cos, sin, layer_types[i])
+            layer_alive = ZERO
+            for s_ in sub.storages[before:]:
+                if s_.saved:
+                    layer_alive = layer_alive + s_.nbytes
+            per_layer_polys.append(layer_alive)
+            g.save(x)  # the checkpoint keeps the layer's input
+            x = g.new(out.numel, out.dtype, out.rg, f"layers.{i} output")
+        else:
+            x = llama_family_layer(ctx, x, i, cos, sin, layer_types[i])
+            layer_alive = ZERO
+            for s_ in g.storages[before:]:
+                if s_.saved:
+                    layer_alive = layer_alive + s_.nbytes
+            per_layer_polys.append(layer_alive)
+    if gc:
+        g.save(cos, sin)
+        g.save(g.new(seq, "int64", False, "position ids"))
+    x = rms_norm(ctx, x, h, w_rg=ctx.full, style={"gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma", "olmo2": "olmo2"}.get(mt, "llama"), name="norm")
+    lm = next(m for m in layout.outer_linears if m.role == "lm_head")
+    logits = linear(ctx, x, lm, None)
+    if cfg.get("final_logit_softcapping"):
+        t1 = g.unary_no_save(logits, "softcap div")
+        th = g.unary_saves_output(t1, "softcap tanh")
+        logits = g.unary_no_save(th, "softcap mul")
+    g.keep(logits)
+    _loss(ctx, logits, v)
+
+    total = g.alive_bytes()
+    terms: dict[str, Poly] = {}
+    for s_ in g.alive():
+        key = s_.name.split(".", 2)[0] + "." + s_.name.split(".", 2)[1] if s_.name.startswith("layers.") else s_.name
+        group = "layers" if s_.name.startswith("layers.") else s_.name
+        terms[group] = terms.get(group, ZERO) + s_.nbytes
+    steady = per_layer_polys[-1] if per_layer_polys else ZERO
+
+    e = esize(dtype)
+    logits_elems = rows * v
+    cands = {
+        "end of forward": total,
+        "loss forward (fp32 logits copy)": total + (logits_elems * 4 if dtype != "fp32" else ZERO) + B * (seq + 1) * 8,
+        "start of backward (loss gradients)": total + logits_elems * 8 - rows * 8,
+    }
+    if gc:
+        cands["backward recompute of one layer"] = total - logits_elems * 4 + max_poly(per_layer_polys)
+    return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands)
+
+
+def max_poly(polys: list[Poly]) -> Poly:
+    if not polys:
+        return ZERO
+    # the layers differ only in lower-order terms; take the one largest at a typical shape
+    return max(polys, key=lambda p: p(8, 2048))
+
+
+def _prompt_encoder(ctx: Ctx, method: Method, n: int, h: int) -> None:
+    g = ctx.g
+    # PEFT expands the prompt tokens to the batch: embedding (b, n, d) fp32, then cast to the model dtype
+    if isinstance(method, PTuning):
+        enc_h = method.encoder_hidden_size or h
+        e0 = g.new(Poly.const(n * h), "fp32", True, "prompt_encoder.embedding")
+        if method.encoder_reparameterization_type == "MLP":
+            x = g.linear(e0, Poly.const(n), enc_h, w_rg=True, name="mlp_head.0")
+            x = g.unary_saves_output(x, "mlp_head.1 relu")
+            x = g.linear(x, Poly.const(n), enc_h, w_rg=True, name="mlp_head.2")
+            x = g.unary_saves_output(x, "mlp_head.3 relu")
+            x = g.linear(x, Poly.const(n), h, w_rg=True, name="mlp_head.4")
+        else:
+            x = e0
+    return None
+
+
+def _loss(ctx: Ctx, logits: T, v: int) -> None:
+    """transformers' ForCausalLMLoss: logits.float(), labels padded and shifted, cross_entropy(mean)."""
+    g = ctx.g
+    lf = g.to(logits, "fp32", "logits.float()")
+    ls = g.unary_saves_output(lf, "log_softmax")
+    labels = g.new(B * ctx.seq, "int64", False, "shift_labels")  # contiguous copy of the shifted labels
+    g.save(labels)
+    loss = g.new(Poly.const(1), "fp32", True, "loss")
+    tw = g.new(Poly.const(1), "fp32", False, "total_weight")
+    g.save(tw)
+    g.keep(loss)

@@ -1,0 +1,86 @@
+"""Polynomials in batch size ``b`` and sequence length ``s`` with integer coefficients.
+
+Every memory term of a training step is such a polynomial (a (b, s, h) activation is ``h*b*s`` elements,
+eager attention's probabilities ``heads*b*s*s``), so one symbolic pass gives coefficients that evaluate
+exactly for any shape, or over whole numpy grids at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import numpy as np
+
+Number = Union[int, "Poly"]
+
+
+class Poly:
+    __slots__ = ("terms",)
+
+    def __init__(self, terms: dict[tuple[int, int], int] | None = None):
+        self.terms = {k: v for k, v in (terms or {}).items() if v}
+
+    @staticmethod
+    def const(c: int) -> Poly:
+        return Poly({(0, 0): c})
+
+    @staticmethod
+    def var(b: int = 0, s: int = 0, c: int = 1) -> Poly:
+        return Poly({(b, s): c})
+
+    def __add__(self, other: Number) -> Poly:
+        other = other if isinstance(other, Poly) else Poly.const(other)
+        out = dict(self.terms)
+        for k, v in other.terms.items():
+            out[k] = out.get(k, 0) + v
+        return Poly(out)
+
+    __radd__ = __add__
+
+    def __sub__(self, other: Number) -> Poly:
+        return self + (other * -1 if isinstance(other, Poly) else -other)
+
+    def __mul__(self, other: Number) -> Poly:
+        if not isinstance(other, Poly):
+            return Poly({k: v * other for k, v in self.terms.items()})
+        out: dict[tuple[int, int], int] = {}
+        for (b1, s1), v1 in self.terms.items():
+            for (b2, s2), v2 in other.terms.items():
+                k = (b1 + b2, s1 + s2)
+                out[k] = out.get(k, 0) + v1 * v2
+        return Poly(out)
+
+    __rmul__ = __mul__
+
+    def __eq__(self, other: object) -> bool:
+        other = other if isinstance(other, Poly) else Poly.const(other)  # type: ignore[arg-type]
+        return self.terms == other.terms
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self.terms.items())))
+
+    def __call__(self, b: Any, s: Any) -> Any:
+        """Exact integers for ints; numpy int64/object arrays evaluate whole grids."""
+        total: Any = 0
+        for (pb, ps), c in self.terms.items():
+            term: Any = c
+            if pb:
+                term = term * (b**pb if not isinstance(b, np.ndarray) else np.power(b, pb))
+            if ps:
+                term = term * (s**ps if not isinstance(s, np.ndarray) else np.power(s, ps))
+            total = total + term
+        return total
+
+    def __repr__(self) -> str:
+        if not self.terms:
+            return "0"
+        parts = []
+        for (pb, ps), c in sorted(self.terms.items(), reverse=True):
+            mono = "*".join(["b"] * pb + ["s"] * ps)
+            parts.append(f"{c}*{mono}" if mono else str(c))
+        return " + ".join(parts)
+
+
+ZERO = Poly()
+B = Poly.var(b=1)
+S = Poly.var(s=1)

@@ -1,0 +1,47 @@
+"""Bottleneck adapters against AdapterHub's real `adapters` library (in its own virtualenv, since it pins
+transformers 4.x: tests/harness/adapters_env.py builds it on first use)."""
+
+from __future__ import annotations
+
+import pytest
+
+import peft_footprint as pf
+from peft_footprint.methods.adapter import SUPPORTED
+from tests.cases import TINY
+from tests.harness.measure_adapters import measure_adapters_batch
+
+METHODS = {
+    "seq_bn": {"name": "adapter", "config": "seq_bn"},
+    "double_seq_bn_rf5": {"name": "adapter", "config": "double_seq_bn", "reduction_factor": 5},
+    "seq_bn_gating_channel": {"name": "adapter", "config": "seq_bn", "reduction_factor": 3, "use_gating": True, "scaling": "channel"},
+}
+CASES = [(mt, mid, dtype) for mt in SUPPORTED for mid in METHODS for dtype in ("fp32", "bf16")]
+KEYS = ("total_params", "trainable_params", "weights_bytes", "gradients_bytes", "optimizer_bytes", "adapter_bytes")
+
+
+@pytest.fixture(scope="module")
+def measured():
+    requests = [
+        {"config": TINY[mt], "method": METHODS[mid], "training": {"dtype": dtype, "batch_size": 2, "seq_len": 9}, "what": ["static"]}
+        for mt, mid, dtype in CASES
+    ]
+    results = measure_adapters_batch(requests)
+    return dict(zip(CASES, results))
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(c))
+def test_adapter_static_exact(measured, case):
+    mt, mid, dtype = case
+    got = measured[case]
+    assert "error" not in got, got.get("error")
+    est = pf.estimate(TINY[mt], METHODS[mid], {"dtype": dtype}).to_dict()
+    mine = {"total_params": est["total_params"], "trainable_params": est["trainable_params"],
+            **{k: est["training"][k] for k in ("weights_bytes", "gradients_bytes", "optimizer_bytes")},
+            "adapter_bytes": est["storage"]["adapter_bytes"]}
+    assert mine == {k: got[k] for k in KEYS}
+
+
+@pytest.mark.parametrize("model_type", sorted(set(TINY) - set(SUPPORTED)))
+def test_unsupported_types_refused_like_adapters(model_type):
+    with pytest.raises(pf.UnsupportedCombinationError, match="not pre-supported"):
+        pf.estimate(TINY[model_type], "adapter")
