@@ -168,6 +168,13 @@ def methods(draw, c: dict):
     return m
 
 
+# bitsandbytes' 8-bit optimizers keep fp32 state for tensors under 4096 elements and 8-bit state above, so their
+# state legitimately shrinks when a tensor crosses that size: monotonicity holds for the others
+MONOTONE_OPTIMIZERS = sorted(n for n in pf.OPTIMIZERS.names() if "8bit" not in n)
+monotone_trainings = st.fixed_dictionaries(
+    {"dtype": st.sampled_from(["bf16", "fp16", "fp32"]), "optimizer": st.sampled_from(MONOTONE_OPTIMIZERS),
+     "batch_size": st.integers(1, 16), "seq_len": st.integers(1, 4096)}
+)
 trainings = st.fixed_dictionaries(
     {"dtype": st.sampled_from(["bf16", "fp16", "fp32"]), "optimizer": st.sampled_from(sorted(pf.OPTIMIZERS.names())),
      "batch_size": st.integers(1, 16), "seq_len": st.integers(1, 4096)}
@@ -246,7 +253,7 @@ def test_memory_grows_with_lora_rank(data):
     name = data.draw(st.sampled_from(["lora", "qlora"]))
     r1 = data.draw(st.integers(1, 128))
     r2 = data.draw(st.integers(r1 + 1, 256))
-    t = data.draw(trainings)
+    t = data.draw(monotone_trainings)
     extra = {} if c["model_type"] in HAS_PEFT_DEFAULTS and data.draw(st.booleans()) else {"target_modules": "all-linear"}
     a = run(c, {"name": name, "r": r1, **extra}, t)
     b = run(c, {"name": name, "r": r2, **extra}, t)
@@ -269,7 +276,7 @@ def test_memory_grows_with_virtual_tokens(data):
     name = data.draw(st.sampled_from(["prefix_tuning", "prompt_tuning", "p_tuning"]))
     n1 = data.draw(st.integers(1, 200))
     n2 = data.draw(st.integers(n1 + 1, 400))
-    t = {**data.draw(trainings), "retain_outputs": data.draw(st.booleans())}
+    t = {**data.draw(monotone_trainings), "retain_outputs": data.draw(st.booleans())}
     extra = {"token_dim": c["word_embed_proj_dim"]} if c["model_type"] == "opt" and name != "prefix_tuning" else {}
     a = run(c, {"name": name, "num_virtual_tokens": n1, **extra}, t)
     b = run(c, {"name": name, "num_virtual_tokens": n2, **extra}, t)
@@ -367,7 +374,6 @@ def test_two_trillion_parameters_and_a_million_tokens_exact(model_type):
     assert d["total_params"] - d["trainable_params"] == n
     assert d["training"]["retained_outputs_bytes"] == batch * seq * V * 2  # the bf16 logits, exactly
     assert d["training"]["retained_outputs_bytes"] > 2**53  # beyond float precision: must be an exact int
-    assert float(d["training"]["retained_outputs_bytes"]) != d["training"]["retained_outputs_bytes"]  # a float would round
     assert_exact_ints(d)
     full = run(c, "full", {"dtype": "fp32"})
     assert full["training"]["weights_bytes"] == 4 * n

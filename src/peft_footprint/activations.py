@@ -58,7 +58,8 @@ class Ctx:
     trainable_bias: set[str] = field(default_factory=set)
     trainable_weight: set[str] = field(default_factory=set)  # modules_to_save copies
     lora_dropout: float = 0.0
-    lora_merged: bool = False
+    attn: str = "sdpa"
+    sliding_active: bool = False  # sequence reaches the sliding window: transformers builds a mask
 
     @property
     def mask_dtype(self) -> str:
@@ -70,7 +71,7 @@ class Ctx:
 
 def _setup(ctx: Ctx) -> None:
     m, layout, cfg = ctx.method, ctx.layout, ctx.cfg
-    if isinstance(m, LoRA) and not m.merged:
+    if isinstance(m, LoRA):  # training always runs the adapter unmerged
         for t in m.targets(layout, cfg):
             if t.is_embedding:
                 continue
@@ -265,20 +266,19 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     elif mt == "olmo2":
         q = rms_norm(ctx, q, nh * d, w_rg=norm_rg, style="olmo2", name="q_norm")
         k = rms_norm(ctx, k, nkv * d, w_rg=norm_rg, style="olmo2", name="k_norm")
-    rot = d
-    if mt == "phi3":
-        rot = int(d * float((cfg.get("rope_parameters") or {}).get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0)) or 1.0))
+    rot = _rotary_dim(cfg)
     q = rotary(ctx, q, nh, d, cos, sin, rot)
     k = rotary(ctx, k, nkv, d, cos, sin, rot)
     if ctx.kv_extra:  # prefix tuning: cache.update cats the virtual keys/values in front
         kv_len = ctx.seq + ctx.kv_extra
-        k = g.new(B * kv_len * (nkv * d), k.dtype, k.rg, "prefix cat k")
+        k = g.new(B * kv_len * (nkv * d), k.dtype, True, "prefix cat k")
         v = g.new(B * kv_len * (nkv * d), v.dtype, True, "prefix cat v")
-        k.rg = True
+        g.keep(k)  # the cache PEFT passes in (and the model returns) holds them
+        g.keep(v)
     else:
         kv_len = None
-    impl = ctx_attn(ctx)
-    mask = bool(ctx.kv_extra) or (sandwich and impl == "sdpa")
+    impl = ctx.attn
+    mask = bool(ctx.kv_extra) or (layer_type == "sliding_attention" and ctx.sliding_active)
     a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, kv_len=kv_len,
                   softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping")))
     if mt == "phi3" and impl == "sdpa":
@@ -326,14 +326,23 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     return out
 
 
-def ctx_attn(ctx: Ctx) -> str:
-    return getattr(ctx, "_attn", "sdpa")
 
 
 # ---- whole model ---------------------------------------------------------------------------------
 
 
-def activation_model(spec, method: Method, train) -> ActivationModel:
+def _rotary_dim(cfg: dict[str, Any]) -> int:
+    d = cfg["head_dim"]
+    rope = cfg.get("rope_parameters") or {}
+    factor = rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor"))
+    if cfg["model_type"] == "gpt_neox":
+        factor = rope.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25))
+    if factor is None:
+        factor = 1.0
+    return int(d * float(factor))
+
+
+def activation_model(spec, method: Method, train, sliding_active: bool = False) -> ActivationModel:
     cfg, layout = spec.cfg, spec.layout
     mt = cfg["model_type"]
     dtype = train.weight_dtype
@@ -343,8 +352,8 @@ def activation_model(spec, method: Method, train) -> ActivationModel:
     rows = B * seq
     g = Graph()
     ctx = Ctx(g=g, cfg=cfg, layout=layout, method=method, dtype=dtype, rows=rows, seq=seq,
-              kv_extra=method.prefix_tokens(), device=device, full=method.name == "full")
-    ctx._attn = "eager" if train.attn_implementation == "eager" else "sdpa"  # flash_attention_2 saves what sdpa's flash kernel saves
+              kv_extra=method.prefix_tokens(), device=device, full=method.name == "full",
+              attn="eager" if train.attn_implementation == "eager" else "sdpa", sliding_active=sliding_active)  # flash_attention_2 saves what sdpa's flash kernel saves
     _setup(ctx)
     h, v = cfg["hidden_size"], cfg["vocab_size"]
     d = cfg["head_dim"]
@@ -354,12 +363,13 @@ def activation_model(spec, method: Method, train) -> ActivationModel:
     if n_virtual:
         prompts = _prompt_encoder(ctx, method, n_virtual, h)
         emb = g.new(rows * h, dtype, True, "cat(prompts, embeds)")
-    if mt in ("gemma", "gemma2", "gemma3_text"):
-        normalizer = g.new(Poly.const(1), dtype, False, "embed normalizer")
-        emb = g.mul(emb, normalizer, "embed scale")
+    if mt in ("gemma", "gemma2", "gemma3_text"):  # * torch.tensor(sqrt(h)): a constant, not an op output
+        emb = g.mul(emb, T(Poly.const(1), dtype, False, None), "embed scale")
     # rotary cos/sin: (1, S, d) in the model dtype, shared by all layers
-    cos = g.new(seq * d, dtype, False, "rotary cos")
-    sin = g.new(seq * d, dtype, False, "rotary sin")
+    rot_dim = _rotary_dim(cfg)
+    cos_dtype = "fp32" if mt == "olmo2" else dtype  # Olmo2's rotary keeps cos/sin in fp32 and casts q/k back
+    cos = g.new(seq * rot_dim, cos_dtype, False, "rotary cos")
+    sin = g.new(seq * rot_dim, cos_dtype, False, "rotary sin")
 
     gc = train.gradient_checkpointing
     if gc and not ctx.full:
@@ -369,26 +379,17 @@ def activation_model(spec, method: Method, train) -> ActivationModel:
     per_layer_polys: list[Poly] = []
     for i in range(layout.num_layers):
         before = len(g.storages)
+        x_in = x
+        x = llama_family_layer(ctx, x, i, cos, sin, layer_types[i])
+        layer_alive = ZERO
+        for s_ in g.storages[before:]:
+            if s_.saved:
+                layer_alive = layer_alive + s_.nbytes
+                if gc:  # the checkpoint drops what the layer saved; backward recomputes it
+                    s_.saved = False
         if gc:
-            sub = Graph()
-            sub_ctx = Ctx(**{**ctx.__dict__, "g": sub})
-            sub_ctx._attn = ctx._attn
-            sub.storages = [type(s)(s.name, s.nbytes) for s in g.storages]  # a throwaway copy
-            out = llama_family_layer(sub_ctx, x, i, cos, sin, layer_types[i])
-            layer_alive = ZERO
-            for s_ in sub.storages[before:]:
-                if s_.saved:
-                    layer_alive = layer_alive + s_.nbytes
-            per_layer_polys.append(layer_alive)
-            g.save(x)  # the checkpoint keeps the layer's input
-            x = g.new(out.numel, out.dtype, out.rg, f"layers.{i} output")
-        else:
-            x = llama_family_layer(ctx, x, i, cos, sin, layer_types[i])
-            layer_alive = ZERO
-            for s_ in g.storages[before:]:
-                if s_.saved:
-                    layer_alive = layer_alive + s_.nbytes
-            per_layer_polys.append(layer_alive)
+            g.save(x_in)  # ...and keeps the layer's input
+        per_layer_polys.append(layer_alive)
     if gc:
         g.save(cos, sin)
         g.save(g.new(seq, "int64", False, "position ids"))

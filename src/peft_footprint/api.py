@@ -13,7 +13,8 @@ from .methods import Method, ParamTable, load_method
 from .model import ModelSpec, load_model
 from .storage import safetensors_file_bytes
 from .result import SCHEMA_VERSION, Estimate
-from .training import TrainingSpec, optimizer_state_bytes
+from .activations import ActivationModel, activation_model
+from .training import TrainingSpec, optimizer_state_bytes, optimizer_step_temporary_bytes
 
 __all__ = ["estimate"]
 
@@ -58,6 +59,43 @@ def _table(spec: ModelSpec, method: Method, dtype: str) -> ParamTable:
     return table
 
 
+_ACTS: dict[tuple, tuple[ModelSpec, ActivationModel]] = {}
+
+
+def _sliding_active(spec: ModelSpec, method: Method, seq_len: int) -> bool:
+    """Does the sequence reach a sliding window? Then transformers builds an explicit mask for those layers."""
+    window = spec.cfg.get("sliding_window")
+    if not window or "sliding_attention" not in spec.layer_types:
+        return False
+    return seq_len + method.virtual_tokens() + method.prefix_tokens() >= window
+
+
+def _activations(spec: ModelSpec, method: Method, train: TrainingSpec) -> ActivationModel:
+    """The activation polynomials, cached per (model, method, training options other than batch and length)."""
+    sliding = _sliding_active(spec, method, train.seq_len)
+    key = (id(spec), type(method).__name__, method.model_dump_json(), sliding,
+           train.model_dump_json(exclude={"batch_size", "seq_len", "optimizer", "retain_outputs", "use_cache"}))
+    hit = _ACTS.get(key)
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    if len(_ACTS) > 8192:
+        _ACTS.clear()
+    model = activation_model(spec, method, train, sliding)
+    _ACTS[key] = (spec, model)
+    return model
+
+
+def _peak(act: ActivationModel, train: TrainingSpec, trainable, grads: int) -> tuple[int, str, dict[str, int]]:
+    """Highest live bytes (beyond weights + optimizer state) over the step, and where it happens."""
+    b, s = train.batch_size, train.seq_len
+    live = {name: int(p(b, s)) for name, p in act.peak_candidates.items()}
+    temp = optimizer_step_temporary_bytes(train.optimizer, trainable)
+    live["optimizer step"] = grads + temp
+    live["end of backward (all gradients)"] = grads
+    where = max(live, key=live.__getitem__)
+    return live[where], where, live
+
+
 def estimate(model: Any, method: Any = "lora", training: Any = None, inference: Any = None, hardware: Any = None) -> Estimate:
     """Estimate the memory, storage and compute of fine-tuning ``model`` with ``method`` (DESIGN.md section 2)."""
     spec = load_model(model)
@@ -98,6 +136,14 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
         if train.use_cache:
             retained += kv_cache_bytes(spec.cfg, train.batch_size, seq, e, prefix_tokens=meth.prefix_tokens())
 
+    # ---- activations and peak ----------------------------------------------------------------
+    act = _activations(spec, meth, train)
+    b, s = train.batch_size, train.seq_len
+    activations = int(act.activations(b, s))
+    peak_live, peak_at, candidates = _peak(act, train, trainable, grads)
+    static = weights + table.buffer_bytes + optim
+    peak = static + peak_live
+
     notes = list(table.notes)
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -114,8 +160,12 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
             "optimizer_bytes": optim,
             "retained_outputs_bytes": retained,
             "persistent_bytes": weights + table.buffer_bytes + grads + optim + retained,
-            "activations_bytes": None,
-            "peak_bytes": None,
+            "activations_bytes": activations,
+            "activations_breakdown": {name: int(p(b, s)) for name, p in act.terms.items()},
+            "activations_per_layer_bytes": int(act.per_layer(b, s)),
+            "peak_bytes": peak,
+            "peak_at": peak_at,
+            "peak_candidates": candidates,
             "reserved_bytes": None,
             "device_bytes": None,
             "step_flops": None,

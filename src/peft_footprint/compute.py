@@ -123,6 +123,28 @@ class _MethodView:
         self.virtual = method.virtual_tokens()
         self.prefix = method.prefix_tokens()
         self.method = method
+        # per module path: (rank, how many layers) / (kind, how many layers), for closed-form sums
+        self.lora_paths: dict[str, tuple[int, int]] = {}
+        for (path, _layer), r in self.lora.items():
+            self.lora_paths[path] = (r, self.lora_paths.get(path, (r, 0))[1] + 1)
+        self.ia3_paths: dict[str, tuple[str, int]] = {}
+        for (path, _layer), kind in self.ia3.items():
+            self.ia3_paths[path] = (kind, self.ia3_paths.get(path, (kind, 0))[1] + 1)
+
+
+_VIEWS: dict[tuple, _MethodView] = {}
+
+
+def method_view(spec, method, table) -> _MethodView:
+    """The resolved method facts, cached per (model, method, table)."""
+    key = (id(spec), type(method).__name__, method.model_dump_json(), id(table))
+    hit = _VIEWS.get(key)
+    if hit is None or hit.spec_ref is not spec or hit.table_ref is not table:
+        if len(_VIEWS) > 4096:
+            _VIEWS.clear()
+        hit = _VIEWS[key] = _MethodView(spec, method, table)
+        hit.spec_ref, hit.table_ref = spec, table
+    return hit
 
     def weight_trainable(self, full_path: str) -> bool:
         if self.full:
@@ -311,21 +333,14 @@ class _Walker:
             if m.encoder_reparameterization_type == "MLP":
                 mats = [(d, h), (h, h), (h, d)]
                 f = sum(2 * a * b for a, b in mats)
-                self.fwd.add("Bn", n * f)
-                self.bwd.add("Bn", 2 * n * f)
-            else:  # bidirectional LSTM: input projection over all steps, one hidden matmul per step
-                f = 0
-                b = 0
-                for layer in range(m.encoder_num_layers):
-                    inp = d if layer == 0 else 2 * h
-                    per_dir = 2 * inp * 4 * h + 2 * h * 4 * h
-                    f += 2 * per_dir
-                    b += 2 * 2 * per_dir
+                self.fwd.add("C", n * f)
+                self.bwd.add("C", 2 * n * f)
+            else:  # bidirectional LSTM + two-layer MLP head. FlopCounterMode has no formula for aten.lstm (it runs as one
+                # op on CPU and as cuDNN's RNN kernel on GPU), so only the MLP head's matmuls count, as in the measurement.
                 mats = [(2 * h, 2 * h), (2 * h, d)]
                 mf = sum(2 * a * bb for a, bb in mats)
-                self.fwd.add("Bn", n * (f + mf))
-                self.bwd.add("Bn", n * (b + 2 * mf))
-                self.lstm_hh = (m.encoder_num_layers, h)
+                self.fwd.add("C", n * mf)
+                self.bwd.add("C", 2 * n * mf)
         elif name == "prefix_tuning" and m.prefix_projection:
             layers, td, _ = m.resolved(self.spec.cfg)
             ehs = m.encoder_hidden_size or td
@@ -343,14 +358,15 @@ def flop_coefficients(spec, method, table, *, merged: bool = False, gradient_che
     """Coefficients of forward / backward / recompute FLOPs, cached per (model, method, merged, checkpointing)."""
     key = (id(spec), type(method).__name__, method.model_dump_json(), id(table), merged, gradient_checkpointing)
     hit = _COEFFS.get(key)
-    if hit is not None:
+    if hit is not None and hit.spec_ref is spec and hit.table_ref is table:
         return hit
-    mv = _MethodView(spec, method, table)
+    mv = method_view(spec, method, table)
     w = _Walker(spec, mv, merged=merged, gc=gradient_checkpointing)
     w.run()
     c = FlopCoefficients(w.fwd, w.bwd, w.rec, mv.virtual, mv.prefix if not gradient_checkpointing else 0)
     c.prefix_tokens = mv.prefix
     c.gc_drops_prefix = gradient_checkpointing and mv.prefix > 0
+    c.spec_ref, c.table_ref = spec, table
     if len(_COEFFS) > 4096:
         _COEFFS.clear()
     _COEFFS[key] = c
@@ -375,11 +391,100 @@ def step_flops(spec, method, table, training) -> int:
     return c.total(training.batch_size, training.seq_len, training=True) * training.gradient_accumulation_steps
 
 
-def compute_terms(spec, method, table, training, inference, hardware) -> dict[str, Any]:
-    from .inference import compute_inference_terms
-    from .training_time import training_time_terms
+# ---- training step time -----------------------------------------------------------------------------------
+# ONE set of factors for every model, method and preset, fitted once on PEFT's MetaMathQA L40S runs
+# (docs/compute.md): the matmul FLOPs run at ``mfu`` of the dense peak (this effective MFU also absorbs the base
+# model's own elementwise work, which scales with tokens like the matmuls); the optimizer step and the separate
+# adapters' elementwise ops are memory-bound; every kernel pays a launch overhead; each step pays host overhead.
+TRAINING_EFFICIENCY = {
+    "mfu": 0.365,
+    "memory": 0.80,
+    "kernel_launch_s": 5e-6,
+    "host_overhead_s": 0.002,
+}
+# bytes moved per trainable element by one optimizer step, in units of the parameter's element size: torch's
+# foreach AdamW reads/writes param, grad, exp_avg, exp_avg_sq and temporaries (weight decay 2, lerp 3,
+# mul+addcmul 5, sqrt 2, div 2, add eps 2, addcdiv 4 = 20 passes), plus gradient-norm clipping (norm 1 + scale 2,
+# on by default in HF Trainer and in PEFT's MetaMathQA script)
+OPTIMIZER_PASSES = {"adamw": 20, "adam": 20, "sgd": 3, "sgd_momentum": 6, "lion": 8, "adafactor": 12, "adamw_8bit": 10,
+                    "paged_adamw_8bit": 10, "paged_adamw": 20, "adamw_32bit": 20, "lion_8bit": 6}
+CLIP_PASSES = 3
+BASE_KERNELS_PER_LAYER = 25  # elementwise kernels of one eager decoder layer's forward, besides its matmuls
 
-    return {
-        "training": training_time_terms(spec, method, table, training, hardware),
-        "inference": compute_inference_terms(spec, method, table, training, inference, hardware),
+
+def training_time_terms(spec, method, table, training, hardware, eff: dict | None = None) -> dict[str, Any]:
+    from .inference import LORA_KERNELS, IA3_KERNELS, ADAPTER_KERNELS
+
+    eff = eff or TRAINING_EFFICIENCY
+    flops = step_flops(spec, method, table, training)
+    out: dict[str, Any] = {"step_flops": flops, "step_time_s": None, "tokens_per_s": None}
+    if hardware is None:
+        return out
+    mv = method_view(spec, method, table)
+    compute_dtype = training.mixed_precision or training.dtype
+    e = nbytes(compute_dtype)
+    accum = training.gradient_accumulation_steps
+    T = training.batch_size * (training.seq_len + mv.virtual)
+    bw = hardware.memory_bandwidth_bytes_per_s * eff["memory"]
+    matmul_s = flops / (hardware.flops(compute_dtype) * eff["mfu"])
+    # separate adapters: dtype casts, scaling and adds over the activations (forward + backward), memory-bound
+    layout = spec.layout
+    mods = {m.path: m for m in layout.layer_linears} | {m.path: m for m in layout.outer_linears}
+    adapter_bytes, kernels = 0, 0
+    n = layout.num_layers
+    fwd_k = n * (len(layout.layer_linears) + BASE_KERNELS_PER_LAYER + 3) + 10
+    kernels += 3 * fwd_k + (fwd_k if training.gradient_checkpointing else 0)
+    for path, (r, count) in mv.lora_paths.items():
+        m = mods[path]
+        adapter_bytes += count * T * (22 * m.in_features + 30 * m.out_features) * e // 2
+        kernels += count * 3 * LORA_KERNELS
+    for path, (kind, count) in mv.ia3_paths.items():
+        m = mods[path]
+        adapter_bytes += count * T * 24 * (m.in_features if kind == "ff" else m.out_features) * e // 2
+        kernels += count * 3 * IA3_KERNELS
+    if mv.adapter is not None:
+        places = int(bool(mv.adapter.setting("mh_adapter"))) + int(bool(mv.adapter.setting("output_adapter")))
+        adapter_bytes += places * n * T * 12 * spec.cfg["hidden_size"] * e
+        kernels += 3 * places * n * ADAPTER_KERNELS
+    adapter_s = adapter_bytes * accum / bw
+    passes = OPTIMIZER_PASSES.get(training.optimizer, 20) + CLIP_PASSES
+    opt_bytes = sum(t.numel * t.count * nbytes(t.dtype) for t in table.trainable) * passes
+    optimizer_s = opt_bytes / bw
+    launch_s = (kernels * accum + 12 * 4) * eff["kernel_launch_s"]
+    step = matmul_s + adapter_s + optimizer_s + launch_s + eff["host_overhead_s"]
+    tokens = training.batch_size * training.seq_len * accum
+    out.update({
+        "step_time_s": step,
+        "tokens_per_s": tokens / step,
+        "step_time_breakdown_s": {"matmul": matmul_s, "adapter_elementwise": adapter_s, "optimizer": optimizer_s,
+                                  "kernel_launch": launch_s, "host": eff["host_overhead_s"]},
+        "assumptions": {
+            "hardware": hardware.name, "compute_dtype": compute_dtype, "peak_flops": hardware.flops(compute_dtype),
+            "mfu": eff["mfu"], "memory_efficiency": eff["memory"], "kernel_launch_s": eff["kernel_launch_s"],
+            "host_overhead_s": eff["host_overhead_s"],
+            "optimizer": f"{training.optimizer}: {passes} passes over the trainable bytes (incl. grad-norm clipping), memory-bound",
+            "tokens": "batch_size x seq_len per optimizer step (padding counts; virtual tokens do not)",
+        },
+    })
+    return out
+
+
+def compute_terms(spec, method, table, training, inference, hardware) -> dict[str, Any]:
+    """FLOPs, KV cache, step time and latency for ``estimate()``. ``hardware`` is a Hardware or None (then the
+    times are None)."""
+    from .inference import generate_kv_cache_bytes, latency_terms
+
+    serve_dtype = inference.dtype or training.mixed_precision or training.weight_dtype
+    merged = bool(method.merged if inference.merged is None else inference.merged)
+    kv_dtype = inference.kv_cache_dtype or serve_dtype
+    inf: dict[str, Any] = {
+        "forward_flops": forward_flops(spec, method, table, inference.batch_size, inference.prompt_len, merged=merged),
+        "kv_cache_bytes": generate_kv_cache_bytes(spec, method, inference.batch_size, inference.prompt_len,
+                                                  inference.new_tokens, kv_dtype),
+        "prefill_latency_s": None,
+        "decode_latency_s": None,
+        "assumptions": {"kv_cache_dtype": kv_dtype, "merged": merged},
     }
+    if hardware is not None:
+        inf.update(latency_terms(spec, method, table, inference, hardware, serve_dtype, merged))
+    return {"training": training_time_terms(spec, method, table, training, hardware), "inference": inf}

@@ -33,6 +33,9 @@ class TrainingSpec(BaseModel):
     # a training loop that keeps `outputs` referenced across optimizer.step() (PEFT's MetaMathQA run.py does)
     # keeps the logits (and the KV cache when use_cache) allocated between steps
     retain_outputs: bool = False
+    # where the step runs: "cuda" (default) or "cpu" (dropout masks and LayerNorm statistics are stored in the
+    # input dtype by PyTorch's CPU kernels; bool / fp32 on CUDA)
+    device: Literal["cuda", "cpu"] = "cuda"
 
     @field_validator("dtype", mode="before")
     @classmethod
@@ -155,3 +158,14 @@ def optimizer_state_bytes(optimizer: str, tensors) -> int:
     opt = OPTIMIZERS.get(optimizer)
     total = sum(opt.per_tensor(t.shape, t.dtype) * t.count for t in tensors)
     return total + (opt.fixed_bytes if total else 0)
+
+
+def optimizer_step_temporary_bytes(optimizer: str, tensors) -> int:
+    """Transient bytes inside ``optimizer.step()``: torch's foreach Adam/AdamW (the CUDA default) builds one
+    ``_foreach_sqrt(exp_avg_sq)`` list per (device, dtype) group, the size of that group's parameters."""
+    if OPTIMIZERS.canonical(optimizer) not in ("adamw", "adam"):
+        return 0
+    groups: dict[str, int] = {}
+    for t in tensors:
+        groups[t.dtype] = groups.get(t.dtype, 0) + t.bytes
+    return max(groups.values(), default=0)

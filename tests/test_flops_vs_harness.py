@@ -1,0 +1,77 @@
+"""forward_flops / step_flops against torch's FlopCounterMode on the real transformers + PEFT models (eager
+attention), every architecture x method, at two shapes (the second with gradient checkpointing)."""
+
+from __future__ import annotations
+
+import pytest
+
+import peft_footprint as pf
+from peft_footprint import compute
+from peft_footprint.methods import load_method
+from peft_footprint.model import load_model
+from peft_footprint.training import TrainingSpec
+from tests.cases import TINY, peft_methods
+
+measure = pytest.importorskip("tests.harness.measure").measure
+
+SHAPES = {
+    "b2s9": ({"batch_size": 2, "seq_len": 9, "gradient_checkpointing": False}, {"batch_size": 3, "prompt_len": 5, "new_tokens": 4}),
+    "b1s12-gc": ({"batch_size": 1, "seq_len": 12, "gradient_checkpointing": True}, {"batch_size": 2, "prompt_len": 11, "new_tokens": 9}),
+}
+METHOD_IDS = ("full", "lora", "lora_all_linear_dora_bias", "lora_modules_to_save", "ia3", "prefix_tuning",
+              "prefix_tuning_projection", "prompt_tuning", "p_tuning_mlp", "p_tuning_lstm")
+CASES = [
+    pytest.param(mt, mid, shape, id=f"{mt}-{mid}-{shape}")
+    for mt in TINY for mid in METHOD_IDS if mid in peft_methods(mt) for shape in SHAPES
+]
+
+
+def _ours(mt, method, training, inference, merged=False):
+    spec = load_model(TINY[mt])
+    m = load_method(method)
+    table = m.build(spec.layout, spec.cfg, "fp32")
+    step = compute.step_flops(spec, m, table, TrainingSpec(dtype="fp32", **training))
+    fwd = compute.forward_flops(spec, m, table, inference["batch_size"], inference["prompt_len"], merged=merged)
+    return step, fwd
+
+
+@pytest.mark.parametrize("model_type, method_id, shape", CASES)
+def test_flops_match_flop_counter(model_type, method_id, shape):
+    method = peft_methods(model_type)[method_id]
+    training, inference = SHAPES[shape]
+    try:
+        step, fwd = _ours(model_type, method, training, inference)
+    except pf.UnsupportedCombinationError:
+        pytest.skip("refused by the real stack too (see test_static_vs_harness)")
+    got = measure(TINY[model_type], method, dict(training, dtype="fp32"), what=("flops",), inference=inference)
+    assert abs(step - got["step_flops"]) <= 0.01 * got["step_flops"]
+    assert abs(fwd - got["forward_flops"]) <= 0.01 * got["forward_flops"]
+    assert (step, fwd) == (got["step_flops"], got["forward_flops"])  # in fact exact
+
+
+@pytest.mark.parametrize("model_type", list(TINY))
+def test_merged_lora_forward_is_the_base_model(model_type):
+    """Merged LoRA serves the base weights: its forward FLOPs are the base model's, as measured."""
+    training, inference = SHAPES["b2s9"]
+    lora = {"name": "lora", "r": 4, "target_modules": "all-linear", "use_dora": model_type == "llama"}
+    _, merged = _ours(model_type, lora, training, inference, merged=True)
+    _, separate = _ours(model_type, lora, training, inference, merged=False)
+    base = measure(TINY[model_type], "full", dict(training, dtype="fp32"), what=("flops",), inference=inference)
+    assert merged == base["forward_flops"]
+    assert separate > merged
+
+
+def test_real_size_ratios():
+    """Full fine-tuning is about 3x the forward; frozen-base methods about 2x (no weight gradients)."""
+    cfg = dict(model_type="llama", hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+               intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True)
+    spec = load_model(cfg)
+    t = TrainingSpec(batch_size=4, seq_len=512)
+    out = {}
+    for name in ("full", "lora", "prompt_tuning"):
+        m = load_method(name)
+        table = m.build(spec.layout, spec.cfg, "bf16")
+        out[name] = compute.step_flops(spec, m, table, t) / compute.forward_flops(spec, m, table, 4, 512)
+    assert 2.95 < out["full"] < 3.0
+    assert 1.95 < out["lora"] < 2.05
+    assert 1.95 < out["prompt_tuning"] < 2.05
