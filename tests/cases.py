@@ -26,7 +26,9 @@ TINY: dict[str, dict] = {
                         max_position_embeddings=128),
     "phi3": dict(model_type="phi3", hidden_size=60, num_hidden_layers=2, num_attention_heads=5, num_key_value_heads=5,
                  intermediate_size=92, vocab_size=107, max_position_embeddings=128, original_max_position_embeddings=128),
-    "gpt2": dict(model_type="gpt2", n_embd=48, n_layer=2, n_head=4, n_positions=64, vocab_size=99),
+    # attn_pdrop=0: with attention dropout PyTorch's CPU sdpa falls back to its math kernel (CUDA's flash
+    # kernel does not); the residual and embedding dropouts (0.1, GPT-2's defaults) stay on
+    "gpt2": dict(model_type="gpt2", n_embd=48, n_layer=2, n_head=4, n_positions=64, vocab_size=99, attn_pdrop=0.0),
     "gpt_neox": dict(model_type="gpt_neox", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=120,
                      vocab_size=101, max_position_embeddings=64),
     "opt": dict(model_type="opt", hidden_size=48, num_hidden_layers=2, num_attention_heads=4, ffn_dim=88, vocab_size=97,

@@ -248,8 +248,15 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     post_norm_only = mt == "olmo2"
     sandwich = mt in ("gemma2", "gemma3_text")
 
+    ln = mt == "starcoder2"
+
+    def norm(t: T, name: str) -> T:
+        if ln:
+            return layer_norm(ctx, t, w_rg=norm_rg, name=name)
+        return rms_norm(ctx, t, h, w_rg=norm_rg, style=style, name=name)
+
     residual = x
-    hs = x if post_norm_only else rms_norm(ctx, x, h, w_rg=norm_rg, style=style, name="input_layernorm")
+    hs = x if post_norm_only else norm(x, "input_layernorm")
     # attention
     if mt == "phi3":
         qkv = linear(ctx, hs, _lin(layout, "qkv"), i)
@@ -295,7 +302,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     elif sandwich:
         hs = rms_norm(ctx, x, h, w_rg=norm_rg, style=style, name="pre_feedforward_layernorm")
     else:
-        hs = rms_norm(ctx, x, h, w_rg=norm_rg, style=style, name="post_attention_layernorm")
+        hs = norm(x, "post_attention_layernorm")
     # MLP
     if mt == "phi3":
         gu = linear(ctx, hs, _lin(layout, "gate_up"), i)
@@ -326,6 +333,110 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     return out
 
 
+
+
+# ---- LayerNorm families: gpt2, gpt_neox, opt -------------------------------------------------------
+
+
+def _p(cfg: dict[str, Any], *names: str, default: float = 0.0) -> float:
+    for n in names:
+        if cfg.get(n) is not None:
+            return float(cfg[n])
+    return default
+
+
+def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) -> T:
+    cfg, layout, g = ctx.cfg, ctx.layout, ctx.g
+    mt = cfg["model_type"]
+    h, nh, d = cfg["hidden_size"], cfg["num_attention_heads"], cfg["head_dim"]
+    norm_rg = ctx.full
+    g.scope = f"layers.{i}."
+    resid_p = {"gpt2": _p(cfg, "resid_pdrop", default=0.1), "opt": _p(cfg, "dropout", default=0.1)}.get(mt, _p(cfg, "hidden_dropout"))
+    impl = ctx.attn
+    kv_len = None
+    residual = x
+    a = layer_norm(ctx, x, w_rg=norm_rg, name="attn norm")
+    if mt in ("gpt2", "gpt_neox"):
+        qkv = linear(ctx, a, _lin(layout, "qkv"), i)
+        q = T(ctx.rows * (nh * d), qkv.dtype, qkv.rg, qkv.sid)  # split/chunk: views of the fused output
+        k = T(ctx.rows * (nh * d), qkv.dtype, qkv.rg, qkv.sid)
+        v = T(ctx.rows * (nh * d), qkv.dtype, qkv.rg, qkv.sid)
+        if mt == "gpt_neox":
+            rot = _rotary_dim(cfg)
+            q = rotary(ctx, q, nh, d, cos, sin, rot)
+            k = rotary(ctx, k, nh, d, cos, sin, rot)
+    else:  # opt: q scaled by a Python float
+        q = g.mul(linear(ctx, a, _lin(layout, "q"), i), None, "q * scaling")
+        k = linear(ctx, a, _lin(layout, "k"), i)
+        v = linear(ctx, a, _lin(layout, "v"), i)
+    if ctx.kv_extra:
+        kv_len = ctx.seq + ctx.kv_extra
+        k = g.new(B * kv_len * (nh * d), k.dtype, True, "prefix cat k")
+        v = g.new(B * kv_len * (nh * d), v.dtype, True, "prefix cat v")
+        g.keep(k)
+        g.keep(v)
+    att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=bool(ctx.kv_extra), kv_len=kv_len)
+    if mt == "gpt_neox" and impl == "sdpa":
+        att = g.copy(att, "attn out contiguous")
+    o = linear(ctx, att, _lin(layout, "o"), i)
+    o = ctx.drop(o, resid_p, "resid dropout")
+    if mt == "gpt_neox" and cfg.get("use_parallel_residual", True):
+        m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm")
+        mlp_out = _ln_mlp(ctx, m_in, i, resid_p)
+        tmp = g.add(mlp_out, o, "mlp+attn")
+        out = g.add(tmp, residual, "residual add")
+        g.scope = ""
+        return out
+    x = g.add(residual, o, "residual add")
+    residual = x
+    m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm")
+    mlp_out = _ln_mlp(ctx, m_in, i, resid_p)
+    out = g.add(residual, mlp_out, "residual add")
+    g.scope = ""
+    return out
+
+
+def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float) -> T:
+    g, cfg, layout = ctx.g, ctx.cfg, ctx.layout
+    up = linear(ctx, x, _lin(layout, "up"), i)
+    act_name = cfg.get("activation_function") or cfg.get("hidden_act") or "gelu"
+    if act_name == "gelu_new":  # 0.5*x*(1+tanh(c*(x+0.044715*x^3))) in Python ops
+        g.unary_saves_input(up, "pow")
+        half = g.mul(up, None, "0.5*x")
+        th = g.unary_saves_output(up, "tanh")
+        one = g.add(th, None, "1+tanh")
+        act = g.mul(half, one, "gelu_new out")
+    elif act_name == "relu":
+        act = g.unary_saves_output(up, "relu")
+    else:
+        act = g.unary_saves_input(up, act_name)
+    o = linear(ctx, act, _lin(layout, "down"), i)
+    if cfg["model_type"] == "gpt2":
+        return ctx.drop(o, resid_p, "mlp dropout")
+    return ctx.drop(o, resid_p, "ffn dropout") if cfg["model_type"] == "opt" else o
+
+
+def _ln_embeddings(ctx: Ctx, emb: T) -> T:
+    """Positions and input projections of gpt2 / opt; gpt_neox only looks up its embeddings."""
+    g, cfg, layout = ctx.g, ctx.cfg, ctx.layout
+    mt = cfg["model_type"]
+    if mt == "gpt2":
+        pos = g.new(ctx.seq, "int64", False, "position ids")
+        if ctx.full:
+            g.save(pos)  # the wpe embedding keeps its indices for its weight gradient
+        x = g.add(emb, None, "wte+wpe", numel=emb.numel)
+        x.rg = emb.rg or ctx.full
+        return ctx.drop(x, _p(cfg, "embd_pdrop", default=0.1), "embd dropout")
+    if mt == "opt":
+        pos = g.new(B * ctx.seq, "int64", False, "position ids")
+        if ctx.full:
+            g.save(pos)
+        proj = next((m for m in layout.outer_linears if m.role == "project_in"), None)
+        x = linear(ctx, emb, proj, None) if proj else emb
+        out = g.add(x, None, "embeds+positions", numel=ctx.rows * cfg["hidden_size"])
+        out.rg = x.rg or ctx.full
+        return out
+    return emb
 
 
 # ---- whole model ---------------------------------------------------------------------------------
@@ -359,18 +470,23 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     d = cfg["head_dim"]
 
     # embeddings (+ prompt tuning / p-tuning virtual tokens)
-    emb = g.new(B * S * h, dtype, ctx.full, "embed_tokens")
+    emb_dim = cfg.get("word_embed_proj_dim") or h
+    emb = g.new(B * S * emb_dim, dtype, ctx.full, "embed_tokens")
     if n_virtual:
         prompts = _prompt_encoder(ctx, method, n_virtual, h)
-        emb = g.new(rows * h, dtype, True, "cat(prompts, embeds)")
+        emb = g.new(rows * emb_dim, dtype, True, "cat(prompts, embeds)")
     if mt in ("gemma", "gemma2", "gemma3_text"):  # * torch.tensor(sqrt(h)): a constant, not an op output
         emb = g.mul(emb, T(Poly.const(1), dtype, False, None), "embed scale")
     # rotary cos/sin: (1, S, d) in the model dtype, shared by all layers
-    rot_dim = _rotary_dim(cfg)
+    rot_dim = _rotary_dim(cfg) if mt not in ("gpt2", "opt") else 0
     cos_dtype = "fp32" if mt == "olmo2" else dtype  # Olmo2's rotary keeps cos/sin in fp32 and casts q/k back
     cos = g.new(seq * rot_dim, cos_dtype, False, "rotary cos")
     sin = g.new(seq * rot_dim, cos_dtype, False, "rotary sin")
 
+    ln_family = mt in ("gpt2", "gpt_neox", "opt")
+    if ln_family:
+        emb = _ln_embeddings(ctx, emb)
+    layer_fn = layernorm_family_layer if ln_family else llama_family_layer
     gc = train.gradient_checkpointing
     if gc and not ctx.full:
         emb.rg = True  # enable_input_require_grads (HF / PEFT) makes the embeddings' output require grad
@@ -380,7 +496,7 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     for i in range(layout.num_layers):
         before = len(g.storages)
         x_in = x
-        x = llama_family_layer(ctx, x, i, cos, sin, layer_types[i])
+        x = layer_fn(ctx, x, i, cos, sin, layer_types[i])
         layer_alive = ZERO
         for s_ in g.storages[before:]:
             if s_.saved:
@@ -393,7 +509,7 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     if gc:
         g.save(cos, sin)
         g.save(g.new(seq, "int64", False, "position ids"))
-    x = rms_norm(ctx, x, h, w_rg=ctx.full, style={"gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma", "olmo2": "olmo2"}.get(mt, "llama"), name="norm")
+    x = _final(ctx, x)
     lm = next(m for m in layout.outer_linears if m.role == "lm_head")
     logits = linear(ctx, x, lm, None)
     if cfg.get("final_logit_softcapping"):
@@ -421,6 +537,20 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     if gc:
         cands["backward recompute of one layer"] = total - logits_elems * 4 + max_poly(per_layer_polys)
     return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands)
+
+
+def _final(ctx: Ctx, x: T) -> T:
+    """The final norm (and OPT's project_out) before the lm_head."""
+    mt = ctx.cfg["model_type"]
+    if mt in ("gpt2", "gpt_neox", "starcoder2"):
+        return layer_norm(ctx, x, w_rg=ctx.full, name="final norm")
+    if mt == "opt":
+        if ctx.cfg["do_layer_norm_before"] and not ctx.cfg["_remove_final_layer_norm"]:
+            x = layer_norm(ctx, x, w_rg=ctx.full, name="final norm")
+        proj = next((m for m in ctx.layout.outer_linears if m.role == "project_out"), None)
+        return linear(ctx, x, proj, None) if proj else x
+    style = {"gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma", "olmo2": "olmo2"}.get(mt, "llama")
+    return rms_norm(ctx, x, ctx.cfg["hidden_size"], w_rg=ctx.full, style=style, name="final norm")
 
 
 def max_poly(polys: list[Poly]) -> Poly:

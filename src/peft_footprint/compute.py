@@ -132,20 +132,6 @@ class _MethodView:
             self.ia3_paths[path] = (kind, self.ia3_paths.get(path, (kind, 0))[1] + 1)
 
 
-_VIEWS: dict[tuple, _MethodView] = {}
-
-
-def method_view(spec, method, table) -> _MethodView:
-    """The resolved method facts, cached per (model, method, table)."""
-    key = (id(spec), type(method).__name__, method.model_dump_json(), id(table))
-    hit = _VIEWS.get(key)
-    if hit is None or hit.spec_ref is not spec or hit.table_ref is not table:
-        if len(_VIEWS) > 4096:
-            _VIEWS.clear()
-        hit = _VIEWS[key] = _MethodView(spec, method, table)
-        hit.spec_ref, hit.table_ref = spec, table
-    return hit
-
     def weight_trainable(self, full_path: str) -> bool:
         if self.full:
             return True
@@ -167,6 +153,21 @@ def method_view(spec, method, table) -> _MethodView:
             return any(p.path == f"{rel}.bias" for p in spec.layout.layer_params)
         return any(p.path == f"{outer_path}.bias" for p in spec.layout.outer_params)
 
+
+
+_VIEWS: dict[tuple, _MethodView] = {}
+
+
+def method_view(spec, method, table) -> _MethodView:
+    """The resolved method facts, cached per (model, method, table)."""
+    key = (id(spec), type(method).__name__, method.model_dump_json(), id(table))
+    hit = _VIEWS.get(key)
+    if hit is None or hit.spec_ref is not spec or hit.table_ref is not table:
+        if len(_VIEWS) > 4096:
+            _VIEWS.clear()
+        hit = _VIEWS[key] = _MethodView(spec, method, table)
+        hit.spec_ref, hit.table_ref = spec, table
+    return hit
 
 class _Walker:
     def __init__(self, spec, mv: _MethodView, *, merged: bool, gc: bool):
