@@ -70,3 +70,31 @@ def peft_methods(model_type: str) -> dict[str, dict]:
 
 STATIC_KEYS = ("total_params", "trainable_params", "weights_bytes", "gradients_bytes", "optimizer_bytes", "adapter_bytes",
                "quant_state_bytes")
+
+
+# ---- the activation / peak matrix ----------------------------------------------------------------
+# every architecture x method, with attention kernel, dtype, gradient checkpointing and shape rotated
+# deterministically so that each value of each axis meets every architecture
+ACT_METHODS = ["full", "lora", "lora_all_linear_dora_bias", "lora_modules_to_save", "ia3", "prefix_tuning",
+               "prompt_tuning", "p_tuning_mlp", "qlora", "lora_dropout"]
+SHAPES = [(2, 9), (3, 40), (1, 23), (4, 17)]
+
+
+def act_cases() -> list[tuple[str, str, dict, dict]]:
+    out = []
+    k = 0
+    for mt in TINY:
+        methods = peft_methods(mt)
+        methods["lora_dropout"] = dict(methods["lora"], lora_dropout=0.1)
+        for mid in ACT_METHODS:
+            for rep in range(2):
+                k += 1
+                b, s = SHAPES[(k + rep) % len(SHAPES)]
+                training = {
+                    "batch_size": b, "seq_len": s,
+                    "dtype": ("bf16", "fp32")[(k // 2 + rep) % 2] if mid != "qlora" else "bf16",
+                    "attn_implementation": ("sdpa", "eager")[(k // 3 + rep) % 2],
+                    "gradient_checkpointing": bool((k // 5 + rep) % 3 == 0) and mid != "prefix_tuning",
+                }
+                out.append((mt, mid, methods[mid], training))
+    return out

@@ -21,7 +21,7 @@ import peft_footprint as pf
 from peft_footprint import cli
 from tests.cases import TINY
 
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # ---- random values ---------------------------------------------------------------------------------
 

@@ -125,11 +125,36 @@ def linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     r = ctx.method.rank_for(path)  # type: ignore[attr-defined]
     xa = g.to(x, "fp32", f"{path} lora input fp32")
     xa = ctx.drop(xa, ctx.lora_dropout, f"{path} lora_dropout")
+    if getattr(ctx.method, "use_dora", False):
+        return _dora(ctx, lin, path, out, xa, r, b_rg)
     a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32")
     bo = g.linear(a, ctx.rows, lin.out_features, w_rg=True, name=f"{path} lora_B", dtype="fp32")
     scaled = g.mul(bo, None, f"{path} lora scaling")
     res = g.add(out, scaled, f"{path} lora add")
     return g.to(res, out.dtype, f"{path} lora cast")
+
+
+def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bool) -> T:
+    """PEFT's DoraLinearLayer.forward: magnitude / ||W + s*BA|| (the norm is detached) rescales the base
+    output and the LoRA branch; the identity-matrix pass that builds B@A is not kept (its result is detached)."""
+    g, o = ctx.g, lin.out_features
+    wn = g.new(Poly.const(o), "fp32", False, f"{path} dora weight_norm")
+    mag = T(Poly.const(o), "fp32", True, None)
+    mns = g.new(Poly.const(o), "fp32", True, f"{path} dora magnitude/norm")
+    g.save(wn)  # div keeps the divisor
+    a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32")
+    lr = g.linear(a, ctx.rows, o, w_rg=True, name=f"{path} lora_B", dtype="fp32")
+    base = base_out
+    if lin.bias:
+        base = g.add(base_out, None, f"{path} dora base - bias")
+    m1 = g.add(mns, None, f"{path} dora scale-1")
+    t1 = g.mul(m1, base, f"{path} dora (scale-1)*base", numel=base.numel)
+    t2 = g.mul(mns, lr, f"{path} dora scale*lora", numel=lr.numel)
+    t3 = g.mul(t2, None, f"{path} dora *scaling")
+    rd = g.add(t1, t3, f"{path} dora sum")
+    res = g.add(base_out, rd, f"{path} dora add")
+    del mag
+    return g.to(res, base_out.dtype, f"{path} lora cast")
 
 
 # ---- building blocks ------------------------------------------------------------------------------

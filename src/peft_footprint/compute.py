@@ -207,6 +207,8 @@ class _Walker:
                 self.fwd.add("C", c)
                 self.layer_fwd.add("C", c)
                 self.layer_mm.append(-1)  # DoRA's output mix saves tensors after the matmuls
+        if ia3 == "out":
+            self.layer_mm.append(-1)  # output scaling: the multiply after the matmul saves its inputs
         return x_rg or w_t or b_t or (r is not None and not self.merged) or ia3 is not None
 
     # ---- one decoder layer ----------------------------------------------------------------------
@@ -383,12 +385,14 @@ def forward_flops(spec, method, table, batch: int, seq: int, *, merged: bool | N
 
 def step_flops(spec, method, table, training) -> int:
     """FLOPs of one training step (forward + backward + checkpoint recomputation) at the training shape."""
+    if training.gradient_checkpointing and method.prefix_tokens():
+        from .errors import UnsupportedCombinationError
+
+        raise UnsupportedCombinationError(
+            "prefix_tuning cannot be trained with gradient_checkpointing: PEFT 0.19.1 raises 'PREFIX_TUNING does not work "
+            "with gradient checkpointing' (and transformers drops past_key_values inside checkpointed layers)"
+        )
     c = flop_coefficients(spec, method, table, gradient_checkpointing=bool(training.gradient_checkpointing))
-    if getattr(c, "gc_drops_prefix", False):
-        b, s = training.batch_size, training.seq_len
-        T, A, R, Bn = b * s, b * s * s, s, b
-        total = c.forward.eval(T, A, R, Bn) + c.backward.eval(T, A, R, Bn) + c.recompute.eval(T, A, R, Bn)
-        return total * training.gradient_accumulation_steps
     return c.total(training.batch_size, training.seq_len, training=True) * training.gradient_accumulation_steps
 
 
@@ -470,9 +474,27 @@ def training_time_terms(spec, method, table, training, hardware, eff: dict | Non
     return out
 
 
+_TERMS: dict[tuple, tuple] = {}
+
+
 def compute_terms(spec, method, table, training, inference, hardware) -> dict[str, Any]:
     """FLOPs, KV cache, step time and latency for ``estimate()``. ``hardware`` is a Hardware or None (then the
-    times are None)."""
+    times are None). Cached per (model, method, table, training, inference, hardware); returns a fresh copy."""
+    import copy
+
+    key = (id(spec), id(table), type(method).__name__, method.model_dump_json(), training, inference,
+           None if hardware is None else hardware.model_dump_json())
+    hit = _TERMS.get(key)
+    if hit is not None and hit[0] is spec and hit[1] is table:
+        return copy.deepcopy(hit[2])
+    out = _compute_terms(spec, method, table, training, inference, hardware)
+    if len(_TERMS) > 4096:
+        _TERMS.clear()
+    _TERMS[key] = (spec, table, out)
+    return copy.deepcopy(out)
+
+
+def _compute_terms(spec, method, table, training, inference, hardware) -> dict[str, Any]:
     from .inference import generate_kv_cache_bytes, latency_terms
 
     serve_dtype = inference.dtype or training.mixed_precision or training.weight_dtype

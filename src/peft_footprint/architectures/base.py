@@ -104,6 +104,24 @@ def _int_at_least(name: str, value: Any, minimum: int) -> int:
     return value
 
 
+# float fields the estimate reads (dropouts decide whether masks are saved; rotary fractions size the rotation;
+# soft-capping adds saved tensors): (lowest, highest) allowed
+_DROPOUTS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout", "attention_dropout", "hidden_dropout", "residual_dropout",
+             "embedding_dropout", "activation_dropout")
+REAL_FIELDS: dict[str, tuple[float, float]] = {
+    **{n: (0.0, 1.0) for n in _DROPOUTS},
+    "rotary_pct": (0.0, 1.0), "partial_rotary_factor": (0.0, 1.0),
+    "attn_logit_softcapping": (0.0, float("inf")), "final_logit_softcapping": (0.0, float("inf")),
+    "query_pre_attn_scalar": (0.0, float("inf")),
+}
+
+
+def _real_in(name: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low <= value <= high) or value != value:
+        raise InvalidConfigError(name, value, f"expected a number in [{low}, {high}]")
+    return value
+
+
 # transformers' configuration_utils.ALLOWED_LAYER_TYPES (the decoder-only kinds)
 LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention", "linear_attention")
 
@@ -178,6 +196,19 @@ class Architecture:
                 cfg[name] = _int_at_least(name, cfg[name], minimum)
         if cfg.get("layer_types") is not None:
             cfg["layer_types"] = _layer_types(cfg["layer_types"], cfg["num_hidden_layers"])
+        for name, (low, high) in REAL_FIELDS.items():
+            if cfg.get(name) is not None:
+                cfg[name] = _real_in(name, cfg[name], low, high)
+        for name in ("hidden_act", "activation_function"):
+            if cfg.get(name) is not None and not isinstance(cfg[name], str):
+                raise InvalidConfigError(name, cfg[name], "expected the name of an activation function (a string)")
+        for name in ("rope_parameters", "rope_scaling"):
+            if cfg.get(name) is not None and not isinstance(cfg[name], dict):
+                raise InvalidConfigError(name, cfg[name], "expected a dict (or null)")
+        if cfg.get("rope_parameters") and cfg["rope_parameters"].get("partial_rotary_factor") is not None:
+            _real_in("rope_parameters.partial_rotary_factor", cfg["rope_parameters"]["partial_rotary_factor"], 0.0, 1.0)
+        if "word_embed_proj_dim" not in cls.defaults:
+            cfg.pop("word_embed_proj_dim", None)  # an OPT field; other families have no such width
         cfg["tie_word_embeddings"] = bool(cfg.get("tie_word_embeddings"))
         cfg["model_type"] = cls.model_type
         cfg["_has_kv_heads_field"] = cls.has_kv_heads_field

@@ -26,7 +26,7 @@ class PromptLearning(Method):
         """(num_layers, token_dim, num_attention_heads) as PEFT fills them from the model config."""
         layers = self.num_layers or cfg["num_hidden_layers"]
         token_dim = self.token_dim or cfg["hidden_size"]
-        embed_dim = cfg.get("word_embed_proj_dim") or cfg["hidden_size"]  # OPT may project its embeddings
+        embed_dim = cfg.get("word_embed_proj_dim") or cfg["hidden_size"]  # OPT may project its embeddings (validated there)
         if self.prepends_embeddings and token_dim != embed_dim:
             raise UnsupportedCombinationError(
                 f"{self.name}: token_dim={token_dim} does not match the width of {cfg['model_type']}'s input embeddings "
