@@ -34,6 +34,7 @@ class ActivationModel:
     terms: dict[str, Poly]  # activations by component: "layers", "embeddings", "final_norm", "logits", "loss", ...
     per_layer: Poly  # a typical (steady-state) decoder layer
     peak_candidates: dict[str, Poly]  # live bytes beyond weights + optimizer state at each candidate moment
+    top_layer_backward: Poly = ZERO  # live activation bytes while the top layer runs backward (+ gradients so far)
     notes: list[str] = field(default_factory=list)
 
 
@@ -209,7 +210,8 @@ def rotary(ctx: Ctx, x: T, heads: int, d: int, cos: T, sin: T, rot_dim: int) -> 
 
 
 def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: str, mask: bool, softcap: bool = False,
-              kv_len: Poly | None = None, gqa_ok: bool = True) -> T:
+              kv_len: Poly | None = None, gqa_ok: bool = True, contiguous: tuple[bool, bool, bool] = (False, False, False),
+              softmax_fp32: bool = True) -> T:
     """Scaled dot-product attention as transformers calls it; returns the (b, s, nh*d) input of o_proj."""
     g = ctx.g
     b_seq = ctx.rows  # b * S
@@ -218,25 +220,31 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
     rg = q.rg or k.rg or v.rg
     rep = nh // nkv
     if impl == "eager":
-        q2 = g.copy(q, "q reshape") if True else q  # the rotary output is laid out (b, s, nh, d): matmul copies it
+        # matmul reshapes its operands to (b*nh, ., .): a tensor laid out (b, s, nh, d) (a transposed view of a
+        # projection, or an elementwise rotary output) is copied; torch.cat outputs and repeat_kv clones are not
+        q2 = q if contiguous[0] else g.copy(q, "q reshape")
         if rep > 1:
             k2 = g.new(kv_rows * (nh * d), k.dtype, k.rg, "repeat_kv k")
             v2 = g.new(kv_rows * (nh * d), v.dtype, v.rg, "repeat_kv v")
         else:
-            k2 = g.new(kv_rows * (nh * d), k.dtype, k.rg, "k transpose copy")
-            v2 = g.new(kv_rows * (nh * d), v.dtype, v.rg, "v reshape copy")
-        if rg:
-            g.save(q2, k2)
+            k2 = k if contiguous[1] else g.new(kv_rows * (nh * d), k.dtype, k.rg, "k transpose copy")
+            v2 = v if contiguous[2] else g.new(kv_rows * (nh * d), v.dtype, v.rg, "v reshape copy")
+        if k2.rg:  # matmul(q, k^T) keeps each operand for the other's gradient
+            g.save(q2)
+        if q2.rg:
+            g.save(k2)
         probs_n = b_seq * kvl * nh  # b * nh * s * kv
         scores = g.new(probs_n, q.dtype, rg, "scores")
         if softcap:
             t1 = g.unary_no_save(scores, "softcap div")
             th = g.unary_saves_output(t1, "softcap tanh")
             scores = g.unary_no_save(th, "softcap mul")
-        probs32 = g.unary_saves_output(scores, "softmax fp32", dtype="fp32")
+        probs32 = g.unary_saves_output(scores, "softmax", dtype="fp32" if softmax_fp32 else q.dtype)
         probs = g.to(probs32, q.dtype, "probs cast")
-        if rg:
-            g.save(probs, v2)
+        if v2.rg:
+            g.save(probs)
+        if probs.rg:
+            g.save(v2)
         out = g.new(b_seq * (nh * d), q.dtype, rg, "attn out")
         return g.copy(out, "attn out transpose")
     # sdpa / flash: keeps q, k, v, out and a fp32 logsumexp (b, nh, s)
@@ -311,8 +319,10 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         kv_len = None
     impl = ctx.attn
     mask = bool(ctx.kv_extra) or (layer_type == "sliding_attention" and ctx.sliding_active)
+    cat_rotary = mt == "phi3"  # phi3's rotary ends in torch.cat: contiguous q and k
     a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, kv_len=kv_len,
-                  softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping")))
+                  softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping")),
+                  contiguous=(cat_rotary, cat_rotary or bool(ctx.kv_extra), bool(ctx.kv_extra)))
     if mt == "phi3" and impl == "sdpa":
         a = g.copy(a, "attn out contiguous")
     o = linear(ctx, a, _lin(layout, "o"), i)
@@ -400,7 +410,9 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         v = g.new(B * kv_len * (nh * d), v.dtype, True, "prefix cat v")
         g.keep(k)
         g.keep(v)
-    att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=bool(ctx.kv_extra), kv_len=kv_len)
+    neox = mt == "gpt_neox"  # rotary ends in torch.cat: contiguous q and k
+    att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=bool(ctx.kv_extra), kv_len=kv_len,
+                    contiguous=(neox, neox or bool(ctx.kv_extra), bool(ctx.kv_extra)), softmax_fp32=mt != "gpt2")
     if mt == "gpt_neox" and impl == "sdpa":
         att = g.copy(att, "attn out contiguous")
     o = linear(ctx, att, _lin(layout, "o"), i)
@@ -534,6 +546,15 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     if gc:
         g.save(cos, sin)
         g.save(g.new(seq, "int64", False, "position ids"))
+        # the attention mask is an input of every checkpointed layer: kept (eager: additive, in the model
+        # dtype; sdpa: a bool mask, only where one is built at all)
+        kv = seq + ctx.kv_extra
+        kinds = set(layer_types)
+        for kind in sorted(kinds):
+            if ctx.attn == "eager":
+                g.save(g.new(B * seq * kv, dtype, False, f"causal mask ({kind})"))
+            elif ctx.kv_extra or (kind == "sliding_attention" and sliding_active):
+                g.save(g.new(B * seq * kv, "bool", False, f"attention mask ({kind})"))
     x = _final(ctx, x)
     lm = next(m for m in layout.outer_linears if m.role == "lm_head")
     logits = linear(ctx, x, lm, None)
@@ -554,14 +575,23 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
 
     e = esize(dtype)
     logits_elems = rows * v
+    loss_terms = ZERO
+    for s_ in g.alive():
+        if s_.name in ("log_softmax", "shift_labels", "total_weight", "softcap tanh"):  # the logits stay with `out`
+            loss_terms = loss_terms + s_.nbytes
     cands = {
         "end of forward": total,
         "loss forward (fp32 logits copy)": total + (logits_elems * 4 if dtype != "fp32" else ZERO) + B * (seq + 1) * 8,
         "start of backward (loss gradients)": total + logits_elems * 8 - rows * 8,
     }
+    # backward through the top decoder layer: the loss's tensors are gone, the hidden-state gradient and one
+    # intermediate-sized gradient are alive (+ the weight gradients so far, added by the caller);
+    # with checkpointing the layer's activations are recomputed first
+    inter = max(cfg.get("intermediate_size") or 0, h)
+    top = total - loss_terms + rows * h * e + rows * inter * e
     if gc:
-        cands["backward recompute of one layer"] = total - logits_elems * 4 + max_poly(per_layer_polys)
-    return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands)
+        top = top + max_poly(per_layer_polys)
+    return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands, top_layer_backward=top)
 
 
 def _final(ctx: Ctx, x: T) -> T:

@@ -85,10 +85,15 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec) -> Activa
     return model
 
 
-def _peak(act: ActivationModel, train: TrainingSpec, trainable, grads: int) -> tuple[int, str, dict[str, int]]:
+def _peak(act: ActivationModel, train: TrainingSpec, trainable, grads: int, num_layers: int) -> tuple[int, str, dict[str, int]]:
     """Highest live bytes (beyond weights + optimizer state) over the step, and where it happens."""
     b, s = train.batch_size, train.seq_len
     live = {name: int(p(b, s)) for name, p in act.peak_candidates.items()}
+    # gradients that exist once the top decoder layer's backward is done: everything outside the layers
+    # (lm_head, final norm, prompt encoders...) and one layer's worth
+    outer = sum(t.bytes for t in trainable if t.count != num_layers or "*" not in t.name)
+    one_layer = sum(t.bytes // t.count for t in trainable if t.count == num_layers and "*" in t.name)
+    live["backward of the top layer"] = int(act.top_layer_backward(b, s)) + outer + one_layer
     temp = optimizer_step_temporary_bytes(train.optimizer, trainable)
     live["optimizer step"] = grads + temp
     live["end of backward (all gradients)"] = grads
@@ -140,7 +145,7 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
     act = _activations(spec, meth, train)
     b, s = train.batch_size, train.seq_len
     activations = int(act.activations(b, s))
-    peak_live, peak_at, candidates = _peak(act, train, trainable, grads)
+    peak_live, peak_at, candidates = _peak(act, train, trainable, grads, spec.layout.num_layers)
     static = weights + table.buffer_bytes + optim
     peak = static + peak_live
 

@@ -71,7 +71,8 @@ def peak_breakdown(est: Estimate | dict[str, Any]) -> dict[str, int]:
 
     ``weights`` (incl. 4-bit quantization state) and ``optimizer state`` are alive all the time; what else is
     alive depends on where the step peaks (``training.peak_at``): in the forward / start of backward it is the
-    activations saved for backward plus temporaries (loss gradients, fp32 logits copies: ``other at peak``); at
+    activations saved for backward plus everything else alive then (loss gradients, fp32 logits copies, gradients
+    accumulated so far during backward: ``other at peak``); at
     the optimizer step it is the gradients plus the optimizer's temporaries. ``allocator overhead`` (reserved -
     allocated) and ``CUDA context`` (device - reserved) appear once the estimate has them."""
     d = est.to_dict() if isinstance(est, Estimate) else est

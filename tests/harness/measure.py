@@ -394,6 +394,9 @@ class LiveStorageTracker(TorchDispatchMode):
         self._gen = 0
         self._ids: dict[int, int] = {}
         self.info: dict[int, tuple] = {}  # ptr -> (op, shape, dtype, phase) of the op that created it
+        self.keep_peak_listing = False
+        self.peak_listing: list = []
+        self.peak_op = None
         self._op = None
 
     def mark(self, t: torch.Tensor) -> None:
@@ -436,6 +439,9 @@ class LiveStorageTracker(TorchDispatchMode):
         if self.current > self.peak:
             self.peak = self.current
             self.peak_phase = self.phase
+            if self.keep_peak_listing:
+                self.peak_listing = [(self.info.get(p), n) for p, n in self.live.items()]
+                self.peak_op = str(func)
         return out
 
     def live_listing(self) -> list[dict]:
@@ -548,6 +554,7 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
         pre = params + [v for _, v in _optimizer_state_tensors(opt)] + [ids]
         pre += list(model.buffers()) + _quant_state_tensors(model)
         tracker = LiveStorageTracker(pre)
+        tracker.keep_peak_listing = "names" in what
         saved = SavedTensorsRecorder({p.untyped_storage().data_ptr() for p in params}, tracker.pre)
         with tracker:
             tracker.phase = "forward"
@@ -573,6 +580,10 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
         res["peak_bytes"] = res["weights_bytes"] + res["optimizer_bytes"] + tracker.peak
         res["peak_live_bytes"] = tracker.peak
         res["peak_phase"] = tracker.peak_phase
+        if "names" in what:
+            res["live_at_peak"] = [{"op": i[0] if i else None, "shape": list(i[1]) if i else None, "dtype": i[2] if i else None,
+                                    "phase": i[3] if i else None, "bytes": n} for i, n in tracker.peak_listing]
+            res["peak_op"] = tracker.peak_op
         res["live_bytes"] = dict(tracker.snapshots)
         res["optimizer_step_counter_bytes_note"] = "step counters excluded from optimizer_bytes and peak"
         res["saved_bytes"] = int(sum(saved.seen.values()))
