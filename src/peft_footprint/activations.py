@@ -70,6 +70,25 @@ class Ctx:
         return self.g.dropout(x, p, "bool" if self.device == "cuda" else x.dtype, name)
 
 
+def bottleneck(ctx: Ctx, x: T, place: str) -> T:
+    """An AdapterHub bottleneck adapter on a layer output: down (h -> h/rf), activation, up, + its input."""
+    m = ctx.method
+    if not isinstance(m, Adapter):
+        return x
+    if not m.setting({"attention": "mh_adapter", "output": "output_adapter"}[place]):
+        return x
+    g, h = ctx.g, ctx.cfg["hidden_size"]
+    r = m.bottleneck(h)
+    down = g.linear(x, ctx.rows, r, w_rg=True, name=f"{place}_adapter down")
+    act = m.setting("non_linearity") or "relu"
+    if act.lower() in ("relu",):
+        a = g.unary_saves_output(down, f"{place}_adapter {act}")
+    else:
+        a = g.unary_saves_input(down, f"{place}_adapter {act}")
+    up = g.linear(a, ctx.rows, h, w_rg=True, name=f"{place}_adapter up")
+    return g.add(up, x, f"{place}_adapter residual")
+
+
 def _setup(ctx: Ctx) -> None:
     m, layout, cfg = ctx.method, ctx.layout, ctx.cfg
     if isinstance(m, LoRA):  # training always runs the adapter unmerged
@@ -325,7 +344,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
                   contiguous=(cat_rotary, cat_rotary or bool(ctx.kv_extra), bool(ctx.kv_extra)))
     if mt == "phi3" and impl == "sdpa":
         a = g.copy(a, "attn out contiguous")
-    o = linear(ctx, a, _lin(layout, "o"), i)
+    o = bottleneck(ctx, linear(ctx, a, _lin(layout, "o"), i), "attention")
     if post_norm_only:
         o = rms_norm(ctx, o, h, w_rg=norm_rg, style="olmo2", name="post_attention_layernorm")
     elif sandwich:
@@ -358,7 +377,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         act = g.unary_saves_input(gate, "act")
         m = g.mul(act, up, "act*up")
         down = _lin(layout, "down")
-    o = linear(ctx, m, down, i)
+    o = bottleneck(ctx, linear(ctx, m, down, i), "output")
     if post_norm_only:
         o = rms_norm(ctx, o, h, w_rg=norm_rg, style="olmo2", name="post_feedforward_layernorm")
     elif sandwich:
@@ -415,7 +434,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
                     contiguous=(neox, neox or bool(ctx.kv_extra), bool(ctx.kv_extra)), softmax_fp32=mt != "gpt2")
     if mt == "gpt_neox" and impl == "sdpa":
         att = g.copy(att, "attn out contiguous")
-    o = linear(ctx, att, _lin(layout, "o"), i)
+    o = bottleneck(ctx, linear(ctx, att, _lin(layout, "o"), i), "attention")
     o = ctx.drop(o, resid_p, "resid dropout")
     if mt == "gpt_neox" and cfg.get("use_parallel_residual", True):
         m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm")
@@ -447,7 +466,7 @@ def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float) -> T:
         act = g.unary_saves_output(up, "relu")
     else:
         act = g.unary_saves_input(up, act_name)
-    o = linear(ctx, act, _lin(layout, "down"), i)
+    o = bottleneck(ctx, linear(ctx, act, _lin(layout, "down"), i), "output")
     if cfg["model_type"] == "gpt2":
         return ctx.drop(o, resid_p, "mlp dropout")
     return ctx.drop(o, resid_p, "ffn dropout") if cfg["model_type"] == "opt" else o

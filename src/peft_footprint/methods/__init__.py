@@ -33,7 +33,8 @@ METHODS.register("prompt_tuning", PromptTuning, aliases=("prompt", "prompttuning
 METHODS.register("p_tuning", PTuning, aliases=("ptuning", "prompt_encoder"))
 METHODS.register("ia3", IA3)
 
-_BY_PEFT_TYPE = {cls.peft_type: cls for _, cls in METHODS.items() if cls.peft_type}
+# a PEFT adapter_config.json names its peft_type; "LORA" is LoRA (QLoRA only inherits the field)
+_BY_PEFT_TYPE = {cls.__dict__["peft_type"]: cls for _, cls in METHODS.items() if cls.__dict__.get("peft_type")}
 
 
 def _construct(cls: type[Method], fields: dict[str, Any], *, lenient: bool) -> Method:
