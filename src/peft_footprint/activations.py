@@ -61,6 +61,7 @@ class Ctx:
     lora_dropout: float = 0.0
     attn: str = "sdpa"
     sliding_active: bool = False  # sequence reaches the sliding window: transformers builds a mask
+    padding_mask: bool = False  # batches come with an attention_mask
 
     @property
     def mask_dtype(self) -> str:
@@ -337,7 +338,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     else:
         kv_len = None
     impl = ctx.attn
-    mask = bool(ctx.kv_extra) or (layer_type == "sliding_attention" and ctx.sliding_active)
+    mask = bool(ctx.kv_extra) or ctx.padding_mask or (layer_type == "sliding_attention" and ctx.sliding_active)
     cat_rotary = mt == "phi3"  # phi3's rotary ends in torch.cat: contiguous q and k
     a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, kv_len=kv_len,
                   softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping")),
@@ -430,7 +431,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         g.keep(k)
         g.keep(v)
     neox = mt == "gpt_neox"  # rotary ends in torch.cat: contiguous q and k
-    att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=bool(ctx.kv_extra), kv_len=kv_len,
+    att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=bool(ctx.kv_extra) or ctx.padding_mask, kv_len=kv_len,
                     contiguous=(neox, neox or bool(ctx.kv_extra), bool(ctx.kv_extra)), softmax_fp32=mt != "gpt2")
     if mt == "gpt_neox" and impl == "sdpa":
         att = g.copy(att, "attn out contiguous")
@@ -520,7 +521,8 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     g = Graph()
     ctx = Ctx(g=g, cfg=cfg, layout=layout, method=method, dtype=dtype, rows=rows, seq=seq,
               kv_extra=method.prefix_tokens(), device=device, full=method.name == "full",
-              attn="eager" if train.attn_implementation == "eager" else "sdpa", sliding_active=sliding_active)  # flash_attention_2 saves what sdpa's flash kernel saves
+              attn="eager" if train.attn_implementation == "eager" else "sdpa", sliding_active=sliding_active,
+              padding_mask=train.padding_mask)  # flash_attention_2 saves what sdpa's flash kernel saves
     _setup(ctx)
     h, v = cfg["hidden_size"], cfg["vocab_size"]
     d = cfg["head_dim"]

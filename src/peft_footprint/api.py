@@ -14,6 +14,9 @@ from .model import ModelSpec, load_model
 from .storage import safetensors_file_bytes
 from .result import SCHEMA_VERSION, Estimate
 from .activations import ActivationModel, activation_model
+from .compute import compute_terms
+from .hardware import load_hardware
+from .overheads import overheads_for, reserved_and_device
 from .training import TrainingSpec, optimizer_state_bytes, optimizer_step_temporary_bytes
 
 __all__ = ["estimate"]
@@ -149,6 +152,12 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
     static = weights + table.buffer_bytes + optim
     peak = static + peak_live
 
+    # ---- compute, GPU overheads ------------------------------------------------------------------
+    hw = load_hardware(hardware)
+    terms = compute_terms(spec, meth, table, train, infer, hw)
+    ov = overheads_for(hw)
+    gpu = reserved_and_device(peak, ov)
+
     notes = list(table.notes)
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -171,10 +180,11 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
             "peak_bytes": peak,
             "peak_at": peak_at,
             "peak_candidates": candidates,
-            "reserved_bytes": None,
-            "device_bytes": None,
-            "step_flops": None,
-            "step_time_s": None,
+            "reserved_bytes": gpu["reserved_bytes"],
+            "device_bytes": gpu["device_bytes"],
+            "overheads": {**{k: v for k, v in gpu.items() if k not in ("reserved_bytes", "device_bytes")},
+                          "allocator_fragmentation": ov.allocator_fragmentation},
+            **terms["training"],
         },
         "storage": {
             "adapter_bytes": adapter,
@@ -184,12 +194,8 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
             "deploy_bytes_all_tasks": deploy_all,
             "serve_dtype": serve_dtype,
         },
-        "inference": {
-            "forward_flops": None,
-            "kv_cache_bytes": None,
-            "prefill_latency_s": None,
-            "decode_latency_s": None,
-        },
+        "inference": terms["inference"],
+        "hardware": None if hw is None else hw.name,
         "notes": notes,
     }
     return Estimate(data)

@@ -33,6 +33,9 @@ class TrainingSpec(BaseModel):
     # a training loop that keeps `outputs` referenced across optimizer.step() (PEFT's MetaMathQA run.py does)
     # keeps the logits (and the KV cache when use_cache) allocated between steps
     retain_outputs: bool = False
+    # batches carry an attention_mask (padded batches, as data collators produce): transformers then hands sdpa
+    # an explicit mask, which costs the GQA fast path (k/v repeated per head) and an additive mask per layer
+    padding_mask: bool = False
     # where the step runs: "cuda" (default) or "cpu" (dropout masks and LayerNorm statistics are stored in the
     # input dtype by PyTorch's CPU kernels; bool / fp32 on CUDA)
     device: Literal["cuda", "cpu"] = "cuda"
