@@ -514,6 +514,10 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     cfg, layout = spec.cfg, spec.layout
     mt = cfg["model_type"]
     dtype = train.weight_dtype
+    if isinstance(method, QLoRA) and method.prepare_model_for_kbit_training:
+        # prepare_model_for_kbit_training casts embeddings, norms and lm_head to fp32: the hidden states are
+        # fp32 throughout; Linear4bit casts its input to the compute dtype and its output back (transients)
+        dtype = "fp32"
     device = getattr(train, "device", "cuda")
     n_virtual = method.virtual_tokens()
     seq = S + n_virtual
