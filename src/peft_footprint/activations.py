@@ -62,6 +62,7 @@ class Ctx:
     attn: str = "sdpa"
     sliding_active: bool = False  # sequence reaches the sliding window: transformers builds a mask
     padding_mask: bool = False  # batches come with an attention_mask
+    transients: list = field(default_factory=list)  # (live bytes before, transient bytes) inside the forward
 
     @property
     def mask_dtype(self) -> str:
@@ -158,7 +159,12 @@ def linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
 def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bool) -> T:
     """PEFT's DoraLinearLayer.forward: magnitude / ||W + s*BA|| (the norm is detached) rescales the base
     output and the LoRA branch; the identity-matrix pass that builds B@A is not kept (its result is detached)."""
-    g, o = ctx.g, lin.out_features
+    g, o, i = ctx.g, lin.out_features, lin.in_features
+    # until the layer returns: eye(in) through lora_A and lora_B (B@A, in x out), the base weight as fp32, and
+    # the three (rows, out) fp32 products of the DoRA output
+    w32 = o * i * 4 if base_out.dtype != "fp32" else 0
+    transient = ctx.rows * (3 * o * 4) + (i * i * 4 + i * r * 4 + o * i * 4 + w32)
+    ctx.transients.append((g.alive_bytes() + ctx.rows * (ctx.cfg["hidden_size"] * esize(base_out.dtype)), transient))
     wn = g.new(Poly.const(o), "fp32", False, f"{path} dora weight_norm")
     mag = T(Poly.const(o), "fp32", True, None)
     mns = g.new(Poly.const(o), "fp32", True, f"{path} dora magnitude/norm")
@@ -533,10 +539,12 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
 
     # embeddings (+ prompt tuning / p-tuning virtual tokens)
     emb_dim = cfg.get("word_embed_proj_dim") or h
-    emb = g.new(B * S * emb_dim, dtype, ctx.full, "embed_tokens")
+    emb = word_emb = g.new(B * S * emb_dim, dtype, ctx.full or train.gradient_checkpointing, "embed_tokens")
     if n_virtual:
         prompts = _prompt_encoder(ctx, method, n_virtual, h)
         emb = g.new(rows * emb_dim, dtype, True, "cat(prompts, embeds)")
+    if mt == "granite":  # * embedding_multiplier (a Python float): a new tensor
+        emb = g.mul(emb, None, "embedding_multiplier")
     if mt in ("gemma", "gemma2", "gemma3_text"):  # * torch.tensor(sqrt(h)): a constant, not an op output
         emb = g.mul(emb, T(Poly.const(1), dtype, False, None), "embed scale")
     # rotary cos/sin: (1, S, d) in the model dtype, shared by all layers
@@ -551,7 +559,10 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     layer_fn = layernorm_family_layer if ln_family else llama_family_layer
     gc = train.gradient_checkpointing
     if gc and not ctx.full:
-        emb.rg = True  # enable_input_require_grads (HF / PEFT) makes the embeddings' output require grad
+        # enable_input_require_grads (HF / PEFT) marks the embeddings' output as requiring grad: a leaf that
+        # autograd's AccumulateGrad node keeps alive
+        word_emb.rg = True
+        g.keep(word_emb)
     layer_types = spec.layer_types
     x = emb
     per_layer_polys: list[Poly] = []
@@ -612,10 +623,14 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     # backward through the top decoder layer: the loss's tensors are gone, the hidden-state gradient and one
     # intermediate-sized gradient are alive (+ the weight gradients so far, added by the caller);
     # with checkpointing the layer's activations are recomputed first
+    # backward of the top layer's MLP: the gradients of its input and of both branches (3 x rows x intermediate)
     inter = max(cfg.get("intermediate_size") or 0, h)
-    top = total - loss_terms + rows * h * e + rows * inter * e
+    top = total - loss_terms + rows * inter * (3 * e)
     if gc:
         top = top + max_poly(per_layer_polys)
+    if ctx.transients:  # DoRA: the weight norm's full-size temporaries during the forward
+        before, extra = ctx.transients[-1]
+        cands["forward (DoRA weight norm)"] = before + max_poly([t for _, t in ctx.transients])
     return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands, top_layer_backward=top)
 
 
