@@ -625,7 +625,8 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     # with checkpointing the layer's activations are recomputed first
     # backward of the top layer's MLP: the gradients of its input and of both branches (3 x rows x intermediate)
     inter = max(cfg.get("intermediate_size") or 0, h)
-    top = total - loss_terms + rows * inter * (3 * e)
+    # (full fine-tuning frees the MLP's own saved inputs as those gradients appear: net one of them)
+    top = total - loss_terms + rows * inter * ((1 if ctx.full and not gc else 3) * e)
     if gc:
         top = top + max_poly(per_layer_polys)
     if ctx.transients:  # DoRA: the weight norm's full-size temporaries during the forward

@@ -88,15 +88,18 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec) -> Activa
     return model
 
 
-def _peak(act: ActivationModel, train: TrainingSpec, trainable, grads: int, num_layers: int) -> tuple[int, str, dict[str, int]]:
+_HEAD_NAMES = ("lm_head", "embed_out", "model.norm.", "final_layer_norm", "ln_f", "project_out")
+
+
+def _peak(act: ActivationModel, train: TrainingSpec, trainable, grads: int, mlp_paths: tuple[str, ...]) -> tuple[int, str, dict[str, int]]:
     """Highest live bytes (beyond weights + optimizer state) over the step, and where it happens."""
     b, s = train.batch_size, train.seq_len
     live = {name: int(p(b, s)) for name, p in act.peak_candidates.items()}
-    # gradients that exist once the top decoder layer's backward is done: everything outside the layers
-    # (lm_head, final norm, prompt encoders...) and one layer's worth
-    outer = sum(t.bytes for t in trainable if t.count != num_layers or "*" not in t.name)
-    one_layer = sum(t.bytes // t.count for t in trainable if t.count == num_layers and "*" in t.name)
-    live["backward of the top layer"] = int(act.top_layer_backward(b, s)) + outer + one_layer
+    # gradients that exist while the top layer's MLP runs backward: the output head's and final norm's, and
+    # those of that MLP (the embeddings' and prompt encoders' come last)
+    head = sum(t.bytes for t in trainable if "*" not in t.name and any(k in t.name for k in _HEAD_NAMES))
+    mlp = sum(t.bytes // t.count for t in trainable if "*" in t.name and any(f".{p}." in t.name for p in mlp_paths))
+    live["backward of the top layer"] = int(act.top_layer_backward(b, s)) + head + mlp
     temp = optimizer_step_temporary_bytes(train.optimizer, trainable)
     live["optimizer step"] = grads + temp
     live["end of backward (all gradients)"] = grads
@@ -148,7 +151,8 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
     act = _activations(spec, meth, train)
     b, s = train.batch_size, train.seq_len
     activations = int(act.activations(b, s))
-    peak_live, peak_at, candidates = _peak(act, train, trainable, grads, spec.layout.num_layers)
+    mlp_paths = tuple(m.path for m in spec.layout.layer_linears if m.role in ("gate", "up", "down", "gate_up"))
+    peak_live, peak_at, candidates = _peak(act, train, trainable, grads, mlp_paths)
     static = weights + table.buffer_bytes + optim
     peak = static + peak_live
 
