@@ -4,7 +4,7 @@ rent a GPU. ``import peft_footprint as pf; pf.estimate("meta-llama/Llama-3.1-8B"
 from .api import estimate
 from .compare import Comparison, compare
 from .architectures import ARCHITECTURES
-from .errors import InvalidConfigError, PeftFootprintError, UnknownNameError, UnsupportedCombinationError
+from .errors import InvalidConfigError, PeftFootprintError, PeftFootprintWarning, UnknownNameError, UnsupportedCombinationError
 from .inference import InferenceSpec
 from .methods import METHODS, load_method
 from .hardware import Hardware, list_hardware, load_hardware
@@ -27,6 +27,7 @@ __all__ = [
     "ModelSpec",
     "OPTIMIZERS",
     "PeftFootprintError",
+    "PeftFootprintWarning",
     "Recommendation",
     "SCHEMA_VERSION",
     "TrainingSpec",

@@ -6,7 +6,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import InvalidConfigError, PeftFootprintError
+import warnings
+
+from .errors import InvalidConfigError, PeftFootprintError, PeftFootprintWarning, UnsupportedCombinationError
 from .dtypes import nbytes
 from .inference import InferenceSpec, kv_cache_bytes
 from .methods import Method, ParamTable, load_method
@@ -107,6 +109,35 @@ def _peak(act: ActivationModel, train: TrainingSpec, trainable, grads: int, mlp_
     return live[where], where, live
 
 
+def _check(spec: ModelSpec, meth: Method, train: TrainingSpec, infer: InferenceSpec, inference_given: bool) -> None:
+    """Combinations transformers or PEFT refuse (errors) and ones that are allowed but suspicious (warnings)."""
+    if train.attn_implementation not in spec.arch.attn_implementations:
+        raise UnsupportedCombinationError(
+            f"training.attn_implementation={train.attn_implementation!r}: transformers has no such kernel for "
+            f"{spec.model_type}; available: {', '.join(spec.arch.attn_implementations)}"
+        )
+    if meth.prefix_tokens() and train.gradient_checkpointing:
+        raise UnsupportedCombinationError(
+            "prefix_tuning with gradient_checkpointing: PEFT refuses it ('PREFIX_TUNING does not work with gradient "
+            "checkpointing'); turn one of them off"
+        )
+    limit = spec.cfg.get("max_position_embeddings")
+    lengths = [("training.seq_len", train.seq_len)]
+    if inference_given:
+        lengths.append(("inference.prompt_len + new_tokens", infer.prompt_len + infer.new_tokens))
+    for field, length in lengths:
+        total = length + meth.virtual_tokens() + meth.prefix_tokens()
+        if limit and total > limit:
+            warnings.warn(
+                f"{field} ({total} positions with virtual tokens) exceeds {spec.name or spec.model_type}'s "
+                f"max_position_embeddings={limit}: the estimate is computed, but the model was not trained for it",
+                PeftFootprintWarning, stacklevel=3,
+            )
+    merged = meth.merged if infer.merged is None else infer.merged
+    if merged and meth.merge_warning() and not meth.merged:
+        warnings.warn(meth.merge_warning(), PeftFootprintWarning, stacklevel=3)
+
+
 def estimate(model: Any, method: Any = "lora", training: Any = None, inference: Any = None, hardware: Any = None) -> Estimate:
     """Estimate the memory, storage and compute of fine-tuning ``model`` with ``method`` (DESIGN.md section 2)."""
     spec = load_model(model)
@@ -114,6 +145,7 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
     train = _spec(TrainingSpec, training, "training")
     infer = _spec(InferenceSpec, inference, "inference")
 
+    _check(spec, meth, train, infer, inference is not None)
     table = _table(spec, meth, train.weight_dtype)
     trainable = table.trainable
     weights = table.weights_bytes
@@ -158,7 +190,8 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
 
     # ---- compute, GPU overheads ------------------------------------------------------------------
     hw = load_hardware(hardware)
-    terms = compute_terms(spec, meth, table, train, infer, hw)
+    # times need the part's FLOP/s; a custom Hardware with memory only still answers the memory questions
+    terms = compute_terms(spec, meth, table, train, infer, hw if hw is not None and any(hw.peak_flops.values()) else None)
     ov = overheads_for(hw)
     gpu = reserved_and_device(peak, ov)
 

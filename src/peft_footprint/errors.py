@@ -10,11 +10,16 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["PeftFootprintError", "UnknownNameError", "InvalidConfigError", "UnsupportedCombinationError", "did_you_mean"]
+__all__ = ["PeftFootprintWarning", "PeftFootprintError", "UnknownNameError", "InvalidConfigError", "UnsupportedCombinationError", "did_you_mean"]
 
 
 class PeftFootprintError(ValueError):
     """Base class of every error the library raises on bad input."""
+
+
+class PeftFootprintWarning(UserWarning):
+    """Input that is allowed but probably not what was meant (a sequence past the model's positions, merging
+    into a 4-bit base)."""
 
 
 class UnknownNameError(PeftFootprintError):
