@@ -540,13 +540,13 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     # embeddings (+ prompt tuning / p-tuning virtual tokens)
     emb_dim = cfg.get("word_embed_proj_dim") or h
     emb = word_emb = g.new(B * S * emb_dim, dtype, ctx.full or train.gradient_checkpointing, "embed_tokens")
+    if mt in ("gemma", "gemma2", "gemma3_text"):  # Gemma*TextScaledWordEmbedding: * sqrt(h) inside the module
+        emb = word_emb = g.mul(emb, T(Poly.const(1), dtype, False, None), "embed scale")
     if n_virtual:
-        prompts = _prompt_encoder(ctx, method, n_virtual, h)
+        _prompt_encoder(ctx, method, n_virtual, h)
         emb = g.new(rows * emb_dim, dtype, True, "cat(prompts, embeds)")
-    if mt == "granite":  # * embedding_multiplier (a Python float): a new tensor
+    if mt == "granite":  # * embedding_multiplier (a Python float) in the model's forward: a new tensor
         emb = g.mul(emb, None, "embedding_multiplier")
-    if mt in ("gemma", "gemma2", "gemma3_text"):  # * torch.tensor(sqrt(h)): a constant, not an op output
-        emb = g.mul(emb, T(Poly.const(1), dtype, False, None), "embed scale")
     # rotary cos/sin: (1, S, d) in the model dtype, shared by all layers
     rot_dim = _rotary_dim(cfg) if mt not in ("gpt2", "opt") else 0
     cos_dtype = "fp32" if mt == "olmo2" else dtype  # Olmo2's rotary keeps cos/sin in fp32 and casts q/k back
@@ -589,8 +589,9 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
         for kind in sorted(kinds):
             if ctx.attn == "eager":
                 g.save(g.new(B * seq * kv, dtype, False, f"causal mask ({kind})"))
-            elif ctx.kv_extra or (kind == "sliding_attention" and sliding_active):
-                g.save(g.new(B * seq * kv, "bool", False, f"attention mask ({kind})"))
+            elif ctx.kv_extra or ctx.padding_mask or (kind == "sliding_attention" and sliding_active):
+                rows_mask = B * seq if (ctx.kv_extra or ctx.padding_mask) else seq  # no padding: batch dim 1
+                g.save(g.new(rows_mask * kv, "bool", False, f"attention mask ({kind})"))
     x = _final(ctx, x)
     lm = next(m for m in layout.outer_linears if m.role == "lm_head")
     logits = linear(ctx, x, lm, None)
@@ -626,7 +627,11 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     # backward of the top layer's MLP: the gradients of its input and of both branches (3 x rows x intermediate)
     inter = max(cfg.get("intermediate_size") or 0, h)
     # (full fine-tuning frees the MLP's own saved inputs as those gradients appear: net one of them)
-    top = total - loss_terms + rows * inter * ((1 if ctx.full and not gc else 3) * e)
+    per_elem = (1 if ctx.full and not gc else 3) * e
+    down = _lin(layout, "down")
+    if down is not None and down.path in ctx.ia3 and ctx.ia3[down.path][1]:
+        per_elem = e + 8  # IA3 on the feed-forward input: its two fp32 products in backward
+    top = total - loss_terms + rows * inter * per_elem
     if gc:
         top = top + max_poly(per_layer_polys)
     if ctx.transients:  # DoRA: the weight norm's full-size temporaries during the forward
