@@ -164,7 +164,6 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     # the three (rows, out) fp32 products of the DoRA output
     w32 = o * i * 4 if base_out.dtype != "fp32" else 0
     transient = ctx.rows * (3 * o * 4) + (i * i * 4 + i * r * 4 + o * i * 4 + w32)
-    ctx.transients.append((g.alive_bytes() + ctx.rows * (ctx.cfg["hidden_size"] * esize(base_out.dtype)), transient))
     wn = g.new(Poly.const(o), "fp32", False, f"{path} dora weight_norm")
     mag = T(Poly.const(o), "fp32", True, None)
     mns = g.new(Poly.const(o), "fp32", True, f"{path} dora magnitude/norm")
@@ -179,6 +178,8 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     t2 = g.mul(mns, lr, f"{path} dora scale*lora", numel=lr.numel)
     t3 = g.mul(t2, None, f"{path} dora *scaling")
     rd = g.add(t1, t3, f"{path} dora sum")
+    # live at that moment: everything saved so far, plus the module's input and the residual stream
+    ctx.transients.append((g.alive_bytes() + ctx.rows * ((i + ctx.cfg["hidden_size"]) * esize(base_out.dtype)), transient))
     res = g.add(base_out, rd, f"{path} dora add")
     del mag
     return g.to(res, base_out.dtype, f"{path} lora cast")

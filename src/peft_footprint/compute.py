@@ -31,7 +31,7 @@ UNITS = ("T", "A", "R", "Bn", "C")
 
 
 @dataclass
-class Poly:
+class FlopTerms:
     T: int = 0
     A: int = 0
     R: int = 0
@@ -41,7 +41,7 @@ class Poly:
     def add(self, unit: str, v: int) -> None:
         setattr(self, unit, getattr(self, unit) + v)
 
-    def __iadd__(self, o: Poly) -> Poly:
+    def __iadd__(self, o: FlopTerms) -> FlopTerms:
         for u in UNITS:
             self.add(u, getattr(o, u))
         return self
@@ -54,9 +54,9 @@ class Poly:
 class FlopCoefficients:
     """Coefficients of one pass: forward, backward and checkpoint recomputation, plus the sequence shape rules."""
 
-    forward: Poly = field(default_factory=Poly)
-    backward: Poly = field(default_factory=Poly)
-    recompute: Poly = field(default_factory=Poly)
+    forward: FlopTerms = field(default_factory=FlopTerms)
+    backward: FlopTerms = field(default_factory=FlopTerms)
+    recompute: FlopTerms = field(default_factory=FlopTerms)
     virtual_tokens: int = 0  # added to every sequence (prompt tuning, P-tuning)
     prefix_tokens: int = 0  # added to every key length (prefix tuning)
     rotary_on_virtual: bool = True  # position_ids cover the virtual tokens (prompt tuning) but not the prefix
@@ -172,9 +172,9 @@ def method_view(spec, method, table) -> _MethodView:
 class _Walker:
     def __init__(self, spec, mv: _MethodView, *, merged: bool, gc: bool):
         self.spec, self.mv, self.merged, self.gc = spec, mv, merged, gc
-        self.fwd, self.bwd, self.rec = Poly(), Poly(), Poly()
+        self.fwd, self.bwd, self.rec = FlopTerms(), FlopTerms(), FlopTerms()
         self.layer_mm: list[int] = []  # forward T-coefficients of this layer's matmuls, in order
-        self.layer_fwd = Poly()
+        self.layer_fwd = FlopTerms()
 
     def _mm(self, unit: str, v: int) -> None:
         self.fwd.add(unit, v)
@@ -215,7 +215,7 @@ class _Walker:
     def layer(self, i: int, h_rg: bool) -> bool:
         spec, mv, cfg = self.spec, self.mv, self.spec.cfg
         layout = spec.layout
-        self.layer_mm, self.layer_fwd = [], Poly()
+        self.layer_mm, self.layer_fwd = [], FlopTerms()
         lin = {m.role: m for m in layout.layer_linears}
         pre = f"{layout.layer_prefix}.{i}."
         norms = [p.path.rsplit(".", 1)[0] for p in layout.layer_params if p.path.endswith(".weight")]
@@ -257,7 +257,7 @@ class _Walker:
         if self.mv.adapter is not None and self.mv.adapter.setting("output_adapter"):
             out = self._adapter(out) or out
         if self.gc:
-            rec = Poly(**{u: getattr(self.layer_fwd, u) for u in UNITS})
+            rec = FlopTerms(**{u: getattr(self.layer_fwd, u) for u in UNITS})
             if self._ends_in_matmul() and self.layer_mm and self.layer_mm[-1] > 0:
                 rec.T -= self.layer_mm[-1]
             self.rec += rec

@@ -1,17 +1,9 @@
-"""GraniteForCausalLM (transformers/models/granite): Llama's modules plus scalar multipliers (no parameters)."""
+"""GraniteForCausalLM (transformers/models/granite): Llama's modules plus scalar multipliers (embedding,
+residual, attention, logits), which add no parameters."""
 
-from .base import Architecture, llama_like
+from .llama import Llama
 
 
-class Granite(Architecture):
+class Granite(Llama):
     model_type = "granite"
-    defaults = dict(
-        hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=None, head_dim=None,
-        intermediate_size=11008, vocab_size=32000, max_position_embeddings=2048, tie_word_embeddings=False,
-        attention_bias=False, mlp_bias=False, hidden_act="silu",
-    )
-
-    @classmethod
-    def layout(cls, cfg):
-        b = bool(cfg["attention_bias"])
-        return llama_like(cfg, qkv_bias=b, o_bias=b, mlp_bias=bool(cfg["mlp_bias"]))
+    head_dim_always_in_config = False  # GraniteConfig has no head_dim field
