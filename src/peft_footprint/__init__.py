@@ -1,7 +1,7 @@
 """peft-footprint: what fine-tuning (and then serving) a language model with a PEFT method costs, before you
 rent a GPU. ``import peft_footprint as pf; pf.estimate("meta-llama/Llama-3.1-8B", "lora")``."""
 
-from .api import estimate
+from .api import estimate, sweep
 from .compare import Comparison, compare
 from .architectures import ARCHITECTURES
 from .errors import InvalidConfigError, PeftFootprintError, PeftFootprintWarning, UnknownNameError, UnsupportedCombinationError
@@ -35,6 +35,7 @@ __all__ = [
     "UnsupportedCombinationError",
     "compare",
     "estimate",
+    "sweep",
     "fit_report",
     "fits",
     "list_hardware",

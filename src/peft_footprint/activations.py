@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .architectures import Layout, Linear
-from .graph import Graph, T, esize
+from .graph import Graph, Storage, T, esize
 from .methods import Method
 from .methods.adapter import Adapter
 from .methods.ia3 import IA3
@@ -35,6 +35,7 @@ class ActivationModel:
     per_layer: Poly  # a typical (steady-state) decoder layer
     peak_candidates: dict[str, Poly]  # live bytes beyond weights + optimizer state at each candidate moment
     top_layer_backward: Poly = ZERO  # live activation bytes while the top layer runs backward (+ gradients so far)
+    layer_terms: dict[str, Poly] = field(default_factory=dict)  # the top decoder layer's saved tensors by component
     notes: list[str] = field(default_factory=list)
 
 
@@ -179,7 +180,7 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     t3 = g.mul(t2, None, f"{path} dora *scaling")
     rd = g.add(t1, t3, f"{path} dora sum")
     # live at that moment: everything saved so far, plus the module's input and the residual stream
-    ctx.transients.append((g.alive_bytes() + ctx.rows * ((i + ctx.cfg["hidden_size"]) * esize(base_out.dtype)), transient))
+    ctx.transients.append(ctx.rows * ((i + ctx.cfg["hidden_size"]) * esize(base_out.dtype)) + transient)
     res = g.add(base_out, rd, f"{path} dora add")
     del mag
     return g.to(res, base_out.dtype, f"{path} lora cast")
@@ -567,19 +568,30 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     layer_types = spec.layer_types
     x = emb
     per_layer_polys: list[Poly] = []
+    memo: dict[tuple, tuple] = {}
     for i in range(layout.num_layers):
         before = len(g.storages)
         x_in = x
-        x = layer_fn(ctx, x, i, cos, sin, layer_types[i])
-        layer_alive = ZERO
-        for s_ in g.storages[before:]:
-            if s_.saved:
-                layer_alive = layer_alive + s_.nbytes
-                if gc:  # the checkpoint drops what the layer saved; backward recomputes it
-                    s_.saved = False
+        # layers that see the same input and the same method wrapping behave identically: replay the first
+        sig = (x.rg, x.dtype, layer_types[i], tuple(i in v for v in ctx.lora.values()),
+               tuple(i in v[0] for v in ctx.ia3.values()))
+        if sig in memo:
+            x = _replay(g, memo[sig], x_in, i)
+        else:
+            saved_before = {k for k in range(before) if g.storages[k].saved or g.storages[k].output}
+            x = layer_fn(ctx, x, i, cos, sin, layer_types[i])
+            outside = [k for k in range(before) if (g.storages[k].saved or g.storages[k].output) and k not in saved_before]
+            memo[sig] = ([Storage(s_.name, s_.nbytes, s_.saved, s_.output) for s_ in g.storages[before:]],
+                         outside, x_in.sid, x.sid - before if x.sid is not None and x.sid >= before else None, x)
+        layer_alive = Poly.sum(s_.nbytes for s_ in g.storages[before:] if s_.saved)
+        last_layer = [s_ for s_ in g.storages[before:] if s_.saved]
+        if gc:  # the checkpoint drops what the layer saved; backward recomputes it
+            for s_ in g.storages[before:]:
+                s_.saved = False
         if gc:
             g.save(x_in)  # ...and keeps the layer's input
         per_layer_polys.append(layer_alive)
+    alive_after_layers = g.alive_bytes()
     if gc:
         g.save(cos, sin)
         g.save(g.new(seq, "int64", False, "position ids"))
@@ -604,12 +616,15 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     _loss(ctx, logits, v)
 
     total = g.alive_bytes()
-    terms: dict[str, Poly] = {}
+    groups: dict[str, list[Poly]] = {}
     for s_ in g.alive():
-        key = s_.name.split(".", 2)[0] + "." + s_.name.split(".", 2)[1] if s_.name.startswith("layers.") else s_.name
-        group = "layers" if s_.name.startswith("layers.") else s_.name
-        terms[group] = terms.get(group, ZERO) + s_.nbytes
+        groups.setdefault(_component(s_.name), []).append(s_.nbytes)
+    terms = {name: Poly.sum(ps) for name, ps in groups.items()}
     steady = per_layer_polys[-1] if per_layer_polys else ZERO
+    layer_groups: dict[str, list[Poly]] = {}
+    for s_ in last_layer if per_layer_polys else []:
+        layer_groups.setdefault(_layer_component(s_.name), []).append(s_.nbytes)
+    layer_terms = {name: Poly.sum(ps) for name, ps in layer_groups.items()}
 
     e = esize(dtype)
     logits_elems = rows * v
@@ -635,10 +650,10 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     top = total - loss_terms + rows * inter * per_elem
     if gc:
         top = top + max_poly(per_layer_polys)
-    if ctx.transients:  # DoRA: the weight norm's full-size temporaries during the forward
-        before, extra = ctx.transients[-1]
-        cands["forward (DoRA weight norm)"] = before + max_poly([t for _, t in ctx.transients])
-    return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands, top_layer_backward=top)
+    if ctx.transients:  # DoRA: the weight norm's full-size temporaries during the last layer's forward
+        cands["forward (DoRA weight norm)"] = alive_after_layers + max_poly(ctx.transients)
+    return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands, top_layer_backward=top,
+                           layer_terms=layer_terms)
 
 
 def _final(ctx: Ctx, x: T) -> T:
@@ -653,6 +668,57 @@ def _final(ctx: Ctx, x: T) -> T:
         return linear(ctx, x, proj, None) if proj else x
     style = {"gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma", "olmo2": "olmo2"}.get(mt, "llama")
     return rms_norm(ctx, x, ctx.cfg["hidden_size"], w_rg=ctx.full, style=style, name="final norm")
+
+
+_COMPONENTS = (
+    ("layers.", "decoder layers"), ("rotary", "rotary cos/sin"), ("final norm", "final norm"),
+    ("lm_head", "logits"), ("softcap", "logits"), ("log_softmax", "loss (log-softmax, labels)"),
+    ("shift_labels", "loss (log-softmax, labels)"), ("loss", "loss (log-softmax, labels)"),
+    ("total_weight", "loss (log-softmax, labels)"), ("embed", "embeddings"), ("wte", "embeddings"),
+    ("position ids", "positions and masks"), ("causal mask", "positions and masks"), ("attention mask", "positions and masks"),
+    ("mlp_head", "prompt encoder"), ("prompt_encoder", "prompt encoder"), ("cat(prompts", "embeddings"),
+)
+
+
+def _component(name: str) -> str:
+    """The named term of the activations breakdown a storage belongs to."""
+    for prefix, component in _COMPONENTS:
+        if name.startswith(prefix):
+            return component
+    return "other (embedding projections, dropout masks)"
+
+
+def _layer_component(name: str) -> str:
+    """Component of a decoder layer's saved tensor (for the per-layer breakdown)."""
+    rest = name.split(".", 2)[2] if name.startswith("layers.") else name
+    if any(k in rest for k in ("lora input", "lora_A", "lora_B", "lora_dropout", "dora", "ia3", "_adapter")):
+        return "adapter branches (LoRA/DoRA fp32 inputs, IA3, bottleneck)"
+    if "norm" in rest or rest.startswith("ln") or " mean" in rest or " rstd" in rest:
+        return "norms"
+    if any(k in rest for k in ("sdpa", "rotary", "repeat_kv", "softmax", "probs", "q reshape", "k transpose", "v reshape",
+                               "attn out", "prefix cat", "scores", "mask", "self_attn", "attention", "q * scaling", "qkv")):
+        return "attention"
+    if any(k in rest for k in ("mlp", "act", "gelu", "relu", "fc", "gate", "up_proj", "dense_h_to_4h", "c_fc", "pow", "tanh", "0.5*x", "1+tanh")):
+        return "mlp"
+    return "residual stream and dropout"
+
+
+def _replay(g: Graph, rec: tuple, x_in: T, i: int) -> T:
+    """Append a recorded layer's storages again (its input stands in for the recorded one's)."""
+    storages, outside, rec_in, rel_out, out = rec
+    base = len(g.storages)
+    prefix = f"layers.{i}."
+    for s_ in storages:
+        name = s_.name
+        if name.startswith("layers."):
+            name = prefix + name.split(".", 2)[2]
+        g.storages.append(Storage(name, s_.nbytes, s_.saved, s_.output))
+    for k in outside:
+        target = x_in.sid if k == rec_in else k
+        if target is not None:
+            g.storages[target].saved = True
+    sid = base + rel_out if rel_out is not None else out.sid
+    return T(out.numel, out.dtype, out.rg, sid)
 
 
 def max_poly(polys: list[Poly]) -> Poly:

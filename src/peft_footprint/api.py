@@ -21,7 +21,7 @@ from .hardware import load_hardware
 from .overheads import overheads_for, reserved_and_device
 from .training import TrainingSpec, optimizer_state_bytes, optimizer_step_temporary_bytes
 
-__all__ = ["estimate"]
+__all__ = ["estimate", "sweep"]
 
 
 def _spec(cls, value: Any, field: str):
@@ -75,9 +75,10 @@ def _sliding_active(spec: ModelSpec, method: Method, seq_len: int) -> bool:
     return seq_len + method.virtual_tokens() + method.prefix_tokens() >= window
 
 
-def _activations(spec: ModelSpec, method: Method, train: TrainingSpec) -> ActivationModel:
+def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: bool | None = None) -> ActivationModel:
     """The activation polynomials, cached per (model, method, training options other than batch and length)."""
-    sliding = _sliding_active(spec, method, train.seq_len)
+    if sliding is None:
+        sliding = _sliding_active(spec, method, train.seq_len)
     key = (id(spec), type(method).__name__, method.model_dump_json(), sliding,
            train.model_dump_json(exclude={"batch_size", "seq_len", "optimizer", "retain_outputs", "use_cache"}))
     hit = _ACTS.get(key)
@@ -93,18 +94,23 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec) -> Activa
 _HEAD_NAMES = ("lm_head", "embed_out", "model.norm.", "final_layer_norm", "ln_f", "project_out")
 
 
-def _peak(act: ActivationModel, train: TrainingSpec, trainable, grads: int, mlp_paths: tuple[str, ...]) -> tuple[int, str, dict[str, int]]:
-    """Highest live bytes (beyond weights + optimizer state) over the step, and where it happens."""
-    b, s = train.batch_size, train.seq_len
-    live = {name: int(p(b, s)) for name, p in act.peak_candidates.items()}
+def _live_candidates(act: ActivationModel, train: TrainingSpec, trainable, grads: int, mlp_paths: tuple[str, ...], b, s) -> dict[str, Any]:
+    """Live bytes (beyond weights + optimizer state) at each moment that can set the step's peak; ``b`` and
+    ``s`` are ints, or numpy arrays for whole grids."""
+    live = {name: p(b, s) for name, p in act.peak_candidates.items()}
     # gradients that exist while the top layer's MLP runs backward: the output head's and final norm's, and
     # those of that MLP (the embeddings' and prompt encoders' come last)
     head = sum(t.bytes for t in trainable if "*" not in t.name and any(k in t.name for k in _HEAD_NAMES))
     mlp = sum(t.bytes // t.count for t in trainable if "*" in t.name and any(f".{p}." in t.name for p in mlp_paths))
-    live["backward of the top layer"] = int(act.top_layer_backward(b, s)) + head + mlp
-    temp = optimizer_step_temporary_bytes(train.optimizer, trainable)
-    live["optimizer step"] = grads + temp
-    live["end of backward (all gradients)"] = grads
+    live["backward of the top layer"] = act.top_layer_backward(b, s) + head + mlp
+    live["optimizer step"] = grads + optimizer_step_temporary_bytes(train.optimizer, trainable) + 0 * b
+    live["end of backward (all gradients)"] = grads + 0 * b
+    return live
+
+
+def _peak(act: ActivationModel, train: TrainingSpec, trainable, grads: int, mlp_paths: tuple[str, ...]) -> tuple[int, str, dict[str, int]]:
+    """Highest live bytes (beyond weights + optimizer state) over the step, and where it happens."""
+    live = {k: int(v) for k, v in _live_candidates(act, train, trainable, grads, mlp_paths, train.batch_size, train.seq_len).items()}
     where = max(live, key=live.__getitem__)
     return live[where], where, live
 
@@ -214,6 +220,7 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
             "activations_bytes": activations,
             "activations_breakdown": {name: int(p(b, s)) for name, p in act.terms.items()},
             "activations_per_layer_bytes": int(act.per_layer(b, s)),
+            "activations_per_layer_breakdown": {name: int(p(b, s)) for name, p in act.layer_terms.items()},
             "peak_bytes": peak,
             "peak_at": peak_at,
             "peak_candidates": candidates,
@@ -236,3 +243,48 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
         "notes": notes,
     }
     return Estimate(data)
+
+
+def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes: Any, seq_lens: Any,
+          hardware: Any = None) -> dict[str, Any]:
+    """Training memory over a whole (batch size x sequence length) grid in one call: numpy int64 arrays of shape
+    (len(batch_sizes), len(seq_lens)) for ``activations_bytes``, ``peak_bytes``, ``reserved_bytes`` and
+    ``device_bytes`` (and a boolean ``fits`` with ``hardware``). The same polynomials as :func:`estimate`,
+    evaluated by numpy: millions of configurations per second."""
+    import numpy as np
+
+    spec = load_model(model)
+    meth = load_method(method)
+    train = _spec(TrainingSpec, training, "training")
+    bs = np.asarray(batch_sizes, dtype=np.int64).reshape(-1)
+    ss = np.asarray(seq_lens, dtype=np.int64).reshape(-1)
+    if bs.size == 0 or ss.size == 0 or (bs <= 0).any() or (ss <= 0).any():
+        raise InvalidConfigError("batch_sizes/seq_lens", "empty or non-positive", "give positive integers")
+    b, s = np.meshgrid(bs, ss, indexing="ij")
+    table = _table(spec, meth, train.weight_dtype)
+    trainable = table.trainable
+    grads = sum(t.bytes for t in trainable)
+    static = table.weights_bytes + table.buffer_bytes + optimizer_state_bytes(train.optimizer, trainable)
+    mlp_paths = tuple(m.path for m in spec.layout.layer_linears if m.role in ("gate", "up", "down", "gate_up"))
+    window = spec.cfg.get("sliding_window") if "sliding_attention" in spec.layer_types else None
+    extra = meth.virtual_tokens() + meth.prefix_tokens()
+    acts = np.zeros_like(b)
+    live = np.zeros_like(b)
+    for sliding in (False, True) if window else (False,):
+        mask = (s + extra >= window) if window else np.ones_like(b, dtype=bool)
+        if not sliding and window:
+            mask = ~mask
+        act = _activations(spec, meth, train, sliding)
+        cands = _live_candidates(act, train, trainable, grads, mlp_paths, b, s)
+        acts = np.where(mask, act.activations(b, s), acts)
+        live = np.where(mask, np.maximum.reduce([np.broadcast_to(v, b.shape) for v in cands.values()]), live)
+    peak = static + live
+    ov = overheads_for(load_hardware(hardware))
+    allocated = peak + ov.cublas_workspace_bytes * ov.cublas_handles
+    reserved = -(-(allocated + (allocated * ov.allocator_fragmentation).astype(np.int64)) // 2**21) * 2**21
+    out = {"batch_sizes": bs, "seq_lens": ss, "activations_bytes": acts, "peak_bytes": peak,
+           "reserved_bytes": reserved, "device_bytes": reserved + ov.cuda_context_bytes}
+    hw = load_hardware(hardware)
+    if hw is not None:
+        out["fits"] = out["device_bytes"] <= hw.usable_memory_bytes
+    return out

@@ -75,10 +75,7 @@ class Graph:
         return [s for s in self.storages if s.saved or s.output]
 
     def alive_bytes(self) -> Poly:
-        total = ZERO
-        for s in self.alive():
-            total = total + s.nbytes
-        return total
+        return Poly.sum(s.nbytes for s in self.storages if s.saved or s.output)
 
     # ---- ops ------------------------------------------------------------------------------------
     def linear(self, x: T, rows: Poly, out_features: int, *, w_rg: bool, b_rg: bool = False, name: str = "linear",

@@ -28,6 +28,15 @@ class Poly:
     def var(b: int = 0, s: int = 0, c: int = 1) -> Poly:
         return Poly({(b, s): c})
 
+    @staticmethod
+    def sum(polys) -> Poly:
+        """Sum of many polynomials in one pass (no intermediate objects)."""
+        out: dict[tuple[int, int], int] = {}
+        for p in polys:
+            for k, v in p.terms.items():
+                out[k] = out.get(k, 0) + v
+        return Poly(out)
+
     def __add__(self, other: Number) -> Poly:
         other = other if isinstance(other, Poly) else Poly.const(other)
         out = dict(self.terms)

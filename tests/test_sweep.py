@@ -1,0 +1,40 @@
+"""pf.sweep evaluates the same polynomials as pf.estimate over whole grids: every grid point must agree
+exactly with estimate(), including models whose sliding window switches on inside the grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import peft_footprint as pf
+
+BS = [1, 3, 8]
+SS = [7, 300, 4096, 5000]
+
+
+@pytest.mark.parametrize("model", ["meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-v0.1", "google/gemma-2-2b", "openai-community/gpt2"])
+@pytest.mark.parametrize("method", ["full", "lora", "qlora", {"name": "prompt_tuning", "num_virtual_tokens": 13}, "ia3"])
+def test_sweep_matches_estimate(model, method):
+    grid = pf.sweep(model, method, {"gradient_checkpointing": method == "qlora"}, batch_sizes=BS, seq_lens=SS, hardware="A100-80GB")
+    for i, b in enumerate(BS):
+        for j, s in enumerate(SS):
+            with pytest.warns(pf.PeftFootprintWarning) if s + 13 > pf.ModelSpec.from_any(model).cfg["max_position_embeddings"] else _none():
+                est = pf.estimate(model, method, {"batch_size": b, "seq_len": s, "gradient_checkpointing": method == "qlora"}, hardware="A100-80GB").training
+            for key in ("activations_bytes", "peak_bytes", "reserved_bytes", "device_bytes"):
+                assert int(grid[key][i, j]) == est[key], (key, b, s)
+    assert grid["fits"].dtype == bool and grid["peak_bytes"].shape == (len(BS), len(SS))
+
+
+def test_sweep_is_monotonic_and_rejects_bad_grids():
+    grid = pf.sweep("meta-llama/Llama-3.1-8B", "lora", batch_sizes=np.arange(1, 9), seq_lens=np.arange(128, 4097, 128))
+    assert (np.diff(grid["peak_bytes"], axis=0) > 0).all() and (np.diff(grid["peak_bytes"], axis=1) > 0).all()
+    with pytest.raises(ValueError, match="batch_sizes"):
+        pf.sweep("meta-llama/Llama-3.1-8B", "lora", batch_sizes=[0, 1], seq_lens=[128])
+
+
+class _none:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
