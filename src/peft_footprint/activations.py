@@ -25,6 +25,10 @@ from .poly import ZERO, Poly, B, S
 
 __all__ = ["ActivationModel", "activation_model"]
 
+# models whose forward returns the cache it was given even with use_cache=False (the others return
+# `past_key_values if use_cache else None`, transformers 5.13.1): prefix tuning's keys/values stay alive there
+RETURNS_CACHE = frozenset({"llama", "gemma2", "gemma3_text", "gpt_neox", "opt", "olmo2", "granite"})
+
 
 @dataclass
 class ActivationModel:
@@ -341,8 +345,9 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         kv_len = ctx.seq + ctx.kv_extra
         k = g.new(B * kv_len * (nkv * d), k.dtype, True, "prefix cat k")
         v = g.new(B * kv_len * (nkv * d), v.dtype, True, "prefix cat v")
-        g.keep(k)  # the cache PEFT passes in (and the model returns) holds them
-        g.keep(v)
+        if cfg["model_type"] in RETURNS_CACHE:  # the cache PEFT passes in, returned by the model, holds them
+            g.keep(k)
+            g.keep(v)
     else:
         kv_len = None
     impl = ctx.attn
@@ -436,8 +441,9 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         kv_len = ctx.seq + ctx.kv_extra
         k = g.new(B * kv_len * (nh * d), k.dtype, True, "prefix cat k")
         v = g.new(B * kv_len * (nh * d), v.dtype, True, "prefix cat v")
-        g.keep(k)
-        g.keep(v)
+        if mt in RETURNS_CACHE:
+            g.keep(k)
+            g.keep(v)
     neox = mt == "gpt_neox"  # rotary ends in torch.cat: contiguous q and k
     att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=bool(ctx.kv_extra) or ctx.padding_mask, kv_len=kv_len,
                     contiguous=(neox, neox or bool(ctx.kv_extra), bool(ctx.kv_extra)), softmax_fp32=mt != "gpt2")
