@@ -7,6 +7,8 @@ whether the method's checkpoint saves it; totals are exact Python integers.
 
 from __future__ import annotations
 
+import math
+
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -44,10 +46,7 @@ class Tensor:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
     @property
     def params(self) -> int:
