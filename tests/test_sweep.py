@@ -38,3 +38,14 @@ class _none:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_sweep_stays_exact_beyond_int64():
+    cfg = {"model_type": "llama", "hidden_size": 32768, "num_hidden_layers": 200, "num_attention_heads": 256,
+           "num_key_value_heads": 16, "intermediate_size": 131072, "vocab_size": 1_000_000, "max_position_embeddings": 2**23}
+    grid = pf.sweep(cfg, "full", batch_sizes=[1, 20_000], seq_lens=[4_000_000], hardware="H200")
+    est = pf.estimate(cfg, "full", {"batch_size": 20_000, "seq_len": 4_000_000}).training
+    assert est["peak_bytes"] > 2**63  # past int64
+    assert grid["peak_bytes"][1, 0] == est["peak_bytes"] and isinstance(grid["peak_bytes"][1, 0], int)
+    assert grid["reserved_bytes"][1, 0] == pf.estimate(cfg, "full", {"batch_size": 20_000, "seq_len": 4_000_000},
+                                                        hardware="H200").training["reserved_bytes"]

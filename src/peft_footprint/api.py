@@ -202,6 +202,9 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
     gpu = reserved_and_device(peak, ov)
 
     notes = list(table.notes)
+    if train.mixed_precision:
+        notes.append("mixed precision: activations are modelled as the fp32 run; autocast's low-precision weight "
+                     "copies and casts are not modelled yet")
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "model": {"name": spec.name or spec.model_type, "model_type": spec.model_type},
@@ -261,6 +264,9 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
     if bs.size == 0 or ss.size == 0 or (bs <= 0).any() or (ss <= 0).any():
         raise InvalidConfigError("batch_sizes/seq_lens", "empty or non-positive", "give positive integers")
     b, s = np.meshgrid(bs, ss, indexing="ij")
+    big = _activations(spec, meth, train, False).activations(int(bs.max()), int(ss.max())) + 4 * spec.num_params * 8
+    if big > 2**62:  # beyond int64: exact Python integers in object arrays
+        b, s = b.astype(object), s.astype(object)
     table = _table(spec, meth, train.weight_dtype)
     trainable = table.trainable
     grads = sum(t.bytes for t in trainable)
@@ -281,7 +287,9 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
     peak = static + live
     ov = overheads_for(load_hardware(hardware))
     allocated = peak + ov.cublas_workspace_bytes * ov.cublas_handles
-    reserved = -(-(allocated + (allocated * ov.allocator_fragmentation).astype(np.int64)) // 2**21) * 2**21
+    frag = np.vectorize(lambda a: int(a * ov.allocator_fragmentation), otypes=[object])(allocated) if allocated.dtype == object \
+        else (allocated * ov.allocator_fragmentation).astype(np.int64)
+    reserved = -(-(allocated + frag) // 2**21) * 2**21
     out = {"batch_sizes": bs, "seq_lens": ss, "activations_bytes": acts, "peak_bytes": peak,
            "reserved_bytes": reserved, "device_bytes": reserved + ov.cuda_context_bytes}
     hw = load_hardware(hardware)
