@@ -634,10 +634,9 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
 
     e = esize(dtype)
     logits_elems = rows * v
-    loss_terms = ZERO
-    for s_ in g.alive():
-        if s_.name in ("log_softmax", "shift_labels", "total_weight", "softcap tanh"):  # the logits stay with `out`
-            loss_terms = loss_terms + s_.nbytes
+    # freed before the top layer's backward: the loss's tensors (the logits stay with `out`) and the final norm's
+    loss_terms = Poly.sum(s_.nbytes for s_ in g.alive()
+                          if s_.name in ("log_softmax", "shift_labels", "total_weight", "softcap tanh") or s_.name.startswith("final norm"))
     cands = {
         "end of forward": total,
         "loss forward (fp32 logits copy)": total + (logits_elems * 4 if dtype != "fp32" else ZERO) + B * (seq + 1) * 8,
@@ -658,6 +657,8 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
         top = top + max_poly(per_layer_polys)
     if ctx.transients:  # DoRA: the weight norm's full-size temporaries during the last layer's forward
         cands["forward (DoRA weight norm)"] = alive_after_layers + max_poly(ctx.transients)
+        if gc:  # ...and again when backward recomputes the top layer
+            cands["backward recompute (DoRA weight norm)"] = total - loss_terms + max_poly(per_layer_polys) + max_poly(ctx.transients)
     return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands, top_layer_backward=top,
                            layer_terms=layer_terms)
 
