@@ -90,9 +90,12 @@ def act_cases() -> list[tuple[str, str, dict, dict]]:
             for rep in range(2):
                 k += 1
                 b, s = SHAPES[(k + rep) % len(SHAPES)]
+                precision = ("bf16", "fp32", "autocast")[(k // 2 + rep) % 3] if mid != "qlora" else "bf16"
                 training = {
                     "batch_size": b, "seq_len": s,
-                    "dtype": ("bf16", "fp32")[(k // 2 + rep) % 2] if mid != "qlora" else "bf16",
+                    # "autocast": fp32 weights under torch.autocast(bf16)
+                    "dtype": "fp32" if precision == "autocast" else precision,
+                    **({"mixed_precision": "bf16"} if precision == "autocast" else {}),
                     "attn_implementation": ("sdpa", "eager")[(k // 3 + rep) % 2],
                     "gradient_checkpointing": bool((k // 5 + rep) % 3 == 0) and mid != "prefix_tuning",
                 }

@@ -22,7 +22,7 @@ def main() -> None:
     rows, act_err, peak_err = [], [], []
     t0 = time.time()
     for mt, mid, method, training in act_cases():
-        tag = (f"{training['dtype']} {training['attn_implementation']} {'ckpt' if training['gradient_checkpointing'] else '-'} "
+        tag = (f"{training['dtype']}{'+autocast' if training.get('mixed_precision') else ''} {training['attn_implementation']} {'ckpt' if training['gradient_checkpointing'] else '-'} "
                f"b{training['batch_size']} s{training['seq_len']}")
         try:
             est = pf.estimate(TINY[mt], method, {**training, "device": "cpu"}).training

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .architectures import Layout, Linear
-from .graph import Graph, Storage, T, esize
+from .graph import Graph, Storage, T, esize, promote
 from .methods import Method
 from .methods.adapter import Adapter
 from .methods.ia3 import IA3
@@ -141,11 +141,12 @@ def linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
         if ia3[1]:  # feed-forward: scale the input
             x32 = g.to(x, "fp32", f"{path} ia3 input")
             scaled = g.mul(x32, vec, f"{path} ia3 mul")
-            return g.linear(g.to(scaled, x.dtype, f"{path} ia3 cast"), ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path)
-        out = g.linear(x, ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path)
+            return g.linear(g.to(scaled, x.dtype, f"{path} ia3 cast"), ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path,
+                            in_features=lin.in_features)
+        out = g.linear(x, ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path, in_features=lin.in_features)
         scaled = g.mul(out, vec, f"{path} ia3 mul")
         return g.to(scaled, out.dtype, f"{path} ia3 cast")
-    out = g.linear(x, ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path)
+    out = g.linear(x, ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path, in_features=lin.in_features)
     in_lora = (layer is not None and layer in ctx.lora.get(path, ())) or (layer is None and path in ctx.lora_outer)
     if not in_lora:
         return out
@@ -154,8 +155,8 @@ def linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     xa = ctx.drop(xa, ctx.lora_dropout, f"{path} lora_dropout")
     if getattr(ctx.method, "use_dora", False):
         return _dora(ctx, lin, path, out, xa, r, b_rg)
-    a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32")
-    bo = g.linear(a, ctx.rows, lin.out_features, w_rg=True, name=f"{path} lora_B", dtype="fp32")
+    a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32", in_features=lin.in_features)
+    bo = g.linear(a, ctx.rows, lin.out_features, w_rg=True, name=f"{path} lora_B", dtype="fp32", in_features=r)
     scaled = g.mul(bo, None, f"{path} lora scaling")
     res = g.add(out, scaled, f"{path} lora add")
     return g.to(res, out.dtype, f"{path} lora cast")
@@ -229,15 +230,17 @@ def layer_norm(ctx: Ctx, x: T, *, w_rg: bool, name: str = "ln") -> T:
     return out
 
 
-def rotary(ctx: Ctx, x: T, heads: int, d: int, cos: T, sin: T, rot_dim: int) -> T:
-    """x*cos + rotate_half(x)*sin; partial rotary rotates the first rot_dim channels and cats the rest."""
+def rotary(ctx: Ctx, x: T, heads: int, d: int, cos: T, sin: T, rot_dim: int, out_dtype: str | None = None) -> T:
+    """x*cos + rotate_half(x)*sin (in the promoted dtype of x and cos, unless the model casts back); partial
+    rotary rotates the first rot_dim channels and cats the rest."""
     g = ctx.g
     if x.rg:
         g.save(cos, sin)
+    dtype = out_dtype or ("fp32" if "fp32" in (x.dtype, cos.dtype) else x.dtype)
     n = ctx.rows * (heads * d)
-    out = g.new(ctx.rows * (heads * rot_dim), x.dtype, x.rg, "rotary")
+    out = g.new(ctx.rows * (heads * rot_dim), dtype, x.rg, "rotary")
     if rot_dim != d:
-        out = g.new(n, x.dtype, x.rg, "rotary cat")
+        out = g.new(n, dtype, x.rg, "rotary cat")
     return out
 
 
@@ -246,6 +249,7 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
               softmax_fp32: bool = True) -> T:
     """Scaled dot-product attention as transformers calls it; returns the (b, s, nh*d) input of o_proj."""
     g = ctx.g
+    q, k, v = g.autocast_input(q, "q"), g.autocast_input(k, "k"), g.autocast_input(v, "v")
     b_seq = ctx.rows  # b * S
     kvl = kv_len if kv_len is not None else ctx.seq
     kv_rows = B * kvl
@@ -339,12 +343,14 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         q = rms_norm(ctx, q, nh * d, w_rg=norm_rg, style="olmo2", name="q_norm")
         k = rms_norm(ctx, k, nkv * d, w_rg=norm_rg, style="olmo2", name="k_norm")
     rot = _rotary_dim(cfg)
-    q = rotary(ctx, q, nh, d, cos, sin, rot)
-    k = rotary(ctx, k, nkv, d, cos, sin, rot)
+    back = q.dtype if mt == "olmo2" else None  # Olmo2 casts the rotated q/k back to their dtype
+    q = rotary(ctx, q, nh, d, cos, sin, rot, back)
+    k = rotary(ctx, k, nkv, d, cos, sin, rot, back)
     if ctx.kv_extra:  # prefix tuning: cache.update cats the virtual keys/values in front
         kv_len = ctx.seq + ctx.kv_extra
-        k = g.new(B * kv_len * (nkv * d), k.dtype, True, "prefix cat k")
-        v = g.new(B * kv_len * (nkv * d), v.dtype, True, "prefix cat v")
+        # the prefix comes in the model's dtype; torch.cat promotes
+        k = g.new(B * kv_len * (nkv * d), promote(k.dtype, ctx.dtype), True, "prefix cat k")
+        v = g.new(B * kv_len * (nkv * d), promote(v.dtype, ctx.dtype), True, "prefix cat v")
         if cfg["model_type"] in RETURNS_CACHE:  # the cache PEFT passes in, returned by the model, holds them
             g.keep(k)
             g.keep(v)
@@ -439,14 +445,15 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         v = linear(ctx, a, _lin(layout, "v"), i)
     if ctx.kv_extra:
         kv_len = ctx.seq + ctx.kv_extra
-        k = g.new(B * kv_len * (nh * d), k.dtype, True, "prefix cat k")
-        v = g.new(B * kv_len * (nh * d), v.dtype, True, "prefix cat v")
+        k = g.new(B * kv_len * (nh * d), promote(k.dtype, ctx.dtype), True, "prefix cat k")
+        v = g.new(B * kv_len * (nh * d), promote(v.dtype, ctx.dtype), True, "prefix cat v")
         if mt in RETURNS_CACHE:
             g.keep(k)
             g.keep(v)
     neox = mt == "gpt_neox"  # rotary ends in torch.cat: contiguous q and k
     att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=bool(ctx.kv_extra) or ctx.padding_mask, kv_len=kv_len,
-                    contiguous=(neox, neox or bool(ctx.kv_extra), bool(ctx.kv_extra)), softmax_fp32=mt != "gpt2")
+                    contiguous=(neox, neox or bool(ctx.kv_extra), bool(ctx.kv_extra)),
+                    softmax_fp32=mt != "gpt2" or bool(g.autocast))  # autocast runs softmax in fp32
     if mt == "gpt_neox" and impl == "sdpa":
         att = g.copy(att, "attn out contiguous")
     o = bottleneck(ctx, linear(ctx, att, _lin(layout, "o"), i), "attention")
@@ -504,8 +511,8 @@ def _ln_embeddings(ctx: Ctx, emb: T) -> T:
             g.save(pos)
         proj = next((m for m in layout.outer_linears if m.role == "project_in"), None)
         x = linear(ctx, emb, proj, None) if proj else emb
-        out = g.add(x, None, "embeds+positions", numel=ctx.rows * cfg["hidden_size"])
-        out.rg = x.rg or ctx.full
+        out = g.add(x, T(ctx.rows * cfg["hidden_size"], ctx.dtype, ctx.full, None), "embeds+positions",
+                    numel=ctx.rows * cfg["hidden_size"])  # + the position embeddings, in the weights' dtype
         return out
     return emb
 
@@ -536,7 +543,7 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     n_virtual = method.virtual_tokens()
     seq = S + n_virtual
     rows = B * seq
-    g = Graph()
+    g = Graph(autocast=train.mixed_precision)
     ctx = Ctx(g=g, cfg=cfg, layout=layout, method=method, dtype=dtype, rows=rows, seq=seq,
               kv_extra=method.prefix_tokens(), device=device, full=method.name == "full",
               attn="eager" if train.attn_implementation == "eager" else "sdpa", sliding_active=sliding_active,

@@ -202,9 +202,6 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
     gpu = reserved_and_device(peak, ov)
 
     notes = list(table.notes)
-    if train.mixed_precision:
-        notes.append("mixed precision: activations are modelled as the fp32 run; autocast's low-precision weight "
-                     "copies and casts are not modelled yet")
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "model": {"name": spec.name or spec.model_type, "model_type": spec.model_type},

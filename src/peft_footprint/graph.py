@@ -55,6 +55,9 @@ class Storage:
 class Graph:
     storages: list[Storage] = field(default_factory=list)
     scope: str = ""
+    # torch.autocast: matmuls (and sdpa) run in this dtype; their fp32 inputs and weights are cast copies
+    autocast: str | None = None
+    weight_casts: dict[str, T] = field(default_factory=dict)
 
     # ---- storage bookkeeping --------------------------------------------------------------------
     def new(self, numel: Poly, dtype: str, rg: bool, name: str) -> T:
@@ -79,11 +82,34 @@ class Graph:
 
     # ---- ops ------------------------------------------------------------------------------------
     def linear(self, x: T, rows: Poly, out_features: int, *, w_rg: bool, b_rg: bool = False, name: str = "linear",
-               dtype: str | None = None) -> T:
-        """``x @ W.T (+ b)``: keeps x for the weight gradient when W trains (W itself is a parameter)."""
+               dtype: str | None = None, in_features: int | None = None) -> T:
+        """``x @ W.T (+ b)``: keeps x for the weight gradient when W trains (W itself is a parameter). Under
+        autocast the input and the weight are cast copies (the weight's cached once per forward), and the
+        copies are what is kept."""
+        ac = self.autocast
+        if ac and (x.dtype != ac or in_features):
+            if x.dtype != ac:
+                x = self.new(x.numel, ac, x.rg, name + " autocast input")
+            wc = None
+            if in_features:
+                key = self.scope + name
+                wc = self.weight_casts.get(key)
+                if wc is None:
+                    wc = self.weight_casts[key] = self.new(Poly.const(in_features * out_features), ac, w_rg, name + " autocast weight")
+            if w_rg:
+                self.save(x)
+            if x.rg and wc is not None:
+                self.save(wc)
+            return self.new(rows * out_features, ac, x.rg or w_rg or b_rg, name)
         if w_rg:
             self.save(x)
         return self.new(rows * out_features, dtype or x.dtype, x.rg or w_rg or b_rg, name)
+
+    def autocast_input(self, x: T, name: str) -> T:
+        """An op on autocast's low-precision list (sdpa) casts fp32 inputs."""
+        if self.autocast and x.dtype != self.autocast:
+            return self.new(x.numel, self.autocast, x.rg, name + " autocast")
+        return x
 
     def to(self, x: T, dtype: str, name: str = "to") -> T:
         if x.dtype == dtype:
