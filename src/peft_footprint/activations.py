@@ -40,6 +40,7 @@ class ActivationModel:
     peak_candidates: dict[str, Poly]  # live bytes beyond weights + optimizer state at each candidate moment
     top_layer_backward: Poly = ZERO  # live activation bytes while the top layer runs backward (+ gradients so far)
     layer_terms: dict[str, Poly] = field(default_factory=dict)  # the top decoder layer's saved tensors by component
+    final_norm_backward: Poly = ZERO  # live activation bytes during the final norm's backward (+ the head's gradients)
     notes: list[str] = field(default_factory=list)
 
 
@@ -642,8 +643,10 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     e = esize(dtype)
     logits_elems = rows * v
     # freed before the top layer's backward: the loss's tensors (the logits stay with `out`) and the final norm's
-    loss_terms = Poly.sum(s_.nbytes for s_ in g.alive()
-                          if s_.name in ("log_softmax", "shift_labels", "total_weight", "softcap tanh") or s_.name.startswith("final norm"))
+    only_loss = Poly.sum(s_.nbytes for s_ in g.alive() if s_.name in ("log_softmax", "shift_labels", "total_weight", "softcap tanh"))
+    loss_terms = only_loss + Poly.sum(s_.nbytes for s_ in g.alive() if s_.name.startswith("final norm"))
+    # backward of an RMSNorm final norm: five fp32 (rows, hidden) temporaries, the loss's tensors gone
+    final_norm_bwd = total - only_loss + rows * (h * 4 * 5) if mt not in ("gpt2", "gpt_neox", "opt", "starcoder2") else ZERO
     cands = {
         "end of forward": total,
         "loss forward (fp32 logits copy)": total + (logits_elems * 4 if dtype != "fp32" else ZERO) + B * (seq + 1) * 8,
@@ -655,10 +658,11 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     # backward of the top layer's MLP: the gradients of its input and of both branches (3 x rows x intermediate)
     inter = max(cfg.get("intermediate_size") or 0, h)
     # (full fine-tuning frees the MLP's own saved inputs as those gradients appear: net one of them)
-    per_elem = (1 if ctx.full and not gc else 3) * e
+    ec = esize(g.autocast) if g.autocast else e  # the MLP runs in the autocast dtype
+    per_elem = (1 if ctx.full and not gc else 3) * ec
     down = _lin(layout, "down")
     if down is not None and down.path in ctx.ia3 and ctx.ia3[down.path][1]:
-        per_elem = e + 8  # IA3 on the feed-forward input: its two fp32 products in backward
+        per_elem = ec + 8  # IA3 on the feed-forward input: its two fp32 products in backward
     top = total - loss_terms + rows * inter * per_elem
     if gc:
         top = top + max_poly(per_layer_polys)
@@ -667,7 +671,7 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
         if gc:  # ...and again when backward recomputes the top layer
             cands["backward recompute (DoRA weight norm)"] = total - loss_terms + max_poly(per_layer_polys) + max_poly(ctx.transients)
     return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands, top_layer_backward=top,
-                           layer_terms=layer_terms)
+                           layer_terms=layer_terms, final_norm_backward=final_norm_bwd)
 
 
 def _final(ctx: Ctx, x: T) -> T:
