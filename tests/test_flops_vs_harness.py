@@ -12,7 +12,7 @@ from peft_footprint.model import load_model
 from peft_footprint.training import TrainingSpec
 from tests.cases import TINY, peft_methods
 
-measure = pytest.importorskip("tests.harness.measure").measure
+from tests.harness.measure import measure  # noqa: E402 - the test extras install torch, transformers, peft
 
 SHAPES = {
     "b2s9": ({"batch_size": 2, "seq_len": 9, "gradient_checkpointing": False}, {"batch_size": 3, "prompt_len": 5, "new_tokens": 4}),

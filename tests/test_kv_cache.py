@@ -12,7 +12,7 @@ from peft_footprint.methods import load_method
 from peft_footprint.model import load_model
 from tests.cases import TINY, peft_methods
 
-measure = pytest.importorskip("tests.harness.measure").measure
+from tests.harness.measure import measure  # noqa: E402 - the test extras install torch, transformers, peft
 
 SHAPES = [(3, 5, 4), (2, 11, 9)]  # (batch, prompt_len, new_tokens): the second overflows the sliding windows (8)
 CASES = [

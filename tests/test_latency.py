@@ -19,7 +19,9 @@ LLAMA_3B = dict(model_type="llama", hidden_size=3072, num_hidden_layers=28, num_
                 head_dim=128, intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True)
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "peft_metamathqa.yaml"
 TOKENS_PER_SAMPLE = 209.9  # run.py counts unpadded tokens + 1 EOS per sample
-PADDED_LEN = 227  # mean padded batch length (fit in docs/notes/metamathqa.md section 4)
+# mean padded batch length: not published; fitted once from the benchmark's memory residues (the logits and KV
+# cache its loop keeps alive, docs/notes/metamathqa.md section 4), not from the throughputs tested here
+PADDED_LEN = 227
 
 
 def _terms(method, inference=None, hardware="H100-SXM-80GB", training=None, cfg=LLAMA_3B):
@@ -82,7 +84,6 @@ def test_no_hardware_no_times():
     assert r["training"]["step_flops"] > 0 and r["inference"]["forward_flops"] > 0
 
 
-@pytest.mark.skipif(not REFERENCE.is_file(), reason="shared reference data not present")
 def test_metamathqa_throughput_on_l40s():
     ref = yaml.safe_load(REFERENCE.read_text())["experiments"]
     predicted, measured = {}, {}

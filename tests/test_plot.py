@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("matplotlib")
+import matplotlib  # noqa: E402,F401 - the test extras install matplotlib
 
 import peft_footprint as pf
 from peft_footprint.plot import COMPONENT_COLORS, plot_memory, plot_memory_vs_seq_len, plot_storage

@@ -9,7 +9,7 @@ import peft_footprint as pf
 from peft_footprint.model import _presets
 from tests.cases import HAS_PEFT_DEFAULTS, STATIC_KEYS
 
-measure_meta = pytest.importorskip("tests.harness.measure").measure_meta
+from tests.harness.measure import measure_meta  # noqa: E402
 
 PRESETS = [
     "meta-llama/Llama-3.1-8B", "meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-v0.3", "Qwen/Qwen2.5-7B",

@@ -8,7 +8,7 @@ import pytest
 import peft_footprint as pf
 from tests.cases import STATIC_KEYS, TINY, peft_methods
 
-measure = pytest.importorskip("tests.harness.measure").measure
+from tests.harness.measure import measure  # noqa: E402 - the test extras install torch, transformers, peft
 
 CASES = [
     pytest.param(mt, mid, method, dtype, id=f"{mt}-{mid}-{dtype}")
