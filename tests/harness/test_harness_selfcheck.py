@@ -1,6 +1,6 @@
 """Self-checks of the measurement harness: hand-checkable cases and cited public numbers.
 
-Run: python -m pytest tests/harness -q   (needs torch, transformers, peft; skipped otherwise)
+Run: python -m pytest tests/harness -q   (the test extras install torch, transformers, peft, bitsandbytes)
 """
 
 from __future__ import annotations
@@ -9,9 +9,7 @@ import warnings
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-pytest.importorskip("peft")
+import torch  # noqa: E402 - the test extras install torch, transformers, peft, bitsandbytes
 
 from tests.harness.measure import LiveStorageTracker, SavedTensorsRecorder, measure, measure_meta  # noqa: E402
 from tests.harness.tiny_configs import LLAMA_3_2_3B, TINY_CONFIGS  # noqa: E402
@@ -200,7 +198,6 @@ def test_llama_3_2_3b_peft_benchmark_params(method, trainable, total):
 
 
 def test_tiny_llama_qlora_static():
-    pytest.importorskip("bitsandbytes")
     r = measure(LLAMA, {"name": "qlora", "r": 8, "prepare_model_for_kbit_training": False}, TRAIN)
     lora = 2 * (8 * (64 + 64) + 8 * (64 + 32))
     linear = 73728  # 2 layers x (q, k, v, o, gate, up, down) weights: quantised, two 4-bit values per byte
