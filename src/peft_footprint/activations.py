@@ -590,19 +590,17 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
         sig = (x.rg, x.dtype, layer_types[i], tuple(i in v for v in ctx.lora.values()),
                tuple(i in v[0] for v in ctx.ia3.values()))
         if sig in memo:
-            x = _replay(g, memo[sig], x_in, i)
+            x, layer_alive, last_layer = _replay(g, memo[sig], x_in, i)
         else:
             saved_before = {k for k in range(before) if g.storages[k].saved or g.storages[k].output}
             x = layer_fn(ctx, x, i, cos, sin, layer_types[i])
             outside = [k for k in range(before) if (g.storages[k].saved or g.storages[k].output) and k not in saved_before]
-            memo[sig] = ([Storage(s_.name, s_.nbytes, s_.saved, s_.output) for s_ in g.storages[before:]],
-                         outside, x_in.sid, x.sid - before if x.sid is not None and x.sid >= before else None, x)
-        layer_alive = Poly.sum(s_.nbytes for s_ in g.storages[before:] if s_.saved)
-        last_layer = [s_ for s_ in g.storages[before:] if s_.saved]
+            layer_alive = Poly.sum(s_.nbytes for s_ in g.storages[before:] if s_.saved)
+            last_layer = [Storage(s_.name, s_.nbytes, s_.saved, s_.output) for s_ in g.storages[before:] if s_.saved]
+            memo[sig] = _record(g, before, outside, x_in, x, layer_alive, last_layer)
         if gc:  # the checkpoint drops what the layer saved; backward recomputes it
             for s_ in g.storages[before:]:
                 s_.saved = False
-        if gc:
             g.save(x_in)  # ...and keeps the layer's input
         per_layer_polys.append(layer_alive)
     alive_after_layers = g.alive_bytes()
@@ -721,22 +719,35 @@ def _layer_component(name: str) -> str:
     return "residual stream and dropout"
 
 
-def _replay(g: Graph, rec: tuple, x_in: T, i: int) -> T:
-    """Append a recorded layer's storages again (its input stands in for the recorded one's)."""
-    storages, outside, rec_in, rel_out, out = rec
-    base = len(g.storages)
+def _record(g: Graph, before: int, outside: list[int], x_in: T, x: T, layer_alive: Poly, last_layer: list) -> tuple:
+    """What a later identical layer needs: its storages in bulk (saved; kept as outputs), its own output storage
+    kept apart (the next layer may save it), and the storages outside it that it saved."""
+    out_idx = x.sid if x.sid is not None and x.sid >= before else None
+    inner = [s_ for k, s_ in enumerate(g.storages[before:], before) if k != out_idx]
+    saved = Poly.sum(s_.nbytes for s_ in inner if s_.saved)
+    kept = Poly.sum(s_.nbytes for s_ in inner if s_.output and not s_.saved)
+    out_storage = None if out_idx is None else Storage(g.storages[out_idx].name, g.storages[out_idx].nbytes,
+                                                       g.storages[out_idx].saved, g.storages[out_idx].output)
+    return saved, kept, out_storage, outside, x_in.sid, x, layer_alive, last_layer
+
+
+def _replay(g: Graph, rec: tuple, x_in: T, i: int) -> tuple[T, Poly, list]:
+    """Append a recorded layer again, in bulk (its input stands in for the recorded one's)."""
+    saved, kept, out_storage, outside, rec_in, out, layer_alive, last_layer = rec
     prefix = f"layers.{i}."
-    for s_ in storages:
-        name = s_.name
-        if name.startswith("layers."):
-            name = prefix + name.split(".", 2)[2]
-        g.storages.append(Storage(name, s_.nbytes, s_.saved, s_.output))
+    if saved.terms:
+        g.storages.append(Storage(prefix + "replayed (saved)", saved, saved=True))
+    if kept.terms:
+        g.storages.append(Storage(prefix + "replayed (kept)", kept, output=True))
+    sid = out.sid
+    if out_storage is not None:
+        g.storages.append(Storage(prefix + out_storage.name.split(".", 2)[-1], out_storage.nbytes, out_storage.saved, out_storage.output))
+        sid = len(g.storages) - 1
     for k in outside:
         target = x_in.sid if k == rec_in else k
         if target is not None:
             g.storages[target].saved = True
-    sid = base + rel_out if rel_out is not None else out.sid
-    return T(out.numel, out.dtype, out.rg, sid)
+    return T(out.numel, out.dtype, out.rg, sid), layer_alive, last_layer
 
 
 def max_poly(polys: list[Poly]) -> Poly:

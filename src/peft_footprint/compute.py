@@ -303,8 +303,26 @@ class _Walker:
             rot_dim = int(cfg["head_dim"] * (cfg.get("partial_rotary_factor") or cfg.get("rotary_pct") or 1.0))
             n_rot = len(set(spec.layer_types)) if cfg["model_type"] == "gemma3_text" else 1
             self.fwd.add("R", 2 * (rot_dim // 2) * n_rot)
+        memo: dict[tuple, tuple] = {}
         for i in range(layout.num_layers):
-            h_rg = self.layer(i, h_rg)
+            # identical layers (same input grad state and method wrapping) add identical FLOPs: replay the first
+            pre = f"{layout.layer_prefix}.{i}."
+            sig = (h_rg, tuple((m.path, i) in mv.lora for m in layout.layer_linears),
+                   tuple(mv.ia3.get((m.path, i)) for m in layout.layer_linears),
+                   tuple(mv.weight_trainable(pre + m.path) for m in layout.layer_linears))
+            hit = memo.get(sig)
+            if hit is not None:
+                (df, db, dr), h_rg = hit
+                self.fwd += df
+                self.bwd += db
+                self.rec += dr
+                continue
+            snap = [FlopTerms(**{u: getattr(t, u) for u in UNITS}) for t in (self.fwd, self.bwd, self.rec)]
+            h_rg_out = self.layer(i, h_rg)
+            deltas = tuple(FlopTerms(**{u: getattr(t, u) - getattr(s, u) for u in UNITS})
+                           for t, s in zip((self.fwd, self.bwd, self.rec), snap))
+            memo[sig] = (deltas, h_rg_out)
+            h_rg = h_rg_out
         final_norm = [p.path.rsplit(".", 1)[0] for p in layout.outer_params if p.kind == "norm"]
         if final_norm and mv.norm_trainable(spec, None, final_norm[0]):
             h_rg = True
