@@ -19,7 +19,6 @@ from .methods.adapter import Adapter
 from .methods.ia3 import IA3
 from .methods.lora import LoRA
 from .methods.p_tuning import PTuning
-from .methods.prefix_tuning import PrefixTuning
 from .methods.qlora import QLoRA
 from .poly import ZERO, Poly, B, S
 
@@ -69,10 +68,6 @@ class Ctx:
     sliding_active: bool = False  # sequence reaches the sliding window: transformers builds a mask
     padding_mask: bool = False  # batches come with an attention_mask
     transients: list = field(default_factory=list)  # (live bytes before, transient bytes) inside the forward
-
-    @property
-    def mask_dtype(self) -> str:
-        return "bool" if self.device == "cuda" else None  # type: ignore[return-value]
 
     def drop(self, x: T, p: float, name: str) -> T:
         return self.g.dropout(x, p, "bool" if self.device == "cuda" else x.dtype, name)
@@ -423,7 +418,7 @@ def _p(cfg: dict[str, Any], *names: str, default: float = 0.0) -> float:
 def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) -> T:
     cfg, layout, g = ctx.cfg, ctx.layout, ctx.g
     mt = cfg["model_type"]
-    h, nh, d = cfg["hidden_size"], cfg["num_attention_heads"], cfg["head_dim"]
+    nh, d = cfg["num_attention_heads"], cfg["head_dim"]
     norm_rg = ctx.full
     g.scope = f"layers.{i}."
     resid_p = {"gpt2": _p(cfg, "resid_pdrop", default=0.1), "opt": _p(cfg, "dropout", default=0.1)}.get(mt, _p(cfg, "hidden_dropout"))
@@ -551,7 +546,6 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
               padding_mask=train.padding_mask)  # flash_attention_2 saves what sdpa's flash kernel saves
     _setup(ctx)
     h, v = cfg["hidden_size"], cfg["vocab_size"]
-    d = cfg["head_dim"]
 
     # embeddings (+ prompt tuning / p-tuning virtual tokens)
     emb_dim = cfg.get("word_embed_proj_dim") or h
@@ -778,7 +772,7 @@ def _loss(ctx: Ctx, logits: T, v: int) -> None:
     """transformers' ForCausalLMLoss: logits.float(), labels padded and shifted, cross_entropy(mean)."""
     g = ctx.g
     lf = g.to(logits, "fp32", "logits.float()")
-    ls = g.unary_saves_output(lf, "log_softmax")
+    g.unary_saves_output(lf, "log_softmax")
     labels = g.new(B * ctx.seq, "int64", False, "shift_labels")  # contiguous copy of the shifted labels
     g.save(labels)
     loss = g.new(Poly.const(1), "fp32", True, "loss")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .dtypes import nbytes
-from .poly import ZERO, Poly
+from .poly import Poly
 
 # a bool mask is 1 byte; "mask:<dtype>" is a dropout mask stored in <dtype> (CPU kernels)
 _EXTRA = {"bool": 1, "int64": 8, "int32": 4}

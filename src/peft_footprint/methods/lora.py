@@ -3,7 +3,7 @@ bf16/fp16 base (``get_peft_model(..., autocast_adapter_dtype=True)``, PEFT's def
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
