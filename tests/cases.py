@@ -101,3 +101,21 @@ def act_cases() -> list[tuple[str, str, dict, dict]]:
                 }
                 out.append((mt, mid, methods[mid], training))
     return out
+
+
+# ---- realistic proportions: a real vocabulary ----------------------------------------------------------
+# With a 32k vocabulary the logits and their gradients dominate the step's peak, as they do in real models;
+# the tiny matrix above (vocab ~100) exaggerates the in-layer backward temporaries instead.
+VOCAB_METHODS = [("full", {}), ("lora_all_linear_dora_bias", {}), ("ia3", {"gradient_checkpointing": True}),
+                 ("prompt_tuning", {"attn_implementation": "eager"}), ("qlora", {}),
+                 ("lora_modules_to_save", {"gradient_checkpointing": True})]
+
+
+def vocab_cases() -> list[tuple[str, str, dict, dict, dict]]:
+    out = []
+    for mt in TINY:
+        cfg = dict(TINY[mt], vocab_size=32000)
+        methods = peft_methods(mt)
+        for mid, extra in VOCAB_METHODS:
+            out.append((mt, mid, cfg, methods[mid], {"dtype": "bf16", "batch_size": 2, "seq_len": 40, **extra}))
+    return out

@@ -12,7 +12,7 @@ BS = [1, 3, 8]
 SS = [7, 300, 4096, 5000]
 
 
-@pytest.mark.parametrize("model", ["meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-v0.1", "google/gemma-2-2b", "openai-community/gpt2"])
+@pytest.mark.parametrize("model", ["meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-v0.1", "google/gemma-2-2b", "EleutherAI/pythia-160m"])
 @pytest.mark.parametrize("method", ["full", "lora", "qlora", {"name": "prompt_tuning", "num_virtual_tokens": 13}, "ia3"])
 def test_sweep_matches_estimate(model, method):
     grid = pf.sweep(model, method, {"gradient_checkpointing": method == "qlora"}, batch_sizes=BS, seq_lens=SS, hardware="A100-80GB")

@@ -135,6 +135,11 @@ def _check(spec: ModelSpec, meth: Method, train: TrainingSpec, infer: InferenceS
         lengths.append(("inference.prompt_len + new_tokens", infer.prompt_len + infer.new_tokens))
     for field, length in lengths:
         total = length + meth.virtual_tokens() + meth.prefix_tokens()
+        if limit and total > limit and spec.model_type in ("gpt2", "opt") and field == "training.seq_len":
+            raise UnsupportedCombinationError(
+                f"{field}: {total} positions (with virtual tokens) exceed {spec.name or spec.model_type}'s "
+                f"{limit} learned position embeddings; transformers fails with an IndexError"
+            )
         if limit and total > limit:
             warnings.warn(
                 f"{field} ({total} positions with virtual tokens) exceeds {spec.name or spec.model_type}'s "
