@@ -34,7 +34,7 @@ def test_adapter_static_exact(measured, case):
     mt, mid, dtype = case
     got = measured[case]
     assert "error" not in got, got.get("error")
-    est = pf.estimate(TINY[mt], METHODS[mid], {"dtype": dtype}).to_dict()
+    est = pf.estimate(TINY[mt], METHODS[mid], {"dtype": dtype, "batch_size": 2, "seq_len": 9}).to_dict()
     mine = {"total_params": est["total_params"], "trainable_params": est["trainable_params"],
             **{k: est["training"][k] for k in ("weights_bytes", "gradients_bytes", "optimizer_bytes")},
             "adapter_bytes": est["storage"]["adapter_bytes"]}
@@ -44,4 +44,4 @@ def test_adapter_static_exact(measured, case):
 @pytest.mark.parametrize("model_type", sorted(set(TINY) - set(SUPPORTED)))
 def test_unsupported_types_refused_like_adapters(model_type):
     with pytest.raises(pf.UnsupportedCombinationError, match="not pre-supported"):
-        pf.estimate(TINY[model_type], "adapter")
+        pf.estimate(TINY[model_type], "adapter", {"seq_len": 9})
