@@ -97,3 +97,10 @@ def test_progress_off_by_default_and_on_request(capsys):
     seen = []
     pf.max_seq_len(LLAMA8B, "lora", None, "H100", progress=lambda d, t, label: seen.append(label))
     assert seen and all(label.startswith("seq_len") for label in seen)
+
+
+def test_max_seq_len_stops_at_a_learned_position_table():
+    # GPT-2 cannot run past its 1024 learned positions (transformers raises IndexError), however much memory
+    assert pf.max_seq_len("openai-community/gpt2", "lora", {"batch_size": 1}, "H100") == 1024
+    with pytest.raises(pf.UnsupportedCombinationError, match="learned position"):
+        pf.estimate("openai-community/gpt2", "lora", {"seq_len": 1025})

@@ -159,30 +159,33 @@ def max_batch_size(model: Any, method: Any = "lora", training: Any = None, hardw
     """The largest ``batch_size`` (at ``training``'s ``seq_len``) whose training step fits on ``hardware``;
     0 when not even batch 1 fits. Exact: ``fits`` is True at the answer and False at answer + 1 (below
     ``limit``)."""
-    hw = _hardware(hardware)
-    spec, meth, base = load_model(model), load_method(method), _training_dict(training)
-    cap = _capacity(hw)
-    report = _progress_fn(progress)
-
-    def ok(b: int) -> bool:
-        return required_bytes(estimate(spec, meth, {**base, "batch_size": b}, inference, hw).to_dict())[0] <= cap
-
-    return _largest(ok, limit, report, "batch_size")
+    return _max_field("batch_size", model, method, training, hardware, inference, limit, progress)
 
 
 def max_seq_len(model: Any, method: Any = "lora", training: Any = None, hardware: Any = None, inference: Any = None,
                 *, limit: int = 1 << 22, progress: bool | Progress | None = None) -> int:
     """The largest ``seq_len`` (at ``training``'s ``batch_size``) whose training step fits on ``hardware``; 0
-    when not even one token fits. Not capped at the model's ``max_position_embeddings`` (compare it yourself)."""
+    when not even one token fits. Not capped at the model's ``max_position_embeddings`` (compare it yourself),
+    except for learned position tables (GPT-2, OPT), past which transformers cannot run at all."""
+    return _max_field("seq_len", model, method, training, hardware, inference, limit, progress)
+
+
+def _max_field(field: str, model: Any, method: Any, training: Any, hardware: Any, inference: Any, limit: int,
+               progress: bool | Progress | None) -> int:
+    """Largest value of ``field`` for which the step fits (binary search over estimate())."""
     hw = _hardware(hardware)
     spec, meth, base = load_model(model), load_method(method), _training_dict(training)
     cap = _capacity(hw)
     report = _progress_fn(progress)
 
-    def ok(s: int) -> bool:
-        return required_bytes(estimate(spec, meth, {**base, "seq_len": s}, inference, hw).to_dict())[0] <= cap
+    def ok(value: int) -> bool:
+        try:
+            est = estimate(spec, meth, {**base, field: value}, inference, hw)
+        except UnsupportedCombinationError:  # e.g. past a learned position table: cannot run, so does not fit
+            return False
+        return required_bytes(est.to_dict())[0] <= cap
 
-    return _largest(ok, limit, report, "seq_len")
+    return _largest(ok, limit, report, field)
 
 
 # ---- recommend() -----------------------------------------------------------------------------------------------
