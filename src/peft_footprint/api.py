@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 import warnings
 
-from .errors import InvalidConfigError, PeftFootprintError, PeftFootprintWarning, UnsupportedCombinationError
+from .errors import InvalidConfigError, PeftFootprintError, PeftFootprintWarning, UnsupportedCombinationError, did_you_mean
 from .dtypes import nbytes
 from .inference import InferenceSpec, kv_cache_bytes
 from .methods import Method, ParamTable, load_method
@@ -34,8 +34,6 @@ def _spec(cls, value: Any, field: str):
     known = set(cls.model_fields)
     for key in value:
         if key not in known:
-            from .errors import did_you_mean
-
             raise InvalidConfigError(f"{field}.{key}", value[key], f"unknown field.{did_you_mean(key, known)} Fields: {', '.join(sorted(known))}")
     try:
         return cls(**value)

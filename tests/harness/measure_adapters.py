@@ -254,81 +254,13 @@ def _saved_adapter(model):
     return res
 
 
-class _LiveStorageTracker:
-    """DESIGN.md section 3 live-storage counting, mirroring ``LiveStorageTracker`` in
-    tests/harness/measure.py (which cannot be imported here: it needs peft/the main env).
+def _live_storage_tracker(premarked):
+    """The main harness's LiveStorageTracker (tests/harness/measure.py needs only torch at import time, which
+    this venv has): the same DESIGN.md section 3 counting on both sides."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from measure import LiveStorageTracker
 
-    A TorchDispatchMode that records each op output's untyped storage once (by data pointer,
-    while alive) and subtracts it when a ``weakref.finalize`` on that storage fires. Outputs that
-    alias one of the op's inputs (views, in-place ops) and storages pre-marked as present
-    (parameters, optimizer state, buffers, input_ids) are never counted as created.
-    """
-
-    def __init__(self, premarked=()):
-        import torch
-        from torch.utils._python_dispatch import TorchDispatchMode
-        from torch.utils._pytree import tree_flatten
-
-        tracker = self
-        self.pre = set()
-        for t in premarked:
-            self.mark(t)
-        self.live = {}
-        self.current = 0
-        self.peak = 0
-        self.peak_phase = None
-        self.phase = None
-        self.snapshots = {}
-        self._gen = 0
-        self._ids = {}
-
-        class _Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                kwargs = kwargs or {}
-                out = func(*args, **kwargs)
-                in_ptrs = {a.untyped_storage().data_ptr() for a in tree_flatten((args, kwargs))[0]
-                           if isinstance(a, torch.Tensor) and a.device.type != "meta"}
-                for o in tree_flatten(out)[0]:
-                    if isinstance(o, torch.Tensor) and o.device.type != "meta":
-                        if o.untyped_storage().data_ptr() in in_ptrs:
-                            continue
-                        tracker.record(o)
-                if tracker.current > tracker.peak:
-                    tracker.peak = tracker.current
-                    tracker.peak_phase = tracker.phase
-                return out
-
-        self.mode = _Mode()
-
-    def mark(self, t):
-        import torch
-
-        if torch.is_tensor(t) and t.device.type != "meta":
-            self.pre.add(t.untyped_storage().data_ptr())
-
-    def _freed(self, ptr, gen, nbytes):
-        if self._ids.get(ptr) == gen:
-            del self._ids[ptr]
-            self.live.pop(ptr, None)
-            self.current -= nbytes
-
-    def record(self, t):
-        import weakref
-
-        s = t.untyped_storage()
-        ptr = s.data_ptr()
-        nbytes = s.nbytes()
-        if nbytes == 0 or ptr in self.pre or ptr in self.live:
-            return
-        self._gen += 1
-        self._ids[ptr] = self._gen
-        self.live[ptr] = nbytes
-        self.current += nbytes
-        weakref.finalize(s, self._freed, ptr, self._gen, nbytes)
-
-    def snapshot(self, label):
-        self.snapshots[label] = self.current
-        return self.current
+    return LiveStorageTracker(premarked)
 
 
 def _measure(request):
@@ -390,8 +322,8 @@ def _measure(request):
         gc.collect()
         t1 = time.time()
         pre = list(params) + list(_opt_state_tensors(opt)) + list(model.buffers()) + [ids]
-        tracker = _LiveStorageTracker(pre)
-        with tracker.mode:
+        tracker = _live_storage_tracker(pre)
+        with tracker:
             tracker.phase = "forward"
             out = model(input_ids=ids, labels=ids, use_cache=False)
             loss = out.loss
