@@ -18,11 +18,18 @@ class Poly:
     __slots__ = ("terms",)
 
     def __init__(self, terms: dict[tuple[int, int], int] | None = None):
-        self.terms = {k: v for k, v in (terms or {}).items() if v}
+        self.terms = {k: v for k, v in terms.items() if v} if terms else {}
+
+    @classmethod
+    def _of(cls, terms: dict[tuple[int, int], int]) -> Poly:
+        """A polynomial around ``terms`` as given: the caller guarantees no zero coefficient (hot paths)."""
+        p = object.__new__(cls)
+        p.terms = terms
+        return p
 
     @staticmethod
     def const(c: int) -> Poly:
-        return Poly({(0, 0): c})
+        return Poly._of({(0, 0): c}) if c else Poly()
 
     @staticmethod
     def var(b: int = 0, s: int = 0, c: int = 1) -> Poly:
@@ -32,16 +39,21 @@ class Poly:
     def sum(polys) -> Poly:
         """Sum of many polynomials in one pass (no intermediate objects)."""
         out: dict[tuple[int, int], int] = {}
+        get = out.get
         for p in polys:
             for k, v in p.terms.items():
-                out[k] = out.get(k, 0) + v
+                out[k] = get(k, 0) + v
         return Poly(out)
 
     def __add__(self, other: Number) -> Poly:
-        other = other if isinstance(other, Poly) else Poly.const(other)
+        if not isinstance(other, Poly):
+            other = Poly.const(other)
+        if not other.terms:
+            return Poly._of(dict(self.terms))
         out = dict(self.terms)
+        get = out.get
         for k, v in other.terms.items():
-            out[k] = out.get(k, 0) + v
+            out[k] = get(k, 0) + v
         return Poly(out)
 
     __radd__ = __add__
@@ -50,6 +62,8 @@ class Poly:
         return self + (other * -1 if isinstance(other, Poly) else -other)
 
     def __mul__(self, other: Number) -> Poly:
+        if type(other) is int:  # a non-zero int times a non-zero coefficient is never zero
+            return Poly._of({k: v * other for k, v in self.terms.items()}) if other else Poly()
         if not isinstance(other, Poly):
             return Poly({k: v * other for k, v in self.terms.items()})
         out: dict[tuple[int, int], int] = {}
