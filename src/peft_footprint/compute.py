@@ -42,9 +42,21 @@ class FlopTerms:
         setattr(self, unit, getattr(self, unit) + v)
 
     def __iadd__(self, o: FlopTerms) -> FlopTerms:
-        for u in UNITS:
-            self.add(u, getattr(o, u))
+        self.T += o.T
+        self.A += o.A
+        self.R += o.R
+        self.Bn += o.Bn
+        self.C += o.C
         return self
+
+    def copy(self) -> FlopTerms:
+        return FlopTerms(self.T, self.A, self.R, self.Bn, self.C)
+
+    def minus(self, o: FlopTerms) -> FlopTerms:
+        return FlopTerms(self.T - o.T, self.A - o.A, self.R - o.R, self.Bn - o.Bn, self.C - o.C)
+
+    def times(self, k: int) -> FlopTerms:
+        return FlopTerms(self.T * k, self.A * k, self.R * k, self.Bn * k, self.C * k)
 
     def eval(self, T: int, A: int, R: int, Bn: int) -> int:
         return self.T * T + self.A * A + self.R * R + self.Bn * Bn + self.C
@@ -130,7 +142,37 @@ class _MethodView:
         self.ia3_paths: dict[str, tuple[str, int]] = {}
         for (path, _layer), kind in self.ia3.items():
             self.ia3_paths[path] = (kind, self.ia3_paths.get(path, (kind, 0))[1] + 1)
+        self.layer_wraps = self._layer_wraps(layout)
 
+    def _layer_wraps(self, layout) -> list[tuple]:
+        """Per decoder layer: which of its linears LoRA wraps, IA3's kind on each, and whose weight trains. Layers
+        with the same wrapping (and the same input grad state) add identical FLOPs."""
+        n, rels = layout.num_layers, [m.path for m in layout.layer_linears]
+        lora: dict[str, set[int]] = {}
+        for path, layer in self.lora:
+            if layer is not None:
+                lora.setdefault(path, set()).add(layer)
+        ia3: dict[str, dict[int, str]] = {}
+        for (path, layer), kind in self.ia3.items():
+            if layer is not None:
+                ia3.setdefault(path, {})[layer] = kind
+        # weight_trainable(f"{layer_prefix}.{i}.{rel}"): every layer's for full fine-tuning, otherwise only a
+        # trainable name spelled out with a layer index matches (the table's "*" names never do)
+        weights: dict[str, set[int]] = {}
+        head = layout.layer_prefix + "."
+        for name in () if self.full else self.trainable_names:
+            idx, _, rest = name[len(head):].partition(".") if name.startswith(head) else ("", "", "")
+            if idx.isascii() and idx.isdigit() and str(int(idx)) == idx and int(idx) < n:
+                for rel in rels:
+                    if rest in (f"{rel}.weight", f"{rel}.modules_to_save.weight"):
+                        weights.setdefault(rel, set()).add(int(idx))
+        every = set(range(n))
+        if (all(layers == every for layers in [*lora.values(), *weights.values()])
+                and all(kinds.keys() == every and len(set(kinds.values())) == 1 for kinds in ia3.values())):  # the usual case
+            return [(tuple(r in lora for r in rels), tuple(ia3[r][0] if r in ia3 else None for r in rels),
+                     tuple(self.full or r in weights for r in rels))] * n
+        return [(tuple(i in lora.get(r, ()) for r in rels), tuple(ia3.get(r, {}).get(i) for r in rels),
+                 tuple(self.full or i in weights.get(r, ()) for r in rels)) for i in range(n)]
 
     def weight_trainable(self, full_path: str) -> bool:
         if self.full:
@@ -303,26 +345,25 @@ class _Walker:
             rot_dim = int(cfg["head_dim"] * (cfg.get("partial_rotary_factor") or cfg.get("rotary_pct") or 1.0))
             n_rot = len(set(spec.layer_types)) if cfg["model_type"] == "gemma3_text" else 1
             self.fwd.add("R", 2 * (rot_dim // 2) * n_rot)
+        # identical layers (same input grad state and method wrapping) add identical FLOPs: walk the first of each
+        # kind, then add its FLOPs once per layer of that kind
         memo: dict[tuple, tuple] = {}
-        for i in range(layout.num_layers):
-            # identical layers (same input grad state and method wrapping) add identical FLOPs: replay the first
-            pre = f"{layout.layer_prefix}.{i}."
-            sig = (h_rg, tuple((m.path, i) in mv.lora for m in layout.layer_linears),
-                   tuple(mv.ia3.get((m.path, i)) for m in layout.layer_linears),
-                   tuple(mv.weight_trainable(pre + m.path) for m in layout.layer_linears))
+        counts: dict[tuple, int] = {}
+        for i, wrap in enumerate(mv.layer_wraps):
+            sig = (h_rg, wrap)
             hit = memo.get(sig)
-            if hit is not None:
-                (df, db, dr), h_rg = hit
-                self.fwd += df
-                self.bwd += db
-                self.rec += dr
-                continue
-            snap = [FlopTerms(**{u: getattr(t, u) for u in UNITS}) for t in (self.fwd, self.bwd, self.rec)]
-            h_rg_out = self.layer(i, h_rg)
-            deltas = tuple(FlopTerms(**{u: getattr(t, u) - getattr(s, u) for u in UNITS})
-                           for t, s in zip((self.fwd, self.bwd, self.rec), snap))
-            memo[sig] = (deltas, h_rg_out)
-            h_rg = h_rg_out
+            if hit is None:
+                snap = (self.fwd.copy(), self.bwd.copy(), self.rec.copy())
+                h_rg_out = self.layer(i, h_rg)
+                hit = memo[sig] = ((self.fwd.minus(snap[0]), self.bwd.minus(snap[1]), self.rec.minus(snap[2])), h_rg_out)
+                self.fwd, self.bwd, self.rec = snap
+            counts[sig] = counts.get(sig, 0) + 1
+            h_rg = hit[1]
+        for sig, k in counts.items():
+            df, db, dr = memo[sig][0]
+            self.fwd += df.times(k)
+            self.bwd += db.times(k)
+            self.rec += dr.times(k)
         final_norm = [p.path.rsplit(".", 1)[0] for p in layout.outer_params if p.kind == "norm"]
         if final_norm and mv.norm_trainable(spec, None, final_norm[0]):
             h_rg = True
