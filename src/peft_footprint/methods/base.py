@@ -37,12 +37,13 @@ class Tensor:
     stored_bytes: int | None = None  # bytes of one tensor's storage when not numel x element size
     layers: tuple[int, ...] | None = None  # which layers "*" stands for (None: all ``count`` of them)
 
-    def names(self) -> list[str]:
-        """One name per tensor, with the layer index in place of ``*``."""
+    def names(self, template: str | None = None) -> list[str]:
+        """One name per tensor, with the layer index in place of ``*`` (in ``template``, by default the name)."""
+        template = self.name if template is None else template
         if "*" not in self.name:
-            return [self.name]
+            return [template]
         idx = self.layers if self.layers is not None else range(self.count)
-        return [self.name.replace("*", str(i)) for i in idx]
+        return [template.replace("*", str(i)) for i in idx]
 
     @property
     def numel(self) -> int:
