@@ -98,9 +98,13 @@ class _MethodView:
         cfg, layout = spec.cfg, spec.layout
         self.name = method.name
         self.full = method.name == "full"
-        self.lora: dict[tuple[str, int | None], int] = {}  # (path, layer or None for outer) -> rank
+        # LoRA / IA3 on a decoder layer's module (path relative to the layer) -> (rank / "ff" | "out", its layers);
+        # on a module outside the layers (full path) -> rank / kind
+        self.lora_layers: dict[str, tuple[int, frozenset[int]]] = {}
+        self.lora_outer: dict[str, int] = {}
+        self.ia3_layers: dict[str, tuple[str, frozenset[int]]] = {}
+        self.ia3_outer: dict[str, str] = {}
         self.dora = False
-        self.ia3: dict[tuple[str, int | None], str] = {}  # -> "ff" | "out"
         self.bias_mode = "none"
         self.adapter = None
         self.trainable_names = {t.name for t in table.tensors if t.trainable}
@@ -112,50 +116,60 @@ class _MethodView:
                 if t.is_embedding:
                     continue
                 r = method.rank_for(t.path)
-                if t.in_layer:
-                    rel = t.module.path
-                    for i in (t.layers if t.layers is not None else range(n)):
-                        self.lora[(rel, i)] = r
-                else:
-                    self.lora[(t.module.path, None)] = r
+                if not t.in_layer:
+                    self.lora_outer[t.module.path] = r
+                elif t.layers is None or t.layers:
+                    self.lora_layers[t.module.path] = (r, frozenset(t.layers if t.layers is not None else range(n)))
         elif isinstance(method, IA3):
             for t in table.tensors:
                 if not t.name.endswith(".ia3_l"):
                     continue
                 kind = "ff" if t.shape[0] == 1 else "out"
                 path = t.name[: -len(".ia3_l")]
-                if "*" in path:
-                    rel = path.split(".*.", 1)[1]
-                    for i in (t.layers if t.layers is not None else range(n)):
-                        self.ia3[(rel, i)] = kind
-                else:
-                    self.ia3[(path, None)] = kind
+                if "*" not in path:
+                    self.ia3_outer[path] = kind
+                elif t.layers is None or t.layers:
+                    self.ia3_layers[path.split(".*.", 1)[1]] = (kind, frozenset(t.layers if t.layers is not None else range(n)))
         elif isinstance(method, Adapter):
             self.adapter = method
         self.virtual = method.virtual_tokens()
         self.prefix = method.prefix_tokens()
         self.method = method
         # per module path: (rank, how many layers) / (kind, how many layers), for closed-form sums
-        self.lora_paths: dict[str, tuple[int, int]] = {}
-        for (path, _layer), r in self.lora.items():
-            self.lora_paths[path] = (r, self.lora_paths.get(path, (r, 0))[1] + 1)
-        self.ia3_paths: dict[str, tuple[str, int]] = {}
-        for (path, _layer), kind in self.ia3.items():
-            self.ia3_paths[path] = (kind, self.ia3_paths.get(path, (kind, 0))[1] + 1)
+        self.lora_paths: dict[str, tuple[int, int]] = {p: (r, len(layers)) for p, (r, layers) in self.lora_layers.items()}
+        self.lora_paths.update((p, (r, 1)) for p, r in self.lora_outer.items())
+        self.ia3_paths: dict[str, tuple[str, int]] = {p: (k, len(layers)) for p, (k, layers) in self.ia3_layers.items()}
+        self.ia3_paths.update((p, (k, 1)) for p, k in self.ia3_outer.items())
         self.layer_wraps = self._layer_wraps(layout)
+
+    @property
+    def lora(self) -> bool:
+        """Does LoRA wrap any linear module?"""
+        return bool(self.lora_layers or self.lora_outer)
+
+    @property
+    def ia3(self) -> bool:
+        """Does IA3 scale any linear module?"""
+        return bool(self.ia3_layers or self.ia3_outer)
+
+    def lora_rank(self, path: str, layer: int | None) -> int | None:
+        """LoRA's rank on the module at ``path`` (relative to the layer for layer modules), None where unwrapped."""
+        if layer is None:
+            return self.lora_outer.get(path)
+        hit = self.lora_layers.get(path)
+        return hit[0] if hit is not None and layer in hit[1] else None
+
+    def ia3_kind(self, path: str, layer: int | None) -> str | None:
+        """IA3's kind ("ff": scales the input, "out": the output) on the module at ``path``, None where unwrapped."""
+        if layer is None:
+            return self.ia3_outer.get(path)
+        hit = self.ia3_layers.get(path)
+        return hit[0] if hit is not None and layer in hit[1] else None
 
     def _layer_wraps(self, layout) -> list[tuple]:
         """Per decoder layer: which of its linears LoRA wraps, IA3's kind on each, and whose weight trains. Layers
         with the same wrapping (and the same input grad state) add identical FLOPs."""
         n, rels = layout.num_layers, [m.path for m in layout.layer_linears]
-        lora: dict[str, set[int]] = {}
-        for path, layer in self.lora:
-            if layer is not None:
-                lora.setdefault(path, set()).add(layer)
-        ia3: dict[str, dict[int, str]] = {}
-        for (path, layer), kind in self.ia3.items():
-            if layer is not None:
-                ia3.setdefault(path, {})[layer] = kind
         # weight_trainable(f"{layer_prefix}.{i}.{rel}"): every layer's for full fine-tuning, otherwise only a
         # trainable name spelled out with a layer index matches (the table's "*" names never do)
         weights: dict[str, set[int]] = {}
@@ -166,12 +180,12 @@ class _MethodView:
                 for rel in rels:
                     if rest in (f"{rel}.weight", f"{rel}.modules_to_save.weight"):
                         weights.setdefault(rel, set()).add(int(idx))
-        every = set(range(n))
-        if (all(layers == every for layers in [*lora.values(), *weights.values()])
-                and all(kinds.keys() == every and len(set(kinds.values())) == 1 for kinds in ia3.values())):  # the usual case
-            return [(tuple(r in lora for r in rels), tuple(ia3[r][0] if r in ia3 else None for r in rels),
+        every = frozenset(range(n))
+        wrapped = [layers for _, layers in [*self.lora_layers.values(), *self.ia3_layers.values()]]
+        if all(layers >= every for layers in [*wrapped, *weights.values()]):  # the usual case: every layer alike
+            return [(tuple(r in self.lora_layers for r in rels), tuple(self.ia3_kind(r, 0) for r in rels),
                      tuple(self.full or r in weights for r in rels))] * n
-        return [(tuple(i in lora.get(r, ()) for r in rels), tuple(ia3.get(r, {}).get(i) for r in rels),
+        return [(tuple(self.lora_rank(r, i) is not None for r in rels), tuple(self.ia3_kind(r, i) for r in rels),
                  tuple(self.full or i in weights.get(r, ()) for r in rels)) for i in range(n)]
 
     def weight_trainable(self, full_path: str) -> bool:
@@ -227,9 +241,8 @@ class _Walker:
     def linear(self, m, x_rg: bool, layer: int | None, path: str, *, unit: str = "T") -> bool:
         """One nn.Linear / Conv1D (with its LoRA / IA3 wrapper). Returns whether its output requires grad."""
         mv = self.mv
-        key = (m.path if layer is not None else path, layer)
-        r = mv.lora.get(key)
-        ia3 = mv.ia3.get(key)
+        r = mv.lora_rank(m.path if layer is not None else path, layer)
+        ia3 = mv.ia3_kind(m.path if layer is not None else path, layer)
         w_t = mv.weight_trainable(path)
         b_t = mv.bias_trainable(path, m.bias, r is not None)
         io = 2 * m.in_features * m.out_features
@@ -378,7 +391,7 @@ class _Walker:
             self.bwd.add("T", io)
         if mv_w:
             self.bwd.add("T", io)
-        r = mv.lora.get((head.path, None))
+        r = mv.lora_rank(head.path, None)
         if r is not None and not self.merged:
             a, b = 2 * head.in_features * r, 2 * r * head.out_features
             self.fwd.add("T", a + b)
@@ -539,18 +552,25 @@ _TERMS: dict[tuple, tuple] = {}
 def compute_terms(spec, method, table, training, inference, hardware) -> dict[str, Any]:
     """FLOPs, KV cache, step time and latency for ``estimate()``. ``hardware`` is a Hardware or None (then the
     times are None). Cached per (model, method, table, training, inference, hardware); returns a fresh copy."""
-    import copy
-
     key = (id(spec), id(table), type(method).__name__, method.model_dump_json(), training, inference,
            None if hardware is None else hardware.model_dump_json())
     hit = _TERMS.get(key)
     if hit is not None and hit[0] is spec and hit[1] is table:
-        return copy.deepcopy(hit[2])
+        return _fresh(hit[2])
     out = _compute_terms(spec, method, table, training, inference, hardware)
     if len(_TERMS) > 4096:
         _TERMS.clear()
     _TERMS[key] = (spec, table, out)
-    return copy.deepcopy(out)
+    return _fresh(out)
+
+
+def _fresh(value: Any) -> Any:
+    """A copy of nested dicts and lists of numbers and strings (what copy.deepcopy gives, without its memo)."""
+    if isinstance(value, dict):
+        return {k: _fresh(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fresh(v) for v in value]
+    return value
 
 
 def _compute_terms(spec, method, table, training, inference, hardware) -> dict[str, Any]:
