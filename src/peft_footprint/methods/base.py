@@ -195,6 +195,9 @@ def _layer_counts(layout: Layout, rel: str, targets, layers: set[int] | None, ex
     )
 
 
+_RESOLVED: dict[tuple, tuple[Layout, list[TargetMatch], list[str]]] = {}
+
+
 def resolve_targets(
     layout: Layout,
     target_modules: str | list[str] | tuple[str, ...],
@@ -206,12 +209,34 @@ def resolve_targets(
     field_name: str = "target_modules",
 ) -> list[TargetMatch]:
     """The modules PEFT would wrap for ``target_modules`` (list: exact or ``.``-suffix match; str: regex
-    fullmatch; ``"all-linear"``: every Linear/Conv1D except the output embedding)."""
+    fullmatch; ``"all-linear"``: every Linear/Conv1D except the output embedding). Cached per (layout,
+    arguments): a method's parameter table, FLOPs and activations all ask; the warnings come every time."""
+    options = dict(model_type=model_type, exclude_modules=exclude_modules, layers_to_transform=layers_to_transform,
+                   allow_embedding=allow_embedding, field_name=field_name)
+    key: tuple | None = (id(layout), *(tuple(a) if isinstance(a, list) else a for a in (target_modules, *options.values())))
+    try:
+        hit = _RESOLVED.get(key)
+    except TypeError:  # an unhashable entry: resolve (and report) it uncached
+        hit = key = None
+    if hit is None or hit[0] is not layout:
+        hit = (layout, *_resolve_targets(layout, target_modules, **options))
+        if key is not None:
+            if len(_RESOLVED) > 4096:
+                _RESOLVED.clear()
+            _RESOLVED[key] = hit
+    for message in hit[2]:
+        warnings.warn(message, stacklevel=4)
+    return list(hit[1])
+
+
+def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude_modules, layers_to_transform,
+                     allow_embedding: bool, field_name: str) -> tuple[list[TargetMatch], list[str]]:
+    """resolve_targets' matches, and the warnings to give about them."""
     if isinstance(target_modules, str) and target_modules.lower() == "all-linear":
         every = tuple(range(layout.num_layers))
         matches = [TargetMatch(m, f"{layout.layer_prefix}.*.{m.path}", layout.num_layers, True, every) for m in layout.layer_linears]
         matches += [TargetMatch(m, m.path, 1, False) for m in layout.outer_linears if m.path != layout.output_embedding]
-        return matches
+        return matches, []
     if isinstance(target_modules, str):
         check_regex(field_name, target_modules)
         targets: Any = target_modules
@@ -271,14 +296,15 @@ def resolve_targets(
             f"none of these modules exists in {model_type}.{hint} Modules that can be targeted: {', '.join(available)}"
             ' (or "all-linear")',
         )
+    messages = []
     if not isinstance(targets, str):
         for t in targets:
             hit = any(_key_matches((t,), layout.layer_path(0, m.path)) for m in layout.layer_linears) or any(
                 _key_matches((t,), m.path) for m in layout.outer_linears
             ) or any(_key_matches((t,), p.path.rsplit(".", 1)[0]) for p in layout.outer_params)
             if not hit and not any(c.isdigit() for c in t):
-                warnings.warn(f"{field_name}: {t!r} matches no module of {model_type}; PEFT ignores it", stacklevel=4)
-    return matches
+                messages.append(f"{field_name}: {t!r} matches no module of {model_type}; PEFT ignores it")
+    return matches, messages
 
 
 def targets_list(value: Any) -> Any:
