@@ -12,7 +12,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -172,26 +172,28 @@ class TargetMatch:
         return isinstance(self.module, Param)
 
 
-def _key_matches(targets: str | list[str] | tuple[str, ...] | frozenset[str], key: str) -> bool:
+def _matcher(targets: str | list[str] | tuple[str, ...] | frozenset[str]) -> Callable[[str], bool]:
+    """PEFT's match of one module key: a str is a regex the key must fullmatch; names match a key equal to one of
+    them or ending in "." + one of them."""
     if isinstance(targets, str):
-        return re.fullmatch(targets, key) is not None
-    return key in targets or any(key.endswith("." + t) for t in targets)
+        pattern = re.compile(targets)
+        return lambda key: pattern.fullmatch(key) is not None
+    names, suffixes = set(targets), tuple("." + t for t in targets)
+    return lambda key: key in names or key.endswith(suffixes)
 
 
-def _layer_counts(layout: Layout, rel: str, targets, layers: set[int] | None, exclude) -> tuple[int, ...]:
-    """In which layers does the module at ``rel`` match? Fast path when the answer is all or none."""
+def _layer_counts(layout: Layout, rel: str, match, excluded, layers: set[int] | None, need_scan: bool) -> tuple[int, ...]:
+    """In which layers does the module at ``rel`` match? Without digits in the names (``need_scan`` False) the
+    answer is all or none."""
     n = layout.num_layers
-    need_scan = isinstance(targets, str) or isinstance(exclude, str) or any(any(c.isdigit() for c in t) for t in targets) or (
-        exclude is not None and any(any(c.isdigit() for c in t) for t in exclude)
-    )
     indices = range(n) if layers is None else [i for i in sorted(layers) if i < n]
     if not need_scan:
         key = layout.layer_path(0, rel)
-        hit = _key_matches(targets, key) and not (exclude and _key_matches(exclude, key))
+        hit = match(key) and not (excluded and excluded(key))
         return tuple(indices) if hit else ()
     return tuple(
         i for i in indices
-        if _key_matches(targets, layout.layer_path(i, rel)) and not (exclude and _key_matches(exclude, layout.layer_path(i, rel)))
+        if match(layout.layer_path(i, rel)) and not (excluded and excluded(layout.layer_path(i, rel)))
     )
 
 
@@ -254,17 +256,22 @@ def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude
     if layers_to_transform is not None and not isinstance(targets, str):
         layers = {layers_to_transform} if isinstance(layers_to_transform, int) else set(layers_to_transform)
 
+    match = _matcher(targets)
+    excluded = _matcher(exclude) if exclude else None
+    need_scan = isinstance(targets, str) or isinstance(exclude, str) or any(any(map(str.isdigit, t)) for t in targets) or (
+        exclude is not None and any(any(map(str.isdigit, t)) for t in exclude)
+    )
     matches: list[TargetMatch] = []
     for m in layout.layer_linears:
-        hit_layers = _layer_counts(layout, m.path, targets, layers, exclude)
+        hit_layers = _layer_counts(layout, m.path, match, excluded, layers, need_scan)
         if hit_layers:
             matches.append(TargetMatch(m, f"{layout.layer_prefix}.*.{m.path}", len(hit_layers), True, hit_layers))
     for m in layout.outer_linears:
-        if _key_matches(targets, m.path) and not (exclude and _key_matches(exclude, m.path)):
+        if match(m.path) and not (excluded and excluded(m.path)):
             matches.append(TargetMatch(m, m.path, 1, False))
     for p in layout.outer_params:
         mod = p.path.rsplit(".", 1)[0]
-        if p.kind in ("embedding", "position_embedding") and _key_matches(targets, mod):
+        if p.kind in ("embedding", "position_embedding") and match(mod):
             if not allow_embedding:
                 raise UnsupportedCombinationError(f"{field_name}: {mod!r} is an embedding; this method supports only linear layers")
             matches.append(TargetMatch(p, mod, 1, False))
@@ -273,7 +280,7 @@ def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude
     unsupported = [layout.layer_path(0, c) for c in layout.containers]
     unsupported += [p.path.rsplit(".", 1)[0] for p in layout.outer_params if p.kind == "norm"]
     for key in unsupported:
-        if _key_matches(targets, key) and not isinstance(targets, str):
+        if match(key) and not isinstance(targets, str):
             raise UnsupportedCombinationError(
                 f"Target module {key.split('.')[-1]!r} of {model_type} is not supported: PEFT can only wrap "
                 f"Linear, Conv1D and Embedding layers here ({field_name}={list(targets)})."
@@ -299,9 +306,10 @@ def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude
     messages = []
     if not isinstance(targets, str):
         for t in targets:
-            hit = any(_key_matches((t,), layout.layer_path(0, m.path)) for m in layout.layer_linears) or any(
-                _key_matches((t,), m.path) for m in layout.outer_linears
-            ) or any(_key_matches((t,), p.path.rsplit(".", 1)[0]) for p in layout.outer_params)
+            one = _matcher((t,))
+            hit = any(one(layout.layer_path(0, m.path)) for m in layout.layer_linears) or any(
+                one(m.path) for m in layout.outer_linears
+            ) or any(one(p.path.rsplit(".", 1)[0]) for p in layout.outer_params)
             if not hit and not any(c.isdigit() for c in t):
                 messages.append(f"{field_name}: {t!r} matches no module of {model_type}; PEFT ignores it")
     return matches, messages
