@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .architectures import Layout, Linear
-from .graph import Graph, Storage, T, esize, promote
+from .graph import Graph, Storage, T, backward, dominant, esize, promote
 from .methods import Method
 from .methods.adapter import Adapter
 from .methods.ia3 import IA3
@@ -37,9 +37,7 @@ class ActivationModel:
     terms: dict[str, Poly]  # activations by component: "layers", "embeddings", "final_norm", "logits", "loss", ...
     per_layer: Poly  # a typical (steady-state) decoder layer
     peak_candidates: dict[str, Poly]  # live bytes beyond weights + optimizer state at each candidate moment
-    top_layer_backward: Poly = ZERO  # live activation bytes while the top layer runs backward (+ gradients so far)
     layer_terms: dict[str, Poly] = field(default_factory=dict)  # the top decoder layer's saved tensors by component
-    final_norm_backward: Poly = ZERO  # live activation bytes during the final norm's backward (+ the head's gradients)
     notes: list[str] = field(default_factory=list)
 
 
@@ -82,13 +80,13 @@ def bottleneck(ctx: Ctx, x: T, place: str) -> T:
         return x
     g, h = ctx.g, ctx.cfg["hidden_size"]
     r = m.bottleneck(h)
-    down = g.linear(x, ctx.rows, r, w_rg=True, name=f"{place}_adapter down")
+    down = g.linear(x, ctx.rows, r, w_rg=True, name=f"{place}_adapter down", in_features=h)
     act = m.setting("non_linearity") or "relu"
     if act.lower() in ("relu",):
         a = g.unary_saves_output(down, f"{place}_adapter {act}")
     else:
         a = g.unary_saves_input(down, f"{place}_adapter {act}")
-    up = g.linear(a, ctx.rows, h, w_rg=True, name=f"{place}_adapter up")
+    up = g.linear(a, ctx.rows, h, w_rg=True, name=f"{place}_adapter up", in_features=r)
     return g.add(up, x, f"{place}_adapter residual")
 
 
@@ -170,11 +168,15 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     mag = T(Poly.const(o), "fp32", True, None)
     mns = g.new(Poly.const(o), "fp32", True, f"{path} dora magnitude/norm")
     g.save(wn)  # div keeps the divisor
-    a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32")
-    lr = g.linear(a, ctx.rows, o, w_rg=True, name=f"{path} lora_B", dtype="fp32")
+    # lora_B(lora_A(x)) exactly as plain LoRA runs it: under autocast both are autocast matmuls (bf16 outputs,
+    # the bf16 copy of the fp32 input kept by lora_A) and each weight's bf16 copy is kept when its matmul's
+    # input requires grad. The eye pass casts those weights first; autocast caches the copy of a leaf that
+    # requires grad, so this pass reuses it: one copy per weight (Graph.linear keys it by name)
+    a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32", in_features=i)
+    lr = g.linear(a, ctx.rows, o, w_rg=True, name=f"{path} lora_B", dtype="fp32", in_features=r)
     base = base_out
-    if lin.bias:
-        base = g.add(base_out, None, f"{path} dora base - bias")
+    if lin.bias:  # base_result - bias: the bias is a parameter in the model dtype (fp32 under autocast)
+        base = g.add(base_out, T(Poly.const(o), ctx.dtype, b_rg, None), f"{path} dora base - bias")
     m1 = g.add(mns, None, f"{path} dora scale-1")
     t1 = g.mul(m1, base, f"{path} dora (scale-1)*base", numel=base.numel)
     t2 = g.mul(mns, lr, f"{path} dora scale*lora", numel=lr.numel)
@@ -196,8 +198,9 @@ def rms_norm(ctx: Ctx, x: T, width: int, *, w_rg: bool, style: str = "llama", ro
     g = ctx.g
     rows = rows if rows is not None else ctx.rows
     x32 = g.to(x, "fp32", f"{name} fp32")
-    g.unary_saves_input(x32, f"{name} pow")  # pow(2) keeps its input; its output is transient
-    r = g.unary_saves_output(x32, f"{name} rsqrt", numel=rows)  # rsqrt(mean + eps): (rows, 1)
+    sq = g.unary_saves_input(x32, f"{name} pow", temps=2)  # pow(2) keeps its input; its output is transient
+    var = g.add(g.unary_no_save(sq, f"{name} mean", numel=rows), None, f"{name} +eps")  # (rows, 1)
+    r = g.unary_saves_output(var, f"{name} rsqrt", temps=2)
     normed = g.mul(x32, r, f"{name} x*rsqrt", numel=x32.numel)
     if style == "llama":
         nb = g.to(normed, x.dtype, f"{name} cast")
@@ -221,22 +224,29 @@ def layer_norm(ctx: Ctx, x: T, *, w_rg: bool, name: str = "ln") -> T:
     out = g.new(x.numel, x.dtype, x.rg or w_rg, name)
     mean = g.new(ctx.rows, stat, False, f"{name} mean")
     rstd = g.new(ctx.rows, stat, False, f"{name} rstd")
-    if x.rg or w_rg:
-        g.save(x, mean, rstd)
-    return out
+    prog: list = [("g", 0, x.bytes())] if x.rg else []
+    if w_rg:
+        w = Poly.const(ctx.cfg["hidden_size"] * esize(x.dtype))
+        prog += [("w", g.scope + name + ".weight", w), ("w", g.scope + name + ".bias", w)]
+    return g.node(out, [x], prog, (x, mean, rstd), name)
 
 
 def rotary(ctx: Ctx, x: T, heads: int, d: int, cos: T, sin: T, rot_dim: int, out_dtype: str | None = None) -> T:
     """x*cos + rotate_half(x)*sin (in the promoted dtype of x and cos, unless the model casts back); partial
     rotary rotates the first rot_dim channels and cats the rest."""
     g = ctx.g
-    if x.rg:
-        g.save(cos, sin)
-    dtype = out_dtype or ("fp32" if "fp32" in (x.dtype, cos.dtype) else x.dtype)
-    n = ctx.rows * (heads * d)
-    out = g.new(ctx.rows * (heads * rot_dim), dtype, x.rg, "rotary")
+    full, half = ctx.rows * (heads * rot_dim), ctx.rows * (heads * (rot_dim // 2))
+    xr = x if rot_dim == d else g.view(x, full, "rotary slice")
+    a = g.mul(xr, cos, "rotary x*cos", numel=full)
+    x1, x2 = g.view(xr, half, "rotate_half x1"), g.view(xr, half, "rotate_half x2")
+    neg = g.unary_no_save(x2, "rotate_half neg")
+    rh = g.node(g.new(full, x.dtype, x.rg, "rotate_half cat"), [neg, x1], [("p", 0), ("p", 1)], name="rotate_half cat")
+    out = g.add(a, g.mul(rh, sin, "rotary rot*sin", numel=full), "rotary")
     if rot_dim != d:
-        out = g.new(n, dtype, x.rg, "rotary cat")
+        rest = g.view(x, ctx.rows * (heads * (d - rot_dim)), "rotary pass")
+        out = g.node(g.new(ctx.rows * (heads * d), out.dtype, x.rg, "rotary cat"), [out, rest], [("p", 0), ("p", 1)], name="rotary cat")
+    if out_dtype and out.dtype != out_dtype:
+        out = g.to(out, out_dtype, "rotary cast")
     return out
 
 
@@ -256,41 +266,49 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         # projection, or an elementwise rotary output) is copied; torch.cat outputs and repeat_kv clones are not
         q2 = q if contiguous[0] else g.copy(q, "q reshape")
         if rep > 1:
-            k2 = g.new(kv_rows * (nh * d), k.dtype, k.rg, "repeat_kv k")
-            v2 = g.new(kv_rows * (nh * d), v.dtype, v.rg, "repeat_kv v")
+            k2 = _repeat_kv(g, k, kv_rows * (nh * d), "repeat_kv k")
+            v2 = _repeat_kv(g, v, kv_rows * (nh * d), "repeat_kv v")
         else:
-            k2 = k if contiguous[1] else g.new(kv_rows * (nh * d), k.dtype, k.rg, "k transpose copy")
-            v2 = v if contiguous[2] else g.new(kv_rows * (nh * d), v.dtype, v.rg, "v reshape copy")
-        if k2.rg:  # matmul(q, k^T) keeps each operand for the other's gradient
-            g.save(q2)
-        if q2.rg:
-            g.save(k2)
+            k2 = k if contiguous[1] else g.copy(T(kv_rows * (nh * d), k.dtype, k.rg, k.sid, k.fn), "k transpose copy")
+            v2 = v if contiguous[2] else g.copy(T(kv_rows * (nh * d), v.dtype, v.rg, v.sid, v.fn), "v reshape copy")
         probs_n = b_seq * kvl * nh  # b * nh * s * kv
-        scores = g.new(probs_n, q.dtype, rg, "scores")
+        scores = _matmul(g, q2, k2, probs_n, "scores")  # keeps each operand for the other's gradient
+        scores = g.mul(scores, None, "scores * scaling")
         if softcap:
             t1 = g.unary_no_save(scores, "softcap div")
             th = g.unary_saves_output(t1, "softcap tanh")
             scores = g.unary_no_save(th, "softcap mul")
+        scores = g.add(scores, None, "scores + mask")
         probs32 = g.unary_saves_output(scores, "softmax", dtype="fp32" if softmax_fp32 else q.dtype)
         probs = g.to(probs32, q.dtype, "probs cast")
-        if v2.rg:
-            g.save(probs)
-        if probs.rg:
-            g.save(v2)
-        out = g.new(b_seq * (nh * d), q.dtype, rg, "attn out")
+        out = _matmul(g, probs, v2, b_seq * (nh * d), "attn out")
         return g.copy(out, "attn out transpose")
     # sdpa / flash: keeps q, k, v, out and a fp32 logsumexp (b, nh, s)
     use_gqa = (not mask) and d <= 256 and gqa_ok
     if rep > 1 and not use_gqa and nkv > 1:
-        k = g.new(kv_rows * (nh * d), k.dtype, k.rg, "repeat_kv k")
-        v = g.new(kv_rows * (nh * d), v.dtype, v.rg, "repeat_kv v")
+        k = _repeat_kv(g, k, kv_rows * (nh * d), "repeat_kv k")
+        v = _repeat_kv(g, v, kv_rows * (nh * d), "repeat_kv v")
     out = g.new(b_seq * (nh * d), q.dtype, rg, "sdpa out")
     lse = g.new(b_seq * nh, "fp32", False, "sdpa logsumexp")
-    if rg:
-        g.save(q, k, v, out, lse)
-        if mask and impl == "sdpa":
-            g.save(g.new(b_seq * kvl, q.dtype, False, "sdpa additive mask"))
-    return out
+    saved = (q, k, v, out, lse)
+    if rg and mask and impl == "sdpa":
+        saved += (g.new(b_seq * kvl, q.dtype, False, "sdpa additive mask"),)
+    prog = [("g", i, t.bytes()) for i, t in enumerate((q, k, v)) if t.rg]
+    return g.node(out, [q, k, v], prog, saved, "sdpa")
+
+
+def _matmul(g: Graph, a: T, b: T, numel: Poly, name: str) -> T:
+    """A batched matmul of two activations: keeps each operand for the other's gradient."""
+    out = g.new(numel, a.dtype, a.rg or b.rg, name)
+    prog = [("g", i, t.bytes()) for i, t in enumerate((a, b)) if t.rg]
+    saved = ((b,) if a.rg else ()) + ((a,) if b.rg else ())
+    return g.node(out, [a, b], prog, saved, name)
+
+
+def _repeat_kv(g: Graph, x: T, numel: Poly, name: str) -> T:
+    """repeat_kv: expand + reshape copies; its gradient is summed back over the repeats."""
+    out = g.new(numel, x.dtype, x.rg, name)
+    return g.node(out, [x], [("g", 0, x.bytes())], name=name)
 
 
 # ---- the llama family ---------------------------------------------------------------------------
@@ -325,9 +343,10 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     # attention
     if mt == "phi3":
         qkv = linear(ctx, hs, _lin(layout, "qkv"), i)
-        q = g.new(ctx.rows * (nh * d), qkv.dtype, qkv.rg, "q slice") if False else T(ctx.rows * (nh * d), qkv.dtype, qkv.rg, qkv.sid)
-        k = T(ctx.rows * (nkv * d), qkv.dtype, qkv.rg, qkv.sid)
-        v = T(ctx.rows * (nkv * d), qkv.dtype, qkv.rg, qkv.sid)
+        # qkv[..., :q_pos] slices: each slice's gradient is scattered into a zero tensor of qkv's size
+        q = g.view(qkv, ctx.rows * (nh * d), "q slice")
+        k = g.view(qkv, ctx.rows * (nkv * d), "k slice")
+        v = g.view(qkv, ctx.rows * (nkv * d), "v slice")
     else:
         q = linear(ctx, hs, _lin(layout, "q"), i)
         k = linear(ctx, hs, _lin(layout, "k"), i)
@@ -376,12 +395,9 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     # MLP
     if mt == "phi3":
         gu = linear(ctx, hs, _lin(layout, "gate_up"), i)
-        gate = T(gu.numel, gu.dtype, gu.rg, gu.sid)  # chunk: views of the fused output
-        up = T(gu.numel, gu.dtype, gu.rg, gu.sid)
-        act = g.unary_saves_input(gate, "act", )
-        act.numel = ctx.rows * cfg["intermediate_size"]
-        g.storages[act.sid].nbytes = act.numel * esize(act.dtype)
-        m = g.mul(up, act, "gate*up", numel=ctx.rows * cfg["intermediate_size"])
+        gate, up = g.split(gu, [ctx.rows * cfg["intermediate_size"]] * 2, "gate_up chunk")
+        act = g.unary_saves_input(gate, "act")
+        m = g.mul(up, act, "gate*up")
         down = _lin(layout, "down")
     elif mt == "starcoder2":
         up = linear(ctx, hs, _lin(layout, "up"), i)
@@ -428,9 +444,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     a = layer_norm(ctx, x, w_rg=norm_rg, name="attn norm")
     if mt in ("gpt2", "gpt_neox"):
         qkv = linear(ctx, a, _lin(layout, "qkv"), i)
-        q = T(ctx.rows * (nh * d), qkv.dtype, qkv.rg, qkv.sid)  # split/chunk: views of the fused output
-        k = T(ctx.rows * (nh * d), qkv.dtype, qkv.rg, qkv.sid)
-        v = T(ctx.rows * (nh * d), qkv.dtype, qkv.rg, qkv.sid)
+        q, k, v = g.split(qkv, [ctx.rows * (nh * d)] * 3, "qkv split")  # split/chunk: views of the fused output
         if mt == "gpt_neox":
             rot = _rotary_dim(cfg)
             q = rotary(ctx, q, nh, d, cos, sin, rot)
@@ -475,9 +489,10 @@ def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float) -> T:
     up = linear(ctx, x, _lin(layout, "up"), i)
     act_name = cfg.get("activation_function") or cfg.get("hidden_act") or "gelu"
     if act_name == "gelu_new":  # 0.5*x*(1+tanh(c*(x+0.044715*x^3))) in Python ops
-        g.unary_saves_input(up, "pow")
         half = g.mul(up, None, "0.5*x")
-        th = g.unary_saves_output(up, "tanh")
+        cube = g.mul(g.unary_saves_input(up, "pow", temps=2), None, "0.044715*x^3")
+        inner = g.mul(g.add(up, cube, "x+0.044715*x^3"), None, "c*(...)")
+        th = g.unary_saves_output(inner, "tanh")
         one = g.add(th, None, "1+tanh")
         act = g.mul(half, one, "gelu_new out")
     elif act_name == "relu":
@@ -577,13 +592,16 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     x = emb
     per_layer_polys: list[Poly] = []
     memo: dict[tuple, tuple] = {}
+    top = layout.num_layers - 1
     for i in range(layout.num_layers):
         before = len(g.storages)
         x_in = x
+        if i == top:  # the top layer is built op by op: backward is simulated through it
+            top_nodes, top_storages, top_in = len(g.nodes), before, x_in
         # layers that see the same input and the same method wrapping behave identically: replay the first
         sig = (x.rg, x.dtype, layer_types[i], tuple(i in v for v in ctx.lora.values()),
                tuple(i in v[0] for v in ctx.ia3.values()))
-        if sig in memo:
+        if sig in memo and i != top:
             x, layer_alive, last_layer = _replay(g, memo[sig], x_in, i)
         else:
             saved_before = {k for k in range(before) if g.storages[k].saved or g.storages[k].output}
@@ -592,6 +610,8 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
             layer_alive = Poly.sum(s_.nbytes for s_ in g.storages[before:] if s_.saved)
             last_layer = [Storage(s_.name, s_.nbytes, s_.saved, s_.output) for s_ in g.storages[before:] if s_.saved]
             memo[sig] = _record(g, before, outside, x_in, x, layer_alive, last_layer)
+        if i == top:
+            top_end = len(g.nodes)
         if gc:  # the checkpoint drops what the layer saved; backward recomputes it
             for s_ in g.storages[before:]:
                 s_.saved = False
@@ -619,7 +639,7 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
         th = g.unary_saves_output(t1, "softcap tanh")
         logits = g.unary_no_save(th, "softcap mul")
     g.keep(logits)
-    _loss(ctx, logits, v)
+    loss = _loss(ctx, logits, v)
 
     total = g.alive_bytes()
     groups: dict[str, list[Poly]] = {}
@@ -632,38 +652,52 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
         layer_groups.setdefault(_layer_component(s_.name), []).append(s_.nbytes)
     layer_terms = {name: Poly.sum(ps) for name, ps in layer_groups.items()}
 
-    e = esize(dtype)
     logits_elems = rows * v
-    # freed before the top layer's backward: the loss's tensors (the logits stay with `out`) and the final norm's
-    only_loss = Poly.sum(s_.nbytes for s_ in g.alive() if s_.name in ("log_softmax", "shift_labels", "total_weight", "softcap tanh"))
-    loss_terms = only_loss + Poly.sum(s_.nbytes for s_ in g.alive() if s_.name.startswith("final norm"))
-    # backward of an RMSNorm final norm: five fp32 (rows, hidden) temporaries, the loss's tensors gone
-    final_norm_bwd = total - only_loss + rows * (h * 4 * 5) if mt not in ("gpt2", "gpt_neox", "opt", "starcoder2") else ZERO
     cands = {
         "end of forward": total,
         "loss forward (fp32 logits copy)": total + (logits_elems * 4 if dtype != "fp32" else ZERO) + B * (seq + 1) * 8,
-        "start of backward (loss gradients)": total + logits_elems * 8 - rows * 8,
     }
-    # backward through the top decoder layer: the loss's tensors are gone, the hidden-state gradient and one
-    # intermediate-sized gradient are alive (+ the weight gradients so far, added by the caller);
-    # with checkpointing the layer's activations are recomputed first
-    # backward of the top layer's MLP: the gradients of its input and of both branches (3 x rows x intermediate)
-    inter = max(cfg.get("intermediate_size") or 0, h)
-    # (full fine-tuning frees the MLP's own saved inputs as those gradients appear: net one of them)
-    ec = esize(g.autocast) if g.autocast else e  # the MLP runs in the autocast dtype
-    per_elem = (1 if ctx.full and not gc else 3) * ec
-    down = _lin(layout, "down")
-    if down is not None and down.path in ctx.ia3 and ctx.ia3[down.path][1]:
-        per_elem = ec + 8  # IA3 on the feed-forward input: its two fp32 products in backward
-    top = total - loss_terms + rows * inter * per_elem
-    if gc:
-        top = top + max_poly(per_layer_polys)
+    cands.update(_backward_candidates(g, loss, total, layout.num_layers, gc, (top_nodes, top_end, top_storages), top_in))
     if ctx.transients:  # DoRA: the weight norm's full-size temporaries during the last layer's forward
         cands["forward (DoRA weight norm)"] = alive_after_layers + max_poly(ctx.transients)
-        if gc:  # ...and again when backward recomputes the top layer
-            cands["backward recompute (DoRA weight norm)"] = total - loss_terms + max_poly(per_layer_polys) + max_poly(ctx.transients)
-    return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands, top_layer_backward=top,
-                           layer_terms=layer_terms, final_norm_backward=final_norm_bwd)
+    return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands, layer_terms=layer_terms)
+
+
+def _backward_candidates(g: Graph, loss: T, total: Poly, layers: int, gc: bool, top: tuple[int, int, int], top_in: T) -> dict[str, Poly]:
+    """Simulate backward from the loss through the head and the top decoder layer, node by node; the layers
+    below repeat the top layer's profile, shifted by what each one frees and the weight gradients it adds."""
+    lo, hi, first_storage = top
+    recompute = None
+    if gc:  # the first node of the top layer to unpack a saved tensor recomputes the layer's forward
+        sids = [k for k in range(first_storage, len(g.storages)) if g.storages[k].savers and not g.storages[k].saved]
+        recompute = (lo, hi, sids)
+    alive = {k for k, st in enumerate(g.storages) if st.saved or st.output}
+    run = backward(g, loss.fn, lo, total, alive, recompute)
+    out: dict[str, Poly] = {}
+    names: dict[str, int] = {}
+
+    def add(label: str, p: Poly) -> None:
+        k = names[label] = names.get(label, 0) + 1
+        out[label if k == 1 else f"{label} #{k}"] = p
+
+    in_top = [(n, p) for n, p in run.moments if lo <= n < hi]
+    layer_start = [p for n, p in sorted(run.start_of.items()) if lo <= n < hi]
+    shifted = []
+    if layers > 1 and layer_start:
+        # live bytes change from one layer's backward to the next by what the layer frees (its saved
+        # tensors; under checkpointing its kept input) and the weight gradients it leaves
+        delta = run.end - layer_start[-1] - (top_in.bytes() if gc and top_in.sid is not None else ZERO)
+        shifted = [(n, p + delta * (layers - 1)) for n, p in in_top]
+    keep = set(dominant([p for _, p in run.moments] + [p for _, p in shifted]))
+    for n, p in run.moments:
+        if p in keep:
+            add(f"backward: {g.nodes[n].name}", p)
+            keep.discard(p)
+    for n, p in shifted:
+        if p in keep:
+            add(f"backward of the bottom layer: {g.nodes[n].name.split('.', 2)[-1]}", p)
+            keep.discard(p)
+    return out
 
 
 def _final(ctx: Ctx, x: T) -> T:
@@ -768,14 +802,14 @@ def _prompt_encoder(ctx: Ctx, method: Method, n: int, h: int) -> None:
     return None
 
 
-def _loss(ctx: Ctx, logits: T, v: int) -> None:
+def _loss(ctx: Ctx, logits: T, v: int) -> T:
     """transformers' ForCausalLMLoss: logits.float(), labels padded and shifted, cross_entropy(mean)."""
     g = ctx.g
     lf = g.to(logits, "fp32", "logits.float()")
-    g.unary_saves_output(lf, "log_softmax")
+    ls = g.unary_saves_output(lf, "log_softmax")
     labels = g.new(B * ctx.seq, "int64", False, "shift_labels")  # contiguous copy of the shifted labels
-    g.save(labels)
     loss = g.new(Poly.const(1), "fp32", True, "loss")
     tw = g.new(Poly.const(1), "fp32", False, "total_weight")
-    g.save(tw)
+    g.node(loss, [ls], [("g", 0, ls.bytes())], (labels, tw), "nll_loss")  # its backward: a full fp32 gradient
     g.keep(loss)
+    return loss

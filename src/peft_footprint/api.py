@@ -96,13 +96,6 @@ def _live_candidates(act: ActivationModel, train: TrainingSpec, trainable, grads
     """Live bytes (beyond weights + optimizer state) at each moment that can set the step's peak; ``b`` and
     ``s`` are ints, or numpy arrays for whole grids."""
     live = {name: p(b, s) for name, p in act.peak_candidates.items()}
-    # gradients that exist while the top layer's MLP runs backward: the output head's and final norm's, and
-    # those of that MLP (the embeddings' and prompt encoders' come last)
-    head = sum(t.bytes for t in trainable if "*" not in t.name and any(k in t.name for k in _HEAD_NAMES))
-    mlp = sum(t.bytes // t.count for t in trainable if "*" in t.name and any(f".{p}." in t.name for p in mlp_paths))
-    live["backward of the top layer"] = act.top_layer_backward(b, s) + head + mlp
-    if act.final_norm_backward.terms:
-        live["backward of the final norm"] = act.final_norm_backward(b, s) + head
     live["optimizer step"] = grads + optimizer_step_temporary_bytes(train.optimizer, trainable) + 0 * b
     live["end of backward (all gradients)"] = grads + 0 * b
     return live

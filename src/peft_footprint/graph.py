@@ -1,20 +1,24 @@
-"""A symbolic forward pass: which tensor storages a training forward creates and which of them are still
-alive when it returns (what autograd saved for backward, plus the outputs).
+"""A symbolic training step: which tensor storages the forward creates, which of them are still alive when it
+returns (what autograd saved for backward, plus the outputs), and how backward walks back through them.
 
 Tensors carry a size in elements as a :class:`~peft_footprint.poly.Poly` in batch ``b`` and sequence ``s``,
-a dtype, whether they require grad, and the storage they live in. Each op follows PyTorch's autograd
-formulas for what it saves *given which inputs require grad* (a frozen linear layer keeps no input unless its
-weight trains; ``mul`` keeps the other operand of whichever side requires grad; ``rsqrt``/``softmax``/``relu``
-keep their output; ``silu``/``gelu`` their input; views share storage; ``.to()`` to the same dtype is free).
-The result is a set of named storages, each a polynomial of bytes: exact for any (b, s) in one pass.
+a dtype, whether they require grad, the storage they live in and the autograd node that made them. Each op
+follows PyTorch's autograd formulas for what it saves *given which inputs require grad* (a frozen linear layer
+keeps no input unless its weight trains; ``mul`` keeps the other operand of whichever side requires grad;
+``rsqrt``/``softmax``/``relu`` keep their output; ``silu``/``gelu`` their input; views share storage; ``.to()``
+to the same dtype is free), and records the node's backward: the gradients it allocates for its inputs, the
+temporaries of its formula, the parameter gradients it leaves behind. :func:`backward` replays those nodes in
+autograd's order (the ready node created last runs first), freeing each saved tensor after its last user and
+each gradient after its consumer, and returns every moment's live bytes as a polynomial.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from .dtypes import nbytes
-from .poly import Poly
+from .poly import Poly, ZERO
 
 # a bool mask is 1 byte; "mask:<dtype>" is a dropout mask stored in <dtype> (CPU kernels)
 _EXTRA = {"bool": 1, "int64": 8, "int32": 4}
@@ -35,12 +39,16 @@ def promote(a: str, b: str) -> str:
 @dataclass(slots=True)
 class T:
     """A symbolic tensor: ``numel`` elements of ``dtype`` in storage ``sid`` (None: not created by the forward:
-    parameters, inputs, buffers)."""
+    parameters, inputs, buffers), made by autograd node ``fn`` (None: a leaf)."""
 
     numel: Poly
     dtype: str
     rg: bool
     sid: int | None
+    fn: int | None = None
+
+    def bytes(self) -> Poly:
+        return self.numel * esize(self.dtype)
 
 
 @dataclass(slots=True)
@@ -49,11 +57,28 @@ class Storage:
     nbytes: Poly
     saved: bool = False
     output: bool = False
+    savers: int = 0  # autograd nodes that saved it
+    pinned: bool = False  # held by something other than a node (a checkpoint's inputs, a cache)
+
+
+# backward events of a node, in order:
+#   ("a", bytes) a temporary of the formula;     ("f", bytes) that temporary freed early
+#   ("g", k, bytes) the gradient of input k;     ("p", k) input k's gradient is the incoming one (or a view of it)
+#   ("r", k, bytes) after the node returns, input k's gradient (allocated above) is summed to its smaller shape
+#   ("w", key, bytes) a parameter's gradient (kept in .grad the first time, accumulated after)
+@dataclass(slots=True)
+class Node:
+    inputs: tuple
+    saved: tuple
+    prog: tuple
+    name: str = ""
+    multi: bool = False  # several outputs (split/chunk): their gradients are gathered, not summed
 
 
 @dataclass
 class Graph:
     storages: list[Storage] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)
     scope: str = ""
     # torch.autocast: matmuls (and sdpa) run in this dtype; their fp32 inputs and weights are cast copies
     autocast: str | None = None
@@ -65,9 +90,11 @@ class Graph:
         return T(numel, dtype, rg, len(self.storages) - 1)
 
     def save(self, *tensors: T) -> None:
+        """Kept alive by something other than an autograd node (a checkpoint's inputs, a returned cache)."""
         for t in tensors:
             if t.sid is not None:
                 self.storages[t.sid].saved = True
+                self.storages[t.sid].pinned = True
 
     def keep(self, t: T) -> None:
         """An output the caller holds (logits, loss)."""
@@ -80,80 +107,315 @@ class Graph:
     def alive_bytes(self) -> Poly:
         return Poly.sum(s.nbytes for s in self.storages if s.saved or s.output)
 
+    def node(self, out: T, inputs: list, prog: list, saved: tuple = (), name: str = "") -> T:
+        """Record the autograd node that made ``out`` from ``inputs`` (its backward ``prog``; it keeps ``saved``)."""
+        if not out.rg:
+            return out
+        storages = self.storages
+        sids = tuple(t.sid for t in saved if t is not None and t.sid is not None)
+        for sid in sids:
+            st = storages[sid]
+            st.saved = True
+            st.savers += 1
+        # input slots: the producing node, None for a leaf that requires grad (its .grad stays), -1 for no gradient
+        ins = tuple(-1 if x is None or not x.rg else x.fn for x in inputs)
+        self.nodes.append(Node(ins, sids, tuple(prog), self.scope + name))
+        out.fn = len(self.nodes) - 1
+        return out
+
+    def _pkey(self, name: str) -> str:
+        return self.scope + name
+
     # ---- ops ------------------------------------------------------------------------------------
     def linear(self, x: T, rows: Poly, out_features: int, *, w_rg: bool, b_rg: bool = False, name: str = "linear",
-               dtype: str | None = None, in_features: int | None = None) -> T:
+               dtype: str | None = None, in_features: int | None = None, extra_bwd: Poly | None = None) -> T:
         """``x @ W.T (+ b)``: keeps x for the weight gradient when W trains (W itself is a parameter). Under
         autocast the input and the weight are cast copies (the weight's cached once per forward), and the
-        copies are what is kept."""
+        copies are what is kept. ``extra_bwd``: a temporary of the backward (a dequantized 4-bit weight)."""
         ac = self.autocast
+        inf = in_features or 0
+        key = self._pkey(name)
         if ac and (x.dtype != ac or in_features):
             if x.dtype != ac:
-                x = self.new(x.numel, ac, x.rg, name + " autocast input")
+                xc = self.new(x.numel, ac, x.rg, name + " autocast input")
+                self.node(xc, [x], [("g", 0, x.bytes())], name=name + " autocast input")
+                x = xc
             wc = None
             if in_features:
-                key = self.scope + name
                 wc = self.weight_casts.get(key)
                 if wc is None:
-                    wc = self.weight_casts[key] = self.new(Poly.const(in_features * out_features), ac, w_rg, name + " autocast weight")
-            if w_rg:
-                self.save(x)
-            if x.rg and wc is not None:
-                self.save(wc)
-            return self.new(rows * out_features, ac, x.rg or w_rg or b_rg, name)
+                    wc = self.weight_casts[key] = self.new(Poly.const(inf * out_features), ac, w_rg, name + " autocast weight")
+                    self.node(wc, [None], [("w", key, Poly.const(inf * out_features * 4))], name=name + " weight cast")
+            out = self.new(rows * out_features, ac, x.rg or w_rg or b_rg, name)
+            prog = []
+            if w_rg and wc is not None:
+                prog.append(("g", 1, Poly.const(inf * out_features * esize(ac))))
+            if x.rg:
+                prog.append(("g", 0, x.bytes()))
+            if b_rg:
+                prog.append(("w", key + ".bias", Poly.const(out_features * 4)))
+            saved = ((x,) if w_rg else ()) + ((wc,) if x.rg and wc is not None else ())
+            return self.node(out, [x, wc if w_rg else None], prog, saved, name)
+        out = self.new(rows * out_features, dtype or x.dtype, x.rg or w_rg or b_rg, name)
+        prog = []
         if w_rg:
-            self.save(x)
-        return self.new(rows * out_features, dtype or x.dtype, x.rg or w_rg or b_rg, name)
+            prog.append(("w", key, Poly.const(inf * out_features * esize(out.dtype))))
+        if extra_bwd is not None and x.rg:
+            prog.append(("a", extra_bwd))
+        if x.rg:
+            prog.append(("g", 0, x.bytes()))
+        if b_rg:
+            prog.append(("w", key + ".bias", Poly.const(out_features * esize(out.dtype))))
+        return self.node(out, [x], prog, (x,) if w_rg else (), name)
 
     def autocast_input(self, x: T, name: str) -> T:
         """An op on autocast's low-precision list (sdpa) casts fp32 inputs."""
         if self.autocast and x.dtype != self.autocast:
-            return self.new(x.numel, self.autocast, x.rg, name + " autocast")
+            return self.to(x, self.autocast, name + " autocast")
         return x
 
     def to(self, x: T, dtype: str, name: str = "to") -> T:
         if x.dtype == dtype:
             return x
-        return self.new(x.numel, dtype, x.rg, name)
+        out = self.new(x.numel, dtype, x.rg, name)
+        return self.node(out, [x], [("g", 0, x.bytes())], name=name)
 
     def copy(self, x: T, name: str = "clone") -> T:
-        return self.new(x.numel, x.dtype, x.rg, name)
+        out = self.new(x.numel, x.dtype, x.rg, name)
+        return self.node(out, [x], [("p", 0)], name=name)
+
+    def view(self, x: T, numel: Poly | None = None, name: str = "view") -> T:
+        """A view of x's storage (a slice, a chunk): its gradient is scattered into a zero tensor of x's size."""
+        if numel is None:
+            return T(x.numel, x.dtype, x.rg, x.sid, x.fn)
+        out = T(numel, x.dtype, x.rg, x.sid)
+        return self.node(out, [x], [("g", 0, x.bytes())], name=name)
+
+    def split(self, x: T, numels: list, name: str = "split") -> list[T]:
+        """``chunk``/``split``: views of x; one node gathers their gradients into one gradient of x's size."""
+        if not x.rg:
+            return [T(n, x.dtype, False, x.sid) for n in numels]
+        self.nodes.append(Node((x.fn,), (), (("g", 0, x.bytes()),), self.scope + name, multi=True))
+        return [T(n, x.dtype, True, x.sid, len(self.nodes) - 1) for n in numels]
+
+    def _grad_to(self, i: int, t: T, out: T, prog: list) -> None:
+        """Gradient of input i of an elementwise op: the incoming one, or a cast / summed-to-shape copy."""
+        if t.dtype == out.dtype and t.numel == out.numel:
+            prog.append(("p", i))
+        elif t.numel == out.numel:
+            prog.append(("g", i, t.bytes()))
+        else:
+            prog.append(("r", i, out.numel * esize(t.dtype), t.bytes()))
 
     def add(self, a: T, b: T | None = None, name: str = "add", numel: Poly | None = None) -> T:
         dtype = a.dtype if b is None else promote(a.dtype, b.dtype)
         rg = a.rg or (b is not None and b.rg)
-        return self.new(numel if numel is not None else a.numel, dtype, rg, name)
+        out = self.new(numel if numel is not None else a.numel, dtype, rg, name)
+        prog: list = []
+        for i, t in enumerate((a, b)):
+            if t is not None and t.rg:
+                self._grad_to(i, t, out, prog)
+        return self.node(out, [a, b], prog, name=name)
 
     def mul(self, a: T, b: T | None = None, name: str = "mul", numel: Poly | None = None) -> T:
         """``a * b``: keeps b if a requires grad and a if b requires grad; ``b=None`` is a Python scalar."""
         if b is None:
-            return self.new(a.numel, a.dtype, a.rg, name)
-        if a.rg:
-            self.save(b)
-        if b.rg:
-            self.save(a)
+            out = self.new(a.numel, a.dtype, a.rg, name)
+            return self.node(out, [a], [("g", 0, a.bytes())], name=name)
         big = numel if numel is not None else a.numel
-        return self.new(big, promote(a.dtype, b.dtype), a.rg or b.rg, name)
+        out = self.new(big, promote(a.dtype, b.dtype), a.rg or b.rg, name)
+        prog: list = []
+        full = big * esize(out.dtype)
+        for i, t in ((1, b), (0, a)):  # MulBackward0 computes the other operand's gradient first
+            if not t.rg:
+                continue
+            if t.numel == big:
+                prog.append(("g", i, full))
+                if t.dtype != out.dtype:
+                    prog[-1] = ("a", full)
+                    prog.append(("g", i, t.bytes()))
+                    prog.append(("f", full))
+            else:  # broadcast: summed to the input's shape after the node returns
+                prog.append(("r", i, big * esize(t.dtype), t.bytes()))
+        saved = ((b,) if a.rg else ()) + ((a,) if b.rg else ())
+        return self.node(out, [a, b], prog, saved, name)
 
-    def unary_saves_input(self, x: T, name: str, dtype: str | None = None) -> T:  # silu, gelu(erf/tanh), pow, tanh-in
-        if x.rg:
-            self.save(x)
-        return self.new(x.numel, dtype or x.dtype, x.rg, name)
+    def unary_saves_input(self, x: T, name: str, dtype: str | None = None, temps: int = 0) -> T:
+        """silu, gelu (erf/tanh), pow: keep the input; ``temps`` full-size temporaries in the backward formula
+        (pow: x.pow(1) and its product with the exponent)."""
+        out = self.new(x.numel, dtype or x.dtype, x.rg, name)
+        prog = [("a", x.bytes())] * temps + [("g", 0, x.bytes())]
+        return self.node(out, [x], prog, (x,), name)
 
-    def unary_saves_output(self, x: T, name: str, numel: Poly | None = None, dtype: str | None = None) -> T:  # rsqrt, relu, softmax, tanh
+    def unary_saves_output(self, x: T, name: str, numel: Poly | None = None, dtype: str | None = None, temps: int = 0) -> T:
+        """rsqrt, relu, softmax, tanh: keep the output."""
         out = self.new(numel if numel is not None else x.numel, dtype or x.dtype, x.rg, name)
-        if x.rg:
-            self.save(out)
-        return out
+        prog = [("a", out.bytes())] * temps + [("g", 0, x.bytes())]
+        return self.node(out, [x], prog, (out,) if x.rg else (), name)
 
     def unary_no_save(self, x: T, name: str, numel: Poly | None = None, dtype: str | None = None) -> T:
-        return self.new(numel if numel is not None else x.numel, dtype or x.dtype, x.rg, name)
+        out = self.new(numel if numel is not None else x.numel, dtype or x.dtype, x.rg, name)
+        return self.node(out, [x], [("g", 0, x.bytes())], name=name)
 
     def dropout(self, x: T, p: float, mask_dtype: str, name: str = "dropout") -> T:
         """``F.dropout`` in training: keeps the mask (bool on CUDA, the input dtype on CPU) when x requires grad."""
         if p <= 0:
             return x
         mask = self.new(x.numel, mask_dtype, False, name + " mask")
-        if x.rg:
-            self.save(mask)
-        return self.new(x.numel, x.dtype, x.rg, name)
+        out = self.new(x.numel, x.dtype, x.rg, name)
+        return self.node(out, [x], [("g", 0, x.bytes())], (mask,) if x.rg else (), name)
+
+
+# ---- backward ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Backward:
+    """Live bytes at each moment of a simulated backward, relative to what was alive when it started."""
+
+    moments: list  # (node index, Poly of live bytes)
+    end: Poly  # live bytes when the simulated nodes are done
+    start_of: dict  # node index -> live bytes when it started
+
+
+def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompute: tuple | None = None,
+             first_grad: Poly = Poly.const(4)) -> Backward:
+    """Run autograd's engine over the nodes ``lo..`` reachable from node ``root`` (the loss).
+
+    ``alive``: storage ids alive when backward starts (``start`` bytes in all). ``recompute``: (first node,
+    end node, storage ids) of a checkpointed layer, whose forward reruns when its first node with saved
+    tensors runs. Gradients sent to
+    nodes before ``lo`` (or to leaves) stay alive; they belong to the layers below.
+    """
+    nodes, storages = g.nodes, g.storages
+    deps: dict[int, int] = {}
+    seen = {root}
+    stack = [root]
+    while stack:
+        n = stack.pop()
+        for j in nodes[n].inputs:
+            if j is not None and j >= lo:
+                deps[j] = deps.get(j, 0) + 1
+                if j not in seen:
+                    seen.add(j)
+                    stack.append(j)
+    savers: dict[int, int] = {}
+    alive = set(alive)
+    live = start
+    moments: list = []
+    start_of: dict[int, Poly] = {}
+    params: set[str] = set()
+    buffers: dict[int, list] = {root: [first_grad, 1]}
+    live = live + first_grad
+    ready = [-root]
+
+    def release(obj: list) -> None:
+        nonlocal live
+        obj[1] -= 1
+        if obj[1] == 0:
+            live = live - obj[0]
+
+    while ready:
+        n = -heapq.heappop(ready)
+        node = nodes[n]
+        start_of[n] = live
+        if recompute and recompute[0] <= n < recompute[1] and node.saved:
+            for sid in recompute[2]:
+                if sid not in alive:
+                    alive.add(sid)
+                    live = live + storages[sid].nbytes
+            moments.append((n, live))
+            recompute = None
+        gout = buffers.pop(n)
+        gathered = gout if node.multi else None
+        if gathered is not None:
+            gout = [ZERO, 1]
+        temps = ZERO
+        outs: list = []
+        reduce: list = []
+        for ev in node.prog:
+            kind = ev[0]
+            if kind == "a":
+                live = live + ev[1]
+                temps = temps + ev[1]
+                moments.append((n, live))
+            elif kind == "f":
+                live = live - ev[1]
+                temps = temps - ev[1]
+            elif kind == "g":
+                obj = [ev[2], 1]
+                live = live + ev[2]
+                outs.append((ev[1], obj))
+                moments.append((n, live))
+            elif kind == "r":
+                obj = [ev[2], 1]
+                live = live + ev[2]
+                outs.append((ev[1], obj))
+                reduce.append((obj, ev[3]))
+                moments.append((n, live))
+            elif kind == "p":
+                gout[1] += 1
+                outs.append((ev[1], gout))
+            else:  # "w"
+                live = live + ev[2]
+                moments.append((n, live))
+                if ev[1] in params:
+                    temps = temps + ev[2]
+                params.add(ev[1])
+        live = live - temps
+        release(gout)
+        for obj in gathered or ():
+            release(obj)
+        for obj, small in reduce:  # the engine sums broadcast gradients to their input's shape
+            live = live + small
+            moments.append((n, live))
+            live = live - obj[0]
+            obj[0] = small
+        for sid in node.saved:
+            left = savers.get(sid, storages[sid].savers) - 1
+            savers[sid] = left
+            st = storages[sid]
+            if left == 0 and not st.pinned and not st.output and sid in alive:
+                alive.discard(sid)
+                live = live - st.nbytes
+        for k, obj in outs:
+            j = node.inputs[k]
+            if j is None or j < lo:  # a leaf's .grad or the layers below: stays
+                continue
+            if j == -1:
+                release(obj)
+                continue
+            old = buffers.get(j)
+            if nodes[j].multi:
+                buffers.setdefault(j, []).append(obj)
+            elif old is None:
+                buffers[j] = obj
+            else:  # accumulated out of place (what autograd does when the buffer is shared or under a dispatch mode)
+                new = [old[0], 1]
+                live = live + new[0]
+                moments.append((n, live))
+                release(old)
+                release(obj)
+                buffers[j] = new
+            deps[j] -= 1
+        for k, _ in outs:
+            j = node.inputs[k]
+            if j is not None and j >= lo and deps.get(j) == 0:
+                deps[j] = -1
+                heapq.heappush(ready, -j)
+    return Backward(moments, live, start_of)
+
+
+def dominant(polys: list[Poly], at: tuple[int, int] = (8, 2048)) -> list[Poly]:
+    """Drop every polynomial that another one bounds coefficient by coefficient (b, s >= 1)."""
+    out: list[Poly] = []
+    for p in sorted(set(polys), key=lambda q: -q(*at)):
+        if not any(_bounds(q, p) for q in out):
+            out.append(p)
+    return out
+
+
+def _bounds(q: Poly, p: Poly) -> bool:
+    """q >= p for every b, s >= 1 (sufficient: q - p has no negative coefficient... after folding)."""
+    d = q - p
+    return all(v >= 0 for v in d.terms.values())
