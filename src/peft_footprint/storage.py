@@ -33,28 +33,93 @@ def _peft_key(name: str) -> str:
 
 def safetensors_file_bytes(tensors, *, metadata: dict[str, str] | None = None, key=_peft_key) -> int:
     """Size of the safetensors file holding ``tensors`` (``Tensor`` entries; ``*`` expands to layer indices)."""
-    chars = len('{"__metadata__":}') + len(json.dumps(metadata or {"format": "pt"}, separators=_COMPACT))
-    by_alignment: dict[int, list[tuple[str, int]]] = {}  # (name, bytes) of each tensor, by its dtype's size
-    for t in tensors:
-        if key is _peft_key:  # the default key commutes with the layer index: rename the template only
-            template = key(t.name)
-            names = t.names(template)
-        else:
-            names = [key(name) for name in t.names()]
-            template = "".join(names)
-        if _ESCAPED.search(template):
-            return _written_out(tensors, metadata, key)
-        shape = json.dumps(list(t.shape), separators=_COMPACT)
-        chars += len(names) * (_ENTRY_CHARS + len(_ST_DTYPE[t.dtype]) + len(shape)) + sum(map(len, names))
-        by_alignment.setdefault(nbytes(t.dtype), []).extend(zip(names, repeat(t.bytes // t.count)))
-    # safetensors orders tensors by decreasing dtype alignment, then by name
-    entries = [e for size in sorted(by_alignment, reverse=True) for e in sorted(by_alignment[size])]
-    if len({name for name, _ in entries}) < len(entries):  # a repeated name: json keeps one entry
+    tensors = list(tensors)
+    counted = (_in_layer_order(tensors) if key is _peft_key else None) or _in_name_order(tensors, key)
+    if counted is None:  # names json escapes, or a repeated name (json keeps one entry)
         return _written_out(tensors, metadata, key)
-    ends = list(accumulate(size for _, size in entries))
+    chars, sizes = counted
+    chars += len('{"__metadata__":}') + len(json.dumps(metadata or {"format": "pt"}, separators=_COMPACT))
+    ends = list(accumulate(sizes))
     if ends:  # the data offsets [start, end] of each entry; the starts are 0 and every end but the last
         chars += _digits(ends) * 2 - len(str(ends[-1])) + 1
     return 8 + (chars + 7) // 8 * 8 + (ends[-1] if ends else 0)
+
+
+def _entry_chars(t) -> int:
+    """Characters of each of ``t``'s entries besides its name and offsets."""
+    if all(type(d) is int for d in t.shape):  # [d0,d1,...] as json writes it
+        shape = 2 + max(len(t.shape) - 1, 0) + sum(map(len, map(str, t.shape)))
+    else:
+        shape = len(json.dumps(list(t.shape), separators=_COMPACT))
+    return _ENTRY_CHARS + len(_ST_DTYPE[t.dtype]) + shape
+
+
+def _in_name_order(tensors, key) -> tuple[int, list[int]] | None:
+    """(characters of the entries besides their offsets, the tensors' sizes in file order): safetensors orders
+    tensors by decreasing dtype alignment, then by name. None where json would escape or merge names."""
+    chars = 0
+    by_alignment: dict[int, list[tuple[str, int]]] = {}  # (name, bytes) of each tensor, by its dtype's size
+    for t in tensors:
+        names = [key(name) for name in t.names()]
+        if _ESCAPED.search("".join(names)):
+            return None
+        chars += len(names) * _entry_chars(t) + sum(map(len, names))
+        by_alignment.setdefault(nbytes(t.dtype), []).extend(zip(names, repeat(t.bytes // t.count)))
+    entries = [e for size in sorted(by_alignment, reverse=True) for e in sorted(by_alignment[size])]
+    if len({name for name, _ in entries}) < len(entries):
+        return None
+    return chars, [size for _, size in entries]
+
+
+def _in_layer_order(tensors) -> tuple[int, list[int]] | None:
+    """What _in_name_order gives for PEFT's names, without writing out and sorting every layer's names: when each
+    layer tensor's name is ``<prefix><i><suffix>`` with one prefix for all and a suffix that starts below "0"
+    (".lora_A.weight"), names sort by the layer index as a string, then by suffix, and the other names sort
+    before or after all of them. None where that does not hold (then the names are sorted one by one)."""
+    prefix, chars = None, 0
+    index_chars: dict[tuple[int, ...], int] = {}  # characters of the layer indices, per set of layers
+    templates: set[str] = set()
+    others: set[str] = set()
+    by_alignment: dict[int, tuple[list, list]] = {}  # -> ([(suffix, layers, bytes)], [(name, bytes)])
+    for t in tensors:
+        name = _peft_key(t.name)
+        if _ESCAPED.search(name):
+            return None
+        layered, other = by_alignment.setdefault(nbytes(t.dtype), ([], []))
+        size = t.bytes // t.count
+        if "*" not in t.name:
+            if name in others:
+                return None
+            others.add(name)
+            other.append((name, size))
+            chars += _entry_chars(t) + len(name)
+            continue
+        head, _, tail = name.partition("*")
+        layers = tuple(t.layers if t.layers is not None else range(t.count))
+        if ("*" in tail or tail[:1] >= "0" or prefix not in (None, head) or name in templates
+                or len(set(layers)) < len(layers)):
+            return None
+        prefix = head
+        templates.add(name)
+        layered.append((tail, layers, size))
+        if layers not in index_chars:
+            index_chars[layers] = sum(map(len, map(str, layers)))
+        chars += len(layers) * (_entry_chars(t) + len(name) - 1) + index_chars[layers]
+    if prefix is not None and any(name.startswith(prefix) for name in others):
+        return None
+    sizes: list[int] = []
+    for alignment in sorted(by_alignment, reverse=True):
+        layered, other = by_alignment[alignment]
+        other.sort()
+        layered.sort()
+        sizes += [size for name, size in other if prefix is None or name < prefix]
+        if layered and all(layers == layered[0][1] for _, layers, _ in layered):  # every layer holds the same tensors
+            sizes += [size for _, _, size in layered] * len(layered[0][1])
+        elif layered:
+            for i in sorted({i for _, layers, _ in layered for i in layers}, key=str):
+                sizes += [size for _, layers, size in layered if i in layers]
+        sizes += [size for name, size in other if prefix is not None and name > prefix]
+    return chars, sizes
 
 
 def _digits(xs: list[int]) -> int:
