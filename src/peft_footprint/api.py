@@ -12,6 +12,7 @@ from .errors import InvalidConfigError, PeftFootprintError, PeftFootprintWarning
 from .dtypes import nbytes
 from .inference import InferenceSpec, kv_cache_bytes
 from .methods import Method, ParamTable, load_method
+from .methods.base import method_key
 from .model import ModelSpec, load_model
 from .storage import safetensors_file_bytes
 from .result import SCHEMA_VERSION, Estimate
@@ -46,12 +47,12 @@ def _spec(cls, value: Any, field: str):
         raise InvalidConfigError(f"{field}.{loc}", err.get("input"), err["msg"]) from None
 
 
-_TABLES: dict[tuple[int, str, str, str], tuple[ModelSpec, ParamTable]] = {}
+_TABLES: dict[tuple[int, str, str], tuple[ModelSpec, ParamTable]] = {}
 
 
 def _table(spec: ModelSpec, method: Method, dtype: str) -> ParamTable:
     """The parameter table, cached per (model, method fields, dtype): sweeps rebuild nothing."""
-    key = (id(spec), type(method).__name__, method.model_dump_json(), dtype)
+    key = (id(spec), method_key(method), dtype)
     hit = _TABLES.get(key)
     if hit is not None and hit[0] is spec:
         return hit[1]
@@ -77,7 +78,7 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: 
     """The activation polynomials, cached per (model, method, training options other than batch and length)."""
     if sliding is None:
         sliding = _sliding_active(spec, method, train.seq_len)
-    key = (id(spec), type(method).__name__, method.model_dump_json(), sliding,
+    key = (id(spec), method_key(method), sliding,
            train.model_dump_json(exclude={"batch_size", "seq_len", "optimizer", "retain_outputs", "use_cache"}))
     hit = _ACTS.get(key)
     if hit is not None and hit[0] is spec:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .dtypes import nbytes
+from .methods.base import method_key
 
 __all__ = ["FlopCoefficients", "flop_coefficients", "forward_flops", "step_flops", "compute_terms"]
 
@@ -216,7 +217,7 @@ _VIEWS: dict[tuple, _MethodView] = {}
 
 def method_view(spec, method, table) -> _MethodView:
     """The resolved method facts, cached per (model, method, table)."""
-    key = (id(spec), type(method).__name__, method.model_dump_json(), id(table))
+    key = (id(spec), method_key(method), id(table))
     hit = _VIEWS.get(key)
     if hit is None or hit.spec_ref is not spec or hit.table_ref is not table:
         if len(_VIEWS) > 4096:
@@ -431,7 +432,7 @@ _COEFFS: dict[tuple, FlopCoefficients] = {}
 
 def flop_coefficients(spec, method, table, *, merged: bool = False, gradient_checkpointing: bool = False) -> FlopCoefficients:
     """Coefficients of forward / backward / recompute FLOPs, cached per (model, method, merged, checkpointing)."""
-    key = (id(spec), type(method).__name__, method.model_dump_json(), id(table), merged, gradient_checkpointing)
+    key = (id(spec), method_key(method), id(table), merged, gradient_checkpointing)
     hit = _COEFFS.get(key)
     if hit is not None and hit.spec_ref is spec and hit.table_ref is table:
         return hit
@@ -552,7 +553,7 @@ _TERMS: dict[tuple, tuple] = {}
 def compute_terms(spec, method, table, training, inference, hardware) -> dict[str, Any]:
     """FLOPs, KV cache, step time and latency for ``estimate()``. ``hardware`` is a Hardware or None (then the
     times are None). Cached per (model, method, table, training, inference, hardware); returns a fresh copy."""
-    key = (id(spec), id(table), type(method).__name__, method.model_dump_json(), training, inference,
+    key = (id(spec), id(table), method_key(method), training, inference,
            None if hardware is None else hardware.model_dump_json())
     hit = _TERMS.get(key)
     if hit is not None and hit[0] is spec and hit[1] is table:

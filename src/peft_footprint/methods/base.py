@@ -20,7 +20,7 @@ from ..architectures import Layout, Linear, Param
 from ..dtypes import nbytes
 from ..errors import InvalidConfigError, UnsupportedCombinationError, did_you_mean
 
-__all__ = ["Method", "ParamTable", "Tensor", "TargetMatch", "base_tensors", "check_regex", "resolve_targets"]
+__all__ = ["Method", "ParamTable", "Tensor", "TargetMatch", "base_tensors", "check_regex", "method_key", "resolve_targets"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +132,20 @@ class Method(BaseModel):
     def describe(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.model_dump(exclude_defaults=True).items())
         return f"{self.name}({fields})"
+
+
+_KEYS: dict[int, tuple[Method, str]] = {}
+
+
+def method_key(method: Method) -> str:
+    """The method's kind and fields as one string: what every per-method cache is keyed by. Worked out once per
+    instance (methods are frozen); the instance is held so that its id is not reused."""
+    hit = _KEYS.get(id(method))
+    if hit is None or hit[0] is not method:
+        if len(_KEYS) > 4096:
+            _KEYS.clear()
+        hit = _KEYS[id(method)] = (method, f"{type(method).__name__}:{method.model_dump_json()}")
+    return hit[1]
 
 
 # ---- the base model's own parameters --------------------------------------------------------------
