@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .architectures import Layout, Linear
-from .graph import Graph, Storage, T, backward, dominant, esize, promote
+from .graph import Graph, Storage, T, backward, dominant, esize, forward, promote
 from .methods import Method
 from .methods.adapter import Adapter
 from .methods.ia3 import IA3
@@ -124,7 +124,13 @@ def _setup(ctx: Ctx) -> None:
 
 
 def linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
-    """A linear module as the method wraps it."""
+    """A linear module as the method wraps it (its input stays alive in the caller until it returns)."""
+    out = _wrapped_linear(ctx, x, lin, layer)
+    ctx.g.touch(x)
+    return out
+
+
+def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     g = ctx.g
     path = lin.path
     w_rg = ctx.full or any(path.endswith(n) for n in ctx.trainable_weight)
@@ -205,16 +211,22 @@ def rms_norm(ctx: Ctx, x: T, width: int, *, w_rg: bool, style: str = "llama", ro
     if style == "llama":
         nb = g.to(normed, x.dtype, f"{name} cast")
         w = T(Poly.const(width), x.dtype, w_rg, None)
-        return g.mul(w, nb, f"{name} weight*x", numel=nb.numel)
+        out = g.mul(w, nb, f"{name} weight*x", numel=nb.numel)
+        g.touch(x)
+        return out
     if style == "gemma":
         wf = g.new(Poly.const(width), "fp32", w_rg, f"{name} weight.float()") if x.dtype != "fp32" or True else None
         w1 = g.unary_no_save(wf, f"{name} 1+weight")
         out = g.mul(normed, w1, f"{name} x*(1+w)", numel=normed.numel)
-        return g.to(out, x.dtype, f"{name} cast")
+        out = g.to(out, x.dtype, f"{name} cast")
+        g.touch(x)
+        return out
     # olmo2
     w = T(Poly.const(width), x.dtype, w_rg, None)
     out = g.mul(w, normed, f"{name} weight*x", numel=normed.numel)
-    return g.to(out, x.dtype, f"{name} cast")
+    out = g.to(out, x.dtype, f"{name} cast")
+    g.touch(x)
+    return out
 
 
 def layer_norm(ctx: Ctx, x: T, *, w_rg: bool, name: str = "ln") -> T:
@@ -380,6 +392,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     if mt == "phi3" and impl == "sdpa":
         a = g.copy(a, "attn out contiguous")
     o = bottleneck(ctx, linear(ctx, a, _lin(layout, "o"), i), "attention")
+    g.touch(hs, q, k, v)
     if post_norm_only:
         o = rms_norm(ctx, o, h, w_rg=norm_rg, style="olmo2", name="post_attention_layernorm")
     elif sandwich:
@@ -410,6 +423,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         m = g.mul(act, up, "act*up")
         down = _lin(layout, "down")
     o = bottleneck(ctx, linear(ctx, m, down, i), "output")
+    g.touch(hs)
     if post_norm_only:
         o = rms_norm(ctx, o, h, w_rg=norm_rg, style="olmo2", name="post_feedforward_layernorm")
     elif sandwich:
@@ -467,6 +481,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     if mt == "gpt_neox" and impl == "sdpa":
         att = g.copy(att, "attn out contiguous")
     o = bottleneck(ctx, linear(ctx, att, _lin(layout, "o"), i), "attention")
+    g.touch(a, q, k, v)
     o = ctx.drop(o, resid_p, "resid dropout")
     if mt == "gpt_neox" and cfg.get("use_parallel_residual", True):
         m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm")
@@ -500,6 +515,7 @@ def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float) -> T:
     else:
         act = g.unary_saves_input(up, act_name)
     o = bottleneck(ctx, linear(ctx, act, _lin(layout, "down"), i), "output")
+    g.touch(x)
     if cfg["model_type"] == "gpt2":
         return ctx.drop(o, resid_p, "mlp dropout")
     return ctx.drop(o, resid_p, "ffn dropout") if cfg["model_type"] == "opt" else o
@@ -598,6 +614,8 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
         x_in = x
         if i == top:  # the top layer is built op by op: backward is simulated through it
             top_nodes, top_storages, top_in = len(g.nodes), before, x_in
+            if x.rg:  # its input's gradients meet here, summed, and go on to the layers below
+                x = x_in = g.node(T(x.numel, x.dtype, True, x.sid), [None], [("p", 0)], name=f"layers.{i} input")
         # layers that see the same input and the same method wrapping behave identically: replay the first
         sig = (x.rg, x.dtype, layer_types[i], tuple(i in v for v in ctx.lora.values()),
                tuple(i in v[0] for v in ctx.ia3.values()))
@@ -652,11 +670,12 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
         layer_groups.setdefault(_layer_component(s_.name), []).append(s_.nbytes)
     layer_terms = {name: Poly.sum(ps) for name, ps in layer_groups.items()}
 
-    logits_elems = rows * v
-    cands = {
-        "end of forward": total,
-        "loss forward (fp32 logits copy)": total + (logits_elems * 4 if dtype != "fp32" else ZERO) + B * (seq + 1) * 8,
-    }
+    cands = {"end of forward": total}
+    # the forward of the top layer and the head, each storage freed after its last reader
+    below = Poly.sum(st.nbytes for st in g.storages[:top_storages] if st.saved or st.output)
+    fwd = forward(g, top_storages, len(g.storages), below, lambda k: g.storages[k].saved or g.storages[k].output)
+    for p_ in dominant(fwd):
+        cands[f"forward: {g.storages[fwd.index(p_) + top_storages].name}"] = p_
     cands.update(_backward_candidates(g, loss, total, layout.num_layers, gc, (top_nodes, top_end, top_storages), top_in))
     if ctx.transients:  # DoRA: the weight norm's full-size temporaries during the last layer's forward
         cands["forward (DoRA weight norm)"] = alive_after_layers + max_poly(ctx.transients)

@@ -83,6 +83,7 @@ class Graph:
     # torch.autocast: matmuls (and sdpa) run in this dtype; their fp32 inputs and weights are cast copies
     autocast: str | None = None
     weight_casts: dict[str, T] = field(default_factory=dict)
+    last_use: dict[int, int] = field(default_factory=dict)  # storage -> the last storage created by an op reading it
 
     # ---- storage bookkeeping --------------------------------------------------------------------
     def new(self, numel: Poly, dtype: str, rg: bool, name: str) -> T:
@@ -109,6 +110,10 @@ class Graph:
 
     def node(self, out: T, inputs: list, prog: list, saved: tuple = (), name: str = "") -> T:
         """Record the autograd node that made ``out`` from ``inputs`` (its backward ``prog``; it keeps ``saved``)."""
+        now = len(self.storages) - 1
+        for x in inputs:
+            if x is not None and x.sid is not None:
+                self.last_use[x.sid] = now
         if not out.rg:
             return out
         storages = self.storages
@@ -122,6 +127,13 @@ class Graph:
         self.nodes.append(Node(ins, sids, tuple(prog), self.scope + name))
         out.fn = len(self.nodes) - 1
         return out
+
+    def touch(self, *tensors: T) -> None:
+        """A Python variable still holds these (a module's input, until the module returns)."""
+        now = len(self.storages) - 1
+        for x in tensors:
+            if x is not None and x.sid is not None:
+                self.last_use[x.sid] = max(self.last_use.get(x.sid, now), now)
 
     def _pkey(self, name: str) -> str:
         return self.scope + name
@@ -320,7 +332,10 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
         node = nodes[n]
         start_of[n] = live
         if recompute and recompute[0] <= n < recompute[1] and node.saved:
-            for sid in recompute[2]:
+            sids = recompute[2]
+            if sids:  # the layer's forward reruns until its last saved tensor exists
+                moments += [(n, p) for p in forward(g, sids[0], sids[-1] + 1, live, lambda k: storages[k].savers > 0)]
+            for sid in sids:
                 if sid not in alive:
                     alive.add(sid)
                     live = live + storages[sid].nbytes
@@ -404,6 +419,27 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 deps[j] = -1
                 heapq.heappush(ready, -j)
     return Backward(moments, live, start_of)
+
+
+def forward(g: Graph, first: int, end: int, base: Poly, kept) -> list[Poly]:
+    """Live bytes as a forward creates storages ``first..end-1``: each is freed after the last op that reads
+    it, unless ``kept(sid)`` (saved for backward, an output)."""
+    storages, last_use = g.storages, g.last_use
+    frees: dict[int, list[int]] = {}
+    for k in range(first, end):
+        if not kept(k):
+            frees.setdefault(max(last_use.get(k, k), k), []).append(k)
+    for k, t in last_use.items():  # made before, still to be read (the layer's input)
+        if k < first and t >= first and not kept(k):
+            base = base + storages[k].nbytes
+            frees.setdefault(t, []).append(k)
+    live, out = base, []
+    for k in range(first, end):
+        live = live + storages[k].nbytes
+        out.append(live)
+        for j in frees.get(k, ()):
+            live = live - storages[j].nbytes
+    return out
 
 
 def dominant(polys: list[Poly], at: tuple[int, int] = (8, 2048)) -> list[Poly]:
