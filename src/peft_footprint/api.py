@@ -154,7 +154,7 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
     table = _table(spec, meth, train.weight_dtype)
     trainable = table.trainable
     weights = table.weights_bytes
-    grads = sum(t.bytes for t in trainable)
+    grads = table.trainable_bytes
     optim = optimizer_state_bytes(train.optimizer, trainable)
 
     # ---- storage ----------------------------------------------------------------------------------
@@ -163,10 +163,10 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
     if merged and not meth.mergeable:
         raise InvalidConfigError("inference.merged", True, f"{meth.name} cannot be merged into the base weights; only {', '.join(n for n in ('full', 'lora', 'qlora', 'ia3'))} can")
     serve_table = table if serve_dtype == train.weight_dtype else _table(spec, meth, serve_dtype)
-    base_bytes = sum(t.bytes for t in serve_table.tensors if t.group in ("base", "quantized")) + serve_table.buffer_bytes
+    base_bytes = serve_table.base_bytes + serve_table.buffer_bytes
     adapter = table.adapter_bytes
     if meth.name == "full":
-        deploy_one = sum(t.bytes for t in serve_table.tensors)
+        deploy_one = serve_table.weights_bytes
         deploy_all = infer.num_tasks * deploy_one
     elif merged:
         deploy_one = base_bytes
@@ -265,7 +265,7 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
         b, s = b.astype(object), s.astype(object)
     table = _table(spec, meth, train.weight_dtype)
     trainable = table.trainable
-    grads = sum(t.bytes for t in trainable)
+    grads = table.trainable_bytes
     static = table.weights_bytes + table.buffer_bytes + optimizer_state_bytes(train.optimizer, trainable)
     mlp_paths = tuple(m.path for m in spec.layout.layer_linears if m.role in ("gate", "up", "down", "gate_up"))
     window = spec.cfg.get("sliding_window") if "sliding_attention" in spec.layer_types else None

@@ -567,11 +567,14 @@ def compute_terms(spec, method, table, training, inference, hardware) -> dict[st
 
 def _fresh(value: Any) -> Any:
     """A copy of nested dicts and lists of numbers and strings (what copy.deepcopy gives, without its memo)."""
-    if isinstance(value, dict):
-        return {k: _fresh(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_fresh(v) for v in value]
+    if type(value) is dict:
+        return {k: _fresh(v) if type(v) in _NESTED else v for k, v in value.items()}
+    if type(value) is list:
+        return [_fresh(v) if type(v) in _NESTED else v for v in value]
     return value
+
+
+_NESTED = (dict, list)
 
 
 def _compute_terms(spec, method, table, training, inference, hardware) -> dict[str, Any]:

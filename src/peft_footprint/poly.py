@@ -84,6 +84,8 @@ class Poly:
 
     def __call__(self, b: Any, s: Any) -> Any:
         """Exact integers for ints; numpy int64/object arrays evaluate whole grids."""
+        if type(b) is int and type(s) is int:
+            return sum([c * b**pb * s**ps for (pb, ps), c in self.terms.items()])
         total: Any = 0
         for (pb, ps), c in self.terms.items():
             term: Any = c

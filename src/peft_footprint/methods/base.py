@@ -61,6 +61,8 @@ class Tensor:
 
 @dataclass(slots=True)
 class ParamTable:
+    """A method's tensors on a model. Built once and then only read: its totals are worked out on first use."""
+
     tensors: list[Tensor] = field(default_factory=list)
     # what the method's checkpoint writes (PEFT's get_peft_model_state_dict / AdapterHub's save_adapter)
     saved: list[Tensor] = field(default_factory=list)
@@ -68,6 +70,7 @@ class ParamTable:
     buffers: list[Tensor] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     _file_bytes: int | None = None
+    _totals: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def file_bytes(self, writer) -> int:
         """Size of the checkpoint file (computed once per table: sweeps reuse it)."""
@@ -75,29 +78,54 @@ class ParamTable:
             self._file_bytes = writer(self.saved)
         return self._file_bytes
 
+    def _total(self, name: str) -> Any:
+        if self._totals is None:
+            trainable = tuple(t for t in self.tensors if t.trainable)
+            self._totals = {
+                "total_params": sum(t.params for t in self.tensors),
+                "trainable_params": sum(t.params for t in trainable),
+                "weights_bytes": sum(t.bytes for t in self.tensors),
+                "buffer_bytes": sum(t.bytes for t in self.buffers),
+                "trainable": trainable,
+                "trainable_bytes": sum(t.bytes for t in trainable),
+                "base_bytes": sum(t.bytes for t in self.tensors if t.group in ("base", "quantized")),
+                "adapter_bytes": sum(t.bytes for t in self.saved),
+            }
+        return self._totals[name]
+
     @property
     def total_params(self) -> int:
-        return sum(t.params for t in self.tensors)
+        return self._total("total_params")
 
     @property
     def trainable_params(self) -> int:
-        return sum(t.params for t in self.tensors if t.trainable)
+        return self._total("trainable_params")
 
     @property
     def weights_bytes(self) -> int:
-        return sum(t.bytes for t in self.tensors)
+        return self._total("weights_bytes")
 
     @property
     def buffer_bytes(self) -> int:
-        return sum(t.bytes for t in self.buffers)
+        return self._total("buffer_bytes")
 
     @property
     def trainable(self) -> list[Tensor]:
-        return [t for t in self.tensors if t.trainable]
+        return list(self._total("trainable"))
+
+    @property
+    def trainable_bytes(self) -> int:
+        """Bytes of the trainable tensors (what their gradients take)."""
+        return self._total("trainable_bytes")
+
+    @property
+    def base_bytes(self) -> int:
+        """Bytes of the base model's own weights (4-bit ones included, their quantization state not)."""
+        return self._total("base_bytes")
 
     @property
     def adapter_bytes(self) -> int:
-        return sum(t.bytes for t in self.saved)
+        return self._total("adapter_bytes")
 
 
 class Method(BaseModel):
