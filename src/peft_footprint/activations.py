@@ -66,6 +66,9 @@ class Ctx:
     sliding_active: bool = False  # sequence reaches the sliding window: transformers builds a mask
     padding_mask: bool = False  # batches come with an attention_mask
     transients: list = field(default_factory=list)  # (live bytes before, transient bytes) inside the forward
+    q4: str | None = None  # QLoRA: the 4-bit layers' compute dtype
+    cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
+    prefix: T | None = None  # prefix tuning's past_key_values for all layers
 
     def drop(self, x: T, p: float, name: str) -> T:
         return self.g.dropout(x, p, "bool" if self.device == "cuda" else x.dtype, name)
@@ -146,8 +149,13 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
         out = g.linear(x, ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path, in_features=lin.in_features)
         scaled = g.mul(out, vec, f"{path} ia3 mul")
         return g.to(scaled, out.dtype, f"{path} ia3 cast")
-    out = g.linear(x, ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path, in_features=lin.in_features)
     in_lora = (layer is not None and layer in ctx.lora.get(path, ())) or (layer is None and path in ctx.lora_outer)
+    if ctx.q4 and layer is not None:
+        out = _linear4bit(ctx, x, lin)
+        if in_lora:  # PEFT's 4-bit LoRA layer clones the base output "defensively"
+            out = g.copy(out, f"{path} clone")
+    else:
+        out = g.linear(x, ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path, in_features=lin.in_features)
     if not in_lora:
         return out
     r = ctx.method.rank_for(path)  # type: ignore[attr-defined]
@@ -160,6 +168,18 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     scaled = g.mul(bo, None, f"{path} lora scaling")
     res = g.add(out, scaled, f"{path} lora add")
     return g.to(res, out.dtype, f"{path} lora cast")
+
+
+def _linear4bit(ctx: Ctx, x: T, lin: Linear) -> T:
+    """bitsandbytes' Linear4bit: the input cast to the compute dtype, the weight dequantized for the matmul
+    (again in backward, for the input's gradient; MatMul4Bit keeps only the packed weight), the output cast back."""
+    g, cd, path = ctx.g, ctx.q4, lin.path
+    w = Poly.const(lin.in_features * lin.out_features * esize(cd))
+    xc = g.to(x, cd, f"{path} 4bit input")
+    deq = g.new(w * 1, "uint8", False, f"{path} dequantized weight")
+    out = g.linear(xc, ctx.rows, lin.out_features, w_rg=False, name=path, in_features=lin.in_features, extra_bwd=w)
+    g.touch(deq)
+    return g.to(out, x.dtype, f"{path} 4bit output")
 
 
 def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bool) -> T:
@@ -326,6 +346,12 @@ def _repeat_kv(g: Graph, x: T, numel: Poly, name: str) -> T:
 # ---- the llama family ---------------------------------------------------------------------------
 
 
+def _prefix_cat(ctx: Ctx, x: T, numel: Poly, name: str) -> T:
+    """cache.update: torch.cat of the virtual keys/values (in the model's dtype; cat promotes) and x."""
+    out = ctx.g.new(numel, promote(x.dtype, ctx.dtype), True, name)
+    return ctx.g.node(out, [ctx.prefix, x], [("p", 0), ("p", 1)], name=name)
+
+
 def _lin(layout: Layout, role: str) -> Linear | None:
     for m in layout.layer_linears:
         if m.role == role:
@@ -376,11 +402,12 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     if ctx.kv_extra:  # prefix tuning: cache.update cats the virtual keys/values in front
         kv_len = ctx.seq + ctx.kv_extra
         # the prefix comes in the model's dtype; torch.cat promotes
-        k = g.new(B * kv_len * (nkv * d), promote(k.dtype, ctx.dtype), True, "prefix cat k")
-        v = g.new(B * kv_len * (nkv * d), promote(v.dtype, ctx.dtype), True, "prefix cat v")
+        k = _prefix_cat(ctx, k, B * kv_len * (nkv * d), "prefix cat k")
+        v = _prefix_cat(ctx, v, B * kv_len * (nkv * d), "prefix cat v")
         if cfg["model_type"] in RETURNS_CACHE:  # the cache PEFT passes in, returned by the model, holds them
             g.keep(k)
             g.keep(v)
+        ctx.cache += [k, v]
     else:
         kv_len = None
     impl = ctx.attn
@@ -469,11 +496,12 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         v = linear(ctx, a, _lin(layout, "v"), i)
     if ctx.kv_extra:
         kv_len = ctx.seq + ctx.kv_extra
-        k = g.new(B * kv_len * (nh * d), promote(k.dtype, ctx.dtype), True, "prefix cat k")
-        v = g.new(B * kv_len * (nh * d), promote(v.dtype, ctx.dtype), True, "prefix cat v")
+        k = _prefix_cat(ctx, k, B * kv_len * (nh * d), "prefix cat k")
+        v = _prefix_cat(ctx, v, B * kv_len * (nh * d), "prefix cat v")
         if mt in RETURNS_CACHE:
             g.keep(k)
             g.keep(v)
+        ctx.cache += [k, v]
     neox = mt == "gpt_neox"  # rotary ends in torch.cat: contiguous q and k
     att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=bool(ctx.kv_extra) or ctx.padding_mask, kv_len=kv_len,
                     contiguous=(neox, neox or bool(ctx.kv_extra), bool(ctx.kv_extra)),
@@ -576,6 +604,8 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
               attn="eager" if train.attn_implementation == "eager" else "sdpa", sliding_active=sliding_active,
               padding_mask=train.padding_mask)  # flash_attention_2 saves what sdpa's flash kernel saves
     _setup(ctx)
+    if isinstance(method, QLoRA):
+        ctx.q4 = method.bnb_4bit_compute_dtype or train.weight_dtype
     h, v = cfg["hidden_size"], cfg["vocab_size"]
 
     # embeddings (+ prompt tuning / p-tuning virtual tokens)
@@ -583,6 +613,10 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     emb = word_emb = g.new(B * S * emb_dim, dtype, ctx.full or train.gradient_checkpointing, "embed_tokens")
     if mt in ("gemma", "gemma2", "gemma3_text"):  # Gemma*TextScaledWordEmbedding: * sqrt(h) inside the module
         emb = word_emb = g.mul(emb, T(Poly.const(1), dtype, False, None), "embed scale")
+    if ctx.kv_extra:  # PEFT's get_prompt: the prefix encoder's output for every layer, cast to the model dtype
+        kv_dim = cfg["num_key_value_heads"] * cfg["head_dim"] if "num_key_value_heads" in cfg else h
+        ctx.prefix = g.new(B * (ctx.kv_extra * 2 * layout.num_layers * kv_dim), dtype, True, "prefix past_key_values")
+        ctx.cache.append(ctx.prefix)
     if n_virtual:
         _prompt_encoder(ctx, method, n_virtual, h)
         emb = g.new(rows * emb_dim, dtype, True, "cat(prompts, embeds)")
@@ -658,6 +692,7 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
         logits = g.unary_no_save(th, "softcap mul")
     g.keep(logits)
     loss = _loss(ctx, logits, v)
+    g.touch(*ctx.cache)
 
     total = g.alive_bytes()
     groups: dict[str, list[Poly]] = {}

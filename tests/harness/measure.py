@@ -577,7 +577,8 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
             opt.zero_grad(set_to_none=True)
             tracker.snapshot("after_zero_grad")
         res["optimizer_bytes_step2"] = _optimizer_bytes(opt)[0]
-        res["peak_bytes"] = res["weights_bytes"] + res["optimizer_bytes"] + tracker.peak
+        # the 4-bit weights' quantization state is allocated memory like the weights (pre-marked, never created)
+        res["peak_bytes"] = res["weights_bytes"] + res.get("quant_state_bytes", 0) + res["optimizer_bytes"] + tracker.peak
         res["peak_live_bytes"] = tracker.peak
         res["peak_phase"] = tracker.peak_phase
         if "names" in what:

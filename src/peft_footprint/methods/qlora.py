@@ -72,6 +72,11 @@ class QLoRA(LoRA):
     def _storage(cls, v):
         return canonical_dtype(v, "bnb_4bit_quant_storage", ("uint8", "int8", *WEIGHT_DTYPES))
 
+    @field_validator("bnb_4bit_compute_dtype", mode="before")
+    @classmethod
+    def _compute(cls, v):
+        return None if v is None else canonical_dtype(v, "bnb_4bit_compute_dtype")
+
     @field_validator("bnb_4bit_quant_type", mode="before")
     @classmethod
     def _qt(cls, v):
