@@ -24,8 +24,11 @@ TOLERANCE = 0.03
 # backward, IA3's fp32 scaling, the prompt/prefix-lengthened top layer -- it is held to 20 % (measured max 19.4 %).
 GAP_METHODS = ("lora_all_linear_dora_bias", "lora_modules_to_save", "qlora", "ia3", "prompt_tuning", "prefix_tuning")
 GAP_TOLERANCE = 0.20
-# one activation gap: DoRA under torch.autocast (its weight-norm pass through lora_A/lora_B changes which
-# low-precision copies autocast caches and keeps): 15 % (measured max 13.3 %)
+# one activation gap, not DoRA's own: PEFT's bias="all" also trains the LayerNorm biases, which the layer model
+# still treats as frozen (norm_rg = ctx.full), so the first layer's norms lose their saved input and statistics
+# and, under autocast, the first layer's weight casts: gpt_neox with autocast measures 4.9 % low (gpt2,
+# starcoder2 and gpt_neox without autocast, under 2 %). Drop it once the norms train under bias="all".
+ACT_GAP = {("gpt_neox", "lora_all_linear_dora_bias", "bf16"): 0.06}
 
 def _id(case):
     mt, mid, _, t = case
@@ -42,7 +45,7 @@ def test_activations_and_peak_within_3_percent(case):
             measure(TINY[mt], method, training, what=("activations", "peak"))
         return
     got = measure(TINY[mt], method, training, what=("activations", "peak"))
-    act_gap = method_id == "lora_all_linear_dora_bias" and training.get("mixed_precision")
-    assert est["activations_bytes"] == pytest.approx(got["activations_bytes"], rel=0.15 if act_gap else TOLERANCE)
+    act_tol = ACT_GAP.get((mt, method_id, training.get("mixed_precision")), TOLERANCE)
+    assert est["activations_bytes"] == pytest.approx(got["activations_bytes"], rel=act_tol)
     gap = method_id in GAP_METHODS or training["gradient_checkpointing"]
     assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=GAP_TOLERANCE if gap else TOLERANCE)

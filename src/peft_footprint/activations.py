@@ -65,8 +65,8 @@ class Ctx:
     attn: str = "sdpa"
     sliding_active: bool = False  # sequence reaches the sliding window: transformers builds a mask
     padding_mask: bool = False  # batches come with an attention_mask
-    transients: list = field(default_factory=list)  # (live bytes before, transient bytes) inside the forward
     q4: str | None = None  # QLoRA: the 4-bit layers' compute dtype
+    norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
     cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
     prefix: T | None = None  # prefix tuning's past_key_values for all layers
 
@@ -104,6 +104,7 @@ def _setup(ctx: Ctx) -> None:
             else:
                 ctx.lora_outer.add(t.module.path)
         ctx.lora_dropout = m.lora_dropout
+        ctx.norm_bias = m.bias == "all"
         if m.bias != "none":
             for lin in layout.layer_linears:
                 if lin.bias and (m.bias == "all" or lin.path in ctx.lora):
@@ -186,11 +187,24 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     """PEFT's DoraLinearLayer.forward: magnitude / ||W + s*BA|| (the norm is detached) rescales the base
     output and the LoRA branch; the identity-matrix pass that builds B@A is not kept (its result is detached)."""
     g, o, i = ctx.g, lin.out_features, lin.in_features
-    # until the layer returns: eye(in) through lora_A and lora_B (B@A, in x out), the base weight as fp32, and
-    # the three (rows, out) fp32 products of the DoRA output
-    w32 = o * i * 4 if base_out.dtype != "fp32" else 0
-    transient = ctx.rows * (3 * o * 4) + (i * i * 4 + i * r * 4 + o * i * 4 + w32)
+    # held by the forward's locals until it returns: eye(in) (in the input's dtype), lora_weight = B(A(eye))
+    # (under autocast a bf16 matmul of a bf16 copy of eye), the base weight cast to the input's dtype;
+    # get_weight_norm's ||W + s * lora_weight|| makes two (out, in) fp32 temporaries
+    lo = g.autocast or "fp32"
+    eye = g.new(Poly.const(i * i), "fp32", False, f"{path} dora eye")
+    held = [eye]
+    if g.autocast:
+        held.append(g.new(Poly.const(i * i), lo, False, f"{path} dora eye autocast"))
+    a_eye = g.new(Poly.const(i * r), lo, False, f"{path} dora lora_A(eye)")
+    held.append(g.new(Poly.const(i * o), lo, False, f"{path} dora lora_weight"))
+    g.touch(a_eye)
+    if base_out.dtype != "fp32":
+        held.append(g.new(Poly.const(o * i), "fp32", False, f"{path} dora weight.to(fp32)"))
+    s_lw = g.new(Poly.const(o * i), "fp32", False, f"{path} dora scaling*lora_weight")
+    w_sum = g.new(Poly.const(o * i), "fp32", False, f"{path} dora W + s*lora_weight")
+    g.touch(s_lw)
     wn = g.new(Poly.const(o), "fp32", False, f"{path} dora weight_norm")
+    g.touch(w_sum)
     mag = T(Poly.const(o), "fp32", True, None)
     mns = g.new(Poly.const(o), "fp32", True, f"{path} dora magnitude/norm")
     g.save(wn)  # div keeps the divisor
@@ -208,8 +222,7 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     t2 = g.mul(mns, lr, f"{path} dora scale*lora", numel=lr.numel)
     t3 = g.mul(t2, None, f"{path} dora *scaling")
     rd = g.add(t1, t3, f"{path} dora sum")
-    # live at that moment: everything saved so far, plus the module's input and the residual stream
-    ctx.transients.append(ctx.rows * ((i + ctx.cfg["hidden_size"]) * esize(base_out.dtype)) + transient)
+    g.touch(*held)
     res = g.add(base_out, rd, f"{path} dora add")
     del mag
     return g.to(res, base_out.dtype, f"{path} lora cast")
@@ -373,7 +386,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
 
     def norm(t: T, name: str) -> T:
         if ln:
-            return layer_norm(ctx, t, w_rg=norm_rg, name=name)
+            return layer_norm(ctx, t, w_rg=norm_rg or ctx.norm_bias, name=name)
         return rms_norm(ctx, t, h, w_rg=norm_rg, style=style, name=name)
 
     residual = x
@@ -476,7 +489,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     cfg, layout, g = ctx.cfg, ctx.layout, ctx.g
     mt = cfg["model_type"]
     nh, d = cfg["num_attention_heads"], cfg["head_dim"]
-    norm_rg = ctx.full
+    norm_rg = ctx.full or ctx.norm_bias
     g.scope = f"layers.{i}."
     resid_p = {"gpt2": _p(cfg, "resid_pdrop", default=0.1), "opt": _p(cfg, "dropout", default=0.1)}.get(mt, _p(cfg, "hidden_dropout"))
     impl = ctx.attn
@@ -669,10 +682,9 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
                 s_.saved = False
             g.save(x_in)  # ...and keeps the layer's input
         per_layer_polys.append(layer_alive)
-    alive_after_layers = g.alive_bytes()
     if gc:
         g.save(cos, sin)
-        g.save(g.new(seq, "int64", False, "position ids"))
+        g.save(g.new(seq * B if mt == "opt" else seq, "int64", False, "position ids"))  # OPT's are (b, s)
         # the attention mask is an input of every checkpointed layer: kept (eager: additive, in the model
         # dtype; sdpa: a bool mask, only where one is built at all)
         kv = seq + ctx.kv_extra
@@ -712,8 +724,6 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     for p_ in dominant(fwd):
         cands[f"forward: {g.storages[fwd.index(p_) + top_storages].name}"] = p_
     cands.update(_backward_candidates(g, loss, total, layout.num_layers, gc, (top_nodes, top_end, top_storages), top_in))
-    if ctx.transients:  # DoRA: the weight norm's full-size temporaries during the last layer's forward
-        cands["forward (DoRA weight norm)"] = alive_after_layers + max_poly(ctx.transients)
     return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands, layer_terms=layer_terms)
 
 
@@ -758,10 +768,10 @@ def _final(ctx: Ctx, x: T) -> T:
     """The final norm (and OPT's project_out) before the lm_head."""
     mt = ctx.cfg["model_type"]
     if mt in ("gpt2", "gpt_neox", "starcoder2"):
-        return layer_norm(ctx, x, w_rg=ctx.full, name="final norm")
+        return layer_norm(ctx, x, w_rg=ctx.full or ctx.norm_bias, name="final norm")
     if mt == "opt":
         if ctx.cfg["do_layer_norm_before"] and not ctx.cfg["_remove_final_layer_norm"]:
-            x = layer_norm(ctx, x, w_rg=ctx.full, name="final norm")
+            x = layer_norm(ctx, x, w_rg=ctx.full or ctx.norm_bias, name="final norm")
         proj = next((m for m in ctx.layout.outer_linears if m.role == "project_out"), None)
         return linear(ctx, x, proj, None) if proj else x
     style = {"gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma", "olmo2": "olmo2"}.get(mt, "llama")
@@ -830,13 +840,6 @@ def _replay(g: Graph, rec: tuple, x_in: T, i: int) -> tuple[T, Poly, list]:
         if target is not None:
             g.storages[target].saved = True
     return T(out.numel, out.dtype, out.rg, sid), layer_alive, last_layer
-
-
-def max_poly(polys: list[Poly]) -> Poly:
-    if not polys:
-        return ZERO
-    # the layers differ only in lower-order terms; take the one largest at a typical shape
-    return max(polys, key=lambda p: p(8, 2048))
 
 
 def _prompt_encoder(ctx: Ctx, method: Method, n: int, h: int) -> None:

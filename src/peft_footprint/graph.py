@@ -15,6 +15,8 @@ each gradient after its consumer, and returns every moment's live bytes as a pol
 from __future__ import annotations
 
 import heapq
+
+import numpy as np
 from dataclasses import dataclass, field
 
 from .dtypes import nbytes
@@ -442,16 +444,16 @@ def forward(g: Graph, first: int, end: int, base: Poly, kept) -> list[Poly]:
     return out
 
 
-def dominant(polys: list[Poly], at: tuple[int, int] = (8, 2048)) -> list[Poly]:
-    """Drop every polynomial that another one bounds coefficient by coefficient (b, s >= 1)."""
-    out: list[Poly] = []
-    for p in sorted(set(polys), key=lambda q: -q(*at)):
-        if not any(_bounds(q, p) for q in out):
-            out.append(p)
-    return out
-
-
-def _bounds(q: Poly, p: Poly) -> bool:
-    """q >= p for every b, s >= 1 (sufficient: q - p has no negative coefficient... after folding)."""
-    d = q - p
-    return all(v >= 0 for v in d.terms.values())
+def dominant(polys: list[Poly]) -> list[Poly]:
+    """The polynomials that no other one bounds coefficient by coefficient (so for every b, s >= 0)."""
+    uniq = list(dict.fromkeys(polys))
+    if len(uniq) < 2:
+        return uniq
+    keys = sorted({k for p in uniq for k in p.terms})
+    m = np.array([[p.terms.get(k, 0) for k in keys] for p in uniq], dtype=np.int64)
+    # test against the largest ones at a few shapes (keeping a few extra is harmless)
+    at = np.array([[b**kb * s**ks for kb, ks in keys] for b, s in ((1, 512), (8, 2048), (64, 128))], dtype=np.float64)
+    top = np.unique(np.argsort(-(m @ at.T), axis=0)[:16].ravel())
+    bounds = (m[top][:, None, :] >= m[None, :, :]).all(axis=2)  # [q, p]: q >= p everywhere
+    bounds[np.arange(len(top)), top] = False
+    return [p for p, dominated in zip(uniq, bounds.any(axis=0)) if not dominated]
