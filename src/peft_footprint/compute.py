@@ -313,7 +313,7 @@ class _Walker:
         if self.mv.adapter is not None and self.mv.adapter.setting("output_adapter"):
             out = self._adapter(out) or out
         if self.gc:
-            rec = FlopTerms(**{u: getattr(self.layer_fwd, u) for u in UNITS})
+            rec = self.layer_fwd.copy()
             if self._ends_in_matmul() and self.layer_mm and self.layer_mm[-1] > 0:
                 rec.T -= self.layer_mm[-1]
             self.rec += rec
