@@ -2,7 +2,9 @@
 
     python benchmarks/bench_estimate.py            # needs the test extras for the peer columns
 
-- estimate(): one call on a preset, warm (model parsed, tables cached) and cold (a new config dict each time);
+- estimate(): one call on a preset, warm (model parsed, tables cached), and cold: each call on a (model, method,
+  training) combination never seen before in the process (median, 90th percentile and max over the calls), with
+  the part of it spent building the activation model (activations.activation_model);
 - sweep(): a batch x sequence-length grid evaluated by numpy;
 - peer: building the same model with transformers + PEFT on the meta device and counting (tests/harness,
   measure_meta: static numbers only), and the CPU harness on a tiny config (activations and peak).
@@ -30,14 +32,73 @@ def per_call(fn, n: int) -> float:
     return (time.perf_counter() - t) / n
 
 
+def each_call(fn, calls) -> tuple[list[float], list[tuple]]:
+    """Seconds of ``fn(*args)`` for each of ``calls``, and the calls themselves; calls the library refuses are left out."""
+    seconds, done = [], []
+    for args in calls:
+        t = time.perf_counter()
+        try:
+            fn(*args)
+        except pf.PeftFootprintError:
+            continue
+        seconds.append(time.perf_counter() - t)
+        done.append(args)
+    return seconds, done
+
+
+def spread(seconds: list[float]) -> str:
+    ms = np.sort(np.asarray(seconds)) * 1e3
+    return f"median {np.median(ms):.2f} ms, p90 {ms[int(0.9 * (ms.size - 1))]:.2f} ms, max {ms[-1]:.2f} ms over {ms.size} calls"
+
+
+def cold_calls() -> dict[str, list[tuple]]:
+    """(model, method, training[, inference, hardware]) combinations, each new to the process."""
+    cfg = pf.ModelSpec.from_any("meta-llama/Llama-3.1-8B").raw
+    new_models = [({**cfg, "intermediate_size": 14336 + 8 * k}, {"name": "lora", "r": 16}, {"batch_size": 4, "seq_len": 2048})
+                  for k in range(1, 201)]
+    new_methods = []
+    for i, (model, r) in enumerate((m, r) for m in pf.list_models() for r in (8, 16)):
+        methods = [
+            {"name": "lora", "r": r, "target_modules": "all-linear"},
+            {"name": "qlora", "r": r, "target_modules": "all-linear"},
+            {"name": "ia3", "target_modules": "all-linear", "feedforward_modules": []},
+            {"name": "prompt_tuning", "num_virtual_tokens": r},
+            {"name": "full"} if r == 8 else {"name": "lora", "r": r, "use_dora": True, "target_modules": "all-linear"},
+        ]
+        for j, method in enumerate(methods):
+            training = {"batch_size": 2, "seq_len": 1024, "gradient_checkpointing": bool((i + j) % 2)}
+            new_methods.append((model, method, training, {"prompt_len": 512}, "H100" if j % 2 else None))
+    return {"new model config each call (Llama-3.1-8B variants, LoRA)": new_models,
+            "new preset x method x options each call": new_methods}
+
+
+def activation_model_calls(calls) -> list[tuple]:
+    """The activation model each of ``calls`` builds, as arguments of activation_model (uncached)."""
+    from peft_footprint.api import _sliding_active
+    from peft_footprint.methods import load_method
+    from peft_footprint.model import load_model
+    from peft_footprint.training import TrainingSpec
+
+    out = []
+    for model, method, training, *_ in calls:
+        spec, meth, train = load_model(model), load_method(method), TrainingSpec(**training)
+        out.append((spec, meth, train, _sliding_active(spec, meth, train.seq_len)))
+    return out
+
+
 def main() -> None:
     model, method, training = "meta-llama/Llama-3.1-8B", {"name": "lora", "r": 16}, {"batch_size": 4, "seq_len": 2048}
     pf.estimate(model, method, training)
     warm = per_call(lambda: pf.estimate(model, method, training), 2000)
     warm_hw = per_call(lambda: pf.estimate(model, method, training, hardware="H100"), 2000)
     cfg = pf.ModelSpec.from_any(model).raw
-    k = iter(range(10**9))
-    cold = per_call(lambda: pf.estimate({**cfg, "intermediate_size": 14336 + 8 * next(k)}, method, training), 200)
+    from peft_footprint.activations import activation_model
+
+    cold = []
+    for name, calls in cold_calls().items():
+        seconds, done = each_call(pf.estimate, calls)
+        cold.append((f"estimate(), cold: {name}", spread(seconds)))
+        cold.append(("  activation_model() alone, on the same calls", spread(each_call(activation_model, activation_model_calls(done))[0])))
     bs, ss = np.arange(1, 1001), np.arange(64, 8256, 8)
     t = time.perf_counter()
     pf.sweep(model, "lora", batch_sizes=bs, seq_lens=ss)
@@ -45,7 +106,7 @@ def main() -> None:
     rows = [
         ("estimate(), warm", f"{warm * 1e3:.3f} ms/call"),
         ("estimate() + hardware (latency, step time), warm", f"{warm_hw * 1e3:.3f} ms/call"),
-        ("estimate(), new architecture each call", f"{cold * 1e3:.3f} ms/call"),
+        *cold,
         (f"sweep(), {bs.size * ss.size:,} (batch, seq) points", f"{sweep_s:.3f} s ({bs.size * ss.size / sweep_s / 1e6:.1f} M configs/s)"),
     ]
     try:
