@@ -14,6 +14,9 @@ import numpy as np
 Number = Union[int, "Poly"]
 
 
+_new = object.__new__
+
+
 class Poly:
     __slots__ = ("terms",)
 
@@ -23,7 +26,7 @@ class Poly:
     @classmethod
     def _of(cls, terms: dict[tuple[int, int], int]) -> Poly:
         """A polynomial around ``terms`` as given: the caller guarantees no zero coefficient (hot paths)."""
-        p = object.__new__(cls)
+        p = _new(cls)
         p.terms = terms
         return p
 
@@ -43,27 +46,50 @@ class Poly:
         for p in polys:
             for k, v in p.terms.items():
                 out[k] = get(k, 0) + v
-        return Poly(out)
+        if 0 in out.values():  # terms that cancelled
+            out = {k: v for k, v in out.items() if v}
+        return Poly._of(out)
 
+    # sums and differences drop a term where it cancels, in place (both sides hold no zero coefficient)
     def __add__(self, other: Number) -> Poly:
         if not isinstance(other, Poly):
             other = Poly.const(other)
-        if not other.terms:
-            return Poly._of(dict(self.terms))
         out = dict(self.terms)
         get = out.get
         for k, v in other.terms.items():
-            out[k] = get(k, 0) + v
-        return Poly(out)
+            x = get(k, 0) + v
+            if x:
+                out[k] = x
+            else:
+                out.pop(k, None)
+        p = _new(Poly)
+        p.terms = out
+        return p
 
     __radd__ = __add__
 
     def __sub__(self, other: Number) -> Poly:
-        return self + (other * -1 if isinstance(other, Poly) else -other)
+        if not isinstance(other, Poly):
+            return self + -other
+        out = dict(self.terms)
+        get = out.get
+        for k, v in other.terms.items():
+            x = get(k, 0) - v
+            if x:
+                out[k] = x
+            else:
+                out.pop(k, None)
+        p = _new(Poly)
+        p.terms = out
+        return p
 
     def __mul__(self, other: Number) -> Poly:
         if type(other) is int:  # a non-zero int times a non-zero coefficient is never zero
-            return Poly._of({k: v * other for k, v in self.terms.items()}) if other else Poly()
+            if not other:
+                return Poly()
+            p = _new(Poly)
+            p.terms = {k: v * other for k, v in self.terms.items()}
+            return p
         if not isinstance(other, Poly):
             return Poly({k: v * other for k, v in self.terms.items()})
         out: dict[tuple[int, int], int] = {}
@@ -80,6 +106,8 @@ class Poly:
         return self.terms == other.terms
 
     def __hash__(self) -> int:
+        if len(self.terms) == 1:  # the same value, without sorting
+            return hash(tuple(self.terms.items()))
         return hash(tuple(sorted(self.terms.items())))
 
     def __call__(self, b: Any, s: Any) -> Any:
