@@ -106,9 +106,7 @@ class Poly:
         return self.terms == other.terms
 
     def __hash__(self) -> int:
-        if len(self.terms) == 1:  # the same value, without sorting
-            return hash(tuple(self.terms.items()))
-        return hash(tuple(sorted(self.terms.items())))
+        return hash(frozenset(self.terms.items()))
 
     def __call__(self, b: Any, s: Any) -> Any:
         """Exact integers for ints; numpy int64/object arrays evaluate whole grids."""
