@@ -13,6 +13,7 @@ from .dtypes import nbytes
 from .inference import InferenceSpec, kv_cache_bytes
 from .methods import Method, ParamTable, load_method
 from .methods.base import method_key
+from .poly import evaluate
 from .model import ModelSpec, load_model
 from .storage import safetensors_file_bytes
 from .result import SCHEMA_VERSION, Estimate
@@ -96,7 +97,7 @@ _HEAD_NAMES = ("lm_head", "embed_out", "model.norm.", "final_layer_norm", "ln_f"
 def _live_candidates(act: ActivationModel, train: TrainingSpec, trainable, grads: int, mlp_paths: tuple[str, ...], b, s) -> dict[str, Any]:
     """Live bytes (beyond weights + optimizer state) at each moment that can set the step's peak; ``b`` and
     ``s`` are ints, or numpy arrays for whole grids."""
-    live = {name: p(b, s) for name, p in act.peak_candidates.items()}
+    live = dict(zip(act.peak_candidates, evaluate(act.peak_candidates.values(), b, s)))
     live["optimizer step"] = grads + optimizer_step_temporary_bytes(train.optimizer, trainable) + 0 * b
     live["end of backward (all gradients)"] = grads + 0 * b
     return live

@@ -132,6 +132,26 @@ class Poly:
         return " + ".join(parts)
 
 
+def evaluate(polys, b: Any, s: Any) -> list:
+    """``[p(b, s) for p in polys]``, with each monomial's value computed once for all of them when b and s are ints."""
+    if type(b) is not int or type(s) is not int:
+        return [p(b, s) for p in polys]
+    powers: dict[tuple[int, int], int] = {}
+    out = []
+    for p in polys:
+        total = 0
+        for k, c in p.terms.items():
+            if type(c) is not int:  # the very product p(b, s) forms, rounding included
+                total += c * b ** k[0] * s ** k[1]
+                continue
+            m = powers.get(k)
+            if m is None:
+                m = powers[k] = b ** k[0] * s ** k[1]
+            total += c * m
+        out.append(total)
+    return out
+
+
 ZERO = Poly()
 B = Poly.var(b=1)
 S = Poly.var(s=1)
