@@ -133,21 +133,28 @@ class Poly:
 
 
 def evaluate(polys, b: Any, s: Any) -> list:
-    """``[p(b, s) for p in polys]``, with each monomial's value computed once for all of them when b and s are ints."""
-    if type(b) is not int or type(s) is not int:
+    """``[p(b, s) for p in polys]``, with each monomial's value worked out once for all of them (ints, or numpy
+    arrays for whole grids)."""
+    if type(b) is int and type(s) is int:
+        def monomial(pb: int, ps: int) -> Any:
+            return b**pb * s**ps
+    elif isinstance(b, np.ndarray) and isinstance(s, np.ndarray):
+        def monomial(pb: int, ps: int) -> Any:
+            return (np.power(b, pb) if pb else 1) * (np.power(s, ps) if ps else 1)
+    else:
         return [p(b, s) for p in polys]
-    powers: dict[tuple[int, int], int] = {}
+    powers: dict[tuple[int, int], Any] = {}
     out = []
     for p in polys:
-        total = 0
+        total: Any = 0
         for k, c in p.terms.items():
             if type(c) is not int:  # the very product p(b, s) forms, rounding included
-                total += c * b ** k[0] * s ** k[1]
+                total = total + Poly({k: c})(b, s)
                 continue
             m = powers.get(k)
             if m is None:
-                m = powers[k] = b ** k[0] * s ** k[1]
-            total += c * m
+                m = powers[k] = monomial(*k)
+            total = total + c * m
         out.append(total)
     return out
 
