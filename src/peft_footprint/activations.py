@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .architectures import Layout, Linear
-from .graph import Graph, Storage, T, backward, dominant, esize, forward, promote
+from .graph import Graph, Storage, T, backward, esize, forward, promote, winners
 from .methods import Method
 from .methods.adapter import Adapter
 from .methods.ia3 import IA3
@@ -717,19 +717,26 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
         layer_groups.setdefault(_layer_component(s_.name), []).append(s_.nbytes)
     layer_terms = {name: Poly.sum(ps) for name, ps in layer_groups.items()}
 
-    cands = {"end of forward": total}
     # the forward of the top layer and the head, each storage freed after its last reader
     below = Poly.sum(st.nbytes for st in g.storages[:top_storages] if st.saved or st.output)
     fwd = forward(g, top_storages, len(g.storages), below, lambda k: g.storages[k].saved or g.storages[k].output)
-    for p_ in dominant(fwd):
-        cands[f"forward: {g.storages[fwd.index(p_) + top_storages].name}"] = p_
-    cands.update(_backward_candidates(g, loss, total, layout.num_layers, gc, (top_nodes, top_end, top_storages), top_in))
+    moments = [(f"forward: {g.storages[k + top_storages].name}", p_) for k, p_ in enumerate(fwd)]
+    moments += _backward_moments(g, loss, total, layout.num_layers, gc, (top_nodes, top_end, top_storages), top_in)
+    cands = {"end of forward": total}
+    for k in winners([p_ for _, p_ in moments]):
+        label = moments[k][0]
+        n = 1
+        while label in cands:
+            n += 1
+            label = f"{moments[k][0]} #{n}"
+        cands[label] = moments[k][1]
     return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands, layer_terms=layer_terms)
 
 
-def _backward_candidates(g: Graph, loss: T, total: Poly, layers: int, gc: bool, top: tuple[int, int, int], top_in: T) -> dict[str, Poly]:
+def _backward_moments(g: Graph, loss: T, total: Poly, layers: int, gc: bool, top: tuple[int, int, int], top_in: T) -> list:
     """Simulate backward from the loss through the head and the top decoder layer, node by node; the layers
-    below repeat the top layer's profile, shifted by what each one frees and the weight gradients it adds."""
+    below repeat the top layer's profile, shifted by what each one frees and the weight gradients it adds.
+    Returns (label, live bytes) at every moment."""
     lo, hi, first_storage = top
     recompute = None
     if gc:  # the first node of the top layer to unpack a saved tensor recomputes the layer's forward
@@ -737,30 +744,15 @@ def _backward_candidates(g: Graph, loss: T, total: Poly, layers: int, gc: bool, 
         recompute = (lo, hi, sids)
     alive = {k for k, st in enumerate(g.storages) if st.saved or st.output}
     run = backward(g, loss.fn, lo, total, alive, recompute)
-    out: dict[str, Poly] = {}
-    names: dict[str, int] = {}
-
-    def add(label: str, p: Poly) -> None:
-        k = names[label] = names.get(label, 0) + 1
-        out[label if k == 1 else f"{label} #{k}"] = p
-
-    in_top = [(n, p) for n, p in run.moments if lo <= n < hi]
+    nodes = g.nodes
+    out = [(f"backward: {nodes[n].name}", p) for n, p in run.moments]
     layer_start = [p for n, p in sorted(run.start_of.items()) if lo <= n < hi]
-    shifted = []
     if layers > 1 and layer_start:
         # live bytes change from one layer's backward to the next by what the layer frees (its saved
         # tensors; under checkpointing its kept input) and the weight gradients it leaves
-        delta = run.end - layer_start[-1] - (top_in.bytes() if gc and top_in.sid is not None else ZERO)
-        shifted = [(n, p + delta * (layers - 1)) for n, p in in_top]
-    keep = set(dominant([p for _, p in run.moments] + [p for _, p in shifted]))
-    for n, p in run.moments:
-        if p in keep:
-            add(f"backward: {g.nodes[n].name}", p)
-            keep.discard(p)
-    for n, p in shifted:
-        if p in keep:
-            add(f"backward of the bottom layer: {g.nodes[n].name.split('.', 2)[-1]}", p)
-            keep.discard(p)
+        delta = (run.end - layer_start[-1] - (top_in.bytes() if gc and top_in.sid is not None else ZERO)) * (layers - 1)
+        out += [(f"backward of the bottom layer: {nodes[n].name.split('.', 2)[-1]}", p + delta)
+                for n, p in run.moments if lo <= n < hi]
     return out
 
 

@@ -323,6 +323,16 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     live = live + first_grad
     ready = [-root]
 
+    def push(n: int, p: Poly) -> None:  # a moment; one that bounds its predecessor replaces it
+        if moments:
+            rel = _compare(p, moments[-1][1])
+            if rel >= 0:
+                moments[-1] = (n, p)
+                return
+            if rel == -2:
+                return
+        moments.append((n, p))
+
     def release(obj: list) -> None:
         nonlocal live
         obj[1] -= 1
@@ -336,12 +346,13 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
         if recompute and recompute[0] <= n < recompute[1] and node.saved:
             sids = recompute[2]
             if sids:  # the layer's forward reruns until its last saved tensor exists
-                moments += [(n, p) for p in forward(g, sids[0], sids[-1] + 1, live, lambda k: storages[k].savers > 0)]
+                for p in forward(g, sids[0], sids[-1] + 1, live, lambda k: storages[k].savers > 0):
+                    push(n, p)
             for sid in sids:
                 if sid not in alive:
                     alive.add(sid)
                     live = live + storages[sid].nbytes
-            moments.append((n, live))
+            push(n, live)
             recompute = None
         gout = buffers.pop(n)
         gathered = gout if node.multi else None
@@ -355,7 +366,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             if kind == "a":
                 live = live + ev[1]
                 temps = temps + ev[1]
-                moments.append((n, live))
+                push(n, live)
             elif kind == "f":
                 live = live - ev[1]
                 temps = temps - ev[1]
@@ -363,19 +374,19 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 obj = [ev[2], 1]
                 live = live + ev[2]
                 outs.append((ev[1], obj))
-                moments.append((n, live))
+                push(n, live)
             elif kind == "r":
                 obj = [ev[2], 1]
                 live = live + ev[2]
                 outs.append((ev[1], obj))
                 reduce.append((obj, ev[3]))
-                moments.append((n, live))
+                push(n, live)
             elif kind == "p":
                 gout[1] += 1
                 outs.append((ev[1], gout))
             else:  # "w"
                 live = live + ev[2]
-                moments.append((n, live))
+                push(n, live)
                 if ev[1] in params:
                     temps = temps + ev[2]
                 params.add(ev[1])
@@ -385,7 +396,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             release(obj)
         for obj, small in reduce:  # the engine sums broadcast gradients to their input's shape
             live = live + small
-            moments.append((n, live))
+            push(n, live)
             live = live - obj[0]
             obj[0] = small
         for sid in node.saved:
@@ -410,7 +421,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             else:  # accumulated out of place (what autograd does when the buffer is shared or under a dispatch mode)
                 new = [old[0], 1]
                 live = live + new[0]
-                moments.append((n, live))
+                push(n, live)
                 release(old)
                 release(obj)
                 buffers[j] = new
@@ -444,16 +455,33 @@ def forward(g: Graph, first: int, end: int, base: Poly, kept) -> list[Poly]:
     return out
 
 
-def dominant(polys: list[Poly]) -> list[Poly]:
-    """The polynomials that no other one bounds coefficient by coefficient (so for every b, s >= 0)."""
-    uniq = list(dict.fromkeys(polys))
-    if len(uniq) < 2:
-        return uniq
-    keys = sorted({k for p in uniq for k in p.terms})
-    m = np.array([[p.terms.get(k, 0) for k in keys] for p in uniq], dtype=np.int64)
-    # test against the largest ones at a few shapes (keeping a few extra is harmless)
-    at = np.array([[b**kb * s**ks for kb, ks in keys] for b, s in ((1, 512), (8, 2048), (64, 128))], dtype=np.float64)
-    top = np.unique(np.argsort(-(m @ at.T), axis=0)[:16].ravel())
-    bounds = (m[top][:, None, :] >= m[None, :, :]).all(axis=2)  # [q, p]: q >= p everywhere
-    bounds[np.arange(len(top)), top] = False
-    return [p for p, dominated in zip(uniq, bounds.any(axis=0)) if not dominated]
+def _compare(p: Poly, q: Poly) -> int:
+    """1 or 0: p >= q for every b, s >= 0 (0: equal); -2: p <= q; -1: neither."""
+    up = down = False
+    for k in p.terms.keys() | q.terms.keys():
+        d = p.terms.get(k, 0) - q.terms.get(k, 0)
+        if d > 0:
+            up = True
+        elif d < 0:
+            down = True
+        if up and down:
+            return -1
+    return 1 if up else (-2 if down else 0)
+
+
+# shapes the peak candidates are compared at: batch 1..4096, sequence 1..2M tokens (1, 3, 5, 7 x 2^k)
+_GRID_B = np.array(sorted({m * 2**k for m in (1, 3) for k in range(13)}), dtype=np.float64)
+_GRID_S = np.array(sorted({m * 2**k for m in (1, 3, 5, 7) for k in range(22)}), dtype=np.float64)
+_GB, _GS = (a.ravel() for a in np.meshgrid(_GRID_B, _GRID_S))
+
+
+def winners(polys: list[Poly]) -> list[int]:
+    """Indices of the polynomials that are the largest at some (batch, seq) of a wide log-spaced grid: the
+    only ones that can set a peak (two candidates that trade places between grid points differ by less
+    than their change over a factor of 1.5 in one dimension)."""
+    if len(polys) < 2:
+        return list(range(len(polys)))
+    keys = sorted({k for p in polys for k in p.terms})
+    m = np.array([[p.terms.get(k, 0) for k in keys] for p in polys], dtype=np.float64)
+    at = np.array([_GB**kb * _GS**ks for kb, ks in keys]).T  # (grid points, monomials)
+    return sorted(set(np.argmax(at @ m.T, axis=1).tolist()))
