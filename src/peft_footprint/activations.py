@@ -160,15 +160,17 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     if not in_lora:
         return out
     r = ctx.method.rank_for(path)  # type: ignore[attr-defined]
-    xa = g.to(x, "fp32", f"{path} lora input fp32")
-    xa = ctx.drop(xa, ctx.lora_dropout, f"{path} lora_dropout")
+    x32 = g.to(x, "fp32", f"{path} lora input fp32")  # PEFT rebinds x to it: alive until the layer returns
+    xa = ctx.drop(x32, ctx.lora_dropout, f"{path} lora_dropout")
     if getattr(ctx.method, "use_dora", False):
-        return _dora(ctx, lin, path, out, xa, r, b_rg)
-    a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32", in_features=lin.in_features)
-    bo = g.linear(a, ctx.rows, lin.out_features, w_rg=True, name=f"{path} lora_B", dtype="fp32", in_features=r)
-    scaled = g.mul(bo, None, f"{path} lora scaling")
-    res = g.add(out, scaled, f"{path} lora add")
-    return g.to(res, out.dtype, f"{path} lora cast")
+        res = _dora(ctx, lin, path, out, xa, r, b_rg)
+    else:
+        a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32", in_features=lin.in_features)
+        bo = g.linear(a, ctx.rows, lin.out_features, w_rg=True, name=f"{path} lora_B", dtype="fp32", in_features=r)
+        scaled = g.mul(bo, None, f"{path} lora scaling")
+        res = g.to(g.add(out, scaled, f"{path} lora add"), out.dtype, f"{path} lora cast")
+    g.touch(x32)
+    return res
 
 
 def _linear4bit(ctx: Ctx, x: T, lin: Linear) -> T:
@@ -741,7 +743,7 @@ def _backward_moments(g: Graph, loss: T, total: Poly, layers: int, gc: bool, top
     recompute = None
     if gc:  # the first node of the top layer to unpack a saved tensor recomputes the layer's forward
         sids = [k for k in range(first_storage, len(g.storages)) if g.storages[k].savers and not g.storages[k].saved]
-        recompute = (lo, hi, sids)
+        recompute = (lo, hi, sids, first_storage)
     alive = {k for k, st in enumerate(g.storages) if st.saved or st.output}
     run = backward(g, loss.fn, lo, total, alive, recompute)
     nodes = g.nodes

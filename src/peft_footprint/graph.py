@@ -75,6 +75,7 @@ class Node:
     prog: tuple
     name: str = ""
     multi: bool = False  # several outputs (split/chunk): their gradients are gathered, not summed
+    param: bool = False  # it saved a parameter (a checkpoint's recompute starts at the first such node too)
 
 
 @dataclass
@@ -126,7 +127,8 @@ class Graph:
             st.savers += 1
         # input slots: the producing node, None for a leaf that requires grad (its .grad stays), -1 for no gradient
         ins = tuple(-1 if x is None or not x.rg else x.fn for x in inputs)
-        self.nodes.append(Node(ins, sids, tuple(prog), self.scope + name))
+        param = any(t is not None and t.sid is None for t in saved)
+        self.nodes.append(Node(ins, sids, tuple(prog), self.scope + name, param=param))
         out.fn = len(self.nodes) - 1
         return out
 
@@ -180,7 +182,8 @@ class Graph:
             prog.append(("g", 0, x.bytes()))
         if b_rg:
             prog.append(("w", key + ".bias", Poly.const(out_features * esize(out.dtype))))
-        return self.node(out, [x], prog, (x,) if w_rg else (), name)
+        weight = T(Poly.const(inf * out_features), out.dtype, w_rg, None)  # kept for the input's gradient
+        return self.node(out, [x], prog, ((x,) if w_rg else ()) + ((weight,) if x.rg else ()), name)
 
     def autocast_input(self, x: T, name: str) -> T:
         """An op on autocast's low-precision list (sdpa) casts fp32 inputs."""
@@ -297,8 +300,8 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     """Run autograd's engine over the nodes ``lo..`` reachable from node ``root`` (the loss).
 
     ``alive``: storage ids alive when backward starts (``start`` bytes in all). ``recompute``: (first node,
-    end node, storage ids) of a checkpointed layer, whose forward reruns when its first node with saved
-    tensors runs. Gradients sent to
+    end node, saved storage ids, first storage) of a checkpointed layer, whose forward reruns when its first
+    node with saved tensors (or parameters) runs. Gradients sent to
     nodes before ``lo`` (or to leaves) stay alive; they belong to the layers below.
     """
     nodes, storages = g.nodes, g.storages
@@ -343,10 +346,10 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
         n = -heapq.heappop(ready)
         node = nodes[n]
         start_of[n] = live
-        if recompute and recompute[0] <= n < recompute[1] and node.saved:
+        if recompute and recompute[0] <= n < recompute[1] and (node.saved or node.param):
             sids = recompute[2]
             if sids:  # the layer's forward reruns until its last saved tensor exists
-                for p in forward(g, sids[0], sids[-1] + 1, live, lambda k: storages[k].savers > 0):
+                for p in forward(g, recompute[3], sids[-1] + 1, live, lambda k: storages[k].savers > 0):
                     push(n, p)
             for sid in sids:
                 if sid not in alive:
