@@ -189,18 +189,24 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     """PEFT's DoraLinearLayer.forward: magnitude / ||W + s*BA|| (the norm is detached) rescales the base
     output and the LoRA branch; the identity-matrix pass that builds B@A is not kept (its result is detached)."""
     g, o, i = ctx.g, lin.out_features, lin.in_features
-    # held by the forward's locals until it returns: eye(in) (in the input's dtype), lora_weight = B(A(eye))
-    # (under autocast a bf16 matmul of a bf16 copy of eye), the base weight cast to the input's dtype;
-    # get_weight_norm's ||W + s * lora_weight|| makes two (out, in) fp32 temporaries
+    # get_lora_weight: lora_B(lora_A(eye(in))) (under autocast bf16 matmuls of a bf16 copy of eye); forward
+    # holds lora_weight (its autograd graph keeps eye and lora_A(eye)), lora_weight.to(fp32) and the base
+    # weight .to(fp32) until it returns; get_weight_norm's ||W + s * lora_weight|| makes two (out, in) fp32
+    # temporaries
     lo = g.autocast or "fp32"
     eye = g.new(Poly.const(i * i), "fp32", False, f"{path} dora eye")
     held = [eye]
-    if g.autocast:
-        held.append(g.new(Poly.const(i * i), lo, False, f"{path} dora eye autocast"))
-    a_eye = g.new(Poly.const(i * r), lo, False, f"{path} dora lora_A(eye)")
-    held.append(g.new(Poly.const(i * o), lo, False, f"{path} dora lora_weight"))
-    g.touch(a_eye)
-    if base_out.dtype != "fp32":
+    if g.autocast:  # lora_A keeps the bf16 copy, not eye itself: eye goes when get_lora_weight returns
+        held = [g.new(Poly.const(i * i), lo, False, f"{path} dora eye autocast")]
+    held.append(g.new(Poly.const(i * r), lo, False, f"{path} dora lora_A(eye)"))
+    lw = g.new(Poly.const(i * o), lo, False, f"{path} dora lora_weight")
+    g.touch(eye)
+    if lo != "fp32":  # rebound to its fp32 copy
+        held.append(g.new(Poly.const(i * o), "fp32", False, f"{path} dora lora_weight.to(fp32)"))
+        g.touch(lw)
+    else:
+        held.append(lw)
+    if ctx.dtype != "fp32":
         held.append(g.new(Poly.const(o * i), "fp32", False, f"{path} dora weight.to(fp32)"))
     s_lw = g.new(Poly.const(o * i), "fp32", False, f"{path} dora scaling*lora_weight")
     w_sum = g.new(Poly.const(o * i), "fp32", False, f"{path} dora W + s*lora_weight")
