@@ -174,14 +174,13 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
 
 
 def _linear4bit(ctx: Ctx, x: T, lin: Linear) -> T:
-    """bitsandbytes' Linear4bit: the input cast to the compute dtype, the weight dequantized for the matmul
-    (again in backward, for the input's gradient; MatMul4Bit keeps only the packed weight), the output cast back."""
+    """bitsandbytes' Linear4bit: the input cast to the compute dtype, the 4-bit matmul (one op; in backward
+    the weight is dequantized for the input's gradient, MatMul4Bit keeping only the packed weight), the
+    output cast back."""
     g, cd, path = ctx.g, ctx.q4, lin.path
     w = Poly.const(lin.in_features * lin.out_features * esize(cd))
     xc = g.to(x, cd, f"{path} 4bit input")
-    deq = g.new(w * 1, "uint8", False, f"{path} dequantized weight")
     out = g.linear(xc, ctx.rows, lin.out_features, w_rg=False, name=path, in_features=lin.in_features, extra_bwd=w)
-    g.touch(deq)
     return g.to(out, x.dtype, f"{path} 4bit output")
 
 
@@ -445,6 +444,8 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         o = rms_norm(ctx, o, h, w_rg=norm_rg, style="olmo2", name="post_attention_layernorm")
     elif sandwich:
         o = rms_norm(ctx, o, h, w_rg=norm_rg, style=style, name="post_attention_layernorm")
+    if mt == "granite":  # hidden_states * residual_multiplier (a Python float)
+        o = g.mul(o, None, "residual_multiplier")
     x = g.add(residual, o, "residual add")
     residual = x
     if post_norm_only:
@@ -476,6 +477,8 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         o = rms_norm(ctx, o, h, w_rg=norm_rg, style="olmo2", name="post_feedforward_layernorm")
     elif sandwich:
         o = rms_norm(ctx, o, h, w_rg=norm_rg, style=style, name="post_feedforward_layernorm")
+    if mt == "granite":  # hidden_states * residual_multiplier (a Python float)
+        o = g.mul(o, None, "residual_multiplier")
     out = g.add(residual, o, "residual add")
     g.scope = ""
     return out
@@ -706,6 +709,8 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     x = _final(ctx, x)
     lm = next(m for m in layout.outer_linears if m.role == "lm_head")
     logits = linear(ctx, x, lm, None)
+    if mt == "granite":  # logits / logits_scaling
+        logits = g.mul(logits, None, "logits / logits_scaling")
     if cfg.get("final_logit_softcapping"):
         t1 = g.unary_no_save(logits, "softcap div")
         th = g.unary_saves_output(t1, "softcap tanh")
