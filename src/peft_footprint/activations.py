@@ -331,7 +331,9 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             th = g.unary_saves_output(t1, "softcap tanh")
             scores = g.unary_no_save(th, "softcap mul")
         scores = g.add(scores, None, "scores + mask")
-        probs32 = g.unary_saves_output(scores, "softmax", dtype="fp32" if softmax_fp32 else q.dtype)
+        if softmax_fp32:  # softmax(dtype=float32) (and autocast's fp32 softmax) runs on an fp32 copy
+            scores = g.to(scores, "fp32", "scores fp32")
+        probs32 = g.unary_saves_output(scores, "softmax")
         probs = g.to(probs32, q.dtype, "probs cast")
         out = _matmul(g, probs, v2, b_seq * (nh * d), "attn out")
         return g.copy(out, "attn out transpose")
