@@ -182,8 +182,11 @@ class Graph:
             prog.append(("g", 0, x.bytes()))
         if b_rg:
             prog.append(("w", key + ".bias", Poly.const(out_features * esize(out.dtype))))
-        weight = T(Poly.const(inf * out_features), out.dtype, w_rg, None)  # kept for the input's gradient
-        return self.node(out, [x], prog, ((x,) if w_rg else ()) + ((weight,) if x.rg else ()), name)
+        # the weight is kept for the input's gradient (bitsandbytes' MatMul4Bit keeps it on ctx, outside autograd's
+        # saved tensors: a checkpoint does not recompute for it)
+        weight = T(Poly.const(inf * out_features), out.dtype, w_rg, None)
+        keeps = x.rg and extra_bwd is None
+        return self.node(out, [x], prog, ((x,) if w_rg else ()) + ((weight,) if keeps else ()), name)
 
     def autocast_input(self, x: T, name: str) -> T:
         """An op on autocast's low-precision list (sdpa) casts fp32 inputs."""
