@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .architectures import Layout, Linear
-from .graph import Graph, Storage, T, backward, esize, forward, promote, winners
+from .graph import Graph, Node, Storage, T, backward, esize, forward, promote, winners
 from .methods import Method
 from .methods.adapter import Adapter
 from .methods.ia3 import IA3
@@ -672,24 +672,29 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     for i in range(layout.num_layers):
         before = len(g.storages)
         x_in = x
-        if i == top:  # the top layer is built op by op: backward is simulated through it
-            top_nodes, top_storages, top_in = len(g.nodes), before, x_in
-            if x.rg:  # its input's gradients meet here, summed, and go on to the layers below
-                x = x_in = g.node(T(x.numel, x.dtype, True, x.sid), [None], [("p", 0)], name=f"layers.{i} input")
+        first_node = len(g.nodes)
+        if i == top:  # the top layer is op by op (built or copied): backward is simulated through it
+            top_nodes, top_storages = first_node, before
         # layers that see the same input and the same method wrapping behave identically: replay the first
         sig = (x.rg, x.dtype, layer_types[i], tuple(i in v for v in ctx.lora.values()),
                tuple(i in v[0] for v in ctx.ia3.values()))
         if sig in memo and i != top:
             x, layer_alive, last_layer = _replay(g, memo[sig], x_in, i)
+        elif sig in memo:
+            x, x_in, layer_alive, last_layer = _copy_layer(g, ctx, memo[sig], x_in, i)
         else:
             saved_before = {k for k in range(before) if g.storages[k].saved or g.storages[k].output}
+            cache_before = len(ctx.cache)
+            if x.rg:  # the layer's input gradients meet here, summed, and go on to the layers below
+                x = x_in = g.node(T(x.numel, x.dtype, True, x.sid), [None], [("p", 0)], name=f"layers.{i} input")
             x = layer_fn(ctx, x, i, cos, sin, layer_types[i])
             outside = [k for k in range(before) if (g.storages[k].saved or g.storages[k].output) and k not in saved_before]
             layer_alive = Poly.sum(s_.nbytes for s_ in g.storages[before:] if s_.saved)
             last_layer = [Storage(s_.name, s_.nbytes, s_.saved, s_.output) for s_ in g.storages[before:] if s_.saved]
-            memo[sig] = _record(g, before, outside, x_in, x, layer_alive, last_layer)
+            memo[sig] = _record(g, before, outside, x_in, x, layer_alive, last_layer) + (
+                _snapshot(g, i, before, first_node, x_in, x, ctx.cache[cache_before:]),)
         if i == top:
-            top_end = len(g.nodes)
+            top_end, top_in = len(g.nodes), x_in
         if gc:  # the checkpoint drops what the layer saved; backward recomputes it
             for s_ in g.storages[before:]:
                 s_.saved = False
@@ -832,7 +837,7 @@ def _record(g: Graph, before: int, outside: list[int], x_in: T, x: T, layer_aliv
 
 def _replay(g: Graph, rec: tuple, x_in: T, i: int) -> tuple[T, Poly, list]:
     """Append a recorded layer again, in bulk (its input stands in for the recorded one's)."""
-    saved, kept, out_storage, outside, rec_in, out, layer_alive, last_layer = rec
+    saved, kept, out_storage, outside, rec_in, out, layer_alive, last_layer, _ = rec
     prefix = f"layers.{i}."
     if saved.terms:
         g.storages.append(Storage(prefix + "replayed (saved)", saved, saved=True))
@@ -847,6 +852,70 @@ def _replay(g: Graph, rec: tuple, x_in: T, i: int) -> tuple[T, Poly, list]:
         if target is not None:
             g.storages[target].saved = True
     return T(out.numel, out.dtype, out.rg, sid), layer_alive, last_layer
+
+
+@dataclass
+class _LayerCopy:
+    """A layer built op by op, as a later identical layer (the top one) copies it: storages, nodes, reads."""
+
+    prefix: str
+    before: int
+    first_node: int
+    storages: list  # (name, nbytes, saved, output, savers, pinned) as built
+    nodes: list
+    last_use: list  # (storage, last reader) with the reader inside the layer
+    outside_savers: dict  # storage outside the layer -> nodes of the layer that saved it
+    x_in: T
+    out: T
+    cache: list
+
+
+def _snapshot(g: Graph, i: int, before: int, first_node: int, x_in: T, out: T, cache: list) -> _LayerCopy:
+    after = len(g.storages)
+    outside: dict[int, int] = {}
+    for node in g.nodes[first_node:]:
+        for sid in node.saved:
+            if sid < before:
+                outside[sid] = outside.get(sid, 0) + 1
+    return _LayerCopy(
+        f"layers.{i}.", before, first_node,
+        [(s.name, s.nbytes, s.saved, s.output, s.savers, s.pinned) for s in g.storages[before:]],
+        g.nodes[first_node:], [(k, t) for k, t in g.last_use.items() if before <= t < after], outside, x_in, out, list(cache))
+
+
+def _copy_layer(g: Graph, ctx: Ctx, rec: tuple, x_in: T, i: int) -> tuple:
+    """Append an op-by-op copy of a recorded identical layer (cheaper than building it again)."""
+    saved, kept, out_storage, outside, rec_in, out, layer_alive, last_layer, c = rec
+    ds, dn = len(g.storages) - c.before, len(g.nodes) - c.first_node
+    end_s, end_n = c.before + len(c.storages), c.first_node + len(c.nodes)
+    prefix = f"layers.{i}."
+
+    def sid(k):
+        if k is None:
+            return None
+        if c.before <= k < end_s:
+            return k + ds
+        return x_in.sid if k == c.x_in.sid else k
+
+    def fn(f):
+        return f + dn if f is not None and c.first_node <= f < end_n else f
+
+    def name(s):
+        return prefix + s[len(c.prefix):] if s.startswith(c.prefix) else s
+
+    g.storages += [Storage(name(n), nb, sv, op, svs, pn) for n, nb, sv, op, svs, pn in c.storages]
+    g.nodes += [Node(tuple(fn(f) for f in nd.inputs), tuple(sid(k) for k in nd.saved), nd.prog, name(nd.name), nd.multi, nd.param)
+                for nd in c.nodes]
+    last_use = g.last_use
+    for k, t in c.last_use:
+        last_use[sid(k)] = t + ds
+    for k, n in c.outside_savers.items():
+        st = g.storages[sid(k)]
+        st.savers += n
+        st.saved = True
+    ctx.cache += [T(t.numel, t.dtype, t.rg, sid(t.sid), fn(t.fn)) for t in c.cache]
+    new_in = T(c.x_in.numel, c.x_in.dtype, c.x_in.rg, x_in.sid, fn(c.x_in.fn))
+    return T(c.out.numel, c.out.dtype, c.out.rg, sid(c.out.sid), fn(c.out.fn)), new_in, layer_alive, last_layer
 
 
 def _prompt_encoder(ctx: Ctx, method: Method, n: int, h: int) -> None:
