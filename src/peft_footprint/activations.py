@@ -740,7 +740,7 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     # the forward of the top layer and the head, each storage freed after its last reader
     below = Poly.sum(st.nbytes for st in g.storages[:top_storages] if st.saved or st.output)
     fwd = forward(g, top_storages, len(g.storages), below, lambda k: g.storages[k].saved or g.storages[k].output)
-    moments = [(f"forward: {g.storages[k + top_storages].name}", p_) for k, p_ in enumerate(fwd)]
+    moments = [(f"forward: {g.storages[k].name}", p_) for k, p_ in fwd]
     moments += _backward_moments(g, loss, total, layout.num_layers, gc, (top_nodes, top_end, top_storages), top_in)
     cands = {"end of forward": total}
     for k in winners([p_ for _, p_ in moments]):

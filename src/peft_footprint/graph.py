@@ -19,15 +19,15 @@ import heapq
 import numpy as np
 from dataclasses import dataclass, field
 
-from .dtypes import nbytes
+from .dtypes import BYTES
 from .poly import Poly, ZERO
 
-# a bool mask is 1 byte; "mask:<dtype>" is a dropout mask stored in <dtype> (CPU kernels)
-_EXTRA = {"bool": 1, "int64": 8, "int32": 4}
+# element sizes: the weight dtypes, a bool mask, integer indices
+_SIZES = {**BYTES, "bool": 1, "int64": 8, "int32": 4}
 
 
 def esize(dtype: str) -> int:
-    return _EXTRA.get(dtype) or nbytes(dtype)
+    return _SIZES[dtype]
 
 
 def promote(a: str, b: str) -> str:
@@ -352,7 +352,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
         if recompute and recompute[0] <= n < recompute[1] and (node.saved or node.param):
             sids = recompute[2]
             if sids:  # the layer's forward reruns until its last saved tensor exists
-                for p in forward(g, recompute[3], sids[-1] + 1, live, lambda k: storages[k].savers > 0):
+                for _, p in forward(g, recompute[3], sids[-1] + 1, live, lambda k: storages[k].savers > 0):
                     push(n, p)
             for sid in sids:
                 if sid not in alive:
@@ -440,9 +440,10 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     return Backward(moments, live, start_of)
 
 
-def forward(g: Graph, first: int, end: int, base: Poly, kept) -> list[Poly]:
+def forward(g: Graph, first: int, end: int, base: Poly, kept) -> list[tuple[int, Poly]]:
     """Live bytes as a forward creates storages ``first..end-1``: each is freed after the last op that reads
-    it, unless ``kept(sid)`` (saved for backward, an output)."""
+    it, unless ``kept(sid)`` (saved for backward, an output). Returns (storage just created, live bytes) at
+    each local maximum."""
     storages, last_use = g.storages, g.last_use
     frees: dict[int, list[int]] = {}
     for k in range(first, end):
@@ -453,11 +454,17 @@ def forward(g: Graph, first: int, end: int, base: Poly, kept) -> list[Poly]:
             base = base + storages[k].nbytes
             frees.setdefault(t, []).append(k)
     live, out = base, []
+    grew = False  # nothing freed since the last moment: the new one bounds it and replaces it
     for k in range(first, end):
         live = live + storages[k].nbytes
-        out.append(live)
+        if grew:
+            out[-1] = (k, live)
+        else:
+            out.append((k, live))
+        grew = True
         for j in frees.get(k, ()):
             live = live - storages[j].nbytes
+            grew = False
     return out
 
 
