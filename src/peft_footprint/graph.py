@@ -329,21 +329,21 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     live = live + first_grad
     ready = [-root]
 
-    def push(n: int, p: Poly) -> None:  # a moment; one that bounds its predecessor replaces it
-        if moments:
-            rel = _compare(p, moments[-1][1])
-            if rel >= 0:
-                moments[-1] = (n, p)
-                return
-            if rel == -2:
-                return
-        moments.append((n, p))
+    grew = [False]  # nothing freed since the last moment: a new one bounds it and replaces it
+
+    def push(n: int, p: Poly) -> None:
+        if grew[0]:
+            moments[-1] = (n, p)
+        else:
+            moments.append((n, p))
+            grew[0] = True
 
     def release(obj: list) -> None:
         nonlocal live
         obj[1] -= 1
         if obj[1] == 0:
             live = live - obj[0]
+            grew[0] = False
 
     while ready:
         n = -heapq.heappop(ready)
@@ -353,11 +353,13 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             sids = recompute[2]
             if sids:  # the layer's forward reruns until its last saved tensor exists
                 for _, p in forward(g, recompute[3], sids[-1] + 1, live, lambda k: storages[k].savers > 0):
+                    grew[0] = False  # the forward's local maxima, with frees between them
                     push(n, p)
             for sid in sids:
                 if sid not in alive:
                     alive.add(sid)
                     live = live + storages[sid].nbytes
+            grew[0] = False
             push(n, live)
             recompute = None
         gout = buffers.pop(n)
@@ -375,6 +377,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 push(n, live)
             elif kind == "f":
                 live = live - ev[1]
+                grew[0] = False
                 temps = temps - ev[1]
             elif kind == "g":
                 obj = [ev[2], 1]
@@ -396,7 +399,9 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 if ev[1] in params:
                     temps = temps + ev[2]
                 params.add(ev[1])
-        live = live - temps
+        if temps.terms:
+            live = live - temps
+            grew[0] = False
         release(gout)
         for obj in gathered or ():
             release(obj)
@@ -404,6 +409,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             live = live + small
             push(n, live)
             live = live - obj[0]
+            grew[0] = False
             obj[0] = small
         for sid in node.saved:
             left = savers.get(sid, storages[sid].savers) - 1
@@ -412,6 +418,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             if left == 0 and not st.pinned and not st.output and sid in alive:
                 alive.discard(sid)
                 live = live - st.nbytes
+                grew[0] = False
         for k, obj in outs:
             j = node.inputs[k]
             if j is None or j < lo:  # a leaf's .grad or the layers below: stays
@@ -466,20 +473,6 @@ def forward(g: Graph, first: int, end: int, base: Poly, kept) -> list[tuple[int,
             live = live - storages[j].nbytes
             grew = False
     return out
-
-
-def _compare(p: Poly, q: Poly) -> int:
-    """1 or 0: p >= q for every b, s >= 0 (0: equal); -2: p <= q; -1: neither."""
-    up = down = False
-    for k in p.terms.keys() | q.terms.keys():
-        d = p.terms.get(k, 0) - q.terms.get(k, 0)
-        if d > 0:
-            up = True
-        elif d < 0:
-            down = True
-        if up and down:
-            return -1
-    return 1 if up else (-2 if down else 0)
 
 
 # shapes the peak candidates are compared at: batch 1..4096, sequence 1..2M tokens (1, 3, 5, 7 x 2^k)
