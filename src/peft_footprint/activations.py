@@ -64,6 +64,7 @@ class Ctx:
     lora_dropout: float = 0.0
     attn: str = "sdpa"
     sliding_active: bool = False  # sequence reaches the sliding window: transformers builds a mask
+    batch_one: bool = False  # batch size 1: eager attention's matmuls fold (1, heads) without copying
     padding_mask: bool = False  # batches come with an attention_mask
     q4: str | None = None  # QLoRA: the 4-bit layers' compute dtype
     norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
@@ -316,13 +317,16 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
     if impl == "eager":
         # matmul reshapes its operands to (b*nh, ., .): a tensor laid out (b, s, nh, d) (a transposed view of a
         # projection, or an elementwise rotary output) is copied; torch.cat outputs and repeat_kv clones are not
-        q2 = q if contiguous[0] else g.copy(q, "q reshape")
-        if rep > 1:
+        # matmul folds (batch, heads) into one dim: a transposed (b, s, heads, d) layout, or repeat_kv's
+        # expanded view of a single kv head, is copied first -- unless the batch is 1
+        one = ctx.batch_one
+        q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
+        if rep > 1 and not (nkv == 1 and one):  # one kv head: repeat_kv is a stride-0 view, copied by matmul if b > 1
             k2 = _repeat_kv(g, k, kv_rows * (nh * d), "repeat_kv k")
             v2 = _repeat_kv(g, v, kv_rows * (nh * d), "repeat_kv v")
         else:
-            k2 = k if contiguous[1] else g.copy(T(kv_rows * (nh * d), k.dtype, k.rg, k.sid, k.fn), "k transpose copy")
-            v2 = v if contiguous[2] else g.copy(T(kv_rows * (nh * d), v.dtype, v.rg, v.sid, v.fn), "v reshape copy")
+            k2 = k if contiguous[1] or one else g.copy(T(kv_rows * (nh * d), k.dtype, k.rg, k.sid, k.fn), "k transpose copy")
+            v2 = v if contiguous[2] or one else g.copy(T(kv_rows * (nh * d), v.dtype, v.rg, v.sid, v.fn), "v reshape copy")
         probs_n = b_seq * kvl * nh  # b * nh * s * kv
         scores = _matmul(g, q2, k2, probs_n, "scores")  # keeps each operand for the other's gradient
         scores = g.mul(scores, None, "scores * scaling")
@@ -612,7 +616,7 @@ def _rotary_dim(cfg: dict[str, Any]) -> int:
     return int(d * float(factor))
 
 
-def activation_model(spec, method: Method, train, sliding_active: bool = False) -> ActivationModel:
+def activation_model(spec, method: Method, train, sliding_active: bool = False, batch_one: bool = False) -> ActivationModel:
     cfg, layout = spec.cfg, spec.layout
     mt = cfg["model_type"]
     dtype = train.weight_dtype
@@ -628,7 +632,7 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False) 
     ctx = Ctx(g=g, cfg=cfg, layout=layout, method=method, dtype=dtype, rows=rows, seq=seq,
               kv_extra=method.prefix_tokens(), device=device, full=method.name == "full",
               attn="eager" if train.attn_implementation == "eager" else "sdpa", sliding_active=sliding_active,
-              padding_mask=train.padding_mask)  # flash_attention_2 saves what sdpa's flash kernel saves
+              padding_mask=train.padding_mask, batch_one=batch_one)  # flash_attention_2 saves what sdpa's flash kernel saves
     _setup(ctx)
     if isinstance(method, QLoRA):
         ctx.q4 = method.bnb_4bit_compute_dtype or train.weight_dtype

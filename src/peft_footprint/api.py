@@ -75,18 +75,23 @@ def _sliding_active(spec: ModelSpec, method: Method, seq_len: int) -> bool:
     return seq_len + method.virtual_tokens() + method.prefix_tokens() >= window
 
 
-def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: bool | None = None) -> ActivationModel:
-    """The activation polynomials, cached per (model, method, training options other than batch and length)."""
+def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: bool | None = None,
+                 batch_one: bool | None = None) -> ActivationModel:
+    """The activation polynomials, cached per (model, method, training options other than batch and length);
+    eager attention has a second set for batch size 1 (its matmuls need no copies then)."""
     if sliding is None:
         sliding = _sliding_active(spec, method, train.seq_len)
-    key = (id(spec), method_key(method), sliding,
+    if batch_one is None:
+        batch_one = train.batch_size == 1
+    batch_one = batch_one and train.attn_implementation == "eager"
+    key = (id(spec), method_key(method), sliding, batch_one,
            train.model_dump_json(exclude={"batch_size", "seq_len", "optimizer", "retain_outputs", "use_cache"}))
     hit = _ACTS.get(key)
     if hit is not None and hit[0] is spec:
         return hit[1]
     if len(_ACTS) > 8192:
         _ACTS.clear()
-    model = activation_model(spec, method, train, sliding)
+    model = activation_model(spec, method, train, sliding, batch_one)
     _ACTS[key] = (spec, model)
     return model
 
@@ -261,7 +266,7 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
     if bs.size == 0 or ss.size == 0 or (bs <= 0).any() or (ss <= 0).any():
         raise InvalidConfigError("batch_sizes/seq_lens", "empty or non-positive", "give positive integers")
     b, s = np.meshgrid(bs, ss, indexing="ij")
-    big = _activations(spec, meth, train, False).activations(int(bs.max()), int(ss.max())) + 4 * spec.num_params * 8
+    big = _activations(spec, meth, train, False, False).activations(int(bs.max()), int(ss.max())) + 4 * spec.num_params * 8
     if big > 2**62:  # beyond int64: exact Python integers in object arrays
         b, s = b.astype(object), s.astype(object)
     table = _table(spec, meth, train.weight_dtype)
@@ -273,11 +278,14 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
     extra = meth.virtual_tokens() + meth.prefix_tokens()
     acts = np.zeros_like(b)
     live = np.zeros_like(b)
-    for sliding in (False, True) if window else (False,):
+    ones = (False, True) if train.attn_implementation == "eager" and (bs == 1).any() else (False,)
+    for sliding, one in ((sl, o) for sl in ((False, True) if window else (False,)) for o in ones):
         mask = (s + extra >= window) if window else np.ones_like(b, dtype=bool)
         if not sliding and window:
             mask = ~mask
-        act = _activations(spec, meth, train, sliding)
+        if len(ones) > 1:
+            mask = mask & ((b == 1) if one else (b != 1))
+        act = _activations(spec, meth, train, sliding, one)
         cands = _live_candidates(act, train, trainable, grads, mlp_paths, b, s)
         acts = np.where(mask, act.activations(b, s), acts)
         live = np.where(mask, np.maximum.reduce([np.broadcast_to(v, b.shape) for v in cands.values()]), live)
