@@ -843,9 +843,9 @@ def _replay(g: Graph, rec: tuple, x_in: T, i: int) -> tuple[T, Poly, list]:
     """Append a recorded layer again, in bulk (its input stands in for the recorded one's)."""
     saved, kept, out_storage, outside, rec_in, out, layer_alive, last_layer, _ = rec
     prefix = f"layers.{i}."
-    if saved.terms:
+    if saved:
         g.storages.append(Storage(prefix + "replayed (saved)", saved, saved=True))
-    if kept.terms:
+    if kept:
         g.storages.append(Storage(prefix + "replayed (kept)", kept, output=True))
     sid = out.sid
     if out_storage is not None:

@@ -399,7 +399,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 if ev[1] in params:
                     temps = temps + ev[2]
                 params.add(ev[1])
-        if temps.terms:
+        if temps:
             live = live - temps
             grew[0] = False
         release(gout)

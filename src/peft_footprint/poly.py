@@ -3,6 +3,11 @@
 Every memory term of a training step is such a polynomial (a (b, s, h) activation is ``h*b*s`` elements,
 eager attention's probabilities ``heads*b*s*s``), so one symbolic pass gives coefficients that evaluate
 exactly for any shape, or over whole numpy grids at once.
+
+A polynomial is held as one Python integer: the coefficient of ``b**i * s**j`` sits in the slot
+``4*i + j`` (96 bits, signed digits), so sums, differences and products are single big-integer operations -- the
+symbolic pass does thousands of them per model. Degrees up to 3 in each variable are allowed (memory is
+linear in b and at most quadratic in s); coefficients must stay below 2**62 in magnitude.
 """
 
 from __future__ import annotations
@@ -13,26 +18,65 @@ import numpy as np
 
 Number = Union[int, "Poly"]
 
-
+_W = 96  # bits per coefficient slot (coefficients stay far below 2**62; products need headroom)
+_HALF = 1 << (_W - 1)
+_MASK = (1 << _W) - 1
+_MAXDEG = 3
 _new = object.__new__
 
 
+def _pack(terms: dict[tuple[int, int], int]) -> tuple[int, int, int]:
+    v, db, ds = 0, 0, 0
+    for (pb, ps), c in terms.items():
+        if not c:
+            continue
+        if pb > _MAXDEG or ps > _MAXDEG or pb < 0 or ps < 0:
+            raise ValueError(f"monomial b^{pb} s^{ps}: degrees above {_MAXDEG} are not supported")
+        if not isinstance(c, int) or abs(c) >= _HALF >> 1:
+            raise ValueError(f"coefficient {c!r}: an integer below 2**62 in magnitude is required")
+        v += c << (_W * (4 * pb + ps))
+        db, ds = max(db, pb), max(ds, ps)
+    return v, db, ds
+
+
+def _unpack(v: int) -> dict[tuple[int, int], int]:
+    out: dict[tuple[int, int], int] = {}
+    slot = 0
+    while v:
+        digit = v & _MASK
+        if digit >= _HALF:
+            digit -= 1 << _W
+        if digit:
+            out[divmod(slot, 4)] = digit
+        v = (v - digit) >> _W
+        slot += 1
+    return out
+
+
 class Poly:
-    __slots__ = ("terms",)
+    __slots__ = ("v", "db", "ds", "_terms")
 
     def __init__(self, terms: dict[tuple[int, int], int] | None = None):
-        self.terms = {k: v for k, v in terms.items() if v} if terms else {}
+        self.v, self.db, self.ds = _pack(terms) if terms else (0, 0, 0)
+        self._terms = None
 
     @classmethod
-    def _of(cls, terms: dict[tuple[int, int], int]) -> Poly:
-        """A polynomial around ``terms`` as given: the caller guarantees no zero coefficient (hot paths)."""
+    def _raw(cls, v: int, db: int, ds: int) -> Poly:
         p = _new(cls)
-        p.terms = terms
+        p.v, p.db, p.ds, p._terms = v, db, ds, None
         return p
+
+    @property
+    def terms(self) -> dict[tuple[int, int], int]:
+        """Coefficient by (power of b, power of s)."""
+        t = self._terms
+        if t is None:
+            t = self._terms = _unpack(self.v)
+        return t
 
     @staticmethod
     def const(c: int) -> Poly:
-        return Poly._of({(0, 0): c}) if c else Poly()
+        return Poly({(0, 0): c})
 
     @staticmethod
     def var(b: int = 0, s: int = 0, c: int = 1) -> Poly:
@@ -40,73 +84,54 @@ class Poly:
 
     @staticmethod
     def sum(polys) -> Poly:
-        """Sum of many polynomials in one pass (no intermediate objects)."""
-        out: dict[tuple[int, int], int] = {}
-        get = out.get
+        v, db, ds = 0, 0, 0
         for p in polys:
-            for k, v in p.terms.items():
-                out[k] = get(k, 0) + v
-        if 0 in out.values():  # terms that cancelled
-            out = {k: v for k, v in out.items() if v}
-        return Poly._of(out)
+            v += p.v
+            if p.db > db:
+                db = p.db
+            if p.ds > ds:
+                ds = p.ds
+        return Poly._raw(v, db, ds)
 
-    # sums and differences drop a term where it cancels, in place (both sides hold no zero coefficient)
+    def __bool__(self) -> bool:
+        return self.v != 0
+
     def __add__(self, other: Number) -> Poly:
-        if not isinstance(other, Poly):
+        if type(other) is not Poly:
             other = Poly.const(other)
-        out = dict(self.terms)
-        get = out.get
-        for k, v in other.terms.items():
-            x = get(k, 0) + v
-            if x:
-                out[k] = x
-            else:
-                out.pop(k, None)
-        p = _new(Poly)
-        p.terms = out
-        return p
+        return Poly._raw(self.v + other.v, max(self.db, other.db), max(self.ds, other.ds))
 
     __radd__ = __add__
 
     def __sub__(self, other: Number) -> Poly:
-        if not isinstance(other, Poly):
-            return self + -other
-        out = dict(self.terms)
-        get = out.get
-        for k, v in other.terms.items():
-            x = get(k, 0) - v
-            if x:
-                out[k] = x
-            else:
-                out.pop(k, None)
-        p = _new(Poly)
-        p.terms = out
-        return p
+        if type(other) is not Poly:
+            other = Poly.const(other)
+        return Poly._raw(self.v - other.v, max(self.db, other.db), max(self.ds, other.ds))
+
+    def __neg__(self) -> Poly:
+        return Poly._raw(-self.v, self.db, self.ds)
 
     def __mul__(self, other: Number) -> Poly:
-        if type(other) is int:  # a non-zero int times a non-zero coefficient is never zero
-            if not other:
-                return Poly()
-            p = _new(Poly)
-            p.terms = {k: v * other for k, v in self.terms.items()}
-            return p
-        if not isinstance(other, Poly):
-            return Poly({k: v * other for k, v in self.terms.items()})
-        out: dict[tuple[int, int], int] = {}
-        for (b1, s1), v1 in self.terms.items():
-            for (b2, s2), v2 in other.terms.items():
-                k = (b1 + b2, s1 + s2)
-                out[k] = out.get(k, 0) + v1 * v2
-        return Poly(out)
+        if type(other) is int:
+            if abs(other) >= _HALF >> 1:
+                raise ValueError(f"factor {other}: an integer below 2**62 in magnitude is required")
+            return Poly._raw(self.v * other, self.db, self.ds) if other else Poly._raw(0, 0, 0)
+        if type(other) is not Poly:
+            return Poly({k: c * other for k, c in self.terms.items()})  # checks the result is integral
+        db, ds = self.db + other.db, self.ds + other.ds
+        if db > _MAXDEG or ds > _MAXDEG:
+            raise ValueError(f"product of degree b^{db} s^{ds}: degrees above {_MAXDEG} are not supported")
+        return Poly._raw(self.v * other.v, db, ds)
 
     __rmul__ = __mul__
 
     def __eq__(self, other: object) -> bool:
-        other = other if isinstance(other, Poly) else Poly.const(other)  # type: ignore[arg-type]
-        return self.terms == other.terms
+        if type(other) is Poly:
+            return self.v == other.v
+        return isinstance(other, int) and self.v == other  # a constant's slot 0 is the constant itself
 
     def __hash__(self) -> int:
-        return hash(frozenset(self.terms.items()))
+        return hash(self.v)
 
     def __call__(self, b: Any, s: Any) -> Any:
         """Exact integers for ints; numpy int64/object arrays evaluate whole grids."""
@@ -123,7 +148,7 @@ class Poly:
         return total
 
     def __repr__(self) -> str:
-        if not self.terms:
+        if not self.v:
             return "0"
         parts = []
         for (pb, ps), c in sorted(self.terms.items(), reverse=True):
@@ -148,9 +173,6 @@ def evaluate(polys, b: Any, s: Any) -> list:
     for p in polys:
         total: Any = 0
         for k, c in p.terms.items():
-            if type(c) is not int:  # the very product p(b, s) forms, rounding included
-                total = total + Poly({k: c})(b, s)
-                continue
             m = powers.get(k)
             if m is None:
                 m = powers[k] = monomial(*k)
