@@ -20,7 +20,7 @@ import numpy as np
 from dataclasses import dataclass, field
 
 from .dtypes import BYTES
-from .poly import Poly, ZERO
+from .poly import Poly, ZERO, coefficient_matrix
 
 # element sizes: the weight dtypes, a bool mask, integer indices
 _SIZES = {**BYTES, "bool": 1, "int64": 8, "int32": 4}
@@ -475,9 +475,9 @@ def forward(g: Graph, first: int, end: int, base: Poly, kept) -> list[tuple[int,
     return out
 
 
-# shapes the peak candidates are compared at: batch 1..4096, sequence 1..2M tokens (1, 3, 5, 7 x 2^k)
-_GRID_B = np.array(sorted({m * 2**k for m in (1, 3) for k in range(13)}), dtype=np.float64)
-_GRID_S = np.array(sorted({m * 2**k for m in (1, 3, 5, 7) for k in range(22)}), dtype=np.float64)
+# shapes the peak candidates are compared at: batch 1..4096 (2^k), sequence 1..2M tokens (2^k and 3 x 2^k)
+_GRID_B = np.array([2**k for k in range(13)], dtype=np.float64)
+_GRID_S = np.array(sorted({m * 2**k for m in (1, 3) for k in range(22)}), dtype=np.float64)
 _GB, _GS = (a.ravel() for a in np.meshgrid(_GRID_B, _GRID_S))
 
 
@@ -487,7 +487,9 @@ def winners(polys: list[Poly]) -> list[int]:
     than their change over a factor of 1.5 in one dimension)."""
     if len(polys) < 2:
         return list(range(len(polys)))
-    keys = sorted({k for p in polys for k in p.terms})
-    m = np.array([[p.terms.get(k, 0) for k in keys] for p in polys], dtype=np.float64)
-    at = np.array([_GB**kb * _GS**ks for kb, ks in keys]).T  # (grid points, monomials)
-    return sorted(set(np.argmax(at @ m.T, axis=1).tolist()))
+    m = coefficient_matrix(polys).astype(np.float64)
+    return sorted(set(np.argmax(_AT @ m.T, axis=1).tolist()))
+
+
+# every monomial b**i * s**j (column 4*i + j of coefficient_matrix) at every grid point
+_AT = np.array([_GB**i * _GS**j for i in range(4) for j in range(4)]).T

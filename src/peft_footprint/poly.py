@@ -5,7 +5,7 @@ eager attention's probabilities ``heads*b*s*s``), so one symbolic pass gives coe
 exactly for any shape, or over whole numpy grids at once.
 
 A polynomial is held as one Python integer: the coefficient of ``b**i * s**j`` sits in the slot
-``4*i + j`` (96 bits, signed digits), so sums, differences and products are single big-integer operations -- the
+``4*i + j`` (64 bits, signed digits), so sums, differences and products are single big-integer operations -- the
 symbolic pass does thousands of them per model. Degrees up to 3 in each variable are allowed (memory is
 linear in b and at most quadratic in s); coefficients must stay below 2**62 in magnitude.
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 Number = Union[int, "Poly"]
 
-_W = 96  # bits per coefficient slot (coefficients stay far below 2**62; products need headroom)
+_W = 64  # bits per coefficient slot
 _HALF = 1 << (_W - 1)
 _MASK = (1 << _W) - 1
 _MAXDEG = 3
@@ -155,6 +155,24 @@ class Poly:
             mono = "*".join(["b"] * pb + ["s"] * ps)
             parts.append(f"{c}*{mono}" if mono else str(c))
         return " + ".join(parts)
+
+
+_SLOTS = 4 * (_MAXDEG + 1)
+
+
+def coefficient_matrix(polys) -> np.ndarray:
+    """The coefficients of many polynomials at once: an int64 array (len(polys), 16), column 4*i + j holding the
+    coefficient of b**i * s**j (the packed integers' two's-complement bytes, signed digits resolved by numpy)."""
+    n = len(polys)
+    raw = b"".join(p.v.to_bytes(_SLOTS * 8, "little", signed=True) for p in polys)
+    u = np.frombuffer(raw, dtype=np.int64).reshape(n, _SLOTS)
+    out = np.empty_like(u)
+    carry = np.zeros(n, dtype=np.int64)
+    for k in range(_SLOTS):
+        d = u[:, k] + carry  # wraps like the unsigned digit plus the carry
+        out[:, k] = d
+        carry = ((d < 0) | ((u[:, k] == -1) & (carry == 1))).astype(np.int64)
+    return out
 
 
 def evaluate(polys, b: Any, s: Any) -> list:
