@@ -96,10 +96,7 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: 
     return model
 
 
-_HEAD_NAMES = ("lm_head", "embed_out", "model.norm.", "final_layer_norm", "ln_f", "project_out")
-
-
-def _live_candidates(act: ActivationModel, train: TrainingSpec, trainable, grads: int, mlp_paths: tuple[str, ...], b, s) -> dict[str, Any]:
+def _live_candidates(act: ActivationModel, train: TrainingSpec, trainable, grads: int, b, s) -> dict[str, Any]:
     """Live bytes (beyond weights + optimizer state) at each moment that can set the step's peak; ``b`` and
     ``s`` are ints, or numpy arrays for whole grids."""
     live = dict(zip(act.peak_candidates, evaluate(act.peak_candidates.values(), b, s)))
@@ -108,9 +105,9 @@ def _live_candidates(act: ActivationModel, train: TrainingSpec, trainable, grads
     return live
 
 
-def _peak(act: ActivationModel, train: TrainingSpec, trainable, grads: int, mlp_paths: tuple[str, ...]) -> tuple[int, str, dict[str, int]]:
+def _peak(act: ActivationModel, train: TrainingSpec, trainable, grads: int) -> tuple[int, str, dict[str, int]]:
     """Highest live bytes (beyond weights + optimizer state) over the step, and where it happens."""
-    live = {k: int(v) for k, v in _live_candidates(act, train, trainable, grads, mlp_paths, train.batch_size, train.seq_len).items()}
+    live = {k: int(v) for k, v in _live_candidates(act, train, trainable, grads, train.batch_size, train.seq_len).items()}
     where = max(live, key=live.__getitem__)
     return live[where], where, live
 
@@ -194,8 +191,7 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
     act = _activations(spec, meth, train)
     b, s = train.batch_size, train.seq_len
     activations = int(act.activations(b, s))
-    mlp_paths = tuple(m.path for m in spec.layout.layer_linears if m.role in ("gate", "up", "down", "gate_up"))
-    peak_live, peak_at, candidates = _peak(act, train, trainable, grads, mlp_paths)
+    peak_live, peak_at, candidates = _peak(act, train, trainable, grads)
     static = weights + table.buffer_bytes + optim
     peak = static + peak_live
 
@@ -273,7 +269,6 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
     trainable = table.trainable
     grads = table.trainable_bytes
     static = table.weights_bytes + table.buffer_bytes + optimizer_state_bytes(train.optimizer, trainable)
-    mlp_paths = tuple(m.path for m in spec.layout.layer_linears if m.role in ("gate", "up", "down", "gate_up"))
     window = spec.cfg.get("sliding_window") if "sliding_attention" in spec.layer_types else None
     extra = meth.virtual_tokens() + meth.prefix_tokens()
     acts = np.zeros_like(b)
@@ -286,7 +281,7 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
         if len(ones) > 1:
             mask = mask & ((b == 1) if one else (b != 1))
         act = _activations(spec, meth, train, sliding, one)
-        cands = _live_candidates(act, train, trainable, grads, mlp_paths, b, s)
+        cands = _live_candidates(act, train, trainable, grads, b, s)
         acts = np.where(mask, act.activations(b, s), acts)
         live = np.where(mask, np.maximum.reduce([np.broadcast_to(v, b.shape) for v in cands.values()]), live)
     peak = static + live
