@@ -444,16 +444,19 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
                   contiguous=(cat_rotary, cat_rotary or bool(ctx.kv_extra), bool(ctx.kv_extra)))
     if mt == "phi3" and impl == "sdpa":
         a = g.copy(a, "attn out contiguous")
+    def close(o: T, residual: T, norm_name: str) -> T:
+        """A branch's output: Olmo2's / Gemma2's post-norm, Granite's residual multiplier, the residual add."""
+        if post_norm_only:
+            o = rms_norm(ctx, o, h, w_rg=norm_rg, style="olmo2", name=norm_name)
+        elif sandwich:
+            o = rms_norm(ctx, o, h, w_rg=norm_rg, style=style, name=norm_name)
+        if mt == "granite":  # hidden_states * residual_multiplier (a Python float)
+            o = g.mul(o, None, "residual_multiplier")
+        return g.add(residual, o, "residual add")
+
     o = bottleneck(ctx, linear(ctx, a, _lin(layout, "o"), i), "attention")
     g.touch(hs, q, k, v)
-    if post_norm_only:
-        o = rms_norm(ctx, o, h, w_rg=norm_rg, style="olmo2", name="post_attention_layernorm")
-    elif sandwich:
-        o = rms_norm(ctx, o, h, w_rg=norm_rg, style=style, name="post_attention_layernorm")
-    if mt == "granite":  # hidden_states * residual_multiplier (a Python float)
-        o = g.mul(o, None, "residual_multiplier")
-    x = g.add(residual, o, "residual add")
-    residual = x
+    x = residual = close(o, residual, "post_attention_layernorm")
     if post_norm_only:
         hs = x
     elif sandwich:
@@ -479,13 +482,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         down = _lin(layout, "down")
     o = bottleneck(ctx, linear(ctx, m, down, i), "output")
     g.touch(hs)
-    if post_norm_only:
-        o = rms_norm(ctx, o, h, w_rg=norm_rg, style="olmo2", name="post_feedforward_layernorm")
-    elif sandwich:
-        o = rms_norm(ctx, o, h, w_rg=norm_rg, style=style, name="post_feedforward_layernorm")
-    if mt == "granite":  # hidden_states * residual_multiplier (a Python float)
-        o = g.mul(o, None, "residual_multiplier")
-    out = g.add(residual, o, "residual add")
+    out = close(o, residual, "post_feedforward_layernorm")
     g.scope = ""
     return out
 
@@ -744,23 +741,26 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False, 
     # the forward of the top layer and the head, each storage freed after its last reader
     below = Poly.sum(st.nbytes for st in g.storages[:top_storages] if st.saved or st.output)
     fwd = forward(g, top_storages, len(g.storages), below, lambda k: g.storages[k].saved or g.storages[k].output)
-    moments = [(f"forward: {g.storages[k].name}", p_) for k, p_ in fwd]
+    moments = [("forward: ", g.storages[k].name, p_) for k, p_ in fwd]
     moments += _backward_moments(g, loss, total, layout.num_layers, gc, (top_nodes, top_end, top_storages), top_in)
     cands = {"end of forward": total}
-    for k in winners([p_ for _, p_ in moments]):
-        label = moments[k][0]
+    for k in winners([p_ for _, _, p_ in moments]):  # labelled only if they can set the peak
+        kind, name, p_ = moments[k]
+        if kind.startswith("backward of the bottom"):
+            name = name.split(".", 2)[-1]  # without the top layer's index
+        label = base = kind + name
         n = 1
         while label in cands:
             n += 1
-            label = f"{moments[k][0]} #{n}"
-        cands[label] = moments[k][1]
+            label = f"{base} #{n}"
+        cands[label] = p_
     return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands, layer_terms=layer_terms)
 
 
 def _backward_moments(g: Graph, loss: T, total: Poly, layers: int, gc: bool, top: tuple[int, int, int], top_in: T) -> list:
     """Simulate backward from the loss through the head and the top decoder layer, node by node; the layers
     below repeat the top layer's profile, shifted by what each one frees and the weight gradients it adds.
-    Returns (label, live bytes) at every moment."""
+    Returns (kind, op, live bytes) at every moment."""
     lo, hi, first_storage = top
     recompute = None
     if gc:  # the first node of the top layer to unpack a saved tensor recomputes the layer's forward
@@ -769,14 +769,13 @@ def _backward_moments(g: Graph, loss: T, total: Poly, layers: int, gc: bool, top
     alive = {k for k, st in enumerate(g.storages) if st.saved or st.output}
     run = backward(g, loss.fn, lo, total, alive, recompute)
     nodes = g.nodes
-    out = [(f"backward: {nodes[n].name}", p) for n, p in run.moments]
-    layer_start = [p for n, p in sorted(run.start_of.items()) if lo <= n < hi]
-    if layers > 1 and layer_start:
+    out = [("backward: ", nodes[n].name, p) for n, p in run.moments]
+    first = max((n for n in run.start_of if lo <= n < hi), default=None)  # the top layer's first node in backward
+    if layers > 1 and first is not None:
         # live bytes change from one layer's backward to the next by what the layer frees (its saved
         # tensors; under checkpointing its kept input) and the weight gradients it leaves
-        delta = (run.end - layer_start[-1] - (top_in.bytes() if gc and top_in.sid is not None else ZERO)) * (layers - 1)
-        out += [(f"backward of the bottom layer: {nodes[n].name.split('.', 2)[-1]}", p + delta)
-                for n, p in run.moments if lo <= n < hi]
+        delta = (run.end - run.start_of[first] - (top_in.bytes() if gc and top_in.sid is not None else ZERO)) * (layers - 1)
+        out += [("backward of the bottom layer: ", nodes[n].name, p + delta) for n, p in run.moments if lo <= n < hi]
     return out
 
 

@@ -15,9 +15,9 @@ each gradient after its consumer, and returns every moment's live bytes as a pol
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass, field
 
 import numpy as np
-from dataclasses import dataclass, field
 
 from .dtypes import BYTES
 from .poly import Poly, ZERO, coefficient_matrix
@@ -66,7 +66,7 @@ class Storage:
 # backward events of a node, in order:
 #   ("a", bytes) a temporary of the formula;     ("f", bytes) that temporary freed early
 #   ("g", k, bytes) the gradient of input k;     ("p", k) input k's gradient is the incoming one (or a view of it)
-#   ("r", k, bytes) after the node returns, input k's gradient (allocated above) is summed to its smaller shape
+#   ("r", k, bytes, small) input k's gradient, summed to its smaller shape (``small`` bytes) after the node returns
 #   ("w", key, bytes) a parameter's gradient (kept in .grad the first time, accumulated after)
 @dataclass(slots=True)
 class Node:
@@ -139,9 +139,6 @@ class Graph:
             if x is not None and x.sid is not None:
                 self.last_use[x.sid] = max(self.last_use.get(x.sid, now), now)
 
-    def _pkey(self, name: str) -> str:
-        return self.scope + name
-
     # ---- ops ------------------------------------------------------------------------------------
     def linear(self, x: T, rows: Poly, out_features: int, *, w_rg: bool, b_rg: bool = False, name: str = "linear",
                dtype: str | None = None, in_features: int | None = None, extra_bwd: Poly | None = None) -> T:
@@ -150,7 +147,7 @@ class Graph:
         copies are what is kept. ``extra_bwd``: a temporary of the backward (a dequantized 4-bit weight)."""
         ac = self.autocast
         inf = in_features or 0
-        key = self._pkey(name)
+        key = self.scope + name  # a parameter's gradient key
         if ac and (x.dtype != ac or in_features):
             if x.dtype != ac:
                 xc = self.new(x.numel, ac, x.rg, name + " autocast input")
@@ -249,12 +246,10 @@ class Graph:
         for i, t in ((1, b), (0, a)):  # MulBackward0 computes the other operand's gradient first
             if not t.rg:
                 continue
-            if t.numel == big:
+            if t.numel == big and t.dtype == out.dtype:
                 prog.append(("g", i, full))
-                if t.dtype != out.dtype:
-                    prog[-1] = ("a", full)
-                    prog.append(("g", i, t.bytes()))
-                    prog.append(("f", full))
+            elif t.numel == big:  # the product in the output's dtype, cast to the input's
+                prog += [("a", full), ("g", i, t.bytes()), ("f", full)]
             else:  # broadcast: summed to the input's shape after the node returns
                 prog.append(("r", i, big * esize(t.dtype), t.bytes()))
         saved = ((b,) if a.rg else ()) + ((a,) if b.rg else ())
@@ -291,7 +286,7 @@ class Graph:
 
 @dataclass
 class Backward:
-    """Live bytes at each moment of a simulated backward, relative to what was alive when it started."""
+    """Live bytes (everything alive, beyond weights and optimizer state) at the moments of a simulated backward."""
 
     moments: list  # (node index, Poly of live bytes)
     end: Poly  # live bytes when the simulated nodes are done
