@@ -9,8 +9,11 @@ each named storage. See docs/notes/activations.md for the measured inventory thi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import trace
 
 from .architectures import Layout, Linear
 from .graph import Graph, Node, Storage, T, backward, esize, forward, promote, winners
@@ -22,7 +25,7 @@ from .methods.p_tuning import PTuning
 from .methods.qlora import QLoRA
 from .poly import ZERO, Poly, B, S
 
-__all__ = ["ActivationModel", "activation_model"]
+__all__ = ["ActivationModel", "activation_model", "structured_activation_model"]
 
 # models whose forward returns the cache it was given even with use_cache=False (the others return
 # `past_key_values if use_cache else None`, transformers 5.13.1): prefix tuning's keys/values stay alive there
@@ -608,13 +611,20 @@ def _rotary_dim(cfg: dict[str, Any]) -> int:
     factor = rope.get("partial_rotary_factor", cfg.get("partial_rotary_factor"))
     if cfg["model_type"] == "gpt_neox":
         factor = rope.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25))
-    if factor is None:
-        factor = 1.0
+    if factor is None or factor == 1:
+        return d
     return int(d * float(factor))
 
 
 def activation_model(spec, method: Method, train, sliding_active: bool = False, batch_one: bool = False) -> ActivationModel:
-    cfg, layout = spec.cfg, spec.layout
+    """The activation polynomials of ``spec`` trained with ``method`` (the whole symbolic pass, nothing cached)."""
+    return _finish(*_build(spec.cfg, spec.layout, spec.layer_types, method, train, sliding_active, batch_one))
+
+
+def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: Method, train, sliding_active: bool,
+           batch_one: bool) -> tuple:
+    """The symbolic pass: (activations, their terms, a steady layer's, its terms, every moment of the step as
+    (kind, op, live bytes)); the peak candidates are picked from the moments by :func:`_finish`."""
     mt = cfg["model_type"]
     dtype = train.weight_dtype
     if isinstance(method, QLoRA) and method.prepare_model_for_kbit_training:
@@ -665,7 +675,6 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False, 
         # autograd's AccumulateGrad node keeps alive
         word_emb.rg = True
         g.keep(word_emb)
-    layer_types = spec.layer_types
     x = emb
     per_layer_polys: list[Poly] = []
     memo: dict[tuple, tuple] = {}
@@ -743,9 +752,24 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False, 
     fwd = forward(g, top_storages, len(g.storages), below, lambda k: g.storages[k].saved or g.storages[k].output)
     moments = [("forward: ", g.storages[k].name, p_) for k, p_ in fwd]
     moments += _backward_moments(g, loss, total, layout.num_layers, gc, (top_nodes, top_end, top_storages), top_in)
+    return total, terms, steady, layer_terms, moments
+
+
+def _finish(total: Poly, terms: dict[str, Poly], steady: Poly, layer_terms: dict[str, Poly], moments: list) -> ActivationModel:
+    """The activation model, with the moments that can set the peak as its candidates."""
+    total = total.untraced()
+    return ActivationModel(activations=total, terms={k: p_.untraced() for k, p_ in terms.items()}, per_layer=steady.untraced(),
+                           peak_candidates=_candidates(total, [m[:2] for m in moments], [m[2].untraced() for m in moments]),
+                           layer_terms={k: p_.untraced() for k, p_ in layer_terms.items()})
+
+
+def _candidates(total: Poly, names: list, values: list, degrees: list | None = None) -> dict[str, Poly]:
+    """The end of forward and the moments that can set the peak (labelled only if they do); ``values``: the
+    moments' polynomials, or their packed integers with their ``degrees``."""
     cands = {"end of forward": total}
-    for k in winners([p_ for _, _, p_ in moments]):  # labelled only if they can set the peak
-        kind, name, p_ = moments[k]
+    for k in winners(values):
+        kind, name = names[k]
+        p_ = values[k] if degrees is None else Poly._raw(values[k], *degrees[k])
         if kind.startswith("backward of the bottom"):
             name = name.split(".", 2)[-1]  # without the top layer's index
         label = base = kind + name
@@ -754,7 +778,7 @@ def activation_model(spec, method: Method, train, sliding_active: bool = False, 
             n += 1
             label = f"{base} #{n}"
         cands[label] = p_
-    return ActivationModel(activations=total, terms=terms, per_layer=steady, peak_candidates=cands, layer_terms=layer_terms)
+    return cands
 
 
 def _backward_moments(g: Graph, loss: T, total: Poly, layers: int, gc: bool, top: tuple[int, int, int], top_in: T) -> list:
@@ -949,3 +973,198 @@ def _loss(ctx: Ctx, logits: T, v: int) -> T:
     g.node(loss, [ls], [("g", 0, ls.bytes())], (labels, tw), "nll_loss")  # its backward: a full fp32 gradient
     g.keep(loss)
     return loss
+
+
+# ---- the same structure with other sizes: the recorded pass replayed ------------------------------
+
+_MISSING, _PRESENT = object(), object()
+
+
+class _TracedCfg(dict):
+    """The config as the traced pass reads it: integers come back as leaves of the tape; every other value read
+    (or found missing) is remembered, and must read the same for a replay."""
+
+    def __init__(self, cfg: dict, leaf) -> None:
+        super().__init__(cfg)
+        self.leaf, self.syms, self.reads = leaf, {}, {}
+
+    def _seen(self, k: str, v: Any) -> Any:
+        if type(v) is int:
+            s = self.syms.get(k)
+            if s is None:
+                s = self.syms[k] = self.leaf(("c", k), v)
+            return s
+        self.reads[k] = v
+        return v
+
+    def __getitem__(self, k: str) -> Any:
+        if not dict.__contains__(self, k):
+            self.reads.setdefault(k, _MISSING)
+        return self._seen(k, dict.__getitem__(self, k))
+
+    def get(self, k: str, default: Any = None) -> Any:
+        if dict.__contains__(self, k):
+            return self._seen(k, dict.__getitem__(self, k))
+        self.reads.setdefault(k, _MISSING)
+        return default
+
+    def __contains__(self, k: object) -> bool:
+        found = dict.__contains__(self, k)
+        self.reads.setdefault(k, _PRESENT if found else _MISSING)
+        return found
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("keys", "items", "values", "copy", "pop", "setdefault", "update"):
+            tape = trace.active()
+            if tape is not None:
+                tape.opaque = True
+        return dict.__getattribute__(self, name)
+
+    def __iter__(self):
+        tape = trace.active()
+        if tape is not None:
+            tape.opaque = True
+        return dict.__iter__(self)
+
+
+def _layout_key(layout: Layout) -> tuple:
+    def lins(ms: tuple) -> tuple:
+        return tuple((m.path, m.bias, m.conv1d, m.tied, m.role) for m in ms)
+    def params(ps: tuple) -> tuple:
+        return tuple((q.path, q.kind, len(q.shape)) for q in ps)
+    return (layout.layer_prefix, lins(layout.layer_linears), lins(layout.outer_linears), params(layout.layer_params),
+            params(layout.outer_params), layout.output_embedding, layout.input_embedding, layout.containers)
+
+
+_METHOD_KEYS: dict[int, tuple] = {}
+
+
+def _method_key(method: Method) -> tuple:
+    """The method's kind and fields, its integer fields (leaves of the tape) by name only."""
+    hit = _METHOD_KEYS.get(id(method))
+    if hit is None or hit[0] is not method:
+        if len(_METHOD_KEYS) > 4096:
+            _METHOD_KEYS.clear()
+        ints = tuple(k for k, v in method if type(v) is int)
+        hit = _METHOD_KEYS[id(method)] = (method, (type(method).__name__, method.model_dump_json(exclude=set(ints)), ints))
+    return hit[1]
+
+
+@dataclass
+class _Recording:
+    tape: trace.Tape
+    getters: list  # where each leaf's value comes from: ("c", key), ("m", field), ("n",), ("l", group, index, attr),
+    # ("p", group, index, axis)
+    reads: dict  # config keys read and what they held (or _MISSING / _PRESENT)
+    names: tuple  # the terms', the layer terms' and the moments' names
+    slots: list  # the tape slots of total, terms, steady, layer terms, moments
+    degrees: list  # their degrees in (b, s)
+    replay: Any = None  # the tape compiled (at the first replay)
+
+    def leaves(self, cfg: dict, layout: Layout, method: Method) -> list | None:
+        out = []
+        for g in self.getters:
+            kind = g[0]
+            if kind == "c":
+                v = cfg.get(g[1])
+            elif kind == "m":
+                v = getattr(method, g[1])
+            elif kind == "n":
+                v = layout.num_layers
+            elif kind == "p":
+                v = (layout.layer_params, layout.outer_params)[g[1]][g[2]].shape[g[3]]
+            else:
+                v = getattr((layout.layer_linears, layout.outer_linears)[g[1]][g[2]], g[3])
+            if type(v) is not int or not 0 <= v < 1 << 31:
+                return None
+            out.append(v)
+        for k, v in self.reads.items():
+            if v is _PRESENT:
+                if k not in cfg:
+                    return None
+            elif cfg.get(k, _MISSING) != v:
+                return None
+        return out
+
+    def model(self, packed: tuple) -> ActivationModel:
+        """The activation model from the replayed outputs' packed integers."""
+        raw = Poly._raw
+        term_names, layer_names, moment_names = self.names
+        nt, nl = len(term_names), len(layer_names)
+        polys = [raw(v, db, ds) for v, (db, ds) in zip(packed[:2 + nt + nl], self.degrees)]
+        total = polys[0]
+        return ActivationModel(activations=total, terms=dict(zip(term_names, polys[1:1 + nt])), per_layer=polys[1 + nt],
+                               peak_candidates=_candidates(total, moment_names, packed[2 + nt + nl:], self.degrees[2 + nt + nl:]),
+                               layer_terms=dict(zip(layer_names, polys[2 + nt:])))
+
+
+_STRUCTURES: dict[tuple, list[_Recording]] = {}
+
+
+def structured_activation_model(spec, method: Method, train, sliding_active: bool, batch_one: bool, train_key: str) -> ActivationModel:
+    """:func:`activation_model`, replaying the recorded pass of an earlier call with the same structure (model
+    type, layer types, module layout, method and options; any sizes) when all its guards hold."""
+    cfg, layout = spec.cfg, spec.layout
+    key = (cfg["model_type"], tuple(spec.layer_types), _layout_key(layout), _method_key(method), sliding_active, batch_one, train_key)
+    recordings = _STRUCTURES.get(key)
+    for rec in recordings or ():
+        leaves = rec.leaves(cfg, layout, method)
+        if leaves is None:
+            continue
+        if rec.replay is None:
+            rec.replay = rec.tape.compile(rec.slots)
+        try:
+            packed = rec.replay(*leaves)
+        except (ValueError, ZeroDivisionError, OverflowError):
+            packed = None
+        if packed is not None:
+            return rec.model(packed)
+    raw, rec = _record_pass(spec, method, train, sliding_active, batch_one)
+    if rec is not None:
+        if len(_STRUCTURES) > 4096:
+            _STRUCTURES.clear()
+        recs = _STRUCTURES.setdefault(key, [])
+        recs.insert(0, rec)
+        del recs[8:]
+    return _finish(*raw)
+
+
+def _record_pass(spec, method: Method, train, sliding_active: bool, batch_one: bool) -> tuple:
+    """The symbolic pass with the sizes as leaves of a tape; the recording (None if something was read that the
+    tape cannot check)."""
+    tape = trace.Tape()
+    getters: list = []
+
+    def leaf(getter: tuple, value: int) -> Any:
+        if type(value) is not int:
+            return value
+        getters.append(getter)
+        return tape.leaf(value)
+
+    layout = spec.layout
+
+    def lins(ms: tuple, group: int) -> tuple:
+        return tuple(dataclasses.replace(m, in_features=leaf(("l", group, i, "in_features"), m.in_features),
+                                         out_features=leaf(("l", group, i, "out_features"), m.out_features))
+                     for i, m in enumerate(ms))
+
+    def params(ps: tuple, group: int) -> tuple:
+        return tuple(dataclasses.replace(q, shape=tuple(leaf(("p", group, i, a), n) for a, n in enumerate(q.shape)))
+                     for i, q in enumerate(ps))
+
+    cfg = _TracedCfg(spec.cfg, leaf)
+    traced_layout = dataclasses.replace(layout, num_layers=leaf(("n",), layout.num_layers), layer_linears=lins(layout.layer_linears, 0),
+                                        outer_linears=lins(layout.outer_linears, 1), layer_params=params(layout.layer_params, 0),
+                                        outer_params=params(layout.outer_params, 1))
+    traced_method = method.model_copy(update={k: leaf(("m", k), v) for k, v in method if type(v) is int})
+    trace.start(tape)
+    try:
+        raw = _build(cfg, traced_layout, list(spec.layer_types), traced_method, train, sliding_active, batch_one)
+    finally:
+        trace.stop()
+    if tape.opaque:
+        return raw, None
+    total, terms, steady, layer_terms, moments = raw
+    polys = (total, *terms.values(), steady, *layer_terms.values(), *(m[2] for m in moments))
+    names = (tuple(terms), tuple(layer_terms), tuple((kind, name) for kind, name, _ in moments))
+    return raw, _Recording(tape, getters, dict(cfg.reads), names, [tape.slot(p_) for p_ in polys], [(p_.db, p_.ds) for p_ in polys])

@@ -17,7 +17,7 @@ from .poly import evaluate
 from .model import ModelSpec, load_model
 from .storage import safetensors_file_bytes
 from .result import SCHEMA_VERSION, Estimate
-from .activations import ActivationModel, activation_model
+from .activations import ActivationModel, structured_activation_model
 from .compute import compute_terms
 from .hardware import load_hardware
 from .overheads import overheads_for, reserved_and_device
@@ -84,14 +84,14 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: 
     if batch_one is None:
         batch_one = train.batch_size == 1
     batch_one = batch_one and train.attn_implementation == "eager"
-    key = (id(spec), method_key(method), sliding, batch_one,
-           train.model_dump_json(exclude={"batch_size", "seq_len", "optimizer", "retain_outputs", "use_cache"}))
+    options = train.model_dump_json(exclude={"batch_size", "seq_len", "optimizer", "retain_outputs", "use_cache"})
+    key = (id(spec), method_key(method), sliding, batch_one, options)
     hit = _ACTS.get(key)
     if hit is not None and hit[0] is spec:
         return hit[1]
     if len(_ACTS) > 8192:
         _ACTS.clear()
-    model = activation_model(spec, method, train, sliding, batch_one)
+    model = structured_activation_model(spec, method, train, sliding, batch_one, options)
     _ACTS[key] = (spec, model)
     return model
 

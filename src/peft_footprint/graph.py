@@ -476,14 +476,15 @@ _GRID_S = np.array(sorted({m * 2**k for m in (1, 3) for k in range(22)}), dtype=
 _GB, _GS = (a.ravel() for a in np.meshgrid(_GRID_B, _GRID_S))
 
 
-def winners(polys: list[Poly]) -> list[int]:
+def winners(polys: list) -> list[int]:
     """Indices of the polynomials that are the largest at some (batch, seq) of a wide log-spaced grid: the
     only ones that can set a peak (two candidates that trade places between grid points differ by less
-    than their change over a factor of 1.5 in one dimension)."""
+    than their change over a factor of 1.5 in one dimension). Polynomials or their packed integers."""
     if len(polys) < 2:
         return list(range(len(polys)))
-    m = coefficient_matrix(polys).astype(np.float64)
-    return sorted(set(np.argmax(_AT @ m.T, axis=1).tolist()))
+    m = coefficient_matrix(polys)
+    cols = np.flatnonzero(m.any(axis=0))  # the monomials that occur (a zero term adds nothing)
+    return sorted(set(np.argmax(_AT[:, cols] @ m[:, cols].T.astype(np.float64), axis=1).tolist()))
 
 
 # every monomial b**i * s**j (column 4*i + j of coefficient_matrix) at every grid point

@@ -12,9 +12,12 @@ linear in b and at most quadratic in s); coefficients must stay below 2**62 in m
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Union
 
 import numpy as np
+
+from . import trace as _trace
 
 Number = Union[int, "Poly"]
 
@@ -54,21 +57,27 @@ def _unpack(v: int) -> dict[tuple[int, int], int]:
 
 
 class Poly:
-    __slots__ = ("v", "db", "ds", "_terms")
+    __slots__ = ("v", "db", "ds", "_terms", "r")
 
     def __init__(self, terms: dict[tuple[int, int], int] | None = None):
         self.v, self.db, self.ds = _pack(terms) if terms else (0, 0, 0)
-        self._terms = None
+        self._terms = self.r = None
 
     @classmethod
     def _raw(cls, v: int, db: int, ds: int) -> Poly:
         p = _new(cls)
-        p.v, p.db, p.ds, p._terms = v, db, ds, None
+        p.v, p.db, p.ds, p._terms, p.r = v, db, ds, None, None
         return p
+
+    def untraced(self) -> Poly:
+        """The value alone (``r``: its slot on the trace tape, see trace.py)."""
+        return self if self.r is None else Poly._raw(self.v, self.db, self.ds)
 
     @property
     def terms(self) -> dict[tuple[int, int], int]:
         """Coefficient by (power of b, power of s)."""
+        if self.r is not None:
+            return _trace.specialize(self).terms
         t = self._terms
         if t is None:
             t = self._terms = _unpack(self.v)
@@ -76,6 +85,8 @@ class Poly:
 
     @staticmethod
     def const(c: int) -> Poly:
+        if type(c) is _trace.Sym:
+            return _trace.record(_trace._const, c, None)
         return Poly({(0, 0): c})
 
     @staticmethod
@@ -84,34 +95,61 @@ class Poly:
 
     @staticmethod
     def sum(polys) -> Poly:
-        v, db, ds = 0, 0, 0
+        if type(polys) is not list:
+            polys = list(polys)
+        v, db, ds, traced = 0, 0, 0, False
         for p in polys:
             v += p.v
             if p.db > db:
                 db = p.db
             if p.ds > ds:
                 ds = p.ds
-        return Poly._raw(v, db, ds)
+            if p.r is not None:
+                traced = True
+        out = Poly._raw(v, db, ds)
+        if traced and _trace.active() is not None:
+            out.r = _trace.active().sum(polys)
+        return out
 
     def __bool__(self) -> bool:
+        if self.r is not None:
+            return _trace.check(operator.ne, self, 0)
         return self.v != 0
 
     def __add__(self, other: Number) -> Poly:
-        if type(other) is not Poly:
+        t = type(other)
+        if t is Poly:
+            if self.r is not None or other.r is not None:
+                return _traced(operator.add, self, other)
+        elif (t is int and self.r is not None) or t is _trace.Sym:
+            return _traced(operator.add, self, other)
+        else:
             other = Poly.const(other)
         return Poly._raw(self.v + other.v, max(self.db, other.db), max(self.ds, other.ds))
 
     __radd__ = __add__
 
     def __sub__(self, other: Number) -> Poly:
-        if type(other) is not Poly:
+        t = type(other)
+        if t is Poly:
+            if self.r is not None or other.r is not None:
+                return _traced(operator.sub, self, other)
+        elif (t is int and self.r is not None) or t is _trace.Sym:
+            return _traced(operator.sub, self, other)
+        else:
             other = Poly.const(other)
         return Poly._raw(self.v - other.v, max(self.db, other.db), max(self.ds, other.ds))
 
     def __neg__(self) -> Poly:
+        if self.r is not None:
+            return _trace.record(_trace._neg, self, 0)
         return Poly._raw(-self.v, self.db, self.ds)
 
     def __mul__(self, other: Number) -> Poly:
+        if self.r is not None or type(other) is _trace.Sym or (type(other) is Poly and other.r is not None):
+            if type(other) in (int, Poly, _trace.Sym):
+                return _traced(operator.mul, self, other)
+            return _trace.specialize(self) * other
         if type(other) is int:
             if abs(other) >= _HALF >> 1:
                 raise ValueError(f"factor {other}: an integer below 2**62 in magnitude is required")
@@ -126,15 +164,23 @@ class Poly:
     __rmul__ = __mul__
 
     def __eq__(self, other: object) -> bool:
+        if self.r is not None or type(other) is _trace.Sym or (type(other) is Poly and other.r is not None):
+            if type(other) in (int, Poly, _trace.Sym):
+                return _trace.check(operator.eq, self, other)
+            return _trace.specialize(self) == other
         if type(other) is Poly:
             return self.v == other.v
         return isinstance(other, int) and self.v == other  # a constant's slot 0 is the constant itself
 
     def __hash__(self) -> int:
+        if self.r is not None:
+            return hash(_trace.specialize(self))
         return hash(self.v)
 
     def __call__(self, b: Any, s: Any) -> Any:
         """Exact integers for ints; numpy int64/object arrays evaluate whole grids."""
+        if self.r is not None:
+            return _trace.specialize(self)(b, s)
         if type(b) is int and type(s) is int:
             return sum([c * b**pb * s**ps for (pb, ps), c in self.terms.items()])
         total: Any = 0
@@ -157,21 +203,55 @@ class Poly:
         return " + ".join(parts)
 
 
+def _traced(fn: Any, a: Poly, b: Any) -> Poly:
+    """``a + b``, ``a - b`` or ``a * b`` (b a Poly, an int or a traced int) when one side is traced: the value as
+    the untraced operation gives it, and the operation on the active tape (see trace.py)."""
+    t = type(b)
+    if t is Poly:
+        vb, dbb, dsb = b.v, b.db, b.ds
+    else:
+        vb, dbb, dsb = (b if t is int else b.v), 0, 0
+        if abs(vb) >= _HALF >> 1:
+            raise ValueError(f"{vb}: an integer below 2**62 in magnitude is required")
+    if fn is operator.add:
+        res = Poly._raw(a.v + vb, max(a.db, dbb), max(a.ds, dsb))
+    elif fn is operator.sub:
+        res = Poly._raw(a.v - vb, max(a.db, dbb), max(a.ds, dsb))
+    elif t is Poly:
+        db, ds = a.db + dbb, a.ds + dsb
+        if db > _MAXDEG or ds > _MAXDEG:
+            raise ValueError(f"product of degree b^{db} s^{ds}: degrees above {_MAXDEG} are not supported")
+        res = Poly._raw(a.v * vb, db, ds)
+    else:
+        res = Poly._raw(a.v * vb, a.db, a.ds) if vb else Poly._raw(0, 0, 0)
+    tape = _trace._active
+    if tape is not None:
+        i = a.r
+        if i is None:
+            i = tape.slot(a)
+        j = None if t is int else b.r
+        if j is None:
+            j = tape.slot(b)
+        init = tape.init
+        res.r = k = len(init)
+        init.append(None)
+        tape.code.append((k, fn, i, j))
+    return res
+
+
 _SLOTS = 4 * (_MAXDEG + 1)
 
 
 def coefficient_matrix(polys) -> np.ndarray:
-    """The coefficients of many polynomials at once: an int64 array (len(polys), 16), column 4*i + j holding the
-    coefficient of b**i * s**j (the packed integers' two's-complement bytes, signed digits resolved by numpy)."""
+    """The coefficients of many polynomials (or their packed integers) at once: an int64 array (len(polys), 16),
+    column 4*i + j holding the coefficient of b**i * s**j. From the packed integers' two's-complement bytes:
+    a slot's digit is its 64 bits plus one where the part below it is negative (the slot below has its sign
+    bit set; every digit is below 2**62 in magnitude)."""
     n = len(polys)
-    raw = b"".join(p.v.to_bytes(_SLOTS * 8, "little", signed=True) for p in polys)
+    raw = b"".join([(p if type(p) is int else p.v).to_bytes(_SLOTS * 8, "little", signed=True) for p in polys])
     u = np.frombuffer(raw, dtype=np.int64).reshape(n, _SLOTS)
-    out = np.empty_like(u)
-    carry = np.zeros(n, dtype=np.int64)
-    for k in range(_SLOTS):
-        d = u[:, k] + carry  # wraps like the unsigned digit plus the carry
-        out[:, k] = d
-        carry = ((d < 0) | ((u[:, k] == -1) & (carry == 1))).astype(np.int64)
+    out = u.copy()
+    out[:, 1:] += u[:, :-1] < 0
     return out
 
 

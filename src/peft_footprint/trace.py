@@ -1,0 +1,333 @@
+"""Record the symbolic pass once per structure, replay it for new sizes.
+
+The activation model of a (model, method, training options) combination is a long Python computation -- a few
+thousand tensors and autograd nodes -- whose only numeric inputs are a handful of integers: the config's sizes,
+each linear module's in/out features, the method's rank or virtual tokens. While it runs, those integers are
+:class:`Sym` leaves and every polynomial derived from them carries a slot on a :class:`Tape`; each ``+``, ``-``,
+``*``, ``//`` and sum is recorded as one instruction. Where the computation *looks at* a number -- a branch on
+``nh // nkv > 1``, two sizes compared equal, ``range(num_layers)`` -- the outcome is recorded as a guard.
+For another configuration of the same structure, :meth:`Tape.replay` re-runs only those instructions (hundreds
+of big-integer operations instead of the whole pass) and checks every guard on the way: any guard that comes
+out differently rejects the replay, and the pass runs in full. Replaying is exact by construction: the same
+operations on the same kind of values.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+__all__ = ["Sym", "Tape", "active", "record", "start", "stop"]
+
+_active: Tape | None = None
+
+
+def active() -> Tape | None:
+    return _active
+
+
+def start(tape: Tape) -> None:
+    global _active
+    _active = tape
+
+
+def stop() -> None:
+    global _active
+    _active = None
+
+
+def _neg(a: Any, _: Any) -> Any:
+    return -a
+
+
+def _concrete(x: Any) -> Any:
+    if type(x) is Sym:
+        return x.v
+    r = getattr(x, "r", None)
+    if r is not None:
+        return x.untraced()
+    return x
+
+
+class Tape:
+    """Instructions over numbered slots: ``(k, fn, i, j)`` sets slot k to ``fn(slot i, slot j)`` (``fn`` None: k is
+    the sum of the slots in the tuple i); ``(-1, fn, i, j)`` is a guard, ``fn(slot i, slot j)`` must be true."""
+
+    __slots__ = ("init", "code", "leaves", "_consts", "opaque")
+
+    def __init__(self) -> None:
+        self.init: list = []  # a slot's value before replay: the constants (None for leaves and results)
+        self.code: list[tuple] = []
+        self.leaves: list[int] = []
+        self._consts: dict[tuple, int] = {}
+        self.opaque = False  # something was read that the tape cannot check: never replay it
+
+    def leaf(self, value: int) -> Sym:
+        k = len(self.init)
+        self.init.append(None)
+        self.leaves.append(k)
+        return Sym(value, k)
+
+    def slot(self, x: Any) -> int:
+        t = type(x)
+        if t is int:
+            key: tuple = ("int", x)
+        else:
+            r = x.r if t is Sym else getattr(x, "r", None)
+            if r is not None:
+                return r
+            key = (t.__name__, x.v, x.db, x.ds) if hasattr(x, "db") else (t.__name__, x)
+        k = self._consts.get(key)
+        if k is None:
+            k = self._consts[key] = len(self.init)
+            self.init.append(x)
+        return k
+
+    def op(self, fn: Any, a: Any, b: Any) -> int:
+        i, j = self.slot(a), self.slot(b)
+        k = len(self.init)
+        self.init.append(None)
+        self.code.append((k, fn, i, j))
+        return k
+
+    def sum(self, items: list) -> int:
+        k = len(self.init)
+        self.init.append(None)
+        self.code.append((k, None, tuple(self.slot(p) for p in items), None))
+        return k
+
+    def guard(self, fn: Any, a: Any, b: Any) -> None:
+        self.code.append((-1, fn, self.slot(a), self.slot(b)))
+
+    def compile(self, outputs: list[int]):
+        """The instructions that the guards and ``outputs`` need, as a function of the leaves over plain integers
+        (a polynomial is its packed integer, see poly.py: ``+``, ``-`` and ``*`` are the same operations on it);
+        it returns the outputs' packed integers, or None when a guard fails. Repeated instructions and guards
+        are merged, guards that cannot fail dropped."""
+        alias: dict[int, int] = {}
+        seen: dict[tuple, int] = {}
+        guards: set[tuple] = set()
+        code: list[tuple] = []
+
+        def canon(i: int) -> int:
+            return alias.get(i, i)
+
+        for k, fn, i, j in self.code:
+            if fn is None:
+                i = tuple(sorted(canon(a) for a in i))
+            else:
+                i, j = canon(i), canon(j)
+                if fn in _COMMUTATIVE and j < i:
+                    i, j = j, i
+            if k < 0:
+                if (i == j and fn in _REFLEXIVE) or (fn, i, j) in guards:
+                    continue
+                guards.add((fn, i, j))
+                code.append((k, fn, i, j))
+                continue
+            key = (fn, i, j)
+            hit = seen.get(key)
+            if hit is not None:
+                alias[k] = hit
+                continue
+            seen[key] = k
+            code.append((k, fn, i, j))
+        outputs = [canon(k) for k in outputs]
+        need = set(outputs)
+        live = []
+        for ins in reversed(code):
+            k, fn, i, j = ins
+            if k >= 0 and k not in need:
+                continue
+            live.append(ins)
+            if fn is None:
+                need.update(i)
+            else:
+                need.update((i, j))
+        live.reverse()
+
+        # slots renumbered densely; a polynomial constant becomes its packed integer
+        slot_of: dict[int, int] = {}
+        init: list = []
+
+        def dense(i: int) -> int:
+            d = slot_of.get(i)
+            if d is None:
+                d = slot_of[i] = len(init)
+                v = self.init[i]
+                init.append(getattr(v, "v", v))
+            return d
+
+        leaves = [dense(k) for k in self.leaves]
+        program = []
+        for k, fn, i, j in live:
+            if fn is None:
+                program.append((dense(k), None, tuple(dense(a) for a in i), 0))
+            else:
+                program.append((dense(k) if k >= 0 else -1, _INT_OPS.get(fn, fn), dense(i), dense(j)))
+        results = [dense(k) for k in outputs]
+
+        def replay(*values: int) -> tuple | None:
+            vals = init[:]
+            for k, v in zip(leaves, values):
+                vals[k] = v
+            for k, fn, i, j in program:
+                if fn is None:
+                    vals[k] = sum([vals[a] for a in i])
+                elif k >= 0:
+                    vals[k] = fn(vals[i], vals[j])
+                elif not fn(vals[i], vals[j]):
+                    return None
+            return tuple([vals[k] for k in results])
+
+        return replay
+
+    def replay(self, leaves: list[int]) -> list | None:
+        """Every slot's value for new leaf values, or None when a guard fails (the structure differs)."""
+        from .poly import Poly
+
+        vals = self.init[:]
+        for k, v in zip(self.leaves, leaves):
+            vals[k] = v
+        total = Poly.sum
+        for k, fn, i, j in self.code:
+            if k >= 0:
+                vals[k] = fn(vals[i], vals[j]) if fn is not None else total([vals[a] for a in i])
+            elif not fn(vals[i], vals[j]):
+                return None
+        return vals
+
+
+def _const(c: Any, _: Any) -> Any:
+    """A traced integer as a constant polynomial (its packed integer is the integer itself)."""
+    from .poly import Poly
+
+    return Poly.const(c)
+
+
+def _first(a: Any, _: Any) -> Any:
+    return a
+
+
+_INT_OPS = {_const: _first}  # on packed integers: a constant polynomial is the integer itself
+_COMMUTATIVE = {operator.add, operator.mul, operator.eq, operator.ne}
+_REFLEXIVE = {operator.eq, operator.le, operator.ge}
+
+
+def record(fn: Any, a: Any, b: Any) -> Any:
+    """``fn(a, b)`` on the concrete values; on the active tape, an instruction whose result is traced."""
+    res = fn(_concrete(a), _concrete(b))
+    tape = _active
+    if tape is None:
+        return res
+    k = tape.op(fn, a, b)
+    if type(res) is int:
+        return Sym(res, k)
+    res.r = k
+    return res
+
+
+def check(fn: Any, a: Any, b: Any) -> bool:
+    """``fn(a, b)`` as a bool, recorded as a guard (its negation when false)."""
+    res = bool(fn(_concrete(a), _concrete(b)))
+    tape = _active
+    if tape is not None:
+        tape.guard(fn if res else _NOT[fn], a, b)
+    return res
+
+
+_NOT = {operator.eq: operator.ne, operator.ne: operator.eq, operator.lt: operator.ge, operator.ge: operator.lt,
+        operator.gt: operator.le, operator.le: operator.gt}
+
+
+def specialize(x: Any) -> Any:
+    """The concrete value, with a guard that it stays exactly that."""
+    c = _concrete(x)
+    tape = _active
+    if tape is not None:
+        tape.guard(operator.eq, x, c)
+    return c
+
+
+class Sym:
+    """An integer input of the traced pass (a size), or one computed from them."""
+
+    __slots__ = ("v", "r")
+
+    def __init__(self, v: int, r: int):
+        self.v, self.r = v, r
+
+    def _bin(self, other: Any, fn: Any, swap: bool = False) -> Any:
+        t = type(other)
+        if t is int or t is Sym:
+            return record(fn, other, self) if swap else record(fn, self, other)
+        if t is bool:
+            return record(fn, int(other), self) if swap else record(fn, self, int(other))
+        if hasattr(other, "db"):  # a Poly: its reflected method records it
+            return NotImplemented
+        v = specialize(self)
+        return fn(other, v) if swap else fn(v, other)
+
+    def __add__(self, o): return self._bin(o, operator.add)
+    def __radd__(self, o): return self._bin(o, operator.add, True)
+    def __sub__(self, o): return self._bin(o, operator.sub)
+    def __rsub__(self, o): return self._bin(o, operator.sub, True)
+    def __mul__(self, o): return self._bin(o, operator.mul)
+    def __rmul__(self, o): return self._bin(o, operator.mul, True)
+    def __floordiv__(self, o): return self._bin(o, operator.floordiv)
+    def __rfloordiv__(self, o): return self._bin(o, operator.floordiv, True)
+    def __mod__(self, o): return self._bin(o, operator.mod)
+    def __rmod__(self, o): return self._bin(o, operator.mod, True)
+
+    def __neg__(self):
+        return record(_neg, self, 0)
+
+    def __pos__(self):
+        return self
+
+    def _cmp(self, other: Any, fn: Any) -> Any:
+        t = type(other)
+        if t is int or t is Sym or t is bool:
+            return check(fn, self, other)
+        if hasattr(other, "db"):
+            return NotImplemented
+        return fn(specialize(self), other)
+
+    def __eq__(self, o): return self._cmp(o, operator.eq)
+    def __ne__(self, o): return self._cmp(o, operator.ne)
+    def __lt__(self, o): return self._cmp(o, operator.lt)
+    def __le__(self, o): return self._cmp(o, operator.le)
+    def __gt__(self, o): return self._cmp(o, operator.gt)
+    def __ge__(self, o): return self._cmp(o, operator.ge)
+
+    def __bool__(self) -> bool:
+        return check(operator.ne, self, 0)
+
+    # anything else reads the exact value
+    def __index__(self) -> int:
+        return specialize(self)
+
+    __int__ = __index__
+
+    def __float__(self) -> float:
+        return float(specialize(self))
+
+    def __truediv__(self, o):
+        return specialize(self) / _concrete(o)
+
+    def __rtruediv__(self, o):
+        return _concrete(o) / specialize(self)
+
+    def __abs__(self):
+        return abs(specialize(self))
+
+    def __hash__(self) -> int:
+        return hash(specialize(self))
+
+    def __format__(self, spec: str) -> str:
+        return format(specialize(self), spec)
+
+    def __repr__(self) -> str:
+        return repr(specialize(self))
+
+    __str__ = __repr__

@@ -1,0 +1,167 @@
+"""The recorded symbolic pass, replayed for other sizes (activations.structured_activation_model, trace.py), gives
+exactly what the full pass gives, for every architecture and method; a structure that differs is never replayed.
+
+Each case records the pass on one random variant of a tiny config and asks for another variant (other hidden,
+intermediate, vocabulary, head and kv-head sizes, rank, virtual tokens); the answer must equal the full pass on
+that variant, polynomial for polynomial, whether it was replayed or (a guard failing) computed again."""
+
+from __future__ import annotations
+
+import random
+import warnings
+
+import pytest
+
+import peft_footprint as pf
+from peft_footprint import activations, api, trace
+from peft_footprint.poly import B, S, Poly
+from tests.cases import TINY, peft_methods
+
+OPTIONS = [
+    {"gradient_checkpointing": False, "attn_implementation": "sdpa", "dtype": "bf16"},
+    {"gradient_checkpointing": True, "attn_implementation": "eager", "dtype": "fp32", "mixed_precision": "bf16"},
+    {"gradient_checkpointing": True, "attn_implementation": "sdpa", "dtype": "fp32", "padding_mask": True},
+    {"gradient_checkpointing": False, "attn_implementation": "eager", "dtype": "bf16"},
+]
+
+
+def variant(mt: str, rng: random.Random) -> dict:
+    """The tiny config of ``mt`` with other sizes (head counts that divide, hidden a multiple of the heads)."""
+    cfg = dict(TINY[mt])
+    nh_key, h_key = ("n_head", "n_embd") if mt == "gpt2" else ("num_attention_heads", "hidden_size")
+    nh = rng.choice([2, 3, 4, 6, 8])
+    cfg[nh_key] = nh
+    cfg[h_key] = nh * rng.choice([4, 6, 8, 10, 16])
+    if "num_key_value_heads" in cfg:
+        cfg["num_key_value_heads"] = rng.choice([k for k in range(1, nh + 1) if nh % k == 0])
+    if "head_dim" in cfg:
+        cfg["head_dim"] = rng.choice([4, 8, 12, 16, 24])
+    for k in ("intermediate_size", "ffn_dim"):
+        if k in cfg:
+            cfg[k] = rng.randrange(16, 300)
+    cfg["vocab_size"] = rng.randrange(50, 400)
+    if "word_embed_proj_dim" in cfg:
+        cfg["word_embed_proj_dim"] = rng.choice([16, 32, 40])
+    return cfg
+
+
+def method_variant(method: dict, rng: random.Random) -> dict:
+    m = dict(method)
+    for k, choices in (("r", [1, 2, 4, 7, 16]), ("num_virtual_tokens", [1, 3, 5, 9]), ("encoder_hidden_size", [8, 20, 33])):
+        if k in m:
+            m[k] = rng.choice(choices)
+    return m
+
+
+def cases() -> list[tuple]:
+    out = []
+    for mt in TINY:
+        for mid, method in peft_methods(mt).items():
+            for k, options in enumerate(OPTIONS[:2] if mid not in ("lora", "full") else OPTIONS):
+                out.append((mt, mid, method, options, 1000 * len(out) + k))
+    return out
+
+
+def _train(options: dict, prefix: bool) -> tuple:
+    train = pf.TrainingSpec(**{**options, "gradient_checkpointing": options["gradient_checkpointing"] and not prefix})
+    key = train.model_dump_json(exclude={"batch_size", "seq_len", "optimizer", "retain_outputs", "use_cache"})
+    return train, key
+
+
+def test_replay_equals_the_full_pass(monkeypatch):
+    recorded = []
+    original = activations._record_pass
+
+    def counting(*args):
+        recorded.append(args[0])
+        return original(*args)
+
+    monkeypatch.setattr(activations, "_record_pass", counting)
+    replayed = compared = 0
+    for mt, mid, method, options, seed in cases():
+        rng = random.Random(seed)
+        train, key = _train(options, "prefix" in mid)
+        sliding = "sliding_window" in TINY[mt] and rng.random() < 0.5
+        batch_one = options["attn_implementation"] == "eager" and rng.random() < 0.5
+        activations._STRUCTURES.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            spec_a = api.load_model(variant(mt, rng))
+            try:
+                activations.structured_activation_model(spec_a, pf.load_method(method_variant(method, rng)), train, sliding, batch_one, key)
+            except pf.PeftFootprintError:
+                continue
+            for _ in range(3):  # a few more variants against the one recording (and whatever they add)
+                spec_b = api.load_model(variant(mt, rng))
+                meth_b = pf.load_method(method_variant(method, rng))
+                before = len(recorded)
+                got = activations.structured_activation_model(spec_b, meth_b, train, sliding, batch_one, key)
+                want = activations.activation_model(spec_b, meth_b, train, sliding, batch_one)
+                assert got == want, (mt, mid, options, spec_b.cfg, meth_b)
+                compared += 1
+                replayed += len(recorded) == before
+    assert compared > 400
+    assert replayed > compared // 2, (replayed, compared)  # most variants keep the structure: the replay is exercised
+
+
+def test_a_changed_branch_is_not_replayed(monkeypatch):
+    """Llama with as many kv heads as heads (no repeat_kv) recorded; a GQA variant must run the full pass."""
+    recorded = []
+    original = activations._record_pass
+    monkeypatch.setattr(activations, "_record_pass", lambda *a: recorded.append(1) or original(*a))
+    train, key = _train(OPTIONS[1], False)
+    method = pf.load_method({"name": "lora", "r": 4})
+    activations._STRUCTURES.clear()
+    mha = api.load_model(dict(TINY["llama"], num_key_value_heads=6))
+    gqa = api.load_model(dict(TINY["llama"], num_key_value_heads=2))
+    bigger = api.load_model(dict(TINY["llama"], num_key_value_heads=6, hidden_size=96, intermediate_size=200))
+    activations.structured_activation_model(mha, method, train, False, False, key)
+    assert activations.structured_activation_model(gqa, method, train, False, False, key) == activations.activation_model(gqa, method, train)
+    assert len(recorded) == 2  # the GQA guard failed: recorded anew
+    assert activations.structured_activation_model(bigger, method, train, False, False, key) == activations.activation_model(bigger, method, train)
+    assert len(recorded) == 2  # same structure, other sizes: replayed
+
+
+def test_tape_guards_and_arithmetic():
+    tape = trace.Tape()
+    trace.start(tape)
+    try:
+        h, n = tape.leaf(4096), tape.leaf(32)
+        x = B * S * h * 2 + Poly.const(h * n) - B * (h // n)
+        wide = h // n > 64
+    finally:
+        trace.stop()
+    assert wide and x == B * S * 8192 + 4096 * 32 - B * 128
+    replay = tape.compile([x.r])
+    (packed,) = replay(1024, 8)
+    assert Poly._raw(packed, 1, 1) == B * S * 2048 + 1024 * 8 - B * 128
+    assert replay(1024, 32) is None  # 1024 // 32 > 64 no longer holds
+
+
+def test_a_config_read_wholesale_is_not_recorded():
+    """Code that iterates the config could depend on anything in it: such a pass is computed, never replayed."""
+    tape = trace.Tape()
+    cfg = activations._TracedCfg({"model_type": "llama", "hidden_size": 8}, lambda g, v: tape.leaf(v))
+    trace.start(tape)
+    try:
+        assert cfg["hidden_size"].v == 8 and not tape.opaque
+        list(cfg.items())
+    finally:
+        trace.stop()
+    assert tape.opaque
+
+
+@pytest.mark.parametrize("preset", ["meta-llama/Llama-3.1-8B", "google/gemma-2-9b", "openai-community/gpt2-xl"])
+def test_estimates_identical_replayed_or_not(preset):
+    """estimate() on a model that shares a recorded structure equals the full pass on it."""
+    cfg = pf.ModelSpec.from_any(preset).raw
+    key, heads = ("hidden_size", "num_attention_heads") if "hidden_size" in cfg else ("n_embd", "n_head")
+    activations._STRUCTURES.clear()
+    api._ACTS.clear()
+    pf.estimate(cfg, {"name": "lora", "r": 16}, {"batch_size": 2, "seq_len": 512})
+    other = dict(cfg, vocab_size=cfg["vocab_size"] + 8, **{key: cfg[key] + 8 * cfg[heads]})
+    est = pf.estimate(other, {"name": "lora", "r": 8}, {"batch_size": 2, "seq_len": 512}).training
+    spec = api.load_model(other)
+    direct = activations.activation_model(spec, pf.load_method({"name": "lora", "r": 8}), pf.TrainingSpec(batch_size=2, seq_len=512))
+    assert est["activations_bytes"] == direct.activations(2, 512)
+    assert set(est["peak_candidates"]) >= set(direct.peak_candidates) - {"end of forward"}
