@@ -4,7 +4,9 @@
 
 - estimate(): one call on a preset, warm (model parsed, tables cached), and cold: each call on a (model, method,
   training) combination never seen before in the process (median, 90th percentile and max over the calls), with
-  the part of it spent building the activation model (activations.activation_model);
+  the part of it spent building the activation model from scratch (activations.activation_model). A cold call
+  whose structure (architecture, module layout, method and options; not the sizes) was seen before replays the
+  recorded symbolic pass (trace.py); the first of a structure runs the full pass, the second records it;
 - sweep(): a batch x sequence-length grid evaluated by numpy;
 - peer: building the same model with transformers + PEFT on the meta device and counting (tests/harness,
   measure_meta: static numbers only), and the CPU harness on a tiny config (activations and peak).
@@ -72,6 +74,21 @@ def cold_calls() -> dict[str, list[tuple]]:
             "new preset x method x options each call": new_methods}
 
 
+def structure_calls() -> list[list[tuple]]:
+    """For every preset x method x options: five model configs that differ in their sizes only (vocabulary and
+    hidden size), in a row. The first is a structure never seen, the second records it, the rest replay it."""
+    out = []
+    for i, name in enumerate(pf.list_models()):
+        cfg = pf.ModelSpec.from_any(name).raw
+        h, heads = ("n_embd", "n_head") if "n_embd" in cfg else ("hidden_size", "num_attention_heads")
+        for j, method in enumerate(({"name": "lora", "r": 16}, {"name": "qlora", "r": 8, "target_modules": "all-linear"},
+                                    {"name": "prompt_tuning", "num_virtual_tokens": 20}, {"name": "full"})):
+            training = {"batch_size": 2, "seq_len": 1024, "gradient_checkpointing": bool((i + j) % 2)}
+            out.append([(dict(cfg, vocab_size=cfg["vocab_size"] + 64 * k, **{h: cfg[h] + cfg[heads] * 8 * k}), method, training)
+                        for k in range(5)])
+    return out
+
+
 def activation_model_calls(calls) -> list[tuple]:
     """The activation model each of ``calls`` builds, as arguments of activation_model (uncached)."""
     from peft_footprint.api import _sliding_active
@@ -99,6 +116,16 @@ def main() -> None:
         seconds, done = each_call(pf.estimate, calls)
         cold.append((f"estimate(), cold: {name}", spread(seconds)))
         cold.append(("  activation_model() alone, on the same calls", spread(each_call(activation_model, activation_model_calls(done))[0])))
+    by_position: list[list[float]] = [[], [], []]
+    for group in structure_calls():
+        seconds, done = each_call(pf.estimate, group)
+        if len(done) == len(group):
+            by_position[0].append(seconds[0])
+            by_position[1].append(seconds[1])
+            by_position[2] += seconds[2:]
+    cold += [("estimate(), a structure (arch x method x options) never seen: the full pass", spread(by_position[0])),
+             ("estimate(), the same structure, other sizes: recorded", spread(by_position[1])),
+             ("estimate(), the same structure, other sizes again: replayed", spread(by_position[2]))]
     bs, ss = np.arange(1, 1001), np.arange(64, 8256, 8)
     t = time.perf_counter()
     pf.sweep(model, "lora", batch_sizes=bs, seq_lens=ss)

@@ -53,13 +53,23 @@ def method_variant(method: dict, rng: random.Random) -> dict:
     return m
 
 
+ADAPTERS = {"seq_bn": {"name": "adapter", "config": "seq_bn"},
+            "double_seq_bn_rf5": {"name": "adapter", "config": "double_seq_bn", "reduction_factor": 5}}
+
+
 def cases() -> list[tuple]:
     out = []
     for mt in TINY:
-        for mid, method in peft_methods(mt).items():
+        for mid, method in {**peft_methods(mt), **ADAPTERS}.items():
             for k, options in enumerate(OPTIONS[:2] if mid not in ("lora", "full") else OPTIONS):
                 out.append((mt, mid, method, options, 1000 * len(out) + k))
     return out
+
+
+def clear() -> None:
+    activations._STRUCTURES.clear()
+    activations._SEEN.clear()
+    api._ACTS.clear()
 
 
 def _train(options: dict, prefix: bool) -> tuple:
@@ -83,12 +93,13 @@ def test_replay_equals_the_full_pass(monkeypatch):
         train, key = _train(options, "prefix" in mid)
         sliding = "sliding_window" in TINY[mt] and rng.random() < 0.5
         batch_one = options["attn_implementation"] == "eager" and rng.random() < 0.5
-        activations._STRUCTURES.clear()
+        clear()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            spec_a = api.load_model(variant(mt, rng))
+            spec_a, meth_a = api.load_model(variant(mt, rng)), pf.load_method(method_variant(method, rng))
             try:
-                activations.structured_activation_model(spec_a, pf.load_method(method_variant(method, rng)), train, sliding, batch_one, key)
+                for _ in range(2):  # computed the first time, recorded the second
+                    activations.structured_activation_model(spec_a, meth_a, train, sliding, batch_one, key)
             except pf.PeftFootprintError:
                 continue
             for _ in range(3):  # a few more variants against the one recording (and whatever they add)
@@ -111,11 +122,14 @@ def test_a_changed_branch_is_not_replayed(monkeypatch):
     monkeypatch.setattr(activations, "_record_pass", lambda *a: recorded.append(1) or original(*a))
     train, key = _train(OPTIONS[1], False)
     method = pf.load_method({"name": "lora", "r": 4})
-    activations._STRUCTURES.clear()
+    clear()
     mha = api.load_model(dict(TINY["llama"], num_key_value_heads=6))
     gqa = api.load_model(dict(TINY["llama"], num_key_value_heads=2))
     bigger = api.load_model(dict(TINY["llama"], num_key_value_heads=6, hidden_size=96, intermediate_size=200))
     activations.structured_activation_model(mha, method, train, False, False, key)
+    assert not recorded  # the first of a structure is computed, not recorded
+    activations.structured_activation_model(mha, method, train, False, False, key)
+    assert len(recorded) == 1
     assert activations.structured_activation_model(gqa, method, train, False, False, key) == activations.activation_model(gqa, method, train)
     assert len(recorded) == 2  # the GQA guard failed: recorded anew
     assert activations.structured_activation_model(bigger, method, train, False, False, key) == activations.activation_model(bigger, method, train)
@@ -156,9 +170,10 @@ def test_estimates_identical_replayed_or_not(preset):
     """estimate() on a model that shares a recorded structure equals the full pass on it."""
     cfg = pf.ModelSpec.from_any(preset).raw
     key, heads = ("hidden_size", "num_attention_heads") if "hidden_size" in cfg else ("n_embd", "n_head")
-    activations._STRUCTURES.clear()
-    api._ACTS.clear()
-    pf.estimate(cfg, {"name": "lora", "r": 16}, {"batch_size": 2, "seq_len": 512})
+    clear()
+    for k in (1, 2):  # computed, then recorded
+        pf.estimate(dict(cfg, vocab_size=cfg["vocab_size"] + k), {"name": "lora", "r": 16}, {"batch_size": 2, "seq_len": 512})
+    assert len(activations._STRUCTURES) == 1
     other = dict(cfg, vocab_size=cfg["vocab_size"] + 8, **{key: cfg[key] + 8 * cfg[heads]})
     est = pf.estimate(other, {"name": "lora", "r": 8}, {"batch_size": 2, "seq_len": 512}).training
     spec = api.load_model(other)

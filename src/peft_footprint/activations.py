@@ -1052,14 +1052,12 @@ def _method_key(method: Method) -> tuple:
 
 @dataclass
 class _Recording:
-    tape: trace.Tape
+    replay: Any  # the compiled tape: leaves -> the outputs' packed integers (None: a guard failed)
     getters: list  # where each leaf's value comes from: ("c", key), ("m", field), ("n",), ("l", group, index, attr),
     # ("p", group, index, axis)
     reads: dict  # config keys read and what they held (or _MISSING / _PRESENT)
     names: tuple  # the terms', the layer terms' and the moments' names
-    slots: list  # the tape slots of total, terms, steady, layer terms, moments
-    degrees: list  # their degrees in (b, s)
-    replay: Any = None  # the tape compiled (at the first replay)
+    degrees: list  # the outputs' degrees in (b, s): total, terms, steady layer, layer terms, moments
 
     def leaves(self, cfg: dict, layout: Layout, method: Method) -> list | None:
         out = []
@@ -1099,11 +1097,13 @@ class _Recording:
 
 
 _STRUCTURES: dict[tuple, list[_Recording]] = {}
+_SEEN: set[tuple] = set()  # structures computed once: the second one is recorded
 
 
 def structured_activation_model(spec, method: Method, train, sliding_active: bool, batch_one: bool, train_key: str) -> ActivationModel:
     """:func:`activation_model`, replaying the recorded pass of an earlier call with the same structure (model
-    type, layer types, module layout, method and options; any sizes) when all its guards hold."""
+    type, layer types, module layout, method and options; any sizes) when all its guards hold. A structure is
+    recorded the second time it comes (recording costs about a third more than computing)."""
     cfg, layout = spec.cfg, spec.layout
     key = (cfg["model_type"], tuple(spec.layer_types), _layout_key(layout), _method_key(method), sliding_active, batch_one, train_key)
     recordings = _STRUCTURES.get(key)
@@ -1111,14 +1111,17 @@ def structured_activation_model(spec, method: Method, train, sliding_active: boo
         leaves = rec.leaves(cfg, layout, method)
         if leaves is None:
             continue
-        if rec.replay is None:
-            rec.replay = rec.tape.compile(rec.slots)
         try:
             packed = rec.replay(*leaves)
         except (ValueError, ZeroDivisionError, OverflowError):
             packed = None
         if packed is not None:
             return rec.model(packed)
+    if recordings is None and key not in _SEEN:
+        if len(_SEEN) > 65536:
+            _SEEN.clear()
+        _SEEN.add(key)
+        return activation_model(spec, method, train, sliding_active, batch_one)
     raw, rec = _record_pass(spec, method, train, sliding_active, batch_one)
     if rec is not None:
         if len(_STRUCTURES) > 4096:
@@ -1167,4 +1170,5 @@ def _record_pass(spec, method: Method, train, sliding_active: bool, batch_one: b
     total, terms, steady, layer_terms, moments = raw
     polys = (total, *terms.values(), steady, *layer_terms.values(), *(m[2] for m in moments))
     names = (tuple(terms), tuple(layer_terms), tuple((kind, name) for kind, name, _ in moments))
-    return raw, _Recording(tape, getters, dict(cfg.reads), names, [tape.slot(p_) for p_ in polys], [(p_.db, p_.ds) for p_ in polys])
+    replay = tape.compile([tape.slot(p_) for p_ in polys])
+    return raw, _Recording(replay, getters, dict(cfg.reads), names, [(p_.db, p_.ds) for p_ in polys])

@@ -483,9 +483,14 @@ def winners(polys: list) -> list[int]:
     if len(polys) < 2:
         return list(range(len(polys)))
     m = coefficient_matrix(polys)
-    cols = np.flatnonzero(m.any(axis=0))  # the monomials that occur (a zero term adds nothing)
-    return sorted(set(np.argmax(_AT[:, cols] @ m[:, cols].T.astype(np.float64), axis=1).tolist()))
+    used = m.any(axis=0)  # the monomials that occur (a zero term adds nothing)
+    key = used.tobytes()
+    at = _AT_USED.get(key)
+    if at is None:
+        at = _AT_USED[key] = (np.ascontiguousarray(_AT[:, used]), np.flatnonzero(used))
+    return sorted(set(np.argmax(at[0] @ m[:, at[1]].T.astype(np.float64), axis=1).tolist()))
 
 
 # every monomial b**i * s**j (column 4*i + j of coefficient_matrix) at every grid point
 _AT = np.array([_GB**i * _GS**j for i in range(4) for j in range(4)]).T
+_AT_USED: dict[bytes, tuple] = {}  # _AT's columns of the monomials that occur, by which occur

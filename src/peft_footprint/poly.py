@@ -107,8 +107,9 @@ class Poly:
             if p.r is not None:
                 traced = True
         out = Poly._raw(v, db, ds)
-        if traced and _trace.active() is not None:
-            out.r = _trace.active().sum(polys)
+        tape = _trace.active() if traced else None
+        if tape is not None:
+            out.r = tape.sum(polys)
         return out
 
     def __bool__(self) -> bool:
@@ -224,7 +225,7 @@ def _traced(fn: Any, a: Poly, b: Any) -> Poly:
         res = Poly._raw(a.v * vb, db, ds)
     else:
         res = Poly._raw(a.v * vb, a.db, a.ds) if vb else Poly._raw(0, 0, 0)
-    tape = _trace._active
+    tape = _trace.active()
     if tape is not None:
         i = a.r
         if i is None:

@@ -15,25 +15,24 @@ operations on the same kind of values.
 from __future__ import annotations
 
 import operator
+import threading
 from typing import Any
 
 __all__ = ["Sym", "Tape", "active", "record", "start", "stop"]
 
-_active: Tape | None = None
+_state = threading.local()  # the tape recording in this thread, if any
 
 
 def active() -> Tape | None:
-    return _active
+    return getattr(_state, "tape", None)
 
 
 def start(tape: Tape) -> None:
-    global _active
-    _active = tape
+    _state.tape = tape
 
 
 def stop() -> None:
-    global _active
-    _active = None
+    _state.tape = None
 
 
 def _neg(a: Any, _: Any) -> Any:
@@ -100,10 +99,11 @@ class Tape:
         self.code.append((-1, fn, self.slot(a), self.slot(b)))
 
     def compile(self, outputs: list[int]):
-        """The instructions that the guards and ``outputs`` need, as a function of the leaves over plain integers
-        (a polynomial is its packed integer, see poly.py: ``+``, ``-`` and ``*`` are the same operations on it);
-        it returns the outputs' packed integers, or None when a guard fails. Repeated instructions and guards
-        are merged, guards that cannot fail dropped."""
+        """The instructions that the guards and ``outputs`` need, as a Python function of the leaves over plain
+        integers (a polynomial is its packed integer, see poly.py: ``+``, ``-`` and ``*`` are the same operations
+        on it); it returns the outputs' packed integers, or None when a guard fails. Repeated instructions and
+        guards are merged, guards that cannot fail dropped. The source is generated from the tape alone: slot
+        numbers, integer literals and the operators above."""
         alias: dict[int, int] = {}
         seen: dict[tuple, int] = {}
         guards: set[tuple] = set()
@@ -159,43 +159,29 @@ class Tape:
             return d
 
         leaves = [dense(k) for k in self.leaves]
-        program = []
+        # one straight-line Python function: a slot is a local variable, a constant a literal
+        args = {k: f"a{n}" for n, k in enumerate(leaves)}
+
+        def ref(i: int) -> str:
+            if i in args:
+                return args[i]
+            return f"v{i}" if init[i] is None else repr(init[i])
+
+        lines = [f"def replay({', '.join(args.values()) or '*_'}):"]
         for k, fn, i, j in live:
             if fn is None:
-                program.append((dense(k), None, tuple(dense(a) for a in i), 0))
+                expr = f"sum(({''.join(ref(dense(a)) + ', ' for a in i)}))"
+            elif fn is _const:
+                expr = ref(dense(i))
+            elif fn is _neg:
+                expr = f"-{ref(dense(i))}"
             else:
-                program.append((dense(k) if k >= 0 else -1, _INT_OPS.get(fn, fn), dense(i), dense(j)))
-        results = [dense(k) for k in outputs]
-
-        def replay(*values: int) -> tuple | None:
-            vals = init[:]
-            for k, v in zip(leaves, values):
-                vals[k] = v
-            for k, fn, i, j in program:
-                if fn is None:
-                    vals[k] = sum([vals[a] for a in i])
-                elif k >= 0:
-                    vals[k] = fn(vals[i], vals[j])
-                elif not fn(vals[i], vals[j]):
-                    return None
-            return tuple([vals[k] for k in results])
-
-        return replay
-
-    def replay(self, leaves: list[int]) -> list | None:
-        """Every slot's value for new leaf values, or None when a guard fails (the structure differs)."""
-        from .poly import Poly
-
-        vals = self.init[:]
-        for k, v in zip(self.leaves, leaves):
-            vals[k] = v
-        total = Poly.sum
-        for k, fn, i, j in self.code:
-            if k >= 0:
-                vals[k] = fn(vals[i], vals[j]) if fn is not None else total([vals[a] for a in i])
-            elif not fn(vals[i], vals[j]):
-                return None
-        return vals
+                expr = f"{ref(dense(i))} {_SYMBOL[fn]} {ref(dense(j))}"
+            lines.append(f"    v{dense(k)} = {expr}" if k >= 0 else f"    if not ({expr}): return None")
+        lines.append(f"    return ({''.join(ref(dense(k)) + ', ' for k in outputs)})")
+        namespace: dict[str, Any] = {}
+        exec(compile("\n".join(lines), "<peft_footprint replay>", "exec"), namespace)
+        return namespace["replay"]
 
 
 def _const(c: Any, _: Any) -> Any:
@@ -205,11 +191,8 @@ def _const(c: Any, _: Any) -> Any:
     return Poly.const(c)
 
 
-def _first(a: Any, _: Any) -> Any:
-    return a
-
-
-_INT_OPS = {_const: _first}  # on packed integers: a constant polynomial is the integer itself
+_SYMBOL = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.floordiv: "//", operator.mod: "%",
+           operator.eq: "==", operator.ne: "!=", operator.lt: "<", operator.le: "<=", operator.gt: ">", operator.ge: ">="}
 _COMMUTATIVE = {operator.add, operator.mul, operator.eq, operator.ne}
 _REFLEXIVE = {operator.eq, operator.le, operator.ge}
 
@@ -217,7 +200,7 @@ _REFLEXIVE = {operator.eq, operator.le, operator.ge}
 def record(fn: Any, a: Any, b: Any) -> Any:
     """``fn(a, b)`` on the concrete values; on the active tape, an instruction whose result is traced."""
     res = fn(_concrete(a), _concrete(b))
-    tape = _active
+    tape = active()
     if tape is None:
         return res
     k = tape.op(fn, a, b)
@@ -230,7 +213,7 @@ def record(fn: Any, a: Any, b: Any) -> Any:
 def check(fn: Any, a: Any, b: Any) -> bool:
     """``fn(a, b)`` as a bool, recorded as a guard (its negation when false)."""
     res = bool(fn(_concrete(a), _concrete(b)))
-    tape = _active
+    tape = active()
     if tape is not None:
         tape.guard(fn if res else _NOT[fn], a, b)
     return res
@@ -243,7 +226,7 @@ _NOT = {operator.eq: operator.ne, operator.ne: operator.eq, operator.lt: operato
 def specialize(x: Any) -> Any:
     """The concrete value, with a guard that it stays exactly that."""
     c = _concrete(x)
-    tape = _active
+    tape = active()
     if tape is not None:
         tape.guard(operator.eq, x, c)
     return c
