@@ -424,7 +424,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     elif mt == "olmo2":
         q = rms_norm(ctx, q, nh * d, w_rg=norm_rg, style="olmo2", name="q_norm")
         k = rms_norm(ctx, k, nkv * d, w_rg=norm_rg, style="olmo2", name="k_norm")
-    rot = _rotary_dim(cfg)
+    rot = _derived(cfg, "rotary_dim")
     back = q.dtype if mt == "olmo2" else None  # Olmo2 casts the rotated q/k back to their dtype
     q = rotary(ctx, q, nh, d, cos, sin, rot, back)
     k = rotary(ctx, k, nkv, d, cos, sin, rot, back)
@@ -517,7 +517,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         qkv = linear(ctx, a, _lin(layout, "qkv"), i)
         q, k, v = g.split(qkv, [ctx.rows * (nh * d)] * 3, "qkv split")  # split/chunk: views of the fused output
         if mt == "gpt_neox":
-            rot = _rotary_dim(cfg)
+            rot = _derived(cfg, "rotary_dim")
             q = rotary(ctx, q, nh, d, cos, sin, rot)
             k = rotary(ctx, k, nh, d, cos, sin, rot)
     else:  # opt: q scaled by a Python float
@@ -616,6 +616,16 @@ def _rotary_dim(cfg: dict[str, Any]) -> int:
     return int(d * float(factor))
 
 
+# sizes worked out from several config fields (not a polynomial of them): a traced pass takes each as a leaf
+_DERIVED = {"rotary_dim": _rotary_dim}
+
+
+def _derived(cfg: dict[str, Any], name: str) -> Any:
+    if type(cfg) is _TracedCfg:
+        return cfg.derived(name)
+    return _DERIVED[name](cfg)
+
+
 def activation_model(spec, method: Method, train, sliding_active: bool = False, batch_one: bool = False) -> ActivationModel:
     """The activation polynomials of ``spec`` trained with ``method`` (the whole symbolic pass, nothing cached)."""
     return _finish(*_build(spec.cfg, spec.layout, spec.layer_types, method, train, sliding_active, batch_one))
@@ -660,7 +670,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     if mt == "granite":  # * embedding_multiplier (a Python float) in the model's forward: a new tensor
         emb = g.mul(emb, None, "embedding_multiplier")
     # rotary cos/sin: (1, S, d) in the model dtype, shared by all layers
-    rot_dim = _rotary_dim(cfg) if mt not in ("gpt2", "opt") else 0
+    rot_dim = _derived(cfg, "rotary_dim") if mt not in ("gpt2", "opt") else 0
     cos_dtype = "fp32" if mt == "olmo2" else dtype  # Olmo2's rotary keeps cos/sin in fp32 and casts q/k back
     cos = g.new(seq * rot_dim, cos_dtype, False, "rotary cos")
     sin = g.new(seq * rot_dim, cos_dtype, False, "rotary sin")
@@ -986,7 +996,14 @@ class _TracedCfg(dict):
 
     def __init__(self, cfg: dict, leaf) -> None:
         super().__init__(cfg)
-        self.leaf, self.syms, self.reads = leaf, {}, {}
+        self.plain, self.leaf, self.syms, self.reads = cfg, leaf, {}, {}
+
+    def derived(self, name: str) -> Any:
+        """A size worked out from the config (_DERIVED): a leaf of its own, the fields it reads not recorded."""
+        s = self.syms.get(("f", name))
+        if s is None:
+            s = self.syms[("f", name)] = self.leaf(("f", name), _DERIVED[name](self.plain))
+        return s
 
     def _seen(self, k: str, v: Any) -> Any:
         if type(v) is int:
@@ -1054,7 +1071,7 @@ def _method_key(method: Method) -> tuple:
 class _Recording:
     replay: Any  # the compiled tape: leaves -> the outputs' packed integers (None: a guard failed)
     getters: list  # where each leaf's value comes from: ("c", key), ("m", field), ("n",), ("l", group, index, attr),
-    # ("p", group, index, axis)
+    # ("p", group, index, axis), ("f", derived size)
     reads: dict  # config keys read and what they held (or _MISSING / _PRESENT)
     names: tuple  # the terms', the layer terms' and the moments' names
     degrees: list  # the outputs' degrees in (b, s): total, terms, steady layer, layer terms, moments
@@ -1071,6 +1088,8 @@ class _Recording:
                 v = layout.num_layers
             elif kind == "p":
                 v = (layout.layer_params, layout.outer_params)[g[1]][g[2]].shape[g[3]]
+            elif kind == "f":
+                v = _DERIVED[g[1]](cfg)
             else:
                 v = getattr((layout.layer_linears, layout.outer_linears)[g[1]][g[2]], g[3])
             if type(v) is not int or not 0 <= v < 1 << 31:
@@ -1098,6 +1117,7 @@ class _Recording:
 
 _STRUCTURES: dict[tuple, list[_Recording]] = {}
 _SEEN: set[tuple] = set()  # structures computed once: the second one is recorded
+_MAX_RECORDINGS = 4  # recordings of one structure (their guards differ); beyond, the pass runs in full
 
 
 def structured_activation_model(spec, method: Method, train, sliding_active: bool, batch_one: bool, train_key: str) -> ActivationModel:
@@ -1117,18 +1137,16 @@ def structured_activation_model(spec, method: Method, train, sliding_active: boo
             packed = None
         if packed is not None:
             return rec.model(packed)
-    if recordings is None and key not in _SEEN:
+    if (recordings is None and key not in _SEEN) or len(recordings or ()) >= _MAX_RECORDINGS:
         if len(_SEEN) > 65536:
             _SEEN.clear()
-        _SEEN.add(key)
+        _SEEN.add(key)  # (a structure whose guards keep failing is no longer recorded)
         return activation_model(spec, method, train, sliding_active, batch_one)
     raw, rec = _record_pass(spec, method, train, sliding_active, batch_one)
     if rec is not None:
         if len(_STRUCTURES) > 4096:
             _STRUCTURES.clear()
-        recs = _STRUCTURES.setdefault(key, [])
-        recs.insert(0, rec)
-        del recs[8:]
+        _STRUCTURES.setdefault(key, []).insert(0, rec)
     return _finish(*raw)
 
 
