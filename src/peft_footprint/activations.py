@@ -477,10 +477,10 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         up = linear(ctx, hs, _lin(layout, "up"), i)
         m = g.unary_saves_input(up, "gelu")
         down = _lin(layout, "down")
-    else:
+    else:  # down_proj(act_fn(gate_proj(x)) * up_proj(x)): the activation runs before up_proj
         gate = linear(ctx, hs, _lin(layout, "gate"), i)
-        up = linear(ctx, hs, _lin(layout, "up"), i)
         act = g.unary_saves_input(gate, "act")
+        up = linear(ctx, hs, _lin(layout, "up"), i)
         m = g.mul(act, up, "act*up")
         down = _lin(layout, "down")
     o = bottleneck(ctx, linear(ctx, m, down, i), "output")
@@ -688,6 +688,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     x = emb
     per_layer_polys: list[Poly] = []
     memo: dict[tuple, tuple] = {}
+    sigs: list[tuple] = []  # each layer's kind
+    instances: dict[tuple, tuple] = {}  # a kind's first layer, built op by op: nodes, storages, input, output
     top = layout.num_layers - 1
     for i in range(layout.num_layers):
         before = len(g.storages)
@@ -713,6 +715,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
             last_layer = [Storage(s_.name, s_.nbytes, s_.saved, s_.output) for s_ in g.storages[before:] if s_.saved]
             memo[sig] = _record(g, before, outside, x_in, x, layer_alive, last_layer) + (
                 _snapshot(g, i, before, first_node, x_in, x, ctx.cache[cache_before:]),)
+            instances[sig] = (first_node, len(g.nodes), before, len(g.storages), x_in, x)
+        sigs.append(sig)
         if i == top:
             top_end, top_in = len(g.nodes), x_in
         if gc:  # the checkpoint drops what the layer saved; backward recomputes it
@@ -761,16 +765,31 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     below = Poly.sum(st.nbytes for st in g.storages[:top_storages] if st.saved or st.output)
     fwd = forward(g, top_storages, len(g.storages), below, lambda k: g.storages[k].saved or g.storages[k].output)
     moments = [("forward: ", g.storages[k].name, p_) for k, p_ in fwd]
-    moments += _backward_moments(g, loss, total, layout.num_layers, gc, (top_nodes, top_end, top_storages), top_in)
-    return total, terms, steady, layer_terms, moments
+    top_moments, blocks = _backward_moments(g, loss, total, gc, (top_nodes, top_end, top_storages), top_in, sigs, instances)
+    return total, terms, steady, layer_terms, moments + top_moments, blocks
 
 
-def _finish(total: Poly, terms: dict[str, Poly], steady: Poly, layer_terms: dict[str, Poly], moments: list) -> ActivationModel:
+def _finish(total: Poly, terms: dict[str, Poly], steady: Poly, layer_terms: dict[str, Poly], moments: list,
+            blocks: list) -> ActivationModel:
     """The activation model, with the moments that can set the peak as its candidates."""
     total = total.untraced()
+    blocks = [([(name, p_.untraced()) for name, p_ in profile], [(j, s.untraced()) for j, s in starts]) for profile, starts in blocks]
+    moments = [(kind, name, p_.untraced()) for kind, name, p_ in moments] + _lower_layers(blocks)
     return ActivationModel(activations=total, terms={k: p_.untraced() for k, p_ in terms.items()}, per_layer=steady.untraced(),
-                           peak_candidates=_candidates(total, [m[:2] for m in moments], [m[2].untraced() for m in moments]),
+                           peak_candidates=_candidates(total, [m[:2] for m in moments], [m[2] for m in moments]),
                            layer_terms={k: p_.untraced() for k, p_ in layer_terms.items()})
+
+
+def _lower_layers(blocks: list) -> list:
+    """The moments of the layers below the top: of each kind, the layers that start their backward with the most
+    live bytes somewhere on the (batch, seq) grid (the bottom one when every layer adds more than it frees)."""
+    out = []
+    for profile, starts in blocks:
+        for k in winners([s for _, s in starts]):
+            j, s = starts[k]
+            kind = "backward of the bottom layer: " if j == 0 else f"backward of layer {j}: "
+            out += [(kind, name, s + p_) for name, p_ in profile]
+    return out
 
 
 def _candidates(total: Poly, names: list, values: list, degrees: list | None = None) -> dict[str, Poly]:
@@ -780,8 +799,8 @@ def _candidates(total: Poly, names: list, values: list, degrees: list | None = N
     for k in winners(values):
         kind, name = names[k]
         p_ = values[k] if degrees is None else Poly._raw(values[k], *degrees[k])
-        if kind.startswith("backward of the bottom"):
-            name = name.split(".", 2)[-1]  # without the top layer's index
+        if kind.startswith("backward of "):
+            name = name.split(".", 2)[-1]  # without the index of the layer it was simulated on
         label = base = kind + name
         n = 1
         while label in cands:
@@ -791,26 +810,51 @@ def _candidates(total: Poly, names: list, values: list, degrees: list | None = N
     return cands
 
 
-def _backward_moments(g: Graph, loss: T, total: Poly, layers: int, gc: bool, top: tuple[int, int, int], top_in: T) -> list:
-    """Simulate backward from the loss through the head and the top decoder layer, node by node; the layers
-    below repeat the top layer's profile, shifted by what each one frees and the weight gradients it adds.
-    Returns (kind, op, live bytes) at every moment."""
+def _recompute(g: Graph, lo: int, hi: int, first_storage: int, end_storage: int) -> tuple:
+    """What a checkpointed layer's first node that unpacks a saved tensor recomputes: (its nodes lo..hi, the
+    storages it saved that the checkpoint dropped, its first storage)."""
+    sids = [k for k in range(first_storage, end_storage) if g.storages[k].savers and not g.storages[k].saved]
+    return lo, hi, sids, first_storage
+
+
+def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, int, int], top_in: T, sigs: list,
+                      instances: dict) -> tuple[list, list]:
+    """Simulate backward from the loss through the head and the top decoder layer, node by node; returns (kind,
+    op, live bytes) at every moment. The layers below repeat the profile of their kind's layer (the top one's,
+    or the first of their kind simulated on its own), each starting from where the layer above left live bytes
+    (its saved tensors freed, its weight gradients added): returned as blocks of (a kind's profile, the start
+    of each layer of that kind), for :func:`_finish` to pick the layers that can set the peak."""
     lo, hi, first_storage = top
-    recompute = None
-    if gc:  # the first node of the top layer to unpack a saved tensor recomputes the layer's forward
-        sids = [k for k in range(first_storage, len(g.storages)) if g.storages[k].savers and not g.storages[k].saved]
-        recompute = (lo, hi, sids, first_storage)
     alive = {k for k, st in enumerate(g.storages) if st.saved or st.output}
-    run = backward(g, loss.fn, lo, total, alive, recompute)
+    run = backward(g, loss.fn, lo, total, alive, _recompute(g, lo, hi, first_storage, len(g.storages)) if gc else None)
     nodes = g.nodes
     out = [("backward: ", nodes[n].name, p) for n, p in run.moments]
     first = max((n for n in run.start_of if lo <= n < hi), default=None)  # the top layer's first node in backward
-    if layers > 1 and first is not None:
-        # live bytes change from one layer's backward to the next by what the layer frees (its saved
-        # tensors; under checkpointing its kept input) and the weight gradients it leaves
-        delta = (run.end - run.start_of[first] - (top_in.bytes() if gc and top_in.sid is not None else ZERO)) * (layers - 1)
-        out += [("backward of the bottom layer: ", nodes[n].name, p + delta) for n, p in run.moments if lo <= n < hi]
-    return out
+    if len(sigs) < 2 or first is None:
+        return out, []
+
+    def kept_input(x_in: T) -> Poly:  # a checkpoint keeps its layer's input until the layer's backward is done
+        return x_in.bytes() if gc and x_in.sid is not None else ZERO
+
+    start = run.start_of[first]
+    profiles = {sigs[-1]: [(nodes[n].name, p - start) for n, p in run.moments if lo <= n < hi]}
+    delta = {sigs[-1]: run.end - start - kept_input(top_in)}
+    for sig in dict.fromkeys(sigs[:-1]):
+        if sig in profiles:
+            continue
+        f0, f1, s0, s1, x_in, x_out = instances[sig]
+        if x_out.fn is None or not (f0 <= x_out.fn < f1):  # nothing in it requires grad
+            profiles[sig], delta[sig] = [], ZERO
+            continue
+        r = backward(g, x_out.fn, f0, ZERO, alive, _recompute(g, f0, f1, s0, s1) if gc else None, first_grad=x_out.bytes())
+        at = r.start_of[max(n for n in r.start_of if f0 <= n < f1)]
+        profiles[sig] = [(nodes[n].name, p - at) for n, p in r.moments if f0 <= n < f1]
+        delta[sig] = r.end - at - kept_input(x_in)
+    starts: dict[tuple, list] = {}
+    for j in range(len(sigs) - 2, -1, -1):  # live bytes as layer j's backward starts
+        start = start + delta[sigs[j + 1]]
+        starts.setdefault(sigs[j], []).append((j, start))
+    return out, [(profiles[sig], js[::-1]) for sig, js in starts.items() if profiles[sig]]
 
 
 def _final(ctx: Ctx, x: T) -> T:
@@ -1073,8 +1117,8 @@ class _Recording:
     getters: list  # where each leaf's value comes from: ("c", key), ("m", field), ("n",), ("l", group, index, attr),
     # ("p", group, index, axis), ("f", derived size)
     reads: dict  # config keys read and what they held (or _MISSING / _PRESENT)
-    names: tuple  # the terms', the layer terms' and the moments' names
-    degrees: list  # the outputs' degrees in (b, s): total, terms, steady layer, layer terms, moments
+    names: tuple  # the terms', the layer terms' and the moments' names; the lower layers' blocks (profile names, layers)
+    degrees: list  # the outputs' degrees in (b, s): total, terms, steady layer, layer terms, moments, blocks
 
     def leaves(self, cfg: dict, layout: Layout, method: Method) -> list | None:
         out = []
@@ -1106,13 +1150,22 @@ class _Recording:
     def model(self, packed: tuple) -> ActivationModel:
         """The activation model from the replayed outputs' packed integers."""
         raw = Poly._raw
-        term_names, layer_names, moment_names = self.names
-        nt, nl = len(term_names), len(layer_names)
-        polys = [raw(v, db, ds) for v, (db, ds) in zip(packed[:2 + nt + nl], self.degrees)]
+        term_names, layer_names, moment_names, block_names = self.names
+        nt, nl, nm = len(term_names), len(layer_names), len(moment_names)
+        head = 2 + nt + nl
+        polys = [raw(v, db, ds) for v, (db, ds) in zip(packed[:head], self.degrees)]
+        k = head + nm
+        blocks = []
+        for names, js in block_names:
+            ps = [raw(v, db, ds) for v, (db, ds) in zip(packed[k:k + len(names) + len(js)], self.degrees[k:])]
+            blocks.append((list(zip(names, ps)), list(zip(js, ps[len(names):]))))
+            k += len(names) + len(js)
+        lower = _lower_layers(blocks)
         total = polys[0]
+        cands = _candidates(total, list(moment_names) + [m[:2] for m in lower], [*packed[head:head + nm], *(m[2].v for m in lower)],
+                            self.degrees[head:head + nm] + [(m[2].db, m[2].ds) for m in lower])
         return ActivationModel(activations=total, terms=dict(zip(term_names, polys[1:1 + nt])), per_layer=polys[1 + nt],
-                               peak_candidates=_candidates(total, moment_names, packed[2 + nt + nl:], self.degrees[2 + nt + nl:]),
-                               layer_terms=dict(zip(layer_names, polys[2 + nt:])))
+                               peak_candidates=cands, layer_terms=dict(zip(layer_names, polys[2 + nt:])))
 
 
 _STRUCTURES: dict[tuple, list[_Recording]] = {}
@@ -1185,8 +1238,11 @@ def _record_pass(spec, method: Method, train, sliding_active: bool, batch_one: b
         trace.stop()
     if tape.opaque:
         return raw, None
-    total, terms, steady, layer_terms, moments = raw
-    polys = (total, *terms.values(), steady, *layer_terms.values(), *(m[2] for m in moments))
-    names = (tuple(terms), tuple(layer_terms), tuple((kind, name) for kind, name, _ in moments))
+    total, terms, steady, layer_terms, moments, blocks = raw
+    polys = [total, *terms.values(), steady, *layer_terms.values(), *(m[2] for m in moments)]
+    for profile, starts in blocks:
+        polys += [p_ for _, p_ in profile] + [s for _, s in starts]
+    names = (tuple(terms), tuple(layer_terms), tuple((kind, name) for kind, name, _ in moments),
+             tuple((tuple(name for name, _ in profile), tuple(j for j, _ in starts)) for profile, starts in blocks))
     replay = tape.compile([tape.slot(p_) for p_ in polys])
     return raw, _Recording(replay, getters, dict(cfg.reads), names, [(p_.db, p_.ds) for p_ in polys])

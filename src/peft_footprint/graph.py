@@ -66,6 +66,7 @@ class Storage:
 # backward events of a node, in order:
 #   ("a", bytes) a temporary of the formula;     ("f", bytes) that temporary freed early
 #   ("g", k, bytes) the gradient of input k;     ("p", k) input k's gradient is the incoming one (or a view of it)
+#   ("c", k, bytes) input k's gradient cast to its dtype by the engine after the node's formula returned
 #   ("r", k, bytes, small) input k's gradient, summed to its smaller shape (``small`` bytes) after the node returns
 #   ("w", key, bytes) a parameter's gradient (kept in .grad the first time, accumulated after)
 @dataclass(slots=True)
@@ -249,7 +250,7 @@ class Graph:
             if t.numel == big and t.dtype == out.dtype:
                 prog.append(("g", i, full))
             elif t.numel == big:  # the product in the output's dtype, cast to the input's
-                prog += [("a", full), ("g", i, t.bytes()), ("f", full)]
+                prog += [("a", full), ("c", i, t.bytes()), ("f", full)]
             else:  # broadcast: summed to the input's shape after the node returns
                 prog.append(("r", i, big * esize(t.dtype), t.bytes()))
         saved = ((b,) if a.rg else ()) + ((a,) if b.rg else ())
@@ -325,6 +326,20 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     ready = [-root]
 
     grew = [False]  # nothing freed since the last moment: a new one bounds it and replaces it
+    recomputed: set[int] = set()  # saved storages the checkpoint recomputed
+
+    def unpacked(node: Node, live: Poly) -> Poly:
+        """The node's formula has returned. A tensor the checkpoint recomputed is held by the node's unpacked
+        local alone (non-reentrant checkpointing drops its own reference at unpack): it goes now if this node is
+        its last saver, before the engine's casts and sum_to of the gradients."""
+        for sid in node.saved:
+            if sid in recomputed and sid in alive and savers.get(sid, storages[sid].savers) == 1:
+                st = storages[sid]
+                if not st.pinned and not st.output:
+                    alive.discard(sid)
+                    live = live - st.nbytes
+                    grew[0] = False
+        return live
 
     def push(n: int, p: Poly) -> None:
         if grew[0]:
@@ -353,6 +368,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             for sid in sids:
                 if sid not in alive:
                     alive.add(sid)
+                    recomputed.add(sid)
                     live = live + storages[sid].nbytes
             grew[0] = False
             push(n, live)
@@ -364,8 +380,12 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
         temps = ZERO
         outs: list = []
         reduce: list = []
+        returned = False
         for ev in node.prog:
             kind = ev[0]
+            if kind == "c" and not returned:
+                returned = True
+                live = unpacked(node, live)
             if kind == "a":
                 live = live + ev[1]
                 temps = temps + ev[1]
@@ -374,7 +394,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 live = live - ev[1]
                 grew[0] = False
                 temps = temps - ev[1]
-            elif kind == "g":
+            elif kind == "g" or kind == "c":
                 obj = [ev[2], 1]
                 live = live + ev[2]
                 outs.append((ev[1], obj))
@@ -394,6 +414,8 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 if ev[1] in params:
                     temps = temps + ev[2]
                 params.add(ev[1])
+        if not returned:
+            live = unpacked(node, live)
         if temps:
             live = live - temps
             grew[0] = False
