@@ -785,6 +785,10 @@ def _lower_layers(blocks: list) -> list:
     live bytes somewhere on the (batch, seq) grid (the bottom one when every layer adds more than it frees)."""
     out = []
     for profile, starts in blocks:
+        ss = [s for _, s in starts]
+        step = ss[1] - ss[0] if len(ss) > 2 else None
+        if step is not None and all(ss[i + 1] - ss[i] == step for i in range(1, len(ss) - 1)):
+            starts = [starts[0], starts[-1]]  # evenly spaced: the largest is at one end, wherever on the grid
         for k in winners([s for _, s in starts]):
             j, s = starts[k]
             kind = "backward of the bottom layer: " if j == 0 else f"backward of layer {j}: "
