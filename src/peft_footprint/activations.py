@@ -311,12 +311,18 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
               softmax_fp32: bool = True) -> T:
     """Scaled dot-product attention as transformers calls it; returns the (b, s, nh*d) input of o_proj."""
     g = ctx.g
-    q, k, v = g.autocast_input(q, "q"), g.autocast_input(k, "k"), g.autocast_input(v, "v")
     b_seq = ctx.rows  # b * S
     kvl = kv_len if kv_len is not None else ctx.seq
     kv_rows = B * kvl
-    rg = q.rg or k.rg or v.rg
     rep = nh // nkv
+    use_gqa = (not mask) and d <= 256 and gqa_ok
+    if rep > 1 and nkv == 1 and g.autocast and (ctx.batch_one if impl == "eager" else not use_gqa):
+        # repeat_kv of a single kv head is a stride-0 view, which sdpa (without GQA) and eager's matmul at batch
+        # 1 take as it is; autocast's cast of it is a full-size copy
+        k = k if k.dtype == g.autocast else g.view(k, kv_rows * (nh * d), "repeat_kv k (view)")
+        v = v if v.dtype == g.autocast else g.view(v, kv_rows * (nh * d), "repeat_kv v (view)")
+    q, k, v = g.autocast_input(q, "q"), g.autocast_input(k, "k"), g.autocast_input(v, "v")
+    rg = q.rg or k.rg or v.rg
     if impl == "eager":
         # matmul reshapes its operands to (b*nh, ., .): a tensor laid out (b, s, nh, d) (a transposed view of a
         # projection, or an elementwise rotary output) is copied; torch.cat outputs and repeat_kv clones are not
@@ -345,7 +351,6 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         out = _matmul(g, probs, v2, b_seq * (nh * d), "attn out")
         return g.copy(out, "attn out transpose")
     # sdpa / flash: keeps q, k, v, out and a fp32 logsumexp (b, nh, s)
-    use_gqa = (not mask) and d <= 256 and gqa_ok
     if rep > 1 and not use_gqa and nkv > 1:
         k = _repeat_kv(g, k, kv_rows * (nh * d), "repeat_kv k")
         v = _repeat_kv(g, v, kv_rows * (nh * d), "repeat_kv v")
