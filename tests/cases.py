@@ -119,3 +119,29 @@ def vocab_cases() -> list[tuple[str, str, dict, dict, dict]]:
         for mid, extra in VOCAB_METHODS:
             out.append((mt, mid, cfg, methods[mid], {"dtype": "bf16", "batch_size": 2, "seq_len": 40, **extra}))
     return out
+
+
+# ---- configurations outside the matrix ----------------------------------------------------------
+# where the simulation once went wrong (docs/notes/activations.md); (model_type, method id, config, training)
+GC = {"gradient_checkpointing": True}
+AUTOCAST = {"dtype": "fp32", "mixed_precision": "bf16", "gradient_checkpointing": False}
+_OUTSIDE = [
+    ("phi3", "ia3", 2, {"batch_size": 2, "seq_len": 11, "dtype": "bf16", **GC}),
+    ("granite", "ia3", 4, {"batch_size": 3, "seq_len": 20, "dtype": "bf16", **GC}),
+    ("starcoder2", "ia3", 4, {"batch_size": 3, "seq_len": 20, "dtype": "bf16", **GC}),
+    ("gemma2", "full", 2, {"batch_size": 5, "seq_len": 29, "dtype": "fp32", **GC}),
+    ("gemma2", "lora", 4, {"batch_size": 3, "seq_len": 20, "dtype": "bf16", **GC}),
+    ("gemma2", "prompt_tuning", 2, {"batch_size": 5, "seq_len": 29, "dtype": "bf16", **GC}),
+    ("llama", "lora_modules_to_save", 4, {"batch_size": 3, "seq_len": 20, "dtype": "bf16", **GC}),
+    ("gemma3_text", "ia3", 3, {"batch_size": 2, "seq_len": 11, "attn_implementation": "sdpa", **AUTOCAST}),
+    ("qwen2", "lora_modules_to_save", 2, {"batch_size": 1, "seq_len": 29, "attn_implementation": "eager", **AUTOCAST}),
+    ("gemma3_text", "ia3", 6, {"batch_size": 2, "seq_len": 11, "dtype": "fp32", "attn_implementation": "sdpa", **GC}),
+    ("gemma3_text", "lora", 6, {"batch_size": 2, "seq_len": 11, "dtype": "bf16", "attn_implementation": "eager",
+                                "gradient_checkpointing": False}),
+    ("gpt_neox", "qlora", 3, {"batch_size": 2, "seq_len": 33, "dtype": "bf16", "attn_implementation": "eager", **GC}),
+]
+
+
+def outside_cases() -> list[tuple[str, str, dict, dict]]:
+    return [(mt, mid, dict(TINY[mt], **{k: layers for k in ("num_hidden_layers", "n_layer") if k in TINY[mt]}), training)
+            for mt, mid, layers, training in _OUTSIDE]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 import peft_footprint as pf
-from tests.cases import TINY, act_cases
+from tests.cases import TINY, act_cases, outside_cases
 
 from tests.harness.measure import measure  # noqa: E402 - the test extras install torch, transformers, peft
 
@@ -63,32 +63,20 @@ def test_batch_one_eager_within_3_percent(case):
 # once the sequence reaches the window, and autocast's full-size cast of a single kv head's repeat_kv view
 # (sdpa with a mask; eager at batch 1). Each is now exact; held to 0.5 % so that a regression shows.
 EXACT = 0.005
-GC = {"gradient_checkpointing": True}
-AUTOCAST = {"dtype": "fp32", "mixed_precision": "bf16", "gradient_checkpointing": False}
-OUTSIDE = [
-    ("phi3", "ia3", 2, {"batch_size": 2, "seq_len": 11, "dtype": "bf16", **GC}),
-    ("granite", "ia3", 4, {"batch_size": 3, "seq_len": 20, "dtype": "bf16", **GC}),
-    ("starcoder2", "ia3", 4, {"batch_size": 3, "seq_len": 20, "dtype": "bf16", **GC}),
-    ("gemma2", "full", 2, {"batch_size": 5, "seq_len": 29, "dtype": "fp32", **GC}),
-    ("gemma2", "lora", 4, {"batch_size": 3, "seq_len": 20, "dtype": "bf16", **GC}),
-    ("gemma2", "prompt_tuning", 2, {"batch_size": 5, "seq_len": 29, "dtype": "bf16", **GC}),
-    ("llama", "lora_modules_to_save", 4, {"batch_size": 3, "seq_len": 20, "dtype": "bf16", **GC}),
-    ("gemma3_text", "ia3", 3, {"batch_size": 2, "seq_len": 11, "attn_implementation": "sdpa", **AUTOCAST}),
-    ("qwen2", "lora_modules_to_save", 2, {"batch_size": 1, "seq_len": 29, "attn_implementation": "eager", **AUTOCAST}),
-]
+OUTSIDE = outside_cases()
 
 
 def _outside_id(c) -> str:
     t = c[3]
-    return f"{c[0]}-{c[1]}-L{c[2]}-{'autocast' if t.get('mixed_precision') else t['dtype']}-{'gc' if t['gradient_checkpointing'] else 'nogc'}"
+    layers = c[2].get("num_hidden_layers", c[2].get("n_layer"))
+    return f"{c[0]}-{c[1]}-L{layers}-{'autocast' if t.get('mixed_precision') else t['dtype']}-{'gc' if t['gradient_checkpointing'] else 'nogc'}"
 
 
 @pytest.mark.parametrize("case", OUTSIDE, ids=[_outside_id(c) for c in OUTSIDE])
 def test_configurations_outside_the_matrix(case):
     from tests.cases import peft_methods
 
-    mt, mid, layers, training = case
-    cfg = dict(TINY[mt], **{k: layers for k in ("num_hidden_layers", "n_layer") if k in TINY[mt]})
+    mt, mid, cfg, training = case
     method = peft_methods(mt)[mid]
     est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
     got = measure(cfg, method, training, what=("activations", "peak"))

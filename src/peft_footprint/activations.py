@@ -185,7 +185,9 @@ def _linear4bit(ctx: Ctx, x: T, lin: Linear) -> T:
     w = Poly.const(lin.in_features * lin.out_features * esize(cd))
     xc = g.to(x, cd, f"{path} 4bit input")
     out = g.linear(xc, ctx.rows, lin.out_features, w_rg=False, name=path, in_features=lin.in_features, extra_bwd=w)
-    return g.to(out, x.dtype, f"{path} 4bit output")
+    out = g.to(out, x.dtype, f"{path} 4bit output")
+    g.touch(xc)  # Linear4bit.forward rebinds x to the cast: it lives until the module returns
+    return out
 
 
 def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bool) -> T:
@@ -677,8 +679,11 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     # rotary cos/sin: (1, S, d) in the model dtype, shared by all layers
     rot_dim = _derived(cfg, "rotary_dim") if mt not in ("gpt2", "opt") else 0
     cos_dtype = "fp32" if mt == "olmo2" else dtype  # Olmo2's rotary keeps cos/sin in fp32 and casts q/k back
-    cos = g.new(seq * rot_dim, cos_dtype, False, "rotary cos")
-    sin = g.new(seq * rot_dim, cos_dtype, False, "rotary sin")
+    # Gemma3 computes one pair per layer type (local and global rope bases), each passed to its layers
+    rope_kinds = sorted(set(layer_types)) if mt == "gemma3_text" else [None]
+    rope = {kind: (g.new(seq * rot_dim, cos_dtype, False, "rotary cos" + (f" ({kind})" if len(rope_kinds) > 1 else "")),
+                   g.new(seq * rot_dim, cos_dtype, False, "rotary sin" + (f" ({kind})" if len(rope_kinds) > 1 else "")))
+            for kind in rope_kinds}
 
     ln_family = mt in ("gpt2", "gpt_neox", "opt")
     if ln_family:
@@ -714,7 +719,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
             cache_before = len(ctx.cache)
             if x.rg:  # the layer's input gradients meet here, summed, and go on to the layers below
                 x = x_in = g.node(T(x.numel, x.dtype, True, x.sid), [None], [("p", 0)], name=f"layers.{i} input")
-            x = layer_fn(ctx, x, i, cos, sin, layer_types[i])
+            x = layer_fn(ctx, x, i, *rope[layer_types[i] if mt == "gemma3_text" else None], layer_types[i])
             outside = [k for k in range(before) if (g.storages[k].saved or g.storages[k].output) and k not in saved_before]
             layer_alive = Poly.sum(s_.nbytes for s_ in g.storages[before:] if s_.saved)
             last_layer = [Storage(s_.name, s_.nbytes, s_.saved, s_.output) for s_ in g.storages[before:] if s_.saved]
@@ -730,7 +735,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
             g.save(x_in)  # ...and keeps the layer's input
         per_layer_polys.append(layer_alive)
     if gc:
-        g.save(cos, sin)
+        for pair in rope.values():
+            g.save(*pair)
         g.save(g.new(seq * B if mt == "opt" else seq, "int64", False, "position ids"))  # OPT's are (b, s)
         # the attention mask is an input of every checkpointed layer: kept (eager: additive, in the model
         # dtype; sdpa: a bool mask, only where one is built at all)

@@ -6,10 +6,11 @@ each linear module's in/out features, the method's rank or virtual tokens. While
 :class:`Sym` leaves and every polynomial derived from them carries a slot on a :class:`Tape`; each ``+``, ``-``,
 ``*``, ``//`` and sum is recorded as one instruction. Where the computation *looks at* a number -- a branch on
 ``nh // nkv > 1``, two sizes compared equal, ``range(num_layers)`` -- the outcome is recorded as a guard.
-For another configuration of the same structure, :meth:`Tape.replay` re-runs only those instructions (hundreds
-of big-integer operations instead of the whole pass) and checks every guard on the way: any guard that comes
-out differently rejects the replay, and the pass runs in full. Replaying is exact by construction: the same
-operations on the same kind of values.
+For another configuration of the same structure, the :class:`Replay` that :meth:`Tape.compile` makes re-runs
+only those instructions (hundreds of big-integer operations instead of the whole pass) and checks every guard
+on the way: any guard that comes out differently rejects the replay, and the pass runs in full. Replaying is
+exact by construction: the same operations on the same kind of values. activations.structured_activation_model
+decides which integers are leaves and keys the recordings by structure.
 """
 
 from __future__ import annotations
