@@ -139,6 +139,7 @@ _OUTSIDE = [
     ("gemma3_text", "lora", 6, {"batch_size": 2, "seq_len": 11, "dtype": "bf16", "attn_implementation": "eager",
                                 "gradient_checkpointing": False}),
     ("gpt_neox", "qlora", 3, {"batch_size": 2, "seq_len": 33, "dtype": "bf16", "attn_implementation": "eager", **GC}),
+    ("starcoder2", "lora_all_linear_dora_bias", 3, {"batch_size": 2, "seq_len": 11, "dtype": "fp32", **GC}),
 ]
 
 

@@ -218,8 +218,9 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     g.touch(s_lw)
     wn = g.new(Poly.const(o), "fp32", False, f"{path} dora weight_norm")
     g.touch(w_sum)
-    mag = T(Poly.const(o), "fp32", True, None)
-    mns = g.new(Poly.const(o), "fp32", True, f"{path} dora magnitude/norm")
+    # magnitude / weight_norm: its gradient (from both uses below, summed) becomes the magnitude's .grad
+    mns = g.node(g.new(Poly.const(o), "fp32", True, f"{path} dora magnitude/norm"), [None],
+                 [("w", g.scope + path + " dora magnitude", Poly.const(o * 4))], name=f"{path} dora magnitude/norm")
     g.save(wn)  # div keeps the divisor
     # lora_B(lora_A(x)) exactly as plain LoRA runs it: under autocast both are autocast matmuls (bf16 outputs,
     # the bf16 copy of the fp32 input kept by lora_A) and each weight's bf16 copy is kept when its matmul's
@@ -229,7 +230,10 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     lr = g.linear(a, ctx.rows, o, w_rg=True, name=f"{path} lora_B", dtype="fp32", in_features=r)
     base = base_out
     if lin.bias:  # base_result - bias: the bias is a parameter in the model dtype (fp32 under autocast)
-        base = g.add(base_out, T(Poly.const(o), ctx.dtype, b_rg, None), f"{path} dora base - bias")
+        bias = T(Poly.const(o), ctx.dtype, b_rg, None)
+        if b_rg:  # the same parameter as the linear's bias: one .grad, accumulated
+            bias = g.node(bias, [None], [("w", g.scope + path + ".bias", Poly.const(o * esize(ctx.dtype)))], name=f"{path} bias")
+        base = g.add(base_out, bias, f"{path} dora base - bias")
     m1 = g.add(mns, None, f"{path} dora scale-1")
     t1 = g.mul(m1, base, f"{path} dora (scale-1)*base", numel=base.numel)
     t2 = g.mul(mns, lr, f"{path} dora scale*lora", numel=lr.numel)
@@ -237,7 +241,6 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     rd = g.add(t1, t3, f"{path} dora sum")
     g.touch(*held)
     res = g.add(base_out, rd, f"{path} dora add")
-    del mag
     return g.to(res, base_out.dtype, f"{path} lora cast")
 
 
@@ -285,7 +288,9 @@ def layer_norm(ctx: Ctx, x: T, *, w_rg: bool, name: str = "ln") -> T:
     prog: list = [("g", 0, x.bytes())] if x.rg else []
     if w_rg:
         w = Poly.const(ctx.cfg["hidden_size"] * esize(x.dtype))
-        prog += [("w", g.scope + name + ".weight", w), ("w", g.scope + name + ".bias", w)]
+        if ctx.full:  # LoRA's bias="all" trains the biases only
+            prog.append(("w", g.scope + name + ".weight", w))
+        prog.append(("w", g.scope + name + ".bias", w))
     return g.node(out, [x], prog, (x, mean, rstd), name)
 
 

@@ -558,7 +558,11 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
         saved = SavedTensorsRecorder({p.untyped_storage().data_ptr() for p in params}, tracker.pre)
         with tracker:
             tracker.phase = "forward"
-            with saved.hooks():
+            # saved_tensors_hooks only when asked: a node that saves its own output (linalg_vector_norm, exp,
+            # tanh) holds it through the hook's return value, a reference cycle with its grad_fn, so a graph
+            # that is garbage (DoRA's detached weight norm on Conv1D) stays alive until the cyclic GC runs;
+            # without hooks autograd keeps no such cycle (docs/notes/harness.md)
+            with saved.hooks() if "saved" in what else contextlib.nullcontext():
                 out = _forward(model, ids, t)
             loss = out.loss
             res["activations_bytes"] = tracker.snapshot("end_of_forward")
@@ -587,12 +591,13 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
             res["peak_op"] = tracker.peak_op
         res["live_bytes"] = dict(tracker.snapshots)
         res["optimizer_step_counter_bytes_note"] = "step counters excluded from optimizer_bytes and peak"
-        res["saved_bytes"] = int(sum(saved.seen.values()))
-        res["saved_param_bytes"] = int(sum(saved.param_seen.values()))
-        res["saved_preexisting_bytes"] = int(sum(saved.pre_seen.values()))
-        res["saved_tensors_packed"] = saved.count
-        if "names" in what:
-            res["saved_entries"] = saved.entries
+        if "saved" in what:
+            res["saved_bytes"] = int(sum(saved.seen.values()))
+            res["saved_param_bytes"] = int(sum(saved.param_seen.values()))
+            res["saved_preexisting_bytes"] = int(sum(saved.pre_seen.values()))
+            res["saved_tensors_packed"] = saved.count
+            if "names" in what:
+                res["saved_entries"] = saved.entries
         res["step_s"] = round(time.perf_counter() - t0 - res["build_s"], 3)
 
     if "flops" in what:
