@@ -16,14 +16,16 @@ from typing import Any
 from . import trace
 
 from .architectures import Layout, Linear
-from .graph import Graph, Node, Storage, T, backward, esize, forward, promote, winners
+from .graph import Graph, Node, Storage, T, backward, esize, forward, promote, winners, winners_matrix
 from .methods import Method
 from .methods.adapter import Adapter
 from .methods.ia3 import IA3
 from .methods.lora import LoRA
 from .methods.p_tuning import PTuning
 from .methods.qlora import QLoRA
-from .poly import ZERO, Poly, B, S
+import numpy as np
+
+from .poly import ZERO, Poly, B, S, coefficient_matrix
 
 __all__ = ["ActivationModel", "activation_model", "structured_activation_model"]
 
@@ -789,36 +791,55 @@ def _finish(total: Poly, terms: dict[str, Poly], steady: Poly, layer_terms: dict
             blocks: list) -> ActivationModel:
     """The activation model, with the moments that can set the peak as its candidates."""
     total = total.untraced()
-    blocks = [([(name, p_.untraced()) for name, p_ in profile], [(j, s.untraced()) for j, s in starts]) for profile, starts in blocks]
-    moments = [(kind, name, p_.untraced()) for kind, name, p_ in moments] + _lower_layers(blocks)
+    packed = [(p_.v, (p_.db, p_.ds)) for _, _, p_ in moments]
+    blocks = [([name for name, _ in profile], [(p_.v, (p_.db, p_.ds)) for _, p_ in profile],
+               [(j, s.v, (s.db, s.ds)) for j, s in starts]) for profile, starts in blocks]
     return ActivationModel(activations=total, terms={k: p_.untraced() for k, p_ in terms.items()}, per_layer=steady.untraced(),
-                           peak_candidates=_candidates(total, [m[:2] for m in moments], [m[2] for m in moments]),
+                           peak_candidates=_candidates(total, [m[:2] for m in moments], packed, blocks),
                            layer_terms={k: p_.untraced() for k, p_ in layer_terms.items()})
 
 
-def _lower_layers(blocks: list) -> list:
-    """The moments of the layers below the top: of each kind, the layers that start their backward with the most
-    live bytes somewhere on the (batch, seq) grid (the bottom one when every layer adds more than it frees)."""
-    out = []
-    for profile, starts in blocks:
-        ss = [s for _, s in starts]
-        step = ss[1] - ss[0] if len(ss) > 2 else None
-        if step is not None and all(ss[i + 1] - ss[i] == step for i in range(1, len(ss) - 1)):
+def _candidates(total: Poly, names: list, moments: list, blocks: list) -> dict[str, Poly]:
+    """The end of forward and the moments that can set the peak (labelled only if they do). ``moments``: the
+    top layer's and the head's, as (packed integer, degrees); ``blocks``: the layers below, by kind, as (op
+    names, the profile's (packed, degrees), each layer's (index, start, degrees)). Of each kind, the layers
+    that start their backward with the most live bytes somewhere on the grid are taken (the bottom one when
+    every layer adds more than it frees); their moments are the start plus the profile, added as coefficient
+    rows, so only the winners become polynomials."""
+    ends = []
+    for _, profile, starts in blocks:
+        if len(starts) > 2 and all(starts[i + 1][1] - starts[i][1] == starts[1][1] - starts[0][1] for i in range(1, len(starts) - 1)):
             starts = [starts[0], starts[-1]]  # evenly spaced: the largest is at one end, wherever on the grid
-        for k in winners([s for _, s in starts]):
-            j, s = starts[k]
-            kind = "backward of the bottom layer: " if j == 0 else f"backward of layer {j}: "
-            out += [(kind, name, s + p_) for name, p_ in profile]
-    return out
-
-
-def _candidates(total: Poly, names: list, values: list, degrees: list | None = None) -> dict[str, Poly]:
-    """The end of forward and the moments that can set the peak (labelled only if they do); ``values``: the
-    moments' polynomials, or their packed integers with their ``degrees``."""
+        ends.append(starts)
+    # every coefficient row decoded at once: the moments, then each kind's profile and its candidate starts
+    flat = [v for v, _ in moments]
+    for (_, profile, _), starts in zip(blocks, ends):
+        flat += [v for v, _ in profile] + [s for _, s, _ in starts]
+    m_all = coefficient_matrix(flat)
+    rows = [m_all[:len(moments)]]
+    where: list = [(k,) for k in range(len(moments))]
+    at = len(moments)
+    for b, ((_, profile, _), starts) in enumerate(zip(blocks, ends)):
+        m_profile = m_all[at:at + len(profile)]
+        m_starts = m_all[at + len(profile):at + len(profile) + len(starts)]
+        at += len(profile) + len(starts)
+        for k in winners_matrix(m_starts):
+            j, s, s_deg = starts[k]
+            rows.append(m_profile + m_starts[k])
+            where += [(b, j, s, s_deg, m) for m in range(len(profile))]
     cands = {"end of forward": total}
-    for k in winners(values):
-        kind, name = names[k]
-        p_ = values[k] if degrees is None else Poly._raw(values[k], *degrees[k])
+    for k in winners_matrix(np.vstack(rows)):
+        w = where[k]
+        if len(w) == 1:
+            kind, name = names[w[0]]
+            v, (db, ds) = moments[w[0]]
+        else:
+            b, j, s, (sb, ss), m = w
+            kind = "backward of the bottom layer: " if j == 0 else f"backward of layer {j}: "
+            name = blocks[b][0][m]
+            pv, (db, ds) = blocks[b][1][m]
+            v, db, ds = s + pv, max(db, sb), max(ds, ss)
+        p_ = Poly._raw(v, db, ds)
         if kind.startswith("backward of "):
             name = name.split(".", 2)[-1]  # without the index of the layer it was simulated on
         label = base = kind + name
@@ -1175,15 +1196,15 @@ class _Recording:
         head = 2 + nt + nl
         polys = [raw(v, db, ds) for v, (db, ds) in zip(packed[:head], self.degrees)]
         k = head + nm
+        degrees = self.degrees
         blocks = []
         for names, js in block_names:
-            ps = [raw(v, db, ds) for v, (db, ds) in zip(packed[k:k + len(names) + len(js)], self.degrees[k:])]
-            blocks.append((list(zip(names, ps)), list(zip(js, ps[len(names):]))))
-            k += len(names) + len(js)
-        lower = _lower_layers(blocks)
+            n = len(names)
+            blocks.append((names, list(zip(packed[k:k + n], degrees[k:k + n])),
+                           [(j, v, d) for j, v, d in zip(js, packed[k + n:k + n + len(js)], degrees[k + n:])]))
+            k += n + len(js)
         total = polys[0]
-        cands = _candidates(total, list(moment_names) + [m[:2] for m in lower], [*packed[head:head + nm], *(m[2].v for m in lower)],
-                            self.degrees[head:head + nm] + [(m[2].db, m[2].ds) for m in lower])
+        cands = _candidates(total, moment_names, list(zip(packed[head:head + nm], degrees[head:head + nm])), blocks)
         return ActivationModel(activations=total, terms=dict(zip(term_names, polys[1:1 + nt])), per_layer=polys[1 + nt],
                                peak_candidates=cands, layer_terms=dict(zip(layer_names, polys[2 + nt:])))
 

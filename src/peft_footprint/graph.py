@@ -504,7 +504,13 @@ def winners(polys: list) -> list[int]:
     than their change over a factor of 1.5 in one dimension). Polynomials or their packed integers."""
     if len(polys) < 2:
         return list(range(len(polys)))
-    m = coefficient_matrix(polys)
+    return winners_matrix(coefficient_matrix(polys))
+
+
+def winners_matrix(m: np.ndarray) -> list[int]:
+    """:func:`winners` from the polynomials' coefficient rows (poly.coefficient_matrix)."""
+    if len(m) < 2:
+        return list(range(len(m)))
     used = m.any(axis=0)  # the monomials that occur (a zero term adds nothing)
     key = used.tobytes()
     at = _AT_USED.get(key)
