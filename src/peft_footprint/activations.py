@@ -16,7 +16,7 @@ from typing import Any
 from . import trace
 
 from .architectures import Layout, Linear
-from .graph import Graph, Node, Storage, T, backward, esize, forward, promote, winners, winners_matrix
+from .graph import Graph, Node, Storage, T, backward, esize, forward, promote, winners_matrix
 from .methods import Method
 from .methods.adapter import Adapter
 from .methods.ia3 import IA3

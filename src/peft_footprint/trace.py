@@ -19,7 +19,7 @@ import operator
 import threading
 from typing import Any
 
-__all__ = ["Sym", "Tape", "active", "record", "start", "stop"]
+__all__ = ["Replay", "Sym", "Tape", "active", "record", "start", "stop"]
 
 _state = threading.local()  # the tape recording in this thread, if any
 
