@@ -140,6 +140,7 @@ _OUTSIDE = [
                                 "gradient_checkpointing": False}),
     ("gpt_neox", "qlora", 3, {"batch_size": 2, "seq_len": 33, "dtype": "bf16", "attn_implementation": "eager", **GC}),
     ("starcoder2", "lora_all_linear_dora_bias", 3, {"batch_size": 2, "seq_len": 11, "dtype": "fp32", **GC}),
+    ("starcoder2", "lora_all_linear_dora_bias", 2, {"batch_size": 8, "seq_len": 40, "dtype": "fp32", "mixed_precision": "bf16", **GC}),
 ]
 
 

@@ -855,7 +855,11 @@ def _recompute(g: Graph, lo: int, hi: int, first_storage: int, end_storage: int)
     """What a checkpointed layer's first node that unpacks a saved tensor recomputes: (its nodes lo..hi, the
     storages it saved that the checkpoint dropped, its first storage)."""
     sids = [k for k in range(first_storage, end_storage) if g.storages[k].savers and not g.storages[k].saved]
-    return lo, hi, sids, first_storage
+    # non-reentrant checkpointing stops as soon as the last tensor of the original forward is packed again.
+    # An op packs the inputs it saves before it runs (its output does not exist yet) and its own output after
+    last = max((nd for nd in g.nodes[lo:hi] if nd.saved or nd.param), key=lambda nd: nd.at, default=None)
+    end = first_storage if last is None else last.at + 1 if last.at in last.saved else last.at
+    return lo, hi, sids, first_storage, max(end, sids[-1] + 1 if sids else end)
 
 
 def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, int, int], top_in: T, sigs: list,
@@ -1026,8 +1030,8 @@ def _copy_layer(g: Graph, ctx: Ctx, rec: tuple, x_in: T, i: int) -> tuple:
         return prefix + s[len(c.prefix):] if s.startswith(c.prefix) else s
 
     g.storages += [Storage(name(n), nb, sv, op, svs, pn) for n, nb, sv, op, svs, pn in c.storages]
-    g.nodes += [Node(tuple(fn(f) for f in nd.inputs), tuple(sid(k) for k in nd.saved), nd.prog, name(nd.name), nd.multi, nd.param)
-                for nd in c.nodes]
+    g.nodes += [Node(tuple(fn(f) for f in nd.inputs), tuple(sid(k) for k in nd.saved), nd.prog, name(nd.name), nd.multi, nd.param,
+                     nd.at + ds if nd.at >= c.before else nd.at) for nd in c.nodes]
     last_use = g.last_use
     for k, t in c.last_use:
         last_use[sid(k)] = t + ds

@@ -77,6 +77,7 @@ class Node:
     name: str = ""
     multi: bool = False  # several outputs (split/chunk): their gradients are gathered, not summed
     param: bool = False  # it saved a parameter (a checkpoint's recompute starts at the first such node too)
+    at: int = -1  # the last storage when it was recorded (its output's, if it made one)
 
 
 @dataclass
@@ -129,7 +130,7 @@ class Graph:
         # input slots: the producing node, None for a leaf that requires grad (its .grad stays), -1 for no gradient
         ins = tuple(-1 if x is None or not x.rg else x.fn for x in inputs)
         param = any(t is not None and t.sid is None for t in saved)
-        self.nodes.append(Node(ins, sids, tuple(prog), self.scope + name, param=param))
+        self.nodes.append(Node(ins, sids, tuple(prog), self.scope + name, param=param, at=now))
         out.fn = len(self.nodes) - 1
         return out
 
@@ -299,8 +300,8 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     """Run autograd's engine over the nodes ``lo..`` reachable from node ``root`` (the loss).
 
     ``alive``: storage ids alive when backward starts (``start`` bytes in all). ``recompute``: (first node,
-    end node, saved storage ids, first storage) of a checkpointed layer, whose forward reruns when its first
-    node with saved tensors (or parameters) runs. Gradients sent to
+    end node, saved storage ids, first storage, end storage) of a checkpointed layer, whose forward reruns when
+    its first node with saved tensors (or parameters) runs, up to the op that saves the last of them. Gradients sent to
     nodes before ``lo`` (or to leaves) stay alive; they belong to the layers below.
     """
     nodes, storages = g.nodes, g.storages
@@ -361,8 +362,8 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
         start_of[n] = live
         if recompute and recompute[0] <= n < recompute[1] and (node.saved or node.param):
             sids = recompute[2]
-            if sids:  # the layer's forward reruns until its last saved tensor exists
-                for _, p in forward(g, recompute[3], sids[-1] + 1, live, lambda k: storages[k].savers > 0):
+            if sids:  # the layer's forward reruns until the op that saves the last of its tensors has run
+                for _, p in forward(g, recompute[3], recompute[4], live, lambda k: storages[k].savers > 0):
                     grew[0] = False  # the forward's local maxima, with frees between them
                     push(n, p)
             for sid in sids:
