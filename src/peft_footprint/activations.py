@@ -767,6 +767,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     g.keep(logits)
     loss = _loss(ctx, logits, v)
     g.touch(*ctx.cache)
+    g.touch(x)  # the CausalLM's forward holds the last hidden states (and the model's output) until it returns
 
     total = g.alive_bytes()
     groups: dict[str, list[Poly]] = {}
