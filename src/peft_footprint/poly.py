@@ -206,25 +206,10 @@ class Poly:
 
 def _traced(fn: Any, a: Poly, b: Any) -> Poly:
     """``a + b``, ``a - b`` or ``a * b`` (b a Poly, an int or a traced int) when one side is traced: the value as
-    the untraced operation gives it, and the operation on the active tape (see trace.py)."""
+    the untraced operation gives it, and the operation on the active tape (trace.record, with the slot lookups
+    inline: the recorded pass does thousands)."""
     t = type(b)
-    if t is Poly:
-        vb, dbb, dsb = b.v, b.db, b.ds
-    else:
-        vb, dbb, dsb = (b if t is int else b.v), 0, 0
-        if abs(vb) >= _HALF >> 1:
-            raise ValueError(f"{vb}: an integer below 2**62 in magnitude is required")
-    if fn is operator.add:
-        res = Poly._raw(a.v + vb, max(a.db, dbb), max(a.ds, dsb))
-    elif fn is operator.sub:
-        res = Poly._raw(a.v - vb, max(a.db, dbb), max(a.ds, dsb))
-    elif t is Poly:
-        db, ds = a.db + dbb, a.ds + dsb
-        if db > _MAXDEG or ds > _MAXDEG:
-            raise ValueError(f"product of degree b^{db} s^{ds}: degrees above {_MAXDEG} are not supported")
-        res = Poly._raw(a.v * vb, db, ds)
-    else:
-        res = Poly._raw(a.v * vb, a.db, a.ds) if vb else Poly._raw(0, 0, 0)
+    res = fn(a.untraced(), b.untraced() if t is Poly else b if t is int else b.v)
     tape = _trace.active()
     if tape is not None:
         i = a.r
