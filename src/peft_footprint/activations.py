@@ -788,16 +788,43 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     return total, terms, steady, layer_terms, moments + top_moments, blocks
 
 
-def _finish(total: Poly, terms: dict[str, Poly], steady: Poly, layer_terms: dict[str, Poly], moments: list,
-            blocks: list) -> ActivationModel:
-    """The activation model, with the moments that can set the peak as its candidates."""
-    total = total.untraced()
-    packed = [(p_.v, (p_.db, p_.ds)) for _, _, p_ in moments]
-    blocks = [([name for name, _ in profile], [(p_.v, (p_.db, p_.ds)) for _, p_ in profile],
-               [(j, s.v, (s.db, s.ds)) for j, s in starts]) for profile, starts in blocks]
-    return ActivationModel(activations=total, terms={k: p_.untraced() for k, p_ in terms.items()}, per_layer=steady.untraced(),
-                           peak_candidates=_candidates(total, [m[:2] for m in moments], packed, blocks),
-                           layer_terms={k: p_.untraced() for k, p_ in layer_terms.items()})
+def _finish(*raw) -> ActivationModel:
+    """The activation model of the symbolic pass's outputs (what _build returns)."""
+    names, polys = _outputs(*raw)
+    return _model(names, [(p_.db, p_.ds) for p_ in polys], [p_.v for p_ in polys])
+
+
+def _outputs(total: Poly, terms: dict[str, Poly], steady: Poly, layer_terms: dict[str, Poly], moments: list,
+             blocks: list) -> tuple[tuple, list[Poly]]:
+    """The pass's outputs flattened: their names, and the polynomials in the order :func:`_model` reads them
+    (a recording replays this list)."""
+    polys = [total, *terms.values(), steady, *layer_terms.values(), *(m[2] for m in moments)]
+    for profile, starts in blocks:
+        polys += [p_ for _, p_ in profile] + [s for _, s in starts]
+    names = (tuple(terms), tuple(layer_terms), tuple((kind, name) for kind, name, _ in moments),
+             tuple((tuple(name for name, _ in profile), tuple(j for j, _ in starts)) for profile, starts in blocks))
+    return names, polys
+
+
+def _model(names: tuple, degrees: list, packed) -> ActivationModel:
+    """The activation model from the outputs' packed integers and degrees (:func:`_outputs`), with the moments
+    that can set the peak as its candidates."""
+    raw = Poly._raw
+    term_names, layer_names, moment_names, block_names = names
+    nt, nl, nm = len(term_names), len(layer_names), len(moment_names)
+    head = 2 + nt + nl
+    polys = [raw(v, db, ds) for v, (db, ds) in zip(packed[:head], degrees)]
+    k = head + nm
+    blocks = []
+    for op_names, js in block_names:
+        n = len(op_names)
+        blocks.append((op_names, list(zip(packed[k:k + n], degrees[k:k + n])),
+                       [(j, v, d) for j, v, d in zip(js, packed[k + n:k + n + len(js)], degrees[k + n:])]))
+        k += n + len(js)
+    total = polys[0]
+    cands = _candidates(total, moment_names, list(zip(packed[head:head + nm], degrees[head:head + nm])), blocks)
+    return ActivationModel(activations=total, terms=dict(zip(term_names, polys[1:1 + nt])), per_layer=polys[1 + nt],
+                           peak_candidates=cands, layer_terms=dict(zip(layer_names, polys[2 + nt:])))
 
 
 def _candidates(total: Poly, names: list, moments: list, blocks: list) -> dict[str, Poly]:
@@ -1193,27 +1220,6 @@ class _Recording:
                 return None
         return out
 
-    def model(self, packed: tuple) -> ActivationModel:
-        """The activation model from the replayed outputs' packed integers."""
-        raw = Poly._raw
-        term_names, layer_names, moment_names, block_names = self.names
-        nt, nl, nm = len(term_names), len(layer_names), len(moment_names)
-        head = 2 + nt + nl
-        polys = [raw(v, db, ds) for v, (db, ds) in zip(packed[:head], self.degrees)]
-        k = head + nm
-        degrees = self.degrees
-        blocks = []
-        for names, js in block_names:
-            n = len(names)
-            blocks.append((names, list(zip(packed[k:k + n], degrees[k:k + n])),
-                           [(j, v, d) for j, v, d in zip(js, packed[k + n:k + n + len(js)], degrees[k + n:])]))
-            k += n + len(js)
-        total = polys[0]
-        cands = _candidates(total, moment_names, list(zip(packed[head:head + nm], degrees[head:head + nm])), blocks)
-        return ActivationModel(activations=total, terms=dict(zip(term_names, polys[1:1 + nt])), per_layer=polys[1 + nt],
-                               peak_candidates=cands, layer_terms=dict(zip(layer_names, polys[2 + nt:])))
-
-
 _STRUCTURES: dict[tuple, list[_Recording]] = {}
 _SEEN: set[tuple] = set()  # structures computed once: the second one is recorded
 _MAX_RECORDINGS = 4  # recordings of one structure (their guards differ); beyond, the pass runs in full
@@ -1235,7 +1241,7 @@ def structured_activation_model(spec, method: Method, train, sliding_active: boo
         except (ValueError, ZeroDivisionError, OverflowError):
             packed = None
         if packed is not None:
-            return rec.model(packed)
+            return _model(rec.names, rec.degrees, packed)
     if (recordings is None and key not in _SEEN) or len(recordings or ()) >= _MAX_RECORDINGS:
         if len(_SEEN) > 65536:
             _SEEN.clear()
@@ -1284,11 +1290,6 @@ def _record_pass(spec, method: Method, train, sliding_active: bool, batch_one: b
         trace.stop()
     if tape.opaque:
         return raw, None
-    total, terms, steady, layer_terms, moments, blocks = raw
-    polys = [total, *terms.values(), steady, *layer_terms.values(), *(m[2] for m in moments)]
-    for profile, starts in blocks:
-        polys += [p_ for _, p_ in profile] + [s for _, s in starts]
-    names = (tuple(terms), tuple(layer_terms), tuple((kind, name) for kind, name, _ in moments),
-             tuple((tuple(name for name, _ in profile), tuple(j for j, _ in starts)) for profile, starts in blocks))
+    names, polys = _outputs(*raw)
     replay = tape.compile([tape.slot(p_) for p_ in polys])
     return raw, _Recording(replay, getters, dict(cfg.reads), names, [(p_.db, p_.ds) for p_ in polys])
