@@ -102,7 +102,7 @@ def test_replay_equals_the_full_pass(monkeypatch):
                     activations.structured_activation_model(spec_a, meth_a, train, sliding, batch_one, key)
             except pf.PeftFootprintError:
                 continue
-            for _ in range(2 + trace.Replay.COMPILE_AFTER):  # more variants (replays interpreted, then compiled)
+            for _ in range(6):  # more variants: most replay the recording
                 spec_b = api.load_model(variant(mt, rng))
                 meth_b = pf.load_method(method_variant(method, rng))
                 before = len(recorded)
@@ -147,11 +147,10 @@ def test_tape_guards_and_arithmetic():
         trace.stop()
     assert wide and x == B * S * 8192 + 4096 * 32 - B * 128
     replay = tape.compile([x.r])
-    for _ in range(2 * trace.Replay.COMPILE_AFTER):  # interpreted, then compiled
-        (packed,) = replay(1024, 8)
-        assert Poly._raw(packed, 1, 1) == B * S * 2048 + 1024 * 8 - B * 128
-        assert replay(1024, 32) is None  # 1024 // 32 > 64 no longer holds
-    assert replay.fn is not None
+    (packed,) = replay(1024, 8)
+    assert Poly._raw(packed, 1, 1) == B * S * 2048 + 1024 * 8 - B * 128
+    assert replay(1024, 32) is None  # 1024 // 32 > 64 no longer holds
+    assert replay(1024, 0) is None  # 1024 // 0 raises inside: a miss
 
 
 def test_a_config_read_wholesale_is_not_recorded():
@@ -181,4 +180,5 @@ def test_estimates_identical_replayed_or_not(preset):
     spec = api.load_model(other)
     direct = activations.activation_model(spec, pf.load_method({"name": "lora", "r": 8}), pf.TrainingSpec(batch_size=2, seq_len=512))
     assert est["activations_bytes"] == direct.activations(2, 512)
-    assert set(est["peak_candidates"]) >= set(direct.peak_candidates) - {"end of forward"}
+    live = direct.live_at(2, 512)
+    assert {k: v for k, v in est["peak_candidates"].items() if k in live} == live

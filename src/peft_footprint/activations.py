@@ -36,14 +36,121 @@ RETURNS_CACHE = frozenset({"llama", "gemma2", "gemma3_text", "gpt_neox", "opt", 
 
 @dataclass
 class ActivationModel:
-    """Polynomials in (b, s): bytes alive at the end of forward, and the candidates for the step's peak."""
+    """Polynomials in (b, s): bytes alive at the end of forward, and the moments that can set the step's peak."""
 
     activations: Poly
     terms: dict[str, Poly]  # activations by component: "layers", "embeddings", "final_norm", "logits", "loss", ...
     per_layer: Poly  # a typical (steady-state) decoder layer
-    peak_candidates: dict[str, Poly]  # live bytes beyond weights + optimizer state at each candidate moment
     layer_terms: dict[str, Poly] = field(default_factory=dict)  # the top decoder layer's saved tensors by component
     notes: list[str] = field(default_factory=list)
+    # every simulated moment: (the plan of their names, _plan; their packed integers; their degrees)
+    moments: tuple = field(default=None, repr=False)
+    _cands: dict | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def peak_candidates(self) -> dict[str, Poly]:
+        """Live bytes beyond weights + optimizer state, as polynomials, at the end of forward and at every moment
+        that is the largest somewhere on a wide (batch, seq) grid (what :func:`sweep` takes the maximum of).
+        Worked out on first use."""
+        if self._cands is None:
+            plan, packed, degrees = self.moments
+            self._cands = _candidates(self.activations, plan.names, list(zip(packed[:plan.nm], degrees[:plan.nm])),
+                                      [(ops, list(zip(packed[p0:p1], degrees[p0:p1])),
+                                        [(j, v, d) for j, v, d in zip(js, packed[s0:s1], degrees[s0:s1])])
+                                       for ops, (p0, p1), (s0, s1), js in plan.blocks])
+        return self._cands
+
+    def live_at(self, b: int, s: int) -> dict[str, int]:
+        """Live bytes beyond weights + optimizer state at batch ``b`` and length ``s``, exactly: at the end of
+        forward, and at the largest moment of each phase there (the forward of the top layer and the head, their
+        backward, the backward of each kind of layer below). The largest of them is the step's activation peak:
+        every simulated moment is compared, at this shape."""
+        out = {"end of forward": int(self.activations(b, s))}
+        plan, packed, degrees = self.moments
+        if not packed:
+            return out
+        m = coefficient_matrix(packed).astype(np.float64)
+        mono = np.array([float(b) ** i * float(s) ** j for i in range(4) for j in range(4)])
+        approx = m @ mono
+        err = np.abs(m) @ mono * 1e-14 + 1.0  # float64 rounding of the sums, generously
+        # each group's (phase's, profile's, starts') largest shortlisted in float64, decided on exact integers
+        floor = np.maximum.reduceat(approx - err, plan.firsts)
+        close = np.flatnonzero(approx + err >= floor[plan.group]).tolist()
+        best: dict[int, tuple[int, int]] = {}
+        for k in close:  # ascending: a tie keeps the first
+            v = int(Poly._raw(packed[k], *degrees[k])(b, s))
+            g = plan.group[k]
+            if g not in best or v > best[g][1]:
+                best[g] = (k, v)
+        g = 0
+        for kind, _, _ in plan.kinds:
+            k, v = best[g]
+            _put(out, kind, plan.names[k][1], v)
+            g += 1
+        for ops, (p0, _), (s0, _), js in plan.blocks:
+            (m_k, m_v), (s_k, s_v) = best[g], best[g + 1]
+            j = js[s_k - s0]
+            _put(out, "backward of the bottom layer: " if j == 0 else f"backward of layer {j}: ", ops[m_k - p0], s_v + m_v)
+            g += 2
+        return out
+
+
+@dataclass(eq=False)
+class _Plan:
+    """Where the moments sit in the pass's flattened outputs (after the totals and terms): ``names`` the top
+    layer's and the head's (kind, op), ``nm`` of them; ``kinds`` (kind, first, end) of each run of one phase among
+    them; ``blocks`` each kind of layer below as (op names, its profile's (first,
+    end), its layers' starts' (first, end), those layers' indices)."""
+
+    names: tuple
+    nm: int
+    kinds: list
+    blocks: list
+    firsts: np.ndarray = None  # the first moment of each group (each phase; each block's profile, its starts)
+    group: np.ndarray = None  # each moment's group
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Plan) and (self.names, self.kinds, self.blocks) == (other.names, other.kinds, other.blocks)
+
+
+_PLANS: dict[int, tuple] = {}
+
+
+def _plan(moment_names: tuple, block_names: tuple) -> _Plan:
+    key = id(moment_names)
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0] is moment_names and hit[1] is block_names:
+        return hit[2]
+    kinds: list = []
+    for k, (kind, _) in enumerate(moment_names):
+        if kinds and kinds[-1][0] == kind:
+            kinds[-1][2] = k + 1
+        else:
+            kinds.append([kind, k, k + 1])
+    nm, at, blocks = len(moment_names), len(moment_names), []
+    for ops, js in block_names:
+        blocks.append((ops, (at, at + len(ops)), (at + len(ops), at + len(ops) + len(js)), js))
+        at += len(ops) + len(js)
+    bounds = [(lo, hi) for _, lo, hi in kinds] + [r for _, p_, s_, _ in blocks for r in (p_, s_)]
+    plan = _Plan(moment_names, nm, [tuple(k) for k in kinds], blocks, np.array([lo for lo, _ in bounds], dtype=np.intp),
+                 np.repeat(np.arange(len(bounds)), [hi - lo for lo, hi in bounds]))
+    if len(_PLANS) > 4096:
+        _PLANS.clear()
+    _PLANS[key] = (moment_names, block_names, plan)
+    return plan
+
+
+def _put(out: dict, kind: str, name: str, value: Any) -> None:
+    """``out[kind + name] = value``; a moment of a layer below is named without the index of the layer it was
+    simulated on; a label already taken gets a number."""
+    if kind.startswith("backward of "):
+        name = name.split(".", 2)[-1]
+    label = base = kind + name
+    n = 1
+    while label in out:
+        n += 1
+        label = f"{base} #{n}"
+    out[label] = value
 
 
 # ---- what the method does to a linear module ----------------------------------------------------
@@ -814,17 +921,9 @@ def _model(names: tuple, degrees: list, packed) -> ActivationModel:
     nt, nl, nm = len(term_names), len(layer_names), len(moment_names)
     head = 2 + nt + nl
     polys = [raw(v, db, ds) for v, (db, ds) in zip(packed[:head], degrees)]
-    k = head + nm
-    blocks = []
-    for op_names, js in block_names:
-        n = len(op_names)
-        blocks.append((op_names, list(zip(packed[k:k + n], degrees[k:k + n])),
-                       [(j, v, d) for j, v, d in zip(js, packed[k + n:k + n + len(js)], degrees[k + n:])]))
-        k += n + len(js)
-    total = polys[0]
-    cands = _candidates(total, moment_names, list(zip(packed[head:head + nm], degrees[head:head + nm])), blocks)
-    return ActivationModel(activations=total, terms=dict(zip(term_names, polys[1:1 + nt])), per_layer=polys[1 + nt],
-                           peak_candidates=cands, layer_terms=dict(zip(layer_names, polys[2 + nt:])))
+    return ActivationModel(activations=polys[0], terms=dict(zip(term_names, polys[1:1 + nt])), per_layer=polys[1 + nt],
+                           layer_terms=dict(zip(layer_names, polys[2 + nt:])),
+                           moments=(_plan(moment_names, block_names), tuple(packed[head:]), tuple(degrees[head:])))
 
 
 def _candidates(total: Poly, names: list, moments: list, blocks: list) -> dict[str, Poly]:
@@ -867,15 +966,7 @@ def _candidates(total: Poly, names: list, moments: list, blocks: list) -> dict[s
             name = blocks[b][0][m]
             pv, (db, ds) = blocks[b][1][m]
             v, db, ds = s + pv, max(db, sb), max(ds, ss)
-        p_ = Poly._raw(v, db, ds)
-        if kind.startswith("backward of "):
-            name = name.split(".", 2)[-1]  # without the index of the layer it was simulated on
-        label = base = kind + name
-        n = 1
-        while label in cands:
-            n += 1
-            label = f"{base} #{n}"
-        cands[label] = p_
+        _put(cands, kind, name, Poly._raw(v, db, ds))
     return cands
 
 
@@ -1236,10 +1327,7 @@ def structured_activation_model(spec, method: Method, train, sliding_active: boo
         leaves = rec.leaves(cfg, layout, method)
         if leaves is None:
             continue
-        try:
-            packed = rec.replay(*leaves)
-        except (ValueError, ZeroDivisionError, OverflowError):
-            packed = None
+        packed = rec.replay(*leaves)
         if packed is not None:
             return _model(rec.names, rec.degrees, packed)
     if (recordings is None and key not in _SEEN) or len(recordings or ()) >= _MAX_RECORDINGS:

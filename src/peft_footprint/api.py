@@ -106,8 +106,11 @@ def _live_candidates(act: ActivationModel, train: TrainingSpec, trainable, grads
 
 
 def _peak(act: ActivationModel, train: TrainingSpec, trainable, grads: int) -> tuple[int, str, dict[str, int]]:
-    """Highest live bytes (beyond weights + optimizer state) over the step, and where it happens."""
-    live = {k: int(v) for k, v in _live_candidates(act, train, trainable, grads, train.batch_size, train.seq_len).items()}
+    """Highest live bytes (beyond weights + optimizer state) over the step, where it happens, and the largest
+    moment of each phase (ActivationModel.live_at: every simulated moment compared exactly at this shape)."""
+    live = act.live_at(train.batch_size, train.seq_len)
+    live["optimizer step"] = grads + optimizer_step_temporary_bytes(train.optimizer, trainable)
+    live["end of backward (all gradients)"] = grads
     where = max(live, key=live.__getitem__)
     return live[where], where, live
 
