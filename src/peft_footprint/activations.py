@@ -10,6 +10,8 @@ each named storage. See docs/notes/activations.md for the measured inventory thi
 from __future__ import annotations
 
 import dataclasses
+import gc as _gc
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +48,8 @@ class ActivationModel:
     # every simulated moment: (the plan of their names, _plan; their packed integers; their degrees)
     moments: tuple = field(default=None, repr=False)
     _cands: dict | None = field(default=None, repr=False, compare=False)
+    _rows: tuple | None = field(default=None, repr=False, compare=False)  # live_at's coefficient rows
+    _live: dict = field(default_factory=dict, repr=False, compare=False)  # live_at by (b, s)
 
     @property
     def peak_candidates(self) -> dict[str, Poly]:
@@ -65,21 +69,30 @@ class ActivationModel:
         forward, and at the largest moment of each phase there (the forward of the top layer and the head, their
         backward, the backward of each kind of layer below). The largest of them is the step's activation peak:
         every simulated moment is compared, at this shape."""
+        hit = self._live.get((b, s))
+        if hit is not None:
+            return dict(hit)
         out = {"end of forward": int(self.activations(b, s))}
         plan, packed, degrees = self.moments
         if not packed:
             return out
-        m = coefficient_matrix(packed).astype(np.float64)
-        mono = np.array([float(b) ** i * float(s) ** j for i in range(4) for j in range(4)])
+        if self._rows is None:  # once per model: the exact coefficient rows, as floats and their magnitudes
+            rows = coefficient_matrix(packed)
+            m = rows.astype(np.float64)
+            self._rows = (rows, m, np.abs(m))
+        rows, m, m_abs = self._rows
+        ints = [b**i * s**j for i in range(4) for j in range(4)]
+        mono = np.array(ints, dtype=np.float64)
         approx = m @ mono
-        err = np.abs(m) @ mono * 1e-14 + 1.0  # float64 rounding of the sums, generously
+        err = m_abs @ mono * 1e-14 + 1.0  # float64 rounding of the sums, generously
         # each group's (phase's, profile's, starts') largest shortlisted in float64, decided on exact integers
         floor = np.maximum.reduceat(approx - err, plan.firsts)
-        close = np.flatnonzero(approx + err >= floor[plan.group]).tolist()
+        close = np.flatnonzero(approx + err >= floor[plan.group])
+        group = plan.group_list
         best: dict[int, tuple[int, int]] = {}
-        for k in close:  # ascending: a tie keeps the first
-            v = int(Poly._raw(packed[k], *degrees[k])(b, s))
-            g = plan.group[k]
+        for k, row in zip(close.tolist(), rows[close].tolist()):  # ascending: a tie keeps the first
+            v = sum([c * x for c, x in zip(row, ints) if c])
+            g = group[k]
             if g not in best or v > best[g][1]:
                 best[g] = (k, v)
         g = 0
@@ -92,7 +105,10 @@ class ActivationModel:
             j = js[s_k - s0]
             _put(out, "backward of the bottom layer: " if j == 0 else f"backward of layer {j}: ", ops[m_k - p0], s_v + m_v)
             g += 2
-        return out
+        if len(self._live) > 64:
+            self._live.clear()
+        self._live[(b, s)] = out
+        return dict(out)
 
 
 @dataclass(eq=False)
@@ -108,6 +124,7 @@ class _Plan:
     blocks: list
     firsts: np.ndarray = None  # the first moment of each group (each phase; each block's profile, its starts)
     group: np.ndarray = None  # each moment's group
+    group_list: list = None  # the same, as a list
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Plan) and (self.names, self.kinds, self.blocks) == (other.names, other.kinds, other.blocks)
@@ -132,8 +149,9 @@ def _plan(moment_names: tuple, block_names: tuple) -> _Plan:
         blocks.append((ops, (at, at + len(ops)), (at + len(ops), at + len(ops) + len(js)), js))
         at += len(ops) + len(js)
     bounds = [(lo, hi) for _, lo, hi in kinds] + [r for _, p_, s_, _ in blocks for r in (p_, s_)]
+    group = np.repeat(np.arange(len(bounds)), [hi - lo for lo, hi in bounds])
     plan = _Plan(moment_names, nm, [tuple(k) for k in kinds], blocks, np.array([lo for lo, _ in bounds], dtype=np.intp),
-                 np.repeat(np.arange(len(bounds)), [hi - lo for lo, hi in bounds]))
+                 group, group.tolist())
     if len(_PLANS) > 4096:
         _PLANS.clear()
     _PLANS[key] = (moment_names, block_names, plan)
@@ -1334,13 +1352,29 @@ def structured_activation_model(spec, method: Method, train, sliding_active: boo
         if len(_SEEN) > 65536:
             _SEEN.clear()
         _SEEN.add(key)  # (a structure whose guards keep failing is no longer recorded)
-        return activation_model(spec, method, train, sliding_active, batch_one)
-    raw, rec = _record_pass(spec, method, train, sliding_active, batch_one)
+        with _no_gc():
+            return activation_model(spec, method, train, sliding_active, batch_one)
+    with _no_gc():
+        raw, rec = _record_pass(spec, method, train, sliding_active, batch_one)
     if rec is not None:
         if len(_STRUCTURES) > 4096:
             _STRUCTURES.clear()
         _STRUCTURES.setdefault(key, []).insert(0, rec)
     return _finish(*raw)
+
+
+@contextmanager
+def _no_gc():
+    """The cyclic garbage collector paused: a pass allocates tens of thousands of small objects (polynomials,
+    tensors, nodes) that reference counting frees, and the collector's scans of them cost about a fifth of
+    the pass. The collector's state is restored after."""
+    was = _gc.isenabled()
+    _gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            _gc.enable()
 
 
 def _record_pass(spec, method: Method, train, sliding_active: bool, batch_one: bool) -> tuple:

@@ -234,7 +234,10 @@ def coefficient_matrix(polys) -> np.ndarray:
     a slot's digit is its 64 bits plus one where the part below it is negative (the slot below has its sign
     bit set; every digit is below 2**62 in magnitude)."""
     n = len(polys)
-    raw = b"".join([(p if type(p) is int else p.v).to_bytes(_SLOTS * 8, "little", signed=True) for p in polys])
+    try:
+        raw = b"".join([p.to_bytes(_SLOTS * 8, "little", signed=True) for p in polys])
+    except AttributeError:  # polynomials, not packed integers
+        raw = b"".join([(p if type(p) is int else p.v).to_bytes(_SLOTS * 8, "little", signed=True) for p in polys])
     u = np.frombuffer(raw, dtype=np.int64).reshape(n, _SLOTS)
     out = u.copy()
     out[:, 1:] += u[:, :-1] < 0
