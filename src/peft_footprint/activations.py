@@ -1339,7 +1339,7 @@ def structured_activation_model(spec, method: Method, train, sliding_active: boo
     type, layer types, module layout, method and options; any sizes) when all its guards hold. A structure is
     recorded the second time it comes (recording costs about a third more than computing)."""
     cfg, layout = spec.cfg, spec.layout
-    key = (cfg["model_type"], tuple(spec.layer_types), _layout_key(layout), _method_key(method), sliding_active, batch_one, train_key)
+    key = (*structure_key(spec, method), sliding_active, batch_one, train_key)
     recordings = _STRUCTURES.get(key)
     for rec in recordings or ():
         leaves = rec.leaves(cfg, layout, method)
@@ -1377,9 +1377,10 @@ def _no_gc():
             _gc.enable()
 
 
-def _record_pass(spec, method: Method, train, sliding_active: bool, batch_one: bool) -> tuple:
-    """The symbolic pass with the sizes as leaves of a tape; the recording (None if something was read that the
-    tape cannot check)."""
+def traced_inputs(spec, method: Method) -> tuple:
+    """A new tape, and the model's config, module layout and method with their sizes as its leaves: (tape,
+    getters, config, layout, method). ``getters`` says where each leaf's value comes from (:class:`_Recording`);
+    the config remembers every other field read."""
     tape = trace.Tape()
     getters: list = []
 
@@ -1405,6 +1406,19 @@ def _record_pass(spec, method: Method, train, sliding_active: bool, batch_one: b
                                         outer_linears=lins(layout.outer_linears, 1), layer_params=params(layout.layer_params, 0),
                                         outer_params=params(layout.outer_params, 1))
     traced_method = method.model_copy(update={k: leaf(("m", k), v) for k, v in method if type(v) is int})
+    return tape, getters, cfg, traced_layout, traced_method
+
+
+def structure_key(spec, method: Method) -> tuple:
+    """What a recording is kept under, besides the options of the computation: the model type, its layer types,
+    the module layout and the method without its integer fields."""
+    return (spec.cfg["model_type"], tuple(spec.layer_types), _layout_key(spec.layout), _method_key(method))
+
+
+def _record_pass(spec, method: Method, train, sliding_active: bool, batch_one: bool) -> tuple:
+    """The symbolic pass with the sizes as leaves of a tape; the recording (None if something was read that the
+    tape cannot check)."""
+    tape, getters, cfg, traced_layout, traced_method = traced_inputs(spec, method)
     trace.start(tape)
     try:
         raw = _build(cfg, traced_layout, list(spec.layer_types), traced_method, train, sliding_active, batch_one)

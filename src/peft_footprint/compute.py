@@ -356,7 +356,7 @@ class _Walker:
         if "project_in" in outer:
             h_rg = self.linear(outer["project_in"], h_rg, None, outer["project_in"].path)
         if cfg["model_type"] not in ("gpt2", "opt"):
-            rot_dim = int(cfg["head_dim"] * (cfg.get("partial_rotary_factor") or cfg.get("rotary_pct") or 1.0))
+            rot_dim = _derived(cfg, "flop_rotary_dim")
             n_rot = len(set(spec.layer_types)) if cfg["model_type"] == "gemma3_text" else 1
             self.fwd.add("R", 2 * (rot_dim // 2) * n_rot)
         # identical layers (same input grad state and method wrapping) add identical FLOPs: walk the first of each
@@ -436,17 +436,80 @@ def flop_coefficients(spec, method, table, *, merged: bool = False, gradient_che
     hit = _COEFFS.get(key)
     if hit is not None and hit.spec_ref is spec and hit.table_ref is table:
         return hit
-    mv = method_view(spec, method, table)
-    w = _Walker(spec, mv, merged=merged, gc=gradient_checkpointing)
-    w.run()
-    c = FlopCoefficients(w.fwd, w.bwd, w.rec, mv.virtual, mv.prefix if not gradient_checkpointing else 0)
-    c.prefix_tokens = mv.prefix
-    c.gc_drops_prefix = gradient_checkpointing and mv.prefix > 0
+    values = _structured_walk(spec, method, table, merged, gradient_checkpointing)
+    fwd, bwd, rec = (FlopTerms(*values[k:k + 5]) for k in (0, 5, 10))
+    virtual, prefix = values[15], values[16]
+    c = FlopCoefficients(fwd, bwd, rec, virtual, prefix if not gradient_checkpointing else 0)
+    c.prefix_tokens = prefix
+    c.gc_drops_prefix = gradient_checkpointing and prefix > 0
     c.spec_ref, c.table_ref = spec, table
     if len(_COEFFS) > 4096:
         _COEFFS.clear()
     _COEFFS[key] = c
     return c
+
+
+def _walk(spec, mv: _MethodView, merged: bool, gc: bool) -> list:
+    """The walker's results, flattened: forward, backward and recompute terms (T, A, R, Bn, C each), then the
+    virtual and prefix tokens."""
+    w = _Walker(spec, mv, merged=merged, gc=gc)
+    w.run()
+    return [getattr(t, u) for t in (w.fwd, w.bwd, w.rec) for u in UNITS] + [mv.virtual, mv.prefix]
+
+
+# The walk recorded per structure, replayed for new sizes, as the activation pass is (activations.py, trace.py):
+# the first walk of a structure runs plainly, the second is recorded, later ones replay when their guards hold.
+_WALKS: dict[tuple, list] = {}
+_WALKED: set[tuple] = set()
+
+
+class _TracedSpec:
+    """The parts of a ModelSpec the walker reads, with traced sizes."""
+
+    def __init__(self, cfg, layout, layer_types):
+        self.cfg, self.layout, self.layer_types = cfg, layout, layer_types
+
+
+def _structured_walk(spec, method, table, merged: bool, gc: bool) -> list:
+    from . import activations, trace
+
+    key = (*activations.structure_key(spec, method), merged, gc, tuple(t.name for t in table.tensors if t.trainable))
+    recordings = _WALKS.get(key)
+    for rec in recordings or ():
+        leaves = rec.leaves(spec.cfg, spec.layout, method)
+        if leaves is not None:
+            values = rec.replay(*leaves)
+            if values is not None:
+                return list(values)
+    if (recordings is None and key not in _WALKED) or len(recordings or ()) >= 4:
+        if len(_WALKED) > 65536:
+            _WALKED.clear()
+        _WALKED.add(key)
+        return _walk(spec, method_view(spec, method, table), merged, gc)
+    tape, getters, cfg, layout, traced_method = activations.traced_inputs(spec, method)
+    trace.start(tape)
+    try:
+        values = _walk(_TracedSpec(cfg, layout, spec.layer_types), _MethodView(_TracedSpec(cfg, layout, spec.layer_types), traced_method, table), merged, gc)
+    finally:
+        trace.stop()
+    if not tape.opaque:
+        replay = tape.compile([tape.slot(v) for v in values])
+        if len(_WALKS) > 4096:
+            _WALKS.clear()
+        _WALKS.setdefault(key, []).insert(0, activations._Recording(replay, getters, dict(cfg.reads), (), []))
+    return [trace._concrete(v) for v in values]
+
+
+def _flop_rotary_dim(cfg: dict) -> int:
+    """Rotary dimensions the walker counts (a derived size: a leaf of its own when traced)."""
+    return int(cfg["head_dim"] * (cfg.get("partial_rotary_factor") or cfg.get("rotary_pct") or 1.0))
+
+
+def _derived(cfg, name: str):
+    from . import activations
+
+    activations._DERIVED.setdefault(name, _flop_rotary_dim)
+    return activations._derived(cfg, name)
 
 
 def forward_flops(spec, method, table, batch: int, seq: int, *, merged: bool | None = None) -> int:

@@ -58,10 +58,14 @@ class Adapter(Method):
 
     def bottleneck(self, hidden: int) -> int:
         rf = self.setting("reduction_factor")
+        if isinstance(rf, float) and rf.is_integer():
+            rf = int(rf)  # the same quotient; an integer one stays a polynomial of the hidden size when traced
         d = hidden // rf  # AdapterHub: int(hidden_size // reduction_factor)
-        if not math.isfinite(d):
-            raise InvalidConfigError("adapter.reduction_factor", rf, f"hidden_size={hidden} // reduction_factor is not a finite size")
-        return max(1, int(d))
+        if isinstance(d, float):
+            if not math.isfinite(d):
+                raise InvalidConfigError("adapter.reduction_factor", rf, f"hidden_size={hidden} // reduction_factor is not a finite size")
+            d = int(d)
+        return max(1, d)
 
     def build(self, layout, cfg, dtype):
         mt = cfg["model_type"]
