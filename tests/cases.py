@@ -147,3 +147,38 @@ _OUTSIDE = [
 def outside_cases() -> list[tuple[str, str, dict, dict]]:
     return [(mt, mid, dict(TINY[mt], **{k: layers for k in ("num_hidden_layers", "n_layer") if k in TINY[mt]}), training)
             for mt, mid, layers, training in _OUTSIDE]
+
+
+# ---- random draws that found gaps ------------------------------------------------------------------
+# Configurations drawn at random (sizes, head counts, methods, options; docs/notes/activations.md) on which the
+# simulation was wrong, each traced against a real op-by-op run and fixed: (label, config, method, training)
+_DRAWN = [
+    ("llama-dora-dropout", {"model_type": "llama", "hidden_size": 20, "num_hidden_layers": 3, "num_attention_heads": 2,
+                            "num_key_value_heads": 2, "head_dim": 12, "intermediate_size": 130, "vocab_size": 190,
+                            "attention_bias": True, "max_position_embeddings": 128},
+     {"name": "lora", "r": 16, "target_modules": "all-linear", "use_dora": True, "bias": "all", "lora_dropout": 0.1},
+     {"batch_size": 3, "seq_len": 29, "dtype": "bf16", "attn_implementation": "sdpa", "gradient_checkpointing": False}),
+    ("mistral-dora-dropout-eager", {"model_type": "mistral", "hidden_size": 36, "num_hidden_layers": 5, "num_attention_heads": 6,
+                                    "num_key_value_heads": 2, "intermediate_size": 26, "vocab_size": 165, "sliding_window": 8,
+                                    "max_position_embeddings": 128},
+     {"name": "lora", "r": 1, "target_modules": "all-linear", "use_dora": True, "bias": "all", "lora_dropout": 0.1},
+     {"batch_size": 3, "seq_len": 11, "dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": False}),
+    ("gpt2-prefix-projection", {"model_type": "gpt2", "n_embd": 36, "n_layer": 4, "n_head": 6, "n_positions": 64, "vocab_size": 396,
+                                "attn_pdrop": 0.0},
+     {"name": "prefix_tuning", "num_virtual_tokens": 9, "prefix_projection": True, "encoder_hidden_size": 33},
+     {"batch_size": 2, "seq_len": 7, "dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": False}),
+    ("starcoder2-prefix-projection-6-layers-autocast", {"model_type": "starcoder2", "hidden_size": 36, "num_hidden_layers": 6,
+                                                        "num_attention_heads": 6, "num_key_value_heads": 6, "intermediate_size": 189,
+                                                        "vocab_size": 378, "max_position_embeddings": 128},
+     {"name": "prefix_tuning", "num_virtual_tokens": 5, "prefix_projection": True, "encoder_hidden_size": 33},
+     {"batch_size": 5, "seq_len": 40, "dtype": "fp32", "mixed_precision": "bf16", "attn_implementation": "sdpa", "gradient_checkpointing": False}),
+    ("qwen2-prefix-projection-autocast-eager", {"model_type": "qwen2", "hidden_size": 48, "num_hidden_layers": 5, "num_attention_heads": 3,
+                                                "num_key_value_heads": 3, "intermediate_size": 168, "vocab_size": 168,
+                                                "tie_word_embeddings": True, "max_position_embeddings": 128},
+     {"name": "prefix_tuning", "num_virtual_tokens": 1, "prefix_projection": True, "encoder_hidden_size": 8},
+     {"batch_size": 1, "seq_len": 7, "dtype": "fp32", "mixed_precision": "bf16", "attn_implementation": "eager", "gradient_checkpointing": False}),
+]
+
+
+def drawn_cases() -> list[tuple[str, dict, dict, dict]]:
+    return [(label, dict(cfg, pad_token_id=0, bos_token_id=1, eos_token_id=2), method, training) for label, cfg, method, training in _DRAWN]

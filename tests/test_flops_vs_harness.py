@@ -78,3 +78,16 @@ def test_real_size_ratios():
     assert 2.95 < out["full"] < 3.0
     assert 1.95 < out["lora"] < 2.05
     assert 1.95 < out["prompt_tuning"] < 2.05
+
+
+DORA_DROPOUT = {"name": "lora", "r": 3, "target_modules": "all-linear", "use_dora": True, "lora_dropout": 0.1}
+
+
+@pytest.mark.parametrize("model_type, shape", [(mt, shape) for mt in TINY for shape in SHAPES])
+def test_dora_with_dropout(model_type, shape):
+    """With an active lora_dropout DoRA computes the base output again on the dropped-out input (training only;
+    GPT-2's Conv1D weight becomes a fresh Parameter there, which gets a gradient)."""
+    training, inference = SHAPES[shape]
+    step, fwd = _ours(model_type, DORA_DROPOUT, training, inference)
+    got = measure(TINY[model_type], DORA_DROPOUT, dict(training, dtype="fp32"), what=("flops",), inference=inference)
+    assert (step, fwd) == (got["step_flops"], got["forward_flops"])

@@ -294,7 +294,7 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     x32 = g.to(x, "fp32", f"{path} lora input fp32")  # PEFT rebinds x to it: alive until the layer returns
     xa = ctx.drop(x32, ctx.lora_dropout, f"{path} lora_dropout")
     if getattr(ctx.method, "use_dora", False):
-        res = _dora(ctx, lin, path, out, xa, r, b_rg)
+        res = _dora(ctx, lin, path, out, xa, r, b_rg, dropout=xa is not x32)
     else:
         a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32", in_features=lin.in_features)
         bo = g.linear(a, ctx.rows, lin.out_features, w_rg=True, name=f"{path} lora_B", dtype="fp32", in_features=r)
@@ -317,9 +317,10 @@ def _linear4bit(ctx: Ctx, x: T, lin: Linear) -> T:
     return out
 
 
-def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bool) -> T:
+def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bool, dropout: bool = False) -> T:
     """PEFT's DoraLinearLayer.forward: magnitude / ||W + s*BA|| (the norm is detached) rescales the base
-    output and the LoRA branch; the identity-matrix pass that builds B@A is not kept (its result is detached)."""
+    output and the LoRA branch; the identity-matrix pass that builds B@A is not kept (its result is detached).
+    With an active lora_dropout the base output is computed again, on the dropped-out input (``dropout``)."""
     g, o, i = ctx.g, lin.out_features, lin.in_features
     # get_lora_weight: lora_B(lora_A(eye(in))) (under autocast bf16 matmuls of a bf16 copy of eye); forward
     # holds lora_weight (its autograd graph keeps eye and lora_A(eye)), lora_weight.to(fp32) and the base
@@ -338,8 +339,10 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
         g.touch(lw)
     else:
         held.append(lw)
+    w32 = T(Poly.const(o * i), "fp32", False, None)  # weight.to(x.dtype): the parameter itself when it is fp32
     if ctx.dtype != "fp32":
-        held.append(g.new(Poly.const(o * i), "fp32", False, f"{path} dora weight.to(fp32)"))
+        w32 = g.new(Poly.const(o * i), "fp32", False, f"{path} dora weight.to(fp32)")
+        held.append(w32)
     s_lw = g.new(Poly.const(o * i), "fp32", False, f"{path} dora scaling*lora_weight")
     w_sum = g.new(Poly.const(o * i), "fp32", False, f"{path} dora W + s*lora_weight")
     g.touch(s_lw)
@@ -356,7 +359,9 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32", in_features=i)
     lr = g.linear(a, ctx.rows, o, w_rg=True, name=f"{path} lora_B", dtype="fp32", in_features=r)
     base = base_out
-    if lin.bias:  # base_result - bias: the bias is a parameter in the model dtype (fp32 under autocast)
+    if dropout:  # DoraLinearVariant passes base_result=None: F.linear(dropout(x), weight.to(fp32)), no bias
+        base = _dora_base(ctx, xa, w32, i, o, path)
+    elif lin.bias:  # base_result - bias: the bias is a parameter in the model dtype (fp32 under autocast)
         bias = T(Poly.const(o), ctx.dtype, b_rg, None)
         if b_rg:  # the same parameter as the linear's bias: one .grad, accumulated
             bias = g.node(bias, [None], [("w", g.scope + path + ".bias", Poly.const(o * esize(ctx.dtype)))], name=f"{path} bias")
@@ -369,6 +374,22 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     g.touch(*held)
     res = g.add(base_out, rd, f"{path} dora add")
     return g.to(res, base_out.dtype, f"{path} lora cast")
+
+
+def _dora_base(ctx: Ctx, xa: T, w32: T, i: int, o: int, path: str) -> T:
+    """DoRA's own ``F.linear(x, weight.to(x.dtype))`` on the dropped-out fp32 input: it keeps the weight it
+    multiplied (the fp32 copy, or the parameter itself in fp32 models) for the input's gradient. Under autocast
+    both operands are cast to bf16 first (the weight's copy is not cached: it is not a leaf that requires grad)."""
+    g, ac = ctx.g, ctx.g.autocast
+    x, w = xa, w32
+    if ac:
+        if x.dtype != ac:
+            xc = g.new(x.numel, ac, x.rg, f"{path} dora base autocast input")
+            x = g.node(xc, [x], [("g", 0, x.bytes())], name=f"{path} dora base autocast input")
+        w = g.new(Poly.const(i * o), ac, False, f"{path} dora base autocast weight")
+        g.touch(w32)
+    out = g.new(ctx.rows * o, x.dtype, x.rg, f"{path} dora base")
+    return g.node(out, [x], [("g", 0, x.bytes())] if x.rg else [], (w,) if x.rg else (), name=f"{path} dora base")
 
 
 # ---- building blocks ------------------------------------------------------------------------------
@@ -801,8 +822,12 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         emb = word_emb = g.mul(emb, T(Poly.const(1), dtype, False, None), "embed scale")
     if ctx.kv_extra:  # PEFT's get_prompt: the prefix encoder's output for every layer, cast to the model dtype
         kv_dim = cfg["num_key_value_heads"] * cfg["head_dim"] if "num_key_value_heads" in cfg else h
-        ctx.prefix = g.new(B * (ctx.kv_extra * 2 * layout.num_layers * kv_dim), dtype, True, "prefix past_key_values")
-        ctx.cache.append(ctx.prefix)
+        if getattr(method, "prefix_projection", False):
+            ctx.prefix = _prefix_projection(ctx, method, dtype)
+        else:
+            ctx.prefix = g.new(B * (ctx.kv_extra * 2 * layout.num_layers * kv_dim), dtype, True, "prefix past_key_values")
+        # the cache holds views of it until each layer replaces its entry by the concatenation: it goes after the
+        # last layer's (its last reader)
     if n_virtual:
         _prompt_encoder(ctx, method, n_virtual, h)
         emb = g.new(rows * emb_dim, dtype, True, "cat(prompts, embeds)")
@@ -843,7 +868,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         sig = (x.rg, x.dtype, layer_types[i], tuple(i in v for v in ctx.lora.values()),
                tuple(i in v[0] for v in ctx.ia3.values()))
         if sig in memo and i != top:
-            x, layer_alive, last_layer = _replay(g, memo[sig], x_in, i)
+            x, layer_alive, last_layer = _replay(g, memo[sig], x_in, i, ctx.cache)
         elif sig in memo:
             x, x_in, layer_alive, last_layer = _copy_layer(g, ctx, memo[sig], x_in, i)
         else:
@@ -852,6 +877,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
             if x.rg:  # the layer's input gradients meet here, summed, and go on to the layers below
                 x = x_in = g.node(T(x.numel, x.dtype, True, x.sid), [None], [("p", 0)], name=f"layers.{i} input")
             x = layer_fn(ctx, x, i, *rope[layer_types[i] if mt == "gemma3_text" else None], layer_types[i])
+            ctx.cache += g.held  # autocast's cached casts live as long as the cache's entries: until the forward returns
+            g.held.clear()
             outside = [k for k in range(before) if (g.storages[k].saved or g.storages[k].output) and k not in saved_before]
             layer_alive = Poly.sum(s_.nbytes for s_ in g.storages[before:] if s_.saved)
             last_layer = [Storage(s_.name, s_.nbytes, s_.saved, s_.output) for s_ in g.storages[before:] if s_.saved]
@@ -891,7 +918,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         logits = g.unary_no_save(th, "softcap mul")
     g.keep(logits)
     loss = _loss(ctx, logits, v)
-    g.touch(*ctx.cache)
+    g.touch(*ctx.cache, *g.held)
     g.touch(x)  # the CausalLM's forward holds the last hidden states (and the model's output) until it returns
 
     total = g.alive_bytes()
@@ -1098,14 +1125,21 @@ def _record(g: Graph, before: int, outside: list[int], x_in: T, x: T, layer_aliv
     return saved, kept, out_storage, outside, x_in.sid, x, layer_alive, last_layer
 
 
-def _replay(g: Graph, rec: tuple, x_in: T, i: int) -> tuple[T, Poly, list]:
-    """Append a recorded layer again, in bulk (its input stands in for the recorded one's)."""
-    saved, kept, out_storage, outside, rec_in, out, layer_alive, last_layer, _ = rec
+def _replay(g: Graph, rec: tuple, x_in: T, i: int, cache: list) -> tuple[T, Poly, list]:
+    """Append a recorded layer again, in bulk (its input stands in for the recorded one's). What only the
+    cache holds (prefix tuning's concatenated keys and values, when no node saved them) is one storage, added
+    to ``cache``: it lives until the forward returns."""
+    saved, kept, out_storage, outside, rec_in, out, layer_alive, last_layer, c = rec
     prefix = f"layers.{i}."
     if saved:
         g.storages.append(Storage(prefix + "replayed (saved)", saved, saved=True))
     if kept:
         g.storages.append(Storage(prefix + "replayed (kept)", kept, output=True))
+    held = {t.sid for t in c.cache if t.sid is not None and 0 <= t.sid - c.before < len(c.storages)
+            and not c.storages[t.sid - c.before][2] and not c.storages[t.sid - c.before][3]}
+    if held:
+        g.storages.append(Storage(prefix + "replayed (cache)", Poly.sum(c.storages[k - c.before][1] for k in sorted(held))))
+        cache.append(T(g.storages[-1].nbytes, "bool", False, len(g.storages) - 1))  # bytes only: numel x 1
     sid = out.sid
     if out_storage is not None:
         g.storages.append(Storage(prefix + out_storage.name.split(".", 2)[-1], out_storage.nbytes, out_storage.saved, out_storage.output))
@@ -1196,6 +1230,21 @@ def _prompt_encoder(ctx: Ctx, method: Method, n: int, h: int) -> None:
         else:
             x = e0
     return None
+
+
+def _prefix_projection(ctx: Ctx, method: Method, dtype: str) -> T:
+    """PEFT's PrefixEncoder with prefix_projection, on the whole batch's prompt tokens (b, n): embedding (fp32,
+    kept by the first linear), Linear -> Tanh (its output kept) -> Linear to every layer's keys and values, cast
+    to the model dtype."""
+    g = ctx.g
+    layers, td, _ = method.resolved(ctx.cfg)  # type: ignore[attr-defined]
+    ehs = method.encoder_hidden_size or td  # type: ignore[attr-defined]
+    rows = B * ctx.kv_extra
+    e0 = g.new(rows * td, "fp32", True, "prefix_encoder.embedding")
+    x = g.linear(e0, rows, ehs, w_rg=True, b_rg=True, name="prefix_encoder.transform.0", dtype="fp32", in_features=td)
+    x = g.unary_saves_output(x, "prefix_encoder tanh")
+    x = g.linear(x, rows, layers * 2 * td, w_rg=True, b_rg=True, name="prefix_encoder.transform.2", dtype="fp32", in_features=ehs)
+    return g.to(x, dtype, "prefix past_key_values")
 
 
 def _loss(ctx: Ctx, logits: T, v: int) -> T:

@@ -110,8 +110,10 @@ class _MethodView:
         self.adapter = None
         self.trainable_names = {t.name for t in table.tensors if t.trainable}
         n = layout.num_layers
+        self.lora_dropout = False
         if isinstance(method, LoRA):  # QLoRA too
             self.dora = bool(method.use_dora)
+            self.lora_dropout = bool(method.lora_dropout)
             self.bias_mode = method.bias
             for t in method.targets(layout, cfg):
                 if t.is_embedding:
@@ -227,8 +229,8 @@ def method_view(spec, method, table) -> _MethodView:
     return hit
 
 class _Walker:
-    def __init__(self, spec, mv: _MethodView, *, merged: bool, gc: bool):
-        self.spec, self.mv, self.merged, self.gc = spec, mv, merged, gc
+    def __init__(self, spec, mv: _MethodView, *, merged: bool, gc: bool, training: bool = False):
+        self.spec, self.mv, self.merged, self.gc, self.training = spec, mv, merged, gc, training
         self.fwd, self.bwd, self.rec = FlopTerms(), FlopTerms(), FlopTerms()
         self.layer_mm: list[int] = []  # forward T-coefficients of this layer's matmuls, in order
         self.layer_fwd = FlopTerms()
@@ -262,6 +264,12 @@ class _Walker:
                 c = m.in_features * a + m.in_features * b
                 self.fwd.add("C", c)
                 self.layer_fwd.add("C", c)
+                if self.training and mv.lora_dropout:  # an active dropout: DoRA runs F.linear(dropout(x), W) again
+                    self._mm(unit, io)
+                    if x_rg:
+                        self.bwd.add(unit, io)
+                    if m.conv1d:  # PEFT's transpose() wraps W.T of a Conv1D in a new nn.Parameter: it gets a gradient
+                        self.bwd.add(unit, io)
                 self.layer_mm.append(-1)  # DoRA's output mix saves tensors after the matmuls
         if ia3 == "out":
             self.layer_mm.append(-1)  # output scaling: the multiply after the matmul saves its inputs
@@ -430,13 +438,16 @@ class _Walker:
 _COEFFS: dict[tuple, FlopCoefficients] = {}
 
 
-def flop_coefficients(spec, method, table, *, merged: bool = False, gradient_checkpointing: bool = False) -> FlopCoefficients:
-    """Coefficients of forward / backward / recompute FLOPs, cached per (model, method, merged, checkpointing)."""
-    key = (id(spec), method_key(method), id(table), merged, gradient_checkpointing)
+def flop_coefficients(spec, method, table, *, merged: bool = False, gradient_checkpointing: bool = False,
+                      training: bool = False) -> FlopCoefficients:
+    """Coefficients of forward / backward / recompute FLOPs, cached per (model, method, merged, checkpointing).
+    ``training``: the module is in training mode (only DoRA with an active lora_dropout differs)."""
+    training = training and bool(getattr(method, "use_dora", False) and getattr(method, "lora_dropout", 0))
+    key = (id(spec), method_key(method), id(table), merged, gradient_checkpointing, training)
     hit = _COEFFS.get(key)
     if hit is not None and hit.spec_ref is spec and hit.table_ref is table:
         return hit
-    values = _structured_walk(spec, method, table, merged, gradient_checkpointing)
+    values = _structured_walk(spec, method, table, merged, gradient_checkpointing, training)
     fwd, bwd, rec = (FlopTerms(*values[k:k + 5]) for k in (0, 5, 10))
     virtual, prefix = values[15], values[16]
     c = FlopCoefficients(fwd, bwd, rec, virtual, prefix if not gradient_checkpointing else 0)
@@ -449,10 +460,10 @@ def flop_coefficients(spec, method, table, *, merged: bool = False, gradient_che
     return c
 
 
-def _walk(spec, mv: _MethodView, merged: bool, gc: bool) -> list:
+def _walk(spec, mv: _MethodView, merged: bool, gc: bool, training: bool = False) -> list:
     """The walker's results, flattened: forward, backward and recompute terms (T, A, R, Bn, C each), then the
     virtual and prefix tokens."""
-    w = _Walker(spec, mv, merged=merged, gc=gc)
+    w = _Walker(spec, mv, merged=merged, gc=gc, training=training)
     w.run()
     return [getattr(t, u) for t in (w.fwd, w.bwd, w.rec) for u in UNITS] + [mv.virtual, mv.prefix]
 
@@ -470,10 +481,10 @@ class _TracedSpec:
         self.cfg, self.layout, self.layer_types = cfg, layout, layer_types
 
 
-def _structured_walk(spec, method, table, merged: bool, gc: bool) -> list:
+def _structured_walk(spec, method, table, merged: bool, gc: bool, training: bool = False) -> list:
     from . import activations, trace
 
-    key = (*activations.structure_key(spec, method), merged, gc, tuple(t.name for t in table.tensors if t.trainable))
+    key = (*activations.structure_key(spec, method), merged, gc, training, tuple(t.name for t in table.tensors if t.trainable))
     recordings = _WALKS.get(key)
     for rec in recordings or ():
         leaves = rec.leaves(spec.cfg, spec.layout, method)
@@ -485,11 +496,11 @@ def _structured_walk(spec, method, table, merged: bool, gc: bool) -> list:
         if len(_WALKED) > 65536:
             _WALKED.clear()
         _WALKED.add(key)
-        return _walk(spec, method_view(spec, method, table), merged, gc)
+        return _walk(spec, method_view(spec, method, table), merged, gc, training)
     tape, getters, cfg, layout, traced_method = activations.traced_inputs(spec, method)
     trace.start(tape)
     try:
-        values = _walk(_TracedSpec(cfg, layout, spec.layer_types), _MethodView(_TracedSpec(cfg, layout, spec.layer_types), traced_method, table), merged, gc)
+        values = _walk(_TracedSpec(cfg, layout, spec.layer_types), _MethodView(_TracedSpec(cfg, layout, spec.layer_types), traced_method, table), merged, gc, training)
     finally:
         trace.stop()
     if not tape.opaque:
@@ -528,7 +539,7 @@ def step_flops(spec, method, table, training) -> int:
             "prefix_tuning cannot be trained with gradient_checkpointing: PEFT 0.19.1 raises 'PREFIX_TUNING does not work "
             "with gradient checkpointing' (and transformers drops past_key_values inside checkpointed layers)"
         )
-    c = flop_coefficients(spec, method, table, gradient_checkpointing=bool(training.gradient_checkpointing))
+    c = flop_coefficients(spec, method, table, gradient_checkpointing=bool(training.gradient_checkpointing), training=True)
     return c.total(training.batch_size, training.seq_len, training=True) * training.gradient_accumulation_steps
 
 

@@ -89,6 +89,9 @@ class Graph:
     autocast: str | None = None
     weight_casts: dict[str, T] = field(default_factory=dict)
     last_use: dict[int, int] = field(default_factory=dict)  # storage -> the last storage created by an op reading it
+    # autocast's cached casts of leaves that require grad (trainable weights and biases): alive until autocast
+    # exits at the end of the forward, whether or not a node saved them (the caller touches them then)
+    held: list = field(default_factory=list)
 
     # ---- storage bookkeeping --------------------------------------------------------------------
     def new(self, numel: Poly, dtype: str, rg: bool, name: str) -> T:
@@ -161,6 +164,10 @@ class Graph:
                 if wc is None:
                     wc = self.weight_casts[key] = self.new(Poly.const(inf * out_features), ac, w_rg, name + " autocast weight")
                     self.node(wc, [None], [("w", key, Poly.const(inf * out_features * 4))], name=name + " weight cast")
+                    if w_rg:
+                        self.held.append(wc)
+            if b_rg:  # the bias is cast too, and cached: nothing saves it
+                self.held.append(self.new(Poly.const(out_features), ac, False, name + " autocast bias"))
             out = self.new(rows * out_features, ac, x.rg or w_rg or b_rg, name)
             prog = []
             if w_rg and wc is not None:
