@@ -177,6 +177,21 @@ _DRAWN = [
                                                 "tie_word_embeddings": True, "max_position_embeddings": 128},
      {"name": "prefix_tuning", "num_virtual_tokens": 1, "prefix_projection": True, "encoder_hidden_size": 8},
      {"batch_size": 1, "seq_len": 7, "dtype": "fp32", "mixed_precision": "bf16", "attn_implementation": "eager", "gradient_checkpointing": False}),
+    ("qwen3-prompt-tuning-autocast-checkpointing",  # q/k norms: bf16 input, fp32 weight, fp32 output; rotary inputs held
+     {"model_type": "qwen3", "hidden_size": 36, "num_hidden_layers": 2, "num_attention_heads": 6, "num_key_value_heads": 6,
+      "head_dim": 12, "intermediate_size": 36, "vocab_size": 175, "max_position_embeddings": 128},
+     {"name": "prompt_tuning", "num_virtual_tokens": 5},
+     {"batch_size": 5, "seq_len": 33, "dtype": "fp32", "attn_implementation": "sdpa", "gradient_checkpointing": True, "mixed_precision": "bf16"}),
+    ("olmo2-modules-to-save-batch-1",  # two dtypes in the optimizer's foreach groups; the loss keeps padded labels at batch 1
+     {"model_type": "olmo2", "hidden_size": 8, "num_hidden_layers": 5, "num_attention_heads": 2, "num_key_value_heads": 1,
+      "intermediate_size": 65, "vocab_size": 164, "max_position_embeddings": 128},
+     {"name": "lora", "r": 4, "target_modules": "all-linear", "modules_to_save": ["lm_head"]},
+     {"batch_size": 1, "seq_len": 11, "dtype": "bf16", "attn_implementation": "sdpa", "gradient_checkpointing": True}),
+    ("starcoder2-prefix-eager",  # the base model holds its embeddings, position ids and mask until it returns
+     {"model_type": "starcoder2", "hidden_size": 48, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 3,
+      "intermediate_size": 208, "vocab_size": 68, "max_position_embeddings": 128},
+     {"name": "prefix_tuning", "num_virtual_tokens": 9},
+     {"batch_size": 3, "seq_len": 40, "dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": False}),
 ]
 
 

@@ -194,11 +194,12 @@ class Ctx:
     lora_dropout: float = 0.0
     attn: str = "sdpa"
     sliding_active: bool = False  # sequence reaches the sliding window: transformers builds a mask
-    batch_one: bool = False  # batch size 1: eager attention's matmuls fold (1, heads) without copying
+    batch_one: bool = False  # batch size 1: eager attention's matmuls fold (1, heads) without copying; the loss's labels
     padding_mask: bool = False  # batches come with an attention_mask
     q4: str | None = None  # QLoRA: the 4-bit layers' compute dtype
     norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
     cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
+    scope: list = field(default_factory=list)  # what the base model's forward holds until it returns (embeddings, masks)
     prefix: T | None = None  # prefix tuning's past_key_values for all layers
 
     def drop(self, x: T, p: float, name: str) -> T:
@@ -407,7 +408,9 @@ def rms_norm(ctx: Ctx, x: T, width: int, *, w_rg: bool, style: str = "llama", ro
     normed = g.mul(x32, r, f"{name} x*rsqrt", numel=x32.numel)
     if style == "llama":
         nb = g.to(normed, x.dtype, f"{name} cast")
-        w = T(Poly.const(width), x.dtype, w_rg, None)
+        # the weight is in the model's dtype: under autocast a bf16 input (q/k norms after a linear) meets an fp32
+        # weight, and the product is fp32
+        w = T(Poly.const(width), ctx.dtype, w_rg, None)
         out = g.mul(w, nb, f"{name} weight*x", numel=nb.numel)
         g.touch(x)
         return out
@@ -440,6 +443,16 @@ def layer_norm(ctx: Ctx, x: T, *, w_rg: bool, name: str = "ln") -> T:
             prog.append(("w", g.scope + name + ".weight", w))
         prog.append(("w", g.scope + name + ".bias", w))
     return g.node(out, [x], prog, (x, mean, rstd), name)
+
+
+def _qk_norm(ctx: Ctx, x: T, heads: int, d: int, w_rg: bool, style: str, name: str) -> T:
+    """Qwen3's and Gemma3's per-head RMSNorm of q or k, Olmo2's over all heads; other models have none."""
+    mt = ctx.cfg["model_type"]
+    if mt in ("qwen3", "gemma3_text"):
+        return rms_norm(ctx, x, d, w_rg=w_rg, style=style, rows=ctx.rows * heads, name=name)
+    if mt == "olmo2":
+        return rms_norm(ctx, x, heads * d, w_rg=w_rg, style="olmo2", name=name)
+    return x
 
 
 def rotary(ctx: Ctx, x: T, heads: int, d: int, cos: T, sin: T, rot_dim: int, out_dtype: str | None = None) -> T:
@@ -574,20 +587,18 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         q = g.view(qkv, ctx.rows * (nh * d), "q slice")
         k = g.view(qkv, ctx.rows * (nkv * d), "k slice")
         v = g.view(qkv, ctx.rows * (nkv * d), "v slice")
-    else:
+    else:  # q_norm(q_proj(x)), then k_norm(k_proj(x)), then v_proj(x), as the attention's forward writes them
         q = linear(ctx, hs, _lin(layout, "q"), i)
+        q = _qk_norm(ctx, q, nh, d, norm_rg, style, "q_norm")
         k = linear(ctx, hs, _lin(layout, "k"), i)
+        k = _qk_norm(ctx, k, nkv, d, norm_rg, style, "k_norm")
         v = linear(ctx, hs, _lin(layout, "v"), i)
-    if mt in ("qwen3", "gemma3_text"):  # per-head RMSNorm on q and k
-        q = rms_norm(ctx, q, d, w_rg=norm_rg, style=style, rows=ctx.rows * nh, name="q_norm")
-        k = rms_norm(ctx, k, d, w_rg=norm_rg, style=style, rows=ctx.rows * nkv, name="k_norm")
-    elif mt == "olmo2":
-        q = rms_norm(ctx, q, nh * d, w_rg=norm_rg, style="olmo2", name="q_norm")
-        k = rms_norm(ctx, k, nkv * d, w_rg=norm_rg, style="olmo2", name="k_norm")
     rot = _derived(cfg, "rotary_dim")
     back = q.dtype if mt == "olmo2" else None  # Olmo2 casts the rotated q/k back to their dtype
+    q_in, k_in = q, k
     q = rotary(ctx, q, nh, d, cos, sin, rot, back)
     k = rotary(ctx, k, nkv, d, cos, sin, rot, back)
+    g.touch(q_in, k_in)  # apply_rotary_pos_emb's arguments: alive until it returns both
     if ctx.kv_extra:  # prefix tuning: cache.update cats the virtual keys/values in front
         kv_len = ctx.seq + ctx.kv_extra
         # the prefix comes in the model's dtype; torch.cat promotes
@@ -678,8 +689,10 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         q, k, v = g.split(qkv, [ctx.rows * (nh * d)] * 3, "qkv split")  # split/chunk: views of the fused output
         if mt == "gpt_neox":
             rot = _derived(cfg, "rotary_dim")
+            q_in, k_in = q, k
             q = rotary(ctx, q, nh, d, cos, sin, rot)
             k = rotary(ctx, k, nh, d, cos, sin, rot)
+            g.touch(q_in, k_in)  # apply_rotary_pos_emb's arguments: alive until it returns both
     else:  # opt: q scaled by a Python float
         q = g.mul(linear(ctx, a, _lin(layout, "q"), i), None, "q * scaling")
         k = linear(ctx, a, _lin(layout, "k"), i)
@@ -747,17 +760,23 @@ def _ln_embeddings(ctx: Ctx, emb: T) -> T:
         pos = g.new(ctx.seq, "int64", False, "position ids")
         if ctx.full:
             g.save(pos)  # the wpe embedding keeps its indices for its weight gradient
+        ctx.scope += [pos, g.new(ctx.seq * cfg["hidden_size"], ctx.dtype, False, "position embeddings")]  # wpe: (1, s, h)
         x = g.add(emb, None, "wte+wpe", numel=emb.numel)
         x.rg = emb.rg or ctx.full
         return ctx.drop(x, _p(cfg, "embd_pdrop", default=0.1), "embd dropout")
     if mt == "opt":
+        # OPTDecoder without an attention_mask makes one of ones (fp32), and the position ids from its cumsum
+        ctx.scope.append(g.new(ctx.rows, "fp32", False, "attention mask ones"))
         pos = g.new(B * ctx.seq, "int64", False, "position ids")
-        if ctx.full:
-            g.save(pos)
+        if ctx.full:  # OPTLearnedPositionalEmbedding looks up position_ids + 2: the embedding keeps those indices
+            g.save(g.new(B * ctx.seq, "int64", False, "position ids + offset"))
+        pe = g.new(ctx.rows * cfg["hidden_size"], ctx.dtype, ctx.full, "position embeddings")  # in the weights' dtype
         proj = next((m for m in layout.outer_linears if m.role == "project_in"), None)
         x = linear(ctx, emb, proj, None) if proj else emb
-        out = g.add(x, T(ctx.rows * cfg["hidden_size"], ctx.dtype, ctx.full, None), "embeds+positions",
-                    numel=ctx.rows * cfg["hidden_size"])  # + the position embeddings, in the weights' dtype
+        # inputs_embeds is rebound to project_in's output; the decoder holds it, the positions and the last layer's
+        # LayerDrop draw (torch.rand([]) per layer in training) until it returns
+        ctx.scope[:] = [t for t in ctx.scope if t is not emb] + [x, pos, pe, g.new(Poly.const(1), "fp32", False, "layerdrop rand")]
+        out = g.add(x, T(pe.numel, pe.dtype, pe.rg, None), "embeds+positions", numel=ctx.rows * cfg["hidden_size"])
         return out
     return emb
 
@@ -830,9 +849,27 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         # last layer's (its last reader)
     if n_virtual:
         _prompt_encoder(ctx, method, n_virtual, h)
+        # PEFT's forward holds, until it returns: the prompts in the model's dtype, the labels padded with -100
+        # for the virtual tokens, and those -100 labels themselves
+        ctx.cache += [g.new(B * (n_virtual * emb_dim), dtype, False, "prompts.to(dtype)"),
+                      g.new(B * seq, "int64", False, "labels with the prompts'"), g.new(B * n_virtual, "int64", False, "prefix_labels")]
         emb = g.new(rows * emb_dim, dtype, True, "cat(prompts, embeds)")
+        ctx.cache.append(emb)  # PEFT's forward passes it as inputs_embeds: held until it returns
     if mt == "granite":  # * embedding_multiplier (a Python float) in the model's forward: a new tensor
         emb = g.mul(emb, None, "embedding_multiplier")
+    # the base model's forward holds inputs_embeds, the position ids and the attention masks until it returns
+    ctx.scope.append(emb)
+    if mt not in ("gpt2", "opt"):  # (theirs: _ln_embeddings)
+        ctx.scope.append(g.new(seq, "int64", False, "position ids"))
+    kv = seq + ctx.kv_extra
+    # Gemma2/3 build the mask of both kinds (full and sliding) whatever their layers use
+    kinds = set(layer_types) | ({"full_attention", "sliding_attention"} if mt in ("gemma2", "gemma3_text") else set())
+    for kind in sorted(kinds):
+        if ctx.attn == "eager":  # additive, in the model's dtype
+            ctx.scope.append(g.new(B * seq * kv, dtype, False, f"causal mask ({kind})"))
+        elif ctx.kv_extra or ctx.padding_mask or (kind == "sliding_attention" and sliding_active):  # sdpa: bool, where built
+            rows_mask = B * seq if (ctx.kv_extra or ctx.padding_mask) else seq  # no padding: batch dim 1
+            ctx.scope.append(g.new(rows_mask * kv, "bool", False, f"attention mask ({kind})"))
     # rotary cos/sin: (1, S, d) in the model dtype, shared by all layers
     rot_dim = _derived(cfg, "rotary_dim") if mt not in ("gpt2", "opt") else 0
     cos_dtype = "fp32" if mt == "olmo2" else dtype  # Olmo2's rotary keeps cos/sin in fp32 and casts q/k back
@@ -893,21 +930,14 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
                 s_.saved = False
             g.save(x_in)  # ...and keeps the layer's input
         per_layer_polys.append(layer_alive)
-    if gc:
+    if gc:  # the position ids, the rotary cos/sin and the attention masks are inputs of every checkpointed layer
         for pair in rope.values():
             g.save(*pair)
-        g.save(g.new(seq * B if mt == "opt" else seq, "int64", False, "position ids"))  # OPT's are (b, s)
-        # the attention mask is an input of every checkpointed layer: kept (eager: additive, in the model
-        # dtype; sdpa: a bool mask, only where one is built at all)
-        kv = seq + ctx.kv_extra
-        kinds = set(layer_types)
-        for kind in sorted(kinds):
-            if ctx.attn == "eager":
-                g.save(g.new(B * seq * kv, dtype, False, f"causal mask ({kind})"))
-            elif ctx.kv_extra or ctx.padding_mask or (kind == "sliding_attention" and sliding_active):
-                rows_mask = B * seq if (ctx.kv_extra or ctx.padding_mask) else seq  # no padding: batch dim 1
-                g.save(g.new(rows_mask * kv, "bool", False, f"attention mask ({kind})"))
+        used = {f"({kind})" for kind in layer_types}  # a mask of a kind no layer has is no checkpoint's input
+        g.save(*[t for t in ctx.scope if g.storages[t.sid].name == "position ids"
+                 or "mask (" in g.storages[t.sid].name and g.storages[t.sid].name.endswith(tuple(used))])
     x = _final(ctx, x)
+    g.touch(*ctx.scope)  # the base model's forward returns
     lm = next(m for m in layout.outer_linears if m.role == "lm_head")
     logits = linear(ctx, x, lm, None)
     if mt == "granite":  # logits / logits_scaling
@@ -1252,7 +1282,9 @@ def _loss(ctx: Ctx, logits: T, v: int) -> T:
     g = ctx.g
     lf = g.to(logits, "fp32", "logits.float()")
     ls = g.unary_saves_output(lf, "log_softmax")
-    labels = g.new(B * ctx.seq, "int64", False, "shift_labels")  # contiguous copy of the shifted labels
+    # the labels padded by one position, shifted: labels[..., 1:].contiguous() copies them, except at batch 1,
+    # where the slice is already contiguous and the padded labels themselves are kept
+    labels = g.new(ctx.seq + 1 if ctx.batch_one else B * ctx.seq, "int64", False, "shift_labels")
     loss = g.new(Poly.const(1), "fp32", True, "loss")
     tw = g.new(Poly.const(1), "fp32", False, "total_weight")
     g.node(loss, [ls], [("g", 0, ls.bytes())], (labels, tw), "nll_loss")  # its backward: a full fp32 gradient

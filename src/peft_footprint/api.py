@@ -78,12 +78,12 @@ def _sliding_active(spec: ModelSpec, method: Method, seq_len: int) -> bool:
 def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: bool | None = None,
                  batch_one: bool | None = None) -> ActivationModel:
     """The activation polynomials, cached per (model, method, training options other than batch and length);
-    eager attention has a second set for batch size 1 (its matmuls need no copies then)."""
+    batch size 1 has a second set (eager attention's matmuls need no copies then, and the loss keeps the padded
+    labels themselves)."""
     if sliding is None:
         sliding = _sliding_active(spec, method, train.seq_len)
     if batch_one is None:
         batch_one = train.batch_size == 1
-    batch_one = batch_one and train.attn_implementation == "eager"
     options = train.model_dump_json(exclude={"batch_size", "seq_len", "optimizer", "retain_outputs", "use_cache"})
     key = (id(spec), method_key(method), sliding, batch_one, options)
     hit = _ACTS.get(key)
@@ -276,7 +276,7 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
     extra = meth.virtual_tokens() + meth.prefix_tokens()
     acts = np.zeros_like(b)
     live = np.zeros_like(b)
-    ones = (False, True) if train.attn_implementation == "eager" and (bs == 1).any() else (False,)
+    ones = (False, True) if (bs == 1).any() else (False,)
     for sliding, one in ((sl, o) for sl in ((False, True) if window else (False,)) for o in ones):
         mask = (s + extra >= window) if window else np.ones_like(b, dtype=bool)
         if not sliding and window:

@@ -370,7 +370,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
         if recompute and recompute[0] <= n < recompute[1] and (node.saved or node.param):
             sids = recompute[2]
             if sids:  # the layer's forward reruns until the op that saves the last of its tensors has run
-                for _, p in forward(g, recompute[3], recompute[4], live, lambda k: storages[k].savers > 0):
+                for _, p in forward(g, recompute[3], recompute[4], live, lambda k: storages[k].savers > 0, held_before=False):
                     grew[0] = False  # the forward's local maxima, with frees between them
                     push(n, p)
             for sid in sids:
@@ -472,16 +472,18 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     return Backward(moments, live, start_of)
 
 
-def forward(g: Graph, first: int, end: int, base: Poly, kept) -> list[tuple[int, Poly]]:
+def forward(g: Graph, first: int, end: int, base: Poly, kept, held_before: bool = True) -> list[tuple[int, Poly]]:
     """Live bytes as a forward creates storages ``first..end-1``: each is freed after the last op that reads
     it, unless ``kept(sid)`` (saved for backward, an output). Returns (storage just created, live bytes) at
-    each local maximum."""
+    each local maximum. ``held_before``: storages made before ``first`` and read after it are alive on top of
+    ``base`` until their last reader (the original forward); a checkpoint's recompute in backward has them in
+    ``base`` already, or not at all."""
     storages, last_use = g.storages, g.last_use
     frees: dict[int, list[int]] = {}
     for k in range(first, end):
         if not kept(k):
             frees.setdefault(max(last_use.get(k, k), k), []).append(k)
-    for k, t in last_use.items():  # made before, still to be read (the layer's input)
+    for k, t in last_use.items() if held_before else ():  # made before, still to be read (the layer's input)
         if k < first and t >= first and not kept(k):
             base = base + storages[k].nbytes
             frees.setdefault(t, []).append(k)

@@ -164,10 +164,14 @@ def optimizer_state_bytes(optimizer: str, tensors) -> int:
 
 def optimizer_step_temporary_bytes(optimizer: str, tensors) -> int:
     """Transient bytes inside ``optimizer.step()``: torch's foreach Adam/AdamW (the CUDA default) builds one
-    ``_foreach_sqrt(exp_avg_sq)`` list per (device, dtype) group, the size of that group's parameters."""
+    ``_foreach_sqrt(exp_avg_sq)`` list per (device, dtype) group, the size of that group's parameters. The loop
+    over the groups never deletes it: a group's list is freed only once the next group's exists, so two
+    consecutive groups (trainable tensors of two dtypes: LoRA's fp32 weights and a bf16 modules_to_save copy)
+    are alive together."""
     if OPTIMIZERS.canonical(optimizer) not in ("adamw", "adam"):
         return 0
-    groups: dict[str, int] = {}
+    groups: dict[str, int] = {}  # in the order torch groups them: each dtype's first tensor
     for t in tensors:
         groups[t.dtype] = groups.get(t.dtype, 0) + t.bytes
-    return max(groups.values(), default=0)
+    sizes = list(groups.values())
+    return max([a + b for a, b in zip(sizes, sizes[1:])] or sizes or [0])
