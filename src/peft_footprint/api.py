@@ -283,10 +283,16 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
             mask = ~mask
         if len(ones) > 1:
             mask = mask & ((b == 1) if one else (b != 1))
+        if not mask.any():
+            continue
         act = _activations(spec, meth, train, sliding, one)
-        cands = _live_candidates(act, train, trainable, grads, b, s)
-        acts = np.where(mask, act.activations(b, s), acts)
-        live = np.where(mask, np.maximum.reduce([np.broadcast_to(v, b.shape) for v in cands.values()]), live)
+        bm, sm = (b, s) if mask.all() else (b[mask], s[mask])  # only the points this model covers
+        cands = _live_candidates(act, train, trainable, grads, bm, sm)
+        peak_live = np.maximum.reduce([np.broadcast_to(v, bm.shape) for v in cands.values()])
+        if mask.all():
+            acts, live = act.activations(bm, sm), peak_live
+        else:
+            acts[mask], live[mask] = act.activations(bm, sm), peak_live
     peak = static + live
     ov = overheads_for(load_hardware(hardware))
     allocated = peak + ov.cublas_workspace_bytes * ov.cublas_handles
