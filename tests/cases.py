@@ -192,6 +192,12 @@ _DRAWN = [
       "intermediate_size": 208, "vocab_size": 68, "max_position_embeddings": 128},
      {"name": "prefix_tuning", "num_virtual_tokens": 9},
      {"batch_size": 3, "seq_len": 40, "dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": False}),
+    ("phi3-qlora-without-prepare-checkpointing",  # bnb's LoRA layer casts the LoRA output to bf16 before adding it
+     {"model_type": "phi3", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
+      "intermediate_size": 76, "vocab_size": 227, "max_position_embeddings": 128, "original_max_position_embeddings": 128},
+     {"name": "qlora", "r": 16, "target_modules": "all-linear", "bnb_4bit_quant_type": "fp4", "bnb_4bit_use_double_quant": False,
+      "prepare_model_for_kbit_training": False},
+     {"batch_size": 3, "seq_len": 11, "dtype": "bf16", "attn_implementation": "sdpa", "gradient_checkpointing": True}),
 ]
 
 

@@ -300,7 +300,10 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
         a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32", in_features=lin.in_features)
         bo = g.linear(a, ctx.rows, lin.out_features, w_rg=True, name=f"{path} lora_B", dtype="fp32", in_features=r)
         scaled = g.mul(bo, None, f"{path} lora scaling")
-        res = g.to(g.add(out, scaled, f"{path} lora add"), out.dtype, f"{path} lora cast")
+        if ctx.q4 and layer is not None:  # PEFT's bnb Linear4bit casts the LoRA output to the result's dtype, then adds
+            res = g.add(out, g.to(scaled, out.dtype, f"{path} lora cast"), f"{path} lora add")
+        else:
+            res = g.to(g.add(out, scaled, f"{path} lora add"), out.dtype, f"{path} lora cast")
     g.touch(x32)
     return res
 
