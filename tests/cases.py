@@ -198,6 +198,13 @@ _DRAWN = [
      {"name": "qlora", "r": 16, "target_modules": "all-linear", "bnb_4bit_quant_type": "fp4", "bnb_4bit_use_double_quant": False,
       "prepare_model_for_kbit_training": False},
      {"batch_size": 3, "seq_len": 11, "dtype": "bf16", "attn_implementation": "sdpa", "gradient_checkpointing": True}),
+    ("gpt2-modules-to-save-dropout-checkpointing",  # GPT2Block holds attn_output until it returns
+     {"model_type": "gpt2", "n_embd": 32, "n_layer": 3, "n_head": 8, "n_positions": 64, "vocab_size": 177, "attn_pdrop": 0.0},
+     {"name": "lora", "r": 2, "target_modules": "all-linear", "modules_to_save": ["lm_head"], "lora_dropout": 0.1},
+     {"batch_size": 5, "seq_len": 29, "dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True}),
+    ("opt-modules-to-save-checkpointing",  # OPT's layer calls fc1 itself: the norm's output goes after it (the matrix's case)
+     dict(TINY["opt"]), {"name": "lora", "r": 5, "target_modules": "all-linear", "modules_to_save": ["lm_head"]},
+     {"batch_size": 3, "seq_len": 40, "dtype": "bf16", "attn_implementation": "sdpa", "gradient_checkpointing": True}),
 ]
 
 

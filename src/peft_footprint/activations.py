@@ -729,6 +729,8 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm")
     mlp_out = _ln_mlp(ctx, m_in, i, resid_p)
     out = g.add(residual, mlp_out, "residual add")
+    if mt == "gpt2":  # GPT2Block's attn_output (after its dropout) lives until the block returns
+        g.touch(o)
     g.scope = ""
     return out
 
@@ -749,7 +751,8 @@ def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float) -> T:
     else:
         act = g.unary_saves_input(up, act_name)
     o = bottleneck(ctx, linear(ctx, act, _lin(layout, "down"), i), "output")
-    g.touch(x)
+    if cfg["model_type"] != "opt":  # GPT-2's hidden_states / GPT-NeoX's MLP module call hold the norm's output;
+        g.touch(x)  # OPT's layer calls fc1 itself and rebinds it
     if cfg["model_type"] == "gpt2":
         return ctx.drop(o, resid_p, "mlp dropout")
     return ctx.drop(o, resid_p, "ffn dropout") if cfg["model_type"] == "opt" else o
