@@ -205,6 +205,14 @@ _DRAWN = [
     ("opt-modules-to-save-checkpointing",  # OPT's layer calls fc1 itself: the norm's output goes after it (the matrix's case)
      dict(TINY["opt"]), {"name": "lora", "r": 5, "target_modules": "all-linear", "modules_to_save": ["lm_head"]},
      {"batch_size": 3, "seq_len": 40, "dtype": "bf16", "attn_implementation": "sdpa", "gradient_checkpointing": True}),
+    ("gemma3-qlora-without-prepare-checkpointing",  # Gemma3 projects q, k, v before its q/k norms
+     {"model_type": "gemma3_text", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 24, "intermediate_size": 21, "vocab_size": 96, "sliding_window": 8, "max_position_embeddings": 128},
+     {"name": "qlora", "r": 1, "lora_alpha": 8, "bnb_4bit_quant_type": "fp4", "bnb_4bit_use_double_quant": False, "prepare_model_for_kbit_training": False},
+     {"batch_size": 5, "seq_len": 29, "dtype": "bf16", "attn_implementation": "sdpa", "gradient_checkpointing": True}),
+    ("gpt2-dora-dropout-autocast-checkpointing",  # PEFT's transpose() makes Conv1D's W.T a Parameter: its .grad lives on
+     {"model_type": "gpt2", "n_embd": 40, "n_layer": 6, "n_head": 4, "n_positions": 64, "vocab_size": 368, "attn_pdrop": 0.0},
+     {"name": "lora", "r": 7, "target_modules": "all-linear", "use_dora": True, "bias": "all", "lora_dropout": 0.1},
+     {"batch_size": 5, "seq_len": 7, "dtype": "fp32", "attn_implementation": "sdpa", "gradient_checkpointing": True, "mixed_precision": "bf16"}),
 ]
 
 

@@ -364,7 +364,7 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     lr = g.linear(a, ctx.rows, o, w_rg=True, name=f"{path} lora_B", dtype="fp32", in_features=r)
     base = base_out
     if dropout:  # DoraLinearVariant passes base_result=None: F.linear(dropout(x), weight.to(fp32)), no bias
-        base = _dora_base(ctx, xa, w32, i, o, path)
+        base = _dora_base(ctx, xa, w32, i, o, path, fresh=lin.conv1d)
     elif lin.bias:  # base_result - bias: the bias is a parameter in the model dtype (fp32 under autocast)
         bias = T(Poly.const(o), ctx.dtype, b_rg, None)
         if b_rg:  # the same parameter as the linear's bias: one .grad, accumulated
@@ -380,20 +380,33 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     return g.to(res, base_out.dtype, f"{path} lora cast")
 
 
-def _dora_base(ctx: Ctx, xa: T, w32: T, i: int, o: int, path: str) -> T:
+def _dora_base(ctx: Ctx, xa: T, w32: T, i: int, o: int, path: str, fresh: bool = False) -> T:
     """DoRA's own ``F.linear(x, weight.to(x.dtype))`` on the dropped-out fp32 input: it keeps the weight it
     multiplied (the fp32 copy, or the parameter itself in fp32 models) for the input's gradient. Under autocast
-    both operands are cast to bf16 first (the weight's copy is not cached: it is not a leaf that requires grad)."""
+    both operands are cast to bf16 first (the weight's copy is not cached: it is not a leaf that requires grad).
+    ``fresh``: GPT-2's Conv1D, whose ``W.T`` PEFT's transpose() wraps in a new ``nn.Parameter``. That leaf
+    requires grad: the matmul keeps its input too, autocast caches the weight's copy, and backward computes the
+    weight's gradient, which stays in the throwaway parameter's ``.grad`` until the graph is freed."""
     g, ac = ctx.g, ctx.g.autocast
     x, w = xa, w32
+    key = f"{g.scope}{path} dora W.T"
+    w_in = None
     if ac:
         if x.dtype != ac:
             xc = g.new(x.numel, ac, x.rg, f"{path} dora base autocast input")
             x = g.node(xc, [x], [("g", 0, x.bytes())], name=f"{path} dora base autocast input")
-        w = g.new(Poly.const(i * o), ac, False, f"{path} dora base autocast weight")
+        w = g.new(Poly.const(i * o), ac, fresh, f"{path} dora base autocast weight")
+        if fresh:
+            w_in = g.node(w, [None], [("w", key, Poly.const(i * o * 4))], name=f"{path} dora W.T cast")
+            g.held.append(w)
         g.touch(w32)
-    out = g.new(ctx.rows * o, x.dtype, x.rg, f"{path} dora base")
-    return g.node(out, [x], [("g", 0, x.bytes())] if x.rg else [], (w,) if x.rg else (), name=f"{path} dora base")
+    prog = [("g", 0, x.bytes())] if x.rg else []
+    saved = (w,) if x.rg else ()
+    if fresh:
+        prog.append(("g", 1, Poly.const(i * o * esize(w.dtype))) if w_in is not None else ("w", key, Poly.const(i * o * 4)))
+        saved += (x,)
+    out = g.new(ctx.rows * o, x.dtype, x.rg or fresh, f"{path} dora base")
+    return g.node(out, [x, w_in], prog, saved, name=f"{path} dora base")
 
 
 # ---- building blocks ------------------------------------------------------------------------------
@@ -590,7 +603,12 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         q = g.view(qkv, ctx.rows * (nh * d), "q slice")
         k = g.view(qkv, ctx.rows * (nkv * d), "k slice")
         v = g.view(qkv, ctx.rows * (nkv * d), "v slice")
-    else:  # q_norm(q_proj(x)), then k_norm(k_proj(x)), then v_proj(x), as the attention's forward writes them
+    elif mt == "gemma3_text":  # Gemma3 projects q, k and v first, then norms q and k
+        q = linear(ctx, hs, _lin(layout, "q"), i)
+        k = linear(ctx, hs, _lin(layout, "k"), i)
+        v = linear(ctx, hs, _lin(layout, "v"), i)
+        q, k = _qk_norm(ctx, q, nh, d, norm_rg, style, "q_norm"), _qk_norm(ctx, k, nkv, d, norm_rg, style, "k_norm")
+    else:  # Qwen3 and Olmo2: q_norm(q_proj(x)), then k_norm(k_proj(x)), then v_proj(x)
         q = linear(ctx, hs, _lin(layout, "q"), i)
         q = _qk_norm(ctx, q, nh, d, norm_rg, style, "q_norm")
         k = linear(ctx, hs, _lin(layout, "k"), i)
