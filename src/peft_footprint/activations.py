@@ -103,7 +103,7 @@ class ActivationModel:
         for ops, (p0, _), (s0, _), js in plan.blocks:
             (m_k, m_v), (s_k, s_v) = best[g], best[g + 1]
             j = js[s_k - s0]
-            _put(out, "backward of the bottom layer: " if j == 0 else f"backward of layer {j}: ", ops[m_k - p0], s_v + m_v)
+            _put(out, _below(j), ops[m_k - p0], s_v + m_v)
             g += 2
         if len(self._live) > 64:
             self._live.clear()
@@ -158,6 +158,11 @@ def _plan(moment_names: tuple, block_names: tuple) -> _Plan:
     return plan
 
 
+def _below(j: int) -> str:
+    """The label of a moment in the backward of layer ``j`` below the top one."""
+    return "backward of the bottom layer: " if j == 0 else f"backward of layer {j}: "
+
+
 def _put(out: dict, kind: str, name: str, value: Any) -> None:
     """``out[kind + name] = value``; a moment of a layer below is named without the index of the layer it was
     simulated on; a label already taken gets a number."""
@@ -200,6 +205,7 @@ class Ctx:
     norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
     cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
     scope: list = field(default_factory=list)  # what the base model's forward holds until it returns (embeddings, masks)
+    positions: T | None = None  # the position ids the base model makes (an input of every checkpointed layer)
     prefix: T | None = None  # prefix tuning's past_key_values for all layers
 
     def drop(self, x: T, p: float, name: str) -> T:
@@ -781,7 +787,7 @@ def _ln_embeddings(ctx: Ctx, emb: T) -> T:
     g, cfg, layout = ctx.g, ctx.cfg, ctx.layout
     mt = cfg["model_type"]
     if mt == "gpt2":
-        pos = g.new(ctx.seq, "int64", False, "position ids")
+        pos = ctx.positions = g.new(ctx.seq, "int64", False, "position ids")
         if ctx.full:
             g.save(pos)  # the wpe embedding keeps its indices for its weight gradient
         ctx.scope += [pos, g.new(ctx.seq * cfg["hidden_size"], ctx.dtype, False, "position embeddings")]  # wpe: (1, s, h)
@@ -791,7 +797,7 @@ def _ln_embeddings(ctx: Ctx, emb: T) -> T:
     if mt == "opt":
         # OPTDecoder without an attention_mask makes one of ones (fp32), and the position ids from its cumsum
         ctx.scope.append(g.new(ctx.rows, "fp32", False, "attention mask ones"))
-        pos = g.new(B * ctx.seq, "int64", False, "position ids")
+        pos = ctx.positions = g.new(B * ctx.seq, "int64", False, "position ids")
         if ctx.full:  # OPTLearnedPositionalEmbedding looks up position_ids + 2: the embedding keeps those indices
             g.save(g.new(B * ctx.seq, "int64", False, "position ids + offset"))
         pe = g.new(ctx.rows * cfg["hidden_size"], ctx.dtype, ctx.full, "position embeddings")  # in the weights' dtype
@@ -884,16 +890,19 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     # the base model's forward holds inputs_embeds, the position ids and the attention masks until it returns
     ctx.scope.append(emb)
     if mt not in ("gpt2", "opt"):  # (theirs: _ln_embeddings)
-        ctx.scope.append(g.new(seq, "int64", False, "position ids"))
+        ctx.positions = g.new(seq, "int64", False, "position ids")
+        ctx.scope.append(ctx.positions)
     kv = seq + ctx.kv_extra
     # Gemma2/3 build the mask of both kinds (full and sliding) whatever their layers use
     kinds = set(layer_types) | ({"full_attention", "sliding_attention"} if mt in ("gemma2", "gemma3_text") else set())
+    masks: dict[str, T] = {}
     for kind in sorted(kinds):
         if ctx.attn == "eager":  # additive, in the model's dtype
-            ctx.scope.append(g.new(B * seq * kv, dtype, False, f"causal mask ({kind})"))
+            masks[kind] = g.new(B * seq * kv, dtype, False, f"causal mask ({kind})")
         elif ctx.kv_extra or ctx.padding_mask or (kind == "sliding_attention" and sliding_active):  # sdpa: bool, where built
             rows_mask = B * seq if (ctx.kv_extra or ctx.padding_mask) else seq  # no padding: batch dim 1
-            ctx.scope.append(g.new(rows_mask * kv, "bool", False, f"attention mask ({kind})"))
+            masks[kind] = g.new(rows_mask * kv, "bool", False, f"attention mask ({kind})")
+    ctx.scope += masks.values()
     # rotary cos/sin: (1, S, d) in the model dtype, shared by all layers
     rot_dim = _derived(cfg, "rotary_dim") if mt not in ("gpt2", "opt") else 0
     cos_dtype = "fp32" if mt == "olmo2" else dtype  # Olmo2's rotary keeps cos/sin in fp32 and casts q/k back
@@ -957,9 +966,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     if gc:  # the position ids, the rotary cos/sin and the attention masks are inputs of every checkpointed layer
         for pair in rope.values():
             g.save(*pair)
-        used = {f"({kind})" for kind in layer_types}  # a mask of a kind no layer has is no checkpoint's input
-        g.save(*[t for t in ctx.scope if g.storages[t.sid].name == "position ids"
-                 or "mask (" in g.storages[t.sid].name and g.storages[t.sid].name.endswith(tuple(used))])
+        # (a mask of a kind no layer has is no checkpoint's input)
+        g.save(ctx.positions, *[m for kind, m in masks.items() if kind in layer_types])
     x = _final(ctx, x)
     g.touch(*ctx.scope)  # the base model's forward returns
     lm = next(m for m in layout.outer_linears if m.role == "lm_head")
@@ -1013,8 +1021,8 @@ def _outputs(total: Poly, terms: dict[str, Poly], steady: Poly, layer_terms: dic
 
 
 def _model(names: tuple, degrees: list, packed) -> ActivationModel:
-    """The activation model from the outputs' packed integers and degrees (:func:`_outputs`), with the moments
-    that can set the peak as its candidates."""
+    """The activation model from the outputs' packed integers and degrees (:func:`_outputs`); its moments stay
+    packed until :meth:`ActivationModel.live_at` or ``peak_candidates`` reads them."""
     raw = Poly._raw
     term_names, layer_names, moment_names, block_names = names
     nt, nl, nm = len(term_names), len(layer_names), len(moment_names)
@@ -1061,7 +1069,7 @@ def _candidates(total: Poly, names: list, moments: list, blocks: list) -> dict[s
             v, (db, ds) = moments[w[0]]
         else:
             b, j, s, (sb, ss), m = w
-            kind = "backward of the bottom layer: " if j == 0 else f"backward of layer {j}: "
+            kind = _below(j)
             name = blocks[b][0][m]
             pv, (db, ds) = blocks[b][1][m]
             v, db, ds = s + pv, max(db, sb), max(ds, ss)
@@ -1443,29 +1451,43 @@ def structured_activation_model(spec, method: Method, train, sliding_active: boo
     """:func:`activation_model`, replaying the recorded pass of an earlier call with the same structure (model
     type, layer types, module layout, method and options; any sizes) when all its guards hold. A structure is
     recorded the second time it comes (recording costs about a third more than computing)."""
-    cfg, layout = spec.cfg, spec.layout
-    key = (*structure_key(spec, method), sliding_active, batch_one, train_key)
-    recordings = _STRUCTURES.get(key)
+
+    def record() -> tuple:
+        raw, rec = _record_pass(spec, method, train, sliding_active, batch_one)
+        return _finish(*raw), rec
+
+    return replayed(_STRUCTURES, _SEEN, (*structure_key(spec, method), sliding_active, batch_one, train_key), spec, method,
+                    lambda: activation_model(spec, method, train, sliding_active, batch_one), record,
+                    lambda rec, packed: _model(rec.names, rec.degrees, packed))
+
+
+def replayed(store: dict, seen: set, key: tuple, spec, method: Method, plain, record, from_replay) -> Any:
+    """The recording policy, for any pass with traced inputs (:func:`traced_inputs`): the first of a structure
+    ``key`` runs ``plain()``, the second ``record()`` (its result and its :class:`_Recording`, None when the
+    tape could not check what was read), later ones ``from_replay(recording, outputs)`` from the first
+    recording whose guards hold. A structure whose guards keep failing (``_MAX_RECORDINGS`` recordings) runs
+    plainly again. The cyclic collector is paused while a pass runs."""
+    recordings = store.get(key)
     for rec in recordings or ():
-        leaves = rec.leaves(cfg, layout, method)
+        leaves = rec.leaves(spec.cfg, spec.layout, method)
         if leaves is None:
             continue
-        packed = rec.replay(*leaves)
-        if packed is not None:
-            return _model(rec.names, rec.degrees, packed)
-    if (recordings is None and key not in _SEEN) or len(recordings or ()) >= _MAX_RECORDINGS:
-        if len(_SEEN) > 65536:
-            _SEEN.clear()
-        _SEEN.add(key)  # (a structure whose guards keep failing is no longer recorded)
+        outputs = rec.replay(*leaves)
+        if outputs is not None:
+            return from_replay(rec, outputs)
+    if (recordings is None and key not in seen) or len(recordings or ()) >= _MAX_RECORDINGS:
+        if len(seen) > 65536:
+            seen.clear()
+        seen.add(key)  # (a structure whose guards keep failing is no longer recorded)
         with _no_gc():
-            return activation_model(spec, method, train, sliding_active, batch_one)
+            return plain()
     with _no_gc():
-        raw, rec = _record_pass(spec, method, train, sliding_active, batch_one)
+        result, rec = record()
     if rec is not None:
-        if len(_STRUCTURES) > 4096:
-            _STRUCTURES.clear()
-        _STRUCTURES.setdefault(key, []).insert(0, rec)
-    return _finish(*raw)
+        if len(store) > 4096:
+            store.clear()
+        store.setdefault(key, []).insert(0, rec)
+    return result
 
 
 @contextmanager

@@ -286,10 +286,11 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
         if not mask.any():
             continue
         act = _activations(spec, meth, train, sliding, one)
-        bm, sm = (b, s) if mask.all() else (b[mask], s[mask])  # only the points this model covers
+        every = mask.all()
+        bm, sm = (b, s) if every else (b[mask], s[mask])  # only the points this model covers
         cands = _live_candidates(act, train, trainable, grads, bm, sm)
         peak_live = np.maximum.reduce([np.broadcast_to(v, bm.shape) for v in cands.values()])
-        if mask.all():
+        if every:
             acts, live = act.activations(bm, sm), peak_live
         else:
             acts[mask], live[mask] = act.activations(bm, sm), peak_live

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import activations, trace
 from .dtypes import nbytes
 from .methods.base import method_key
 
@@ -364,7 +365,7 @@ class _Walker:
         if "project_in" in outer:
             h_rg = self.linear(outer["project_in"], h_rg, None, outer["project_in"].path)
         if cfg["model_type"] not in ("gpt2", "opt"):
-            rot_dim = _derived(cfg, "flop_rotary_dim")
+            rot_dim = activations._derived(cfg, "flop_rotary_dim")
             n_rot = len(set(spec.layer_types)) if cfg["model_type"] == "gemma3_text" else 1
             self.fwd.add("R", 2 * (rot_dim // 2) * n_rot)
         # identical layers (same input grad state and method wrapping) add identical FLOPs: walk the first of each
@@ -482,33 +483,24 @@ class _TracedSpec:
 
 
 def _structured_walk(spec, method, table, merged: bool, gc: bool, training: bool = False) -> list:
-    from . import activations, trace
-
     key = (*activations.structure_key(spec, method), merged, gc, training, tuple(t.name for t in table.tensors if t.trainable))
-    recordings = _WALKS.get(key)
-    for rec in recordings or ():
-        leaves = rec.leaves(spec.cfg, spec.layout, method)
-        if leaves is not None:
-            values = rec.replay(*leaves)
-            if values is not None:
-                return list(values)
-    if (recordings is None and key not in _WALKED) or len(recordings or ()) >= 4:
-        if len(_WALKED) > 65536:
-            _WALKED.clear()
-        _WALKED.add(key)
-        return _walk(spec, method_view(spec, method, table), merged, gc, training)
-    tape, getters, cfg, layout, traced_method = activations.traced_inputs(spec, method)
-    trace.start(tape)
-    try:
-        values = _walk(_TracedSpec(cfg, layout, spec.layer_types), _MethodView(_TracedSpec(cfg, layout, spec.layer_types), traced_method, table), merged, gc, training)
-    finally:
-        trace.stop()
-    if not tape.opaque:
-        replay = tape.compile([tape.slot(v) for v in values])
-        if len(_WALKS) > 4096:
-            _WALKS.clear()
-        _WALKS.setdefault(key, []).insert(0, activations._Recording(replay, getters, dict(cfg.reads), (), []))
-    return [trace._concrete(v) for v in values]
+
+    def record() -> tuple:
+        tape, getters, cfg, layout, traced_method = activations.traced_inputs(spec, method)
+        traced = _TracedSpec(cfg, layout, spec.layer_types)
+        trace.start(tape)
+        try:
+            values = _walk(traced, _MethodView(traced, traced_method, table), merged, gc, training)
+        finally:
+            trace.stop()
+        rec = None
+        if not tape.opaque:
+            rec = activations._Recording(tape.compile([tape.slot(v) for v in values]), getters, dict(cfg.reads), (), [])
+        return [trace._concrete(v) for v in values], rec
+
+    return activations.replayed(_WALKS, _WALKED, key, spec, method,
+                                lambda: _walk(spec, method_view(spec, method, table), merged, gc, training), record,
+                                lambda rec, values: list(values))
 
 
 def _flop_rotary_dim(cfg: dict) -> int:
@@ -516,11 +508,7 @@ def _flop_rotary_dim(cfg: dict) -> int:
     return int(cfg["head_dim"] * (cfg.get("partial_rotary_factor") or cfg.get("rotary_pct") or 1.0))
 
 
-def _derived(cfg, name: str):
-    from . import activations
-
-    activations._DERIVED.setdefault(name, _flop_rotary_dim)
-    return activations._derived(cfg, name)
+activations._DERIVED["flop_rotary_dim"] = _flop_rotary_dim
 
 
 def forward_flops(spec, method, table, batch: int, seq: int, *, merged: bool | None = None) -> int:
