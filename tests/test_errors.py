@@ -37,6 +37,16 @@ def test_unknown_preset_suggests_nearest():
     assert "Did you mean 'meta-llama/Llama-3.1-8B'" in str(e)
 
 
+@pytest.mark.parametrize("name, preset", [("gpt2", "openai-community/gpt2"), ("pythia-1b", "EleutherAI/pythia-1b"),
+                                          ("qwen3-8b", "Qwen/Qwen3-8B")])
+def test_preset_without_its_organization_suggests_the_hub_id(name, preset):
+    assert f"Did you mean {preset!r}" in str(_err(name, "lora"))
+
+
+def test_unlike_name_suggests_nothing():
+    assert "Did you mean" not in str(_err("no-such-model-anywhere", "lora"))
+
+
 def test_target_module_missing_names_available_modules():
     e = _err(LLAMA, {"name": "lora", "target_modules": ["q_prj"]})
     assert "target_modules" in str(e) and "Did you mean 'q_proj'" in str(e) and "down_proj" in str(e)

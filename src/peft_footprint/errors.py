@@ -47,5 +47,12 @@ class UnsupportedCombinationError(PeftFootprintError):
 def did_you_mean(value: object, choices: Iterable[str]) -> str:
     """`` Did you mean 'x'?`` for the nearest choice, or an empty string."""
     low = {str(c).lower(): c for c in choices}
-    match = difflib.get_close_matches(str(value).lower(), list(low), n=1, cutoff=0.6)
+    text = str(value).lower()
+    match = difflib.get_close_matches(text, list(low), n=1, cutoff=0.6)
+    if not match and "/" not in text:  # a hub id without its organization: "gpt2" for "openai-community/gpt2"
+        tails: dict[str, str] = {}
+        for c in low:
+            if "/" in c:
+                tails.setdefault(c.rsplit("/", 1)[1], c)
+        match = [tails[m] for m in difflib.get_close_matches(text, list(tails), n=1, cutoff=0.6)]
     return f" Did you mean {low[match[0]]!r}?" if match else ""
