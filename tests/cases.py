@@ -213,6 +213,20 @@ _DRAWN = [
      {"model_type": "gpt2", "n_embd": 40, "n_layer": 6, "n_head": 4, "n_positions": 64, "vocab_size": 368, "attn_pdrop": 0.0},
      {"name": "lora", "r": 7, "target_modules": "all-linear", "use_dora": True, "bias": "all", "lora_dropout": 0.1},
      {"batch_size": 5, "seq_len": 7, "dtype": "fp32", "attn_implementation": "sdpa", "gradient_checkpointing": True, "mixed_precision": "bf16"}),
+    ("gpt_neox-prefix-eager",  # q and k (views of the qkv split) each read by two slices: their gradients summed per view
+     dict(TINY["gpt_neox"]), {"name": "prefix_tuning", "num_virtual_tokens": 5},
+     {"batch_size": 3, "seq_len": 17, "dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": False}),
+    ("gpt_neox-odd-rotary-width-qlora",  # head_dim 10 x rotary_pct 0.5: 5 channels, cos/sin (and the rotated part) 6 wide
+     {"model_type": "gpt_neox", "hidden_size": 30, "num_hidden_layers": 3, "num_attention_heads": 3, "intermediate_size": 91,
+      "vocab_size": 59, "max_position_embeddings": 64, "rotary_pct": 0.5},
+     {"name": "qlora", "r": 2, "lora_alpha": 8},
+     {"batch_size": 3, "seq_len": 33, "dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": False, "padding_mask": True}),
+    ("phi3-odd-rotary-width-ia3-checkpointing",  # head_dim 10 x 0.75: 7 channels rotated as 8
+     {"model_type": "phi3", "hidden_size": 20, "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 2,
+      "intermediate_size": 171, "vocab_size": 156, "max_position_embeddings": 128, "original_max_position_embeddings": 128,
+      "partial_rotary_factor": 0.75},
+     {"name": "ia3", "target_modules": "all-linear", "feedforward_modules": []},
+     {"batch_size": 1, "seq_len": 40, "dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": True}),
 ]
 
 

@@ -91,3 +91,22 @@ def test_dora_with_dropout(model_type, shape):
     step, fwd = _ours(model_type, DORA_DROPOUT, training, inference)
     got = measure(TINY[model_type], DORA_DROPOUT, dict(training, dtype="fp32"), what=("flops",), inference=inference)
     assert (step, fwd) == (got["step_flops"], got["forward_flops"])
+
+
+# A rotated part of odd width: transformers' rope init takes inv_freq = arange(0, dim, 2), so cos/sin (and the
+# channels apply_rotary_pos_emb rotates) are one wider; the rotary embedding's matmul counts that width too
+ODD_ROTARY = {"gpt_neox": dict(TINY["gpt_neox"], rotary_pct=0.3125),  # head_dim 16: 5 channels -> 6
+              "phi3": dict(TINY["phi3"], partial_rotary_factor=0.75)}  # head_dim 12: 9 channels -> 10
+
+
+@pytest.mark.parametrize("model_type", list(ODD_ROTARY))
+def test_odd_rotary_width(model_type):
+    cfg = ODD_ROTARY[model_type]
+    training, inference = SHAPES["b2s9"]
+    spec, m = load_model(cfg), load_method({"name": "lora", "r": 2, "target_modules": "all-linear"})
+    table = m.build(spec.layout, spec.cfg, "fp32")
+    step = compute.step_flops(spec, m, table, TrainingSpec(dtype="fp32", **training))
+    fwd = compute.forward_flops(spec, m, table, inference["batch_size"], inference["prompt_len"])
+    got = measure(cfg, {"name": "lora", "r": 2, "target_modules": "all-linear"}, dict(training, dtype="fp32"), what=("flops",),
+                  inference=inference)
+    assert (step, fwd) == (got["step_flops"], got["forward_flops"])

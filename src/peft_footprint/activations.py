@@ -481,19 +481,50 @@ def rotary(ctx: Ctx, x: T, heads: int, d: int, cos: T, sin: T, rot_dim: int, out
     """x*cos + rotate_half(x)*sin (in the promoted dtype of x and cos, unless the model casts back); partial
     rotary rotates the first rot_dim channels and cats the rest."""
     g = ctx.g
-    full, half = ctx.rows * (heads * rot_dim), ctx.rows * (heads * (rot_dim // 2))
-    xr = x if rot_dim == d else g.view(x, full, "rotary slice")
-    a = g.mul(xr, cos, "rotary x*cos", numel=full)
-    x1, x2 = g.view(xr, half, "rotate_half x1"), g.view(xr, half, "rotate_half x2")
-    neg = g.unary_no_save(x2, "rotate_half neg")
-    rh = g.node(g.new(full, x.dtype, x.rg, "rotate_half cat"), [neg, x1], [("p", 0), ("p", 1)], name="rotate_half cat")
-    out = g.add(a, g.mul(rh, sin, "rotary rot*sin", numel=full), "rotary")
+    xr = x if rot_dim == d else g.view(x, ctx.rows * (heads * rot_dim), "rotary slice")
+    out = _rotate(ctx, xr, heads, rot_dim, cos, sin)
     if rot_dim != d:
-        rest = g.view(x, ctx.rows * (heads * (d - rot_dim)), "rotary pass")
-        out = g.node(g.new(ctx.rows * (heads * d), out.dtype, x.rg, "rotary cat"), [out, rest], [("p", 0), ("p", 1)], name="rotary cat")
+        out = _rotary_cat(ctx, out, g.view(x, ctx.rows * (heads * (d - rot_dim)), "rotary pass"), heads, d)
     if out_dtype and out.dtype != out_dtype:
         out = g.to(out, out_dtype, "rotary cast")
     return out
+
+
+def _rotate(ctx: Ctx, xr: T, heads: int, rot_dim: int, cos: T, sin: T) -> T:
+    """``xr * cos + rotate_half(xr) * sin`` on the rotated channels ``xr``."""
+    g = ctx.g
+    full, half = ctx.rows * (heads * rot_dim), ctx.rows * (heads * (rot_dim // 2))
+    a = g.mul(xr, cos, "rotary x*cos", numel=full)
+    x1, x2 = g.view(xr, half, "rotate_half x1"), g.view(xr, half, "rotate_half x2")
+    neg = g.unary_no_save(x2, "rotate_half neg")
+    rh = g.node(g.new(full, xr.dtype, xr.rg, "rotate_half cat"), [neg, x1], [("p", 0), ("p", 1)], name="rotate_half cat")
+    return g.add(a, g.mul(rh, sin, "rotary rot*sin", numel=full), "rotary")
+
+
+def _rotary_cat(ctx: Ctx, rotated: T, rest: T, heads: int, d: int) -> T:
+    """``torch.cat([rotated, rest], -1)``: a new tensor (also when ``rest`` is empty); its gradient's parts are views."""
+    g = ctx.g
+    out = g.new(ctx.rows * (heads * d), rotated.dtype, rotated.rg or rest.rg, "rotary cat")
+    return g.node(out, [rotated, rest], [("p", 0), ("p", 1)], name="rotary cat")
+
+
+def rotary_sliced(ctx: Ctx, q: T, k: T, nh: int, nkv: int, d: int, cos: T, sin: T, rot_dim: int, cats_last: bool) -> tuple[T, T]:
+    """GPT-NeoX's and Phi-3's apply_rotary_pos_emb, in their order: the four slices ``q[..., :rot]``,
+    ``q[..., rot:]``, ``k[..., :rot]``, ``k[..., rot:]`` first (taken whether or not the rotation is partial:
+    the pass-through slice is then empty), then the rotations and the cats -- GPT-NeoX rotates both before
+    either cat (``cats_last``), Phi-3 cats each as it goes. Autograd runs the ready node made last first, so the
+    slices' gradients (each scattered into a zero tensor of q's or k's size) come after all the rotations'."""
+    g = ctx.g
+    parts = [(g.view(x, ctx.rows * (heads * rot_dim), "rotary slice"), g.view(x, ctx.rows * (heads * (d - rot_dim)), "rotary pass"))
+             for x, heads in ((q, nh), (k, nkv))]
+    out = []
+    for (xr, rest), heads in zip(parts, (nh, nkv)):
+        out.append(_rotate(ctx, xr, heads, rot_dim, cos, sin))
+        if not cats_last:
+            out[-1] = _rotary_cat(ctx, out[-1], rest, heads, d)
+    if cats_last:
+        out = [_rotary_cat(ctx, o, rest, heads, d) for o, (_, rest), heads in zip(out, parts, (nh, nkv))]
+    return out[0], out[1]
 
 
 def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: str, mask: bool, softcap: bool = False,
@@ -623,8 +654,11 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     rot = _derived(cfg, "rotary_dim")
     back = q.dtype if mt == "olmo2" else None  # Olmo2 casts the rotated q/k back to their dtype
     q_in, k_in = q, k
-    q = rotary(ctx, q, nh, d, cos, sin, rot, back)
-    k = rotary(ctx, k, nkv, d, cos, sin, rot, back)
+    if mt == "phi3":
+        q, k = rotary_sliced(ctx, q, k, nh, nkv, d, cos, sin, rot, cats_last=False)
+    else:
+        q = rotary(ctx, q, nh, d, cos, sin, rot, back)
+        k = rotary(ctx, k, nkv, d, cos, sin, rot, back)
     g.touch(q_in, k_in)  # apply_rotary_pos_emb's arguments: alive until it returns both
     if ctx.kv_extra:  # prefix tuning: cache.update cats the virtual keys/values in front
         kv_len = ctx.seq + ctx.kv_extra
@@ -717,8 +751,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         if mt == "gpt_neox":
             rot = _derived(cfg, "rotary_dim")
             q_in, k_in = q, k
-            q = rotary(ctx, q, nh, d, cos, sin, rot)
-            k = rotary(ctx, k, nh, d, cos, sin, rot)
+            q, k = rotary_sliced(ctx, q, k, nh, nh, d, cos, sin, rot, cats_last=True)
             g.touch(q_in, k_in)  # apply_rotary_pos_emb's arguments: alive until it returns both
     else:  # opt: q scaled by a Python float
         q = g.mul(linear(ctx, a, _lin(layout, "q"), i), None, "q * scaling")
@@ -822,7 +855,10 @@ def _rotary_dim(cfg: dict[str, Any]) -> int:
         factor = rope.get("partial_rotary_factor", cfg.get("rotary_pct", 0.25))
     if factor is None or factor == 1:
         return d
-    return int(d * float(factor))
+    # transformers' rope init takes inv_freq = arange(0, dim, 2): an odd dim gets cos/sin one wider, and
+    # apply_rotary_pos_emb rotates cos.shape[-1] channels
+    dim = int(d * float(factor))
+    return dim + dim % 2
 
 
 # sizes worked out from several config fields (not a polynomial of them): a traced pass takes each as a leaf

@@ -365,7 +365,7 @@ class _Walker:
         if "project_in" in outer:
             h_rg = self.linear(outer["project_in"], h_rg, None, outer["project_in"].path)
         if cfg["model_type"] not in ("gpt2", "opt"):
-            rot_dim = activations._derived(cfg, "flop_rotary_dim")
+            rot_dim = activations._derived(cfg, "rotary_dim")
             n_rot = len(set(spec.layer_types)) if cfg["model_type"] == "gemma3_text" else 1
             self.fwd.add("R", 2 * (rot_dim // 2) * n_rot)
         # identical layers (same input grad state and method wrapping) add identical FLOPs: walk the first of each
@@ -501,14 +501,6 @@ def _structured_walk(spec, method, table, merged: bool, gc: bool, training: bool
     return activations.replayed(_WALKS, _WALKED, key, spec, method,
                                 lambda: _walk(spec, method_view(spec, method, table), merged, gc, training), record,
                                 lambda rec, values: list(values))
-
-
-def _flop_rotary_dim(cfg: dict) -> int:
-    """Rotary dimensions the walker counts (a derived size: a leaf of its own when traced)."""
-    return int(cfg["head_dim"] * (cfg.get("partial_rotary_factor") or cfg.get("rotary_pct") or 1.0))
-
-
-activations._DERIVED["flop_rotary_dim"] = _flop_rotary_dim
 
 
 def forward_flops(spec, method, table, batch: int, seq: int, *, merged: bool | None = None) -> int:

@@ -218,11 +218,18 @@ class Graph:
         return self.node(out, [x], [("g", 0, x.bytes())], name=name)
 
     def split(self, x: T, numels: list, name: str = "split") -> list[T]:
-        """``chunk``/``split``: views of x; one node gathers their gradients into one gradient of x's size."""
+        """``chunk``/``split``: views of x; one node gathers their gradients into one gradient of x's size. Each
+        view's gradients are summed first (a view read by two ops, GPT-NeoX's q by its rotated and its
+        pass-through slice, gets one buffer): a pass-through node per view stands for that buffer."""
         if not x.rg:
             return [T(n, x.dtype, False, x.sid) for n in numels]
         self.nodes.append(Node((x.fn,), (), (("g", 0, x.bytes()),), self.scope + name, multi=True))
-        return [T(n, x.dtype, True, x.sid, len(self.nodes) - 1) for n in numels]
+        gather = len(self.nodes) - 1
+        out = []
+        for n in numels:
+            self.nodes.append(Node((gather,), (), (("p", 0),), self.scope + name))
+            out.append(T(n, x.dtype, True, x.sid, len(self.nodes) - 1))
+        return out
 
     def _grad_to(self, i: int, t: T, out: T, prog: list) -> None:
         """Gradient of input i of an elementwise op: the incoming one, or a cast / summed-to-shape copy."""

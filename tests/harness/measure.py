@@ -68,6 +68,7 @@ def _training_defaults(training: dict | None) -> dict:
     t.setdefault("gradient_checkpointing", False)
     t.setdefault("optimizer", "adamw")
     t.setdefault("mixed_precision", False)
+    t.setdefault("padding_mask", False)
     return t
 
 
@@ -512,9 +513,20 @@ def _autocast(t):
     return contextlib.nullcontext()
 
 
-def _forward(model, ids, t):
+def _padding_mask(ids, t):
+    """The attention_mask of a padded batch (``padding_mask``), an input like the ids: ones with the first
+    sample's last position padded (an all-ones mask is dropped by transformers, which then uses the causal
+    kernel as without one). None without ``padding_mask``."""
+    if not t.get("padding_mask"):
+        return None
+    mask = torch.ones_like(ids)
+    mask[0, -1] = 0
+    return mask
+
+
+def _forward(model, ids, t, mask=None):
     with _autocast(t):
-        return model(input_ids=ids, labels=ids, use_cache=False)
+        return model(input_ids=ids, labels=ids, use_cache=False, **({"attention_mask": mask} if mask is not None else {}))
 
 
 def measure(config: dict, method: dict | str, training: dict | None = None, *, what=("static",),
@@ -537,10 +549,11 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
     res["build_s"] = round(time.perf_counter() - t0, 3)
 
     ids = _inputs(model, t["batch_size"], t["seq_len"], device, seed)
+    mask = _padding_mask(ids, t)
     opt = _make_optimizer(model, t)
 
     # step 1: creates optimizer state
-    out = _forward(model, ids, t)
+    out = _forward(model, ids, t, mask)
     out.loss.backward()
     res["gradients_bytes"] = _grad_bytes(model)
     opt.step()
@@ -551,7 +564,7 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
     need_step2 = any(w in what for w in ("activations", "peak", "saved"))
     if need_step2:
         params = [p for p in model.parameters()]
-        pre = params + [v for _, v in _optimizer_state_tensors(opt)] + [ids]
+        pre = params + [v for _, v in _optimizer_state_tensors(opt)] + [ids] + ([mask] if mask is not None else [])
         pre += list(model.buffers()) + _quant_state_tensors(model)
         tracker = LiveStorageTracker(pre)
         tracker.keep_peak_listing = "names" in what
@@ -563,7 +576,7 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
             # that is garbage (DoRA's detached weight norm on Conv1D) stays alive until the cyclic GC runs;
             # without hooks autograd keeps no such cycle (docs/notes/harness.md)
             with saved.hooks() if "saved" in what else contextlib.nullcontext():
-                out = _forward(model, ids, t)
+                out = _forward(model, ids, t, mask)
             loss = out.loss
             res["activations_bytes"] = tracker.snapshot("end_of_forward")
             if "names" in what:
