@@ -9,6 +9,8 @@ each named storage. See docs/notes/activations.md for the measured inventory thi
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import gc as _gc
 from contextlib import contextmanager
@@ -964,6 +966,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     sigs: list[tuple] = []  # each layer's kind
     instances: dict[tuple, tuple] = {}  # a kind's first layer, built op by op: nodes, storages, input, output
     top = layout.num_layers - 1
+    below_layers, first_input = len(g.storages), x.sid  # what the layers find made before them
     for i in range(layout.num_layers):
         before = len(g.storages)
         x_in = x
@@ -1034,7 +1037,13 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     below = Poly.sum(st.nbytes for st in g.storages[:top_storages] if st.saved or st.output)
     fwd = forward(g, top_storages, len(g.storages), below, lambda k: g.storages[k].saved or g.storages[k].output)
     moments = [("forward: ", g.storages[k].name, p_) for k, p_ in fwd]
-    top_moments, blocks = _backward_moments(g, loss, total, gc, (top_nodes, top_end, top_storages), top_in, sigs, instances)
+    top_moments, blocks, end = _backward_moments(g, loss, total, gc, (top_nodes, top_end, top_storages), top_in, sigs, instances)
+    if ctx.full:
+        # by then every layer's backward has freed what it kept of what came before the layers (rotary cos/sin,
+        # checkpoints' inputs): the simulation, which runs one layer of each kind, leaves it in ``end``
+        shared = Poly.sum([st.nbytes for k, st in enumerate(g.storages[:below_layers])
+                           if (st.saved or st.pinned) and not st.output and k != first_input])
+        top_moments += _embedding_backward(ctx, end - shared, word_emb, lm.tied)
     return total, terms, steady, layer_terms, moments + top_moments, blocks
 
 
@@ -1138,7 +1147,7 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
     out = [("backward: ", nodes[n].name, p) for n, p in run.moments]
     first = max((n for n in run.start_of if lo <= n < hi), default=None)  # the top layer's first node in backward
     if len(sigs) < 2 or first is None:
-        return out, []
+        return out, [], run.end
 
     def kept_input(x_in: T) -> Poly:  # a checkpoint keeps its layer's input until the layer's backward is done
         return x_in.bytes() if gc and x_in.sid is not None else ZERO
@@ -1161,7 +1170,29 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
     for j in range(len(sigs) - 2, -1, -1):  # live bytes as layer j's backward starts
         start = start + delta[sigs[j + 1]]
         starts.setdefault(sigs[j], []).append((j, start))
-    return out, [(profiles[sig], js[::-1]) for sig, js in starts.items() if profiles[sig]]
+    end = start + delta[sigs[0]]  # the bottom layer's backward done
+    return out, [(profiles[sig], js[::-1]) for sig, js in starts.items() if profiles[sig]], end
+
+
+def _embedding_backward(ctx: Ctx, end: Poly, word_emb: T, tied: bool) -> list:
+    """The last moments of a full fine-tuning backward, after every layer's: the word embedding's backward makes
+    its weight gradient, a (vocab, width) tensor, while the gradient of its output is still alive. With the
+    lm_head tied to it, the lm_head's part of that gradient waits in autograd's input buffer, and the two are
+    summed out of place (after the output's gradient is freed): three (vocab, width) tensors at once. Learned
+    position embeddings (GPT-2, OPT) were looked up after the word embeddings: their backward comes first, and
+    their weight gradient is there already."""
+    def size(kind: str) -> Poly:
+        return Poly.sum([Poly.const(math.prod(q.shape) * esize(ctx.dtype)) for q in ctx.layout.outer_params if q.kind == kind])
+    weight, end = size("embedding"), end + size("position_embedding")
+    proj = next((m for m in ctx.layout.outer_linears if m.role == "project_in"), None)
+    if proj is not None:  # OPT's project_in ran backward before them: its weight gradient made, its input's gradient
+        # (the word embeddings' output's) in place of the wider one the simulation leaves at the layers' input
+        e = esize(ctx.dtype)
+        end = end + Poly.const(proj.in_features * proj.out_features * e) + ctx.rows * ((proj.in_features - proj.out_features) * e)
+    out = [("backward: ", "embed_tokens weight gradient", end + weight)]
+    if tied:
+        out.append(("backward: ", "embed_tokens + tied lm_head gradients summed", end - word_emb.bytes() + weight * 2))
+    return out
 
 
 def _final(ctx: Ctx, x: T) -> T:
