@@ -232,3 +232,22 @@ _DRAWN = [
 
 def drawn_cases() -> list[tuple[str, dict, dict, dict]]:
     return [(label, dict(cfg, pad_token_id=0, bos_token_id=1, eos_token_id=2), method, training) for label, cfg, method, training in _DRAWN]
+
+
+# ---- padded batches, and the end of full fine-tuning's backward -------------------------------------
+def padded_cases() -> list[tuple[str, dict, dict, dict]]:
+    """A batch whose attention_mask pads (training.padding_mask): transformers builds an explicit mask, and sdpa
+    loses its GQA path. (label, config, method, training)."""
+    return [(f"{mt}-{mid}-padded", TINY[mt], peft_methods(mt)[mid],
+             {"batch_size": 3, "seq_len": 13, "dtype": "bf16", "attn_implementation": "sdpa", "padding_mask": True,
+              "gradient_checkpointing": mid == "full"})
+            for mt in TINY for mid in ("lora", "full")]
+
+
+def embedding_end_cases() -> list[tuple[str, dict, dict, dict]]:
+    """Full fine-tuning at a small shape with SGD (nothing added at the optimizer step), tied and untied: the peak
+    is the word embedding's backward at the very end of the step."""
+    return [(f"{mt}-full-{'tied' if tie else 'untied'}-sgd", dict(TINY[mt], tie_word_embeddings=tie), {"name": "full"},
+             {"batch_size": 1, "seq_len": 7, "dtype": "fp32", "attn_implementation": "sdpa", "optimizer": "sgd",
+              "gradient_checkpointing": False})
+            for mt in TINY for tie in (True, False)]

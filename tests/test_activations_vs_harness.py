@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 import peft_footprint as pf
-from tests.cases import TINY, act_cases, drawn_cases, outside_cases
+from tests.cases import TINY, act_cases, drawn_cases, embedding_end_cases, outside_cases, padded_cases
 
 from tests.harness.measure import measure  # noqa: E402 - the test extras install torch, transformers, peft
 
@@ -113,38 +113,31 @@ def test_p_tuning_lstm_gap_is_the_encoder_alone_and_noted(mt):
     assert gaps[0] == gaps[1] and 0 < gaps[0] < 200_000
 
 
-PADDED = [(mt, mid) for mt in TINY for mid in ("lora", "full")]
+PADDED = padded_cases()
 
 
-@pytest.mark.parametrize("case", PADDED, ids=["-".join(c) for c in PADDED])
+@pytest.mark.parametrize("case", PADDED, ids=[c[0] for c in PADDED])
 def test_padded_batches(case):
     """A batch with an attention_mask that pads (training.padding_mask; the harness pads the first sample's last
     position): transformers builds an explicit mask, and sdpa loses its GQA path. Activations to the byte."""
-    from tests.cases import peft_methods
-
-    mt, mid = case
-    training = {"batch_size": 3, "seq_len": 13, "dtype": "bf16", "attn_implementation": "sdpa", "padding_mask": True,
-                "gradient_checkpointing": mid == "full"}
-    method = peft_methods(mt)[mid]
-    est = pf.estimate(TINY[mt], method, {**training, "device": "cpu"}).training
-    got = measure(TINY[mt], method, training, what=("activations", "peak"))
+    _, cfg, method, training = case
+    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
+    got = measure(cfg, method, training, what=("activations", "peak"))
     assert est["activations_bytes"] == got["activations_bytes"]
     assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=EXACT)
 
 
-EMBEDDING_END = [(mt, tie) for mt in TINY for tie in (True, False)]
+EMBEDDING_END = embedding_end_cases()
 
 
-@pytest.mark.parametrize("case", EMBEDDING_END, ids=[f"{mt}-{'tied' if tie else 'untied'}" for mt, tie in EMBEDDING_END])
+@pytest.mark.parametrize("case", EMBEDDING_END, ids=[c[0] for c in EMBEDDING_END])
 def test_full_fine_tuning_ends_with_the_embedding_gradient(case):
     """Full fine-tuning at a small shape with an optimizer that adds nothing at its step (SGD): the peak is the
     word embedding's backward at the very end, a (vocab, width) weight gradient; tied to the lm_head, whose part
     waits in autograd's buffer, the two are summed out of place (three at once). Before this was modelled the
     estimate was 3-8 % low (tied) and 0.6-0.9 % low (untied)."""
-    mt, tie = case
-    cfg = dict(TINY[mt], tie_word_embeddings=tie)
-    training = {"batch_size": 1, "seq_len": 7, "dtype": "fp32", "attn_implementation": "sdpa", "optimizer": "sgd"}
-    est = pf.estimate(cfg, "full", {**training, "device": "cpu"}).training
-    got = measure(cfg, "full", training, what=("activations", "peak"))
+    _, cfg, method, training = case
+    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
+    got = measure(cfg, method, training, what=("activations", "peak"))
     assert est["peak_at"].startswith("backward: embed_tokens")
     assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=0.001)

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore")
 
 import peft_footprint as pf  # noqa: E402
-from tests.cases import TINY, act_cases, drawn_cases, outside_cases, peft_methods, vocab_cases  # noqa: E402
+from tests.cases import embedding_end_cases, padded_cases, TINY, act_cases, drawn_cases, outside_cases, peft_methods, vocab_cases  # noqa: E402
 from tests.harness.measure import measure  # noqa: E402
 
 
@@ -71,6 +71,16 @@ def main() -> None:
                f"{'ckpt' if training['gradient_checkpointing'] else '-'} b{training['batch_size']} s{training['seq_len']}")
         outside_rows.append(f"| {cfg['model_type']} | {label} (drawn) | {tag} | {ea:+.2f} % | {ep:+.2f} % | {est['peak_at']} / {got['peak_phase']} |")
 
+    extra_rows = []
+    for label, cfg, method, training in padded_cases() + embedding_end_cases():
+        est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
+        got = measure(cfg, method, training, what=("activations", "peak"))
+        ea = 100 * (est["activations_bytes"] - got["activations_bytes"]) / got["activations_bytes"]
+        ep = 100 * (est["peak_bytes"] - got["peak_bytes"]) / got["peak_bytes"]
+        tag = (f"{training['dtype']} {training['attn_implementation']} {'ckpt' if training['gradient_checkpointing'] else '-'} "
+               f"{training.get('optimizer', 'adamw')} b{training['batch_size']} s{training['seq_len']}")
+        extra_rows.append(f"| {cfg['model_type']} | {label} | {tag} | {ea:+.2f} % | {ep:+.2f} % | {est['peak_at']} / {got['peak_phase']} |")
+
     def within(errs, tol):
         return sum(e <= tol for e in errs)
 
@@ -111,6 +121,16 @@ def main() -> None:
         "| model_type | method | dtype attention checkpointing layers shape | activations error | peak error | peak at (estimate / measured) |",
         "| --- | --- | --- | --- | --- | --- |",
         *outside_rows,
+        "",
+        "## Padded batches, and the end of full fine-tuning",
+        "",
+        "A batch with an attention_mask that pads (`padding_mask=True`; the harness pads the first sample's last",
+        "position), and full fine-tuning with SGD at a small shape, tied and untied, where the word embedding's",
+        "backward at the very end of the step sets the peak (tests/test_activations_vs_harness.py):",
+        "",
+        "| model_type | case | dtype attention checkpointing optimizer shape | activations error | peak error | peak at (estimate / measured) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *extra_rows,
         "",
         "## Small vocabulary (the 280-case matrix)",
         "",
