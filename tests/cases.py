@@ -221,6 +221,10 @@ _DRAWN = [
       "vocab_size": 59, "max_position_embeddings": 64, "rotary_pct": 0.5},
      {"name": "qlora", "r": 2, "lora_alpha": 8},
      {"batch_size": 3, "seq_len": 33, "dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": False, "padding_mask": True}),
+    ("gemma-ia3-autocast-eager-checkpointing",  # eager_attention_forward holds repeat_kv's fp32 k and v until it returns
+     {'model_type': 'gemma', 'hidden_size': 32, 'num_hidden_layers': 5, 'num_attention_heads': 8, 'num_key_value_heads': 2, 'head_dim': 24, 'intermediate_size': 24, 'vocab_size': 299, 'max_position_embeddings': 128},
+     {'name': 'ia3'},
+     {'batch_size': 3, 'seq_len': 11, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'mixed_precision': 'bf16'}),
     ("phi3-odd-rotary-width-ia3-checkpointing",  # head_dim 10 x 0.75: 7 channels rotated as 8
      {"model_type": "phi3", "hidden_size": 20, "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 2,
       "intermediate_size": 171, "vocab_size": 156, "max_position_embeddings": 128, "original_max_position_embeddings": 128,

@@ -544,21 +544,24 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         # 1 take as it is; autocast's cast of it is a full-size copy
         k = k if k.dtype == g.autocast else g.view(k, kv_rows * (nh * d), "repeat_kv k (view)")
         v = v if v.dtype == g.autocast else g.view(v, kv_rows * (nh * d), "repeat_kv v (view)")
-    q, k, v = g.autocast_input(q, "q"), g.autocast_input(k, "k"), g.autocast_input(v, "v")
     rg = q.rg or k.rg or v.rg
     if impl == "eager":
         # matmul reshapes its operands to (b*nh, ., .): a tensor laid out (b, s, nh, d) (a transposed view of a
         # projection, or an elementwise rotary output) is copied; torch.cat outputs and repeat_kv clones are not
         # matmul folds (batch, heads) into one dim: a transposed (b, s, heads, d) layout, or repeat_kv's
-        # expanded view of a single kv head, is copied first -- unless the batch is 1
+        # expanded view of a single kv head, is copied first -- unless the batch is 1.
+        # eager_attention_forward repeats k and v in their own dtype (key_states, value_states: held until it
+        # returns); each matmul casts its operands under autocast when it runs
         one = ctx.batch_one
-        q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
+        held: list = []
         if rep > 1 and not (nkv == 1 and one):  # one kv head: repeat_kv is a stride-0 view, copied by matmul if b > 1
-            k2 = _repeat_kv(g, k, kv_rows * (nh * d), "repeat_kv k")
-            v2 = _repeat_kv(g, v, kv_rows * (nh * d), "repeat_kv v")
+            held = [_repeat_kv(g, k, kv_rows * (nh * d), "repeat_kv k"), _repeat_kv(g, v, kv_rows * (nh * d), "repeat_kv v")]
+            k2 = g.autocast_input(held[0], "k")
         else:
+            k = g.autocast_input(k, "k")
             k2 = k if contiguous[1] or one else g.copy(T(kv_rows * (nh * d), k.dtype, k.rg, k.sid, k.fn), "k transpose copy")
-            v2 = v if contiguous[2] or one else g.copy(T(kv_rows * (nh * d), v.dtype, v.rg, v.sid, v.fn), "v reshape copy")
+        q = g.autocast_input(q, "q")
+        q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
         probs_n = b_seq * kvl * nh  # b * nh * s * kv
         scores = _matmul(g, q2, k2, probs_n, "scores")  # keeps each operand for the other's gradient
         scores = g.mul(scores, None, "scores * scaling")
@@ -571,19 +574,32 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             scores = g.to(scores, "fp32", "scores fp32")
         probs32 = g.unary_saves_output(scores, "softmax")
         probs = g.to(probs32, q.dtype, "probs cast")
+        if held:
+            v2 = g.autocast_input(held[1], "v")
+        else:
+            v = g.autocast_input(v, "v")
+            v2 = v if contiguous[2] or one else g.copy(T(kv_rows * (nh * d), v.dtype, v.rg, v.sid, v.fn), "v reshape copy")
         out = _matmul(g, probs, v2, b_seq * (nh * d), "attn out")
-        return g.copy(out, "attn out transpose")
-    # sdpa / flash: keeps q, k, v, out and a fp32 logsumexp (b, nh, s)
+        out = g.copy(out, "attn out transpose")
+        g.touch(*held)
+        return out
+    # sdpa / flash: keeps q, k, v, out and a fp32 logsumexp (b, nh, s); without its GQA path sdpa_attention_forward
+    # repeats k and v first, in their own dtype (held until it returns), and sdpa casts its inputs under autocast
+    held = []
     if rep > 1 and not use_gqa and nkv > 1:
         k = _repeat_kv(g, k, kv_rows * (nh * d), "repeat_kv k")
         v = _repeat_kv(g, v, kv_rows * (nh * d), "repeat_kv v")
+        held = [k, v]
+    q, k, v = g.autocast_input(q, "q"), g.autocast_input(k, "k"), g.autocast_input(v, "v")
     out = g.new(b_seq * (nh * d), q.dtype, rg, "sdpa out")
     lse = g.new(b_seq * nh, "fp32", False, "sdpa logsumexp")
     saved = (q, k, v, out, lse)
     if rg and mask and impl == "sdpa":
         saved += (g.new(b_seq * kvl, q.dtype, False, "sdpa additive mask"),)
     prog = [("g", i, t.bytes()) for i, t in enumerate((q, k, v)) if t.rg]
-    return g.node(out, [q, k, v], prog, saved, "sdpa")
+    out = g.node(out, [q, k, v], prog, saved, "sdpa")
+    g.touch(*held)
+    return out
 
 
 def _matmul(g: Graph, a: T, b: T, numel: Poly, name: str) -> T:
