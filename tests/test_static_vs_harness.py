@@ -40,3 +40,14 @@ def test_static_numbers_exact(model_type, method_id, method, dtype):
     }
     want = {k: measured.get(k, 0) for k in STATIC_KEYS}
     assert got == want
+
+
+@pytest.mark.parametrize("name", ["lora", "qlora"])
+def test_layers_to_transform_with_a_target_string_is_refused_like_peft(name):
+    method = {"name": name, "r": 2, "target_modules": "all-linear", "layers_to_transform": [0]}
+    with pytest.raises(pf.UnsupportedCombinationError, match="layers_to_transform"):
+        pf.estimate(TINY["llama"], method)
+    with pytest.raises(ValueError, match="layers_to_transform"):
+        measure(TINY["llama"], method, {"dtype": "bf16"})
+    listed = dict(method, target_modules=["q_proj", "v_proj"])  # module names: PEFT takes it, and so does the estimate
+    assert pf.estimate(TINY["llama"], listed)["trainable_params"] == measure(TINY["llama"], listed, {"dtype": "bf16"})["trainable_params"]

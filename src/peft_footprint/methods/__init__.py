@@ -52,6 +52,9 @@ def _construct(cls: type[Method], fields: dict[str, Any], *, lenient: bool) -> M
         return cls(**fields)
     except ValidationError as exc:
         err = exc.errors()[0]
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, PeftFootprintError):
+            raise cause from None
         loc = ".".join(str(p) for p in err["loc"]) or "method"
         raise InvalidConfigError(f"{cls.name}.{loc}", err.get("input"), err["msg"]) from None
 

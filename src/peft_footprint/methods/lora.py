@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from ..errors import InvalidConfigError
+from ..errors import InvalidConfigError, UnsupportedCombinationError
 from .base import Method, ParamTable, Tensor, base_tensors, resolve_targets, targets_list
 from .defaults import default_targets
 
@@ -45,6 +45,15 @@ class LoRA(Method):
             if r <= 0:
                 raise ValueError(f"rank for {key!r} must be a positive integer, got {r}")
         return v
+
+    @model_validator(mode="after")
+    def _layers_need_module_names(self):
+        if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
+            raise UnsupportedCombinationError(
+                f"layers_to_transform={self.layers_to_transform!r} with target_modules={self.target_modules!r}: PEFT refuses it "
+                "('`layers_to_transform` cannot be used when `target_modules` is a str'); give target_modules as a list "
+                "of module names")
+        return self
 
     @property
     def merged(self) -> bool:
