@@ -225,6 +225,16 @@ _DRAWN = [
      {'model_type': 'gemma', 'hidden_size': 32, 'num_hidden_layers': 5, 'num_attention_heads': 8, 'num_key_value_heads': 2, 'head_dim': 24, 'intermediate_size': 24, 'vocab_size': 299, 'max_position_embeddings': 128},
      {'name': 'ia3'},
      {'batch_size': 3, 'seq_len': 11, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'mixed_precision': 'bf16'}),
+    ("qwen2-qlora-fp32-compute-checkpointing",  # the dequantized weight comes in bf16 and is cast to fp32: both at once
+     {'model_type': 'qwen2', 'hidden_size': 30, 'num_hidden_layers': 4, 'num_attention_heads': 3, 'num_key_value_heads': 3, 'intermediate_size': 256, 'vocab_size': 54, 'tie_word_embeddings': True, 'max_position_embeddings': 128},
+     {'name': 'qlora', 'r': 1, 'lora_alpha': 8, 'bnb_4bit_quant_type': 'fp4', 'bnb_4bit_use_double_quant': False, 'prepare_model_for_kbit_training': False, 'bnb_4bit_compute_dtype': 'fp32'},
+     {'batch_size': 2, 'seq_len': 7, 'dtype': 'bf16', 'attn_implementation': 'sdpa', 'gradient_checkpointing': True}),
+    ("llama-qlora-dora",  # DoRA on a 4-bit layer: the weight norm reads a dequantized weight cast to fp32
+     dict(TINY["llama"]), {"name": "qlora", "r": 4, "target_modules": "all-linear", "use_dora": True},
+     {"batch_size": 2, "seq_len": 11, "dtype": "bf16", "attn_implementation": "sdpa", "gradient_checkpointing": False}),
+    ("phi3-qlora-dora-fp32-compute-checkpointing",
+     dict(TINY["phi3"]), {"name": "qlora", "r": 4, "target_modules": "all-linear", "use_dora": True, "bnb_4bit_compute_dtype": "fp32"},
+     {"batch_size": 2, "seq_len": 11, "dtype": "bf16", "attn_implementation": "sdpa", "gradient_checkpointing": True}),
     ("phi3-odd-rotary-width-ia3-checkpointing",  # head_dim 10 x 0.75: 7 channels rotated as 8
      {"model_type": "phi3", "hidden_size": 20, "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 2,
       "intermediate_size": 171, "vocab_size": 156, "max_position_embeddings": 128, "original_max_position_embeddings": 128,

@@ -204,6 +204,7 @@ class Ctx:
     batch_one: bool = False  # batch size 1: eager attention's matmuls fold (1, heads) without copying; the loss's labels
     padding_mask: bool = False  # batches come with an attention_mask
     q4: str | None = None  # QLoRA: the 4-bit layers' compute dtype
+    q4_storage: str | None = None  # ... and the dtype their weights were loaded in (what dequantize_4bit returns)
     norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
     cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
     scope: list = field(default_factory=list)  # what the base model's forward holds until it returns (embeddings, masks)
@@ -303,7 +304,7 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     x32 = g.to(x, "fp32", f"{path} lora input fp32")  # PEFT rebinds x to it: alive until the layer returns
     xa = ctx.drop(x32, ctx.lora_dropout, f"{path} lora_dropout")
     if getattr(ctx.method, "use_dora", False):
-        res = _dora(ctx, lin, path, out, xa, r, b_rg, dropout=xa is not x32)
+        res = _dora(ctx, lin, path, out, xa, r, b_rg, dropout=xa is not x32, q4=bool(ctx.q4 and layer is not None))
     else:
         a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32", in_features=lin.in_features)
         bo = g.linear(a, ctx.rows, lin.out_features, w_rg=True, name=f"{path} lora_B", dtype="fp32", in_features=r)
@@ -319,9 +320,13 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
 def _linear4bit(ctx: Ctx, x: T, lin: Linear) -> T:
     """bitsandbytes' Linear4bit: the input cast to the compute dtype, the 4-bit matmul (one op; in backward
     the weight is dequantized for the input's gradient, MatMul4Bit keeping only the packed weight), the
-    output cast back."""
+    output cast back. The dequantized weight comes in the dtype the model was loaded in and is cast to the
+    gradient's (the compute dtype) when they differ: both at once, the first freed before the matmul."""
     g, cd, path = ctx.g, ctx.q4, lin.path
-    w = Poly.const(lin.in_features * lin.out_features * esize(cd))
+    numel = lin.in_features * lin.out_features
+    w = [("a", Poly.const(numel * esize(ctx.q4_storage)))]
+    if ctx.q4_storage != cd:
+        w += [("a", Poly.const(numel * esize(cd))), ("f", w[0][1])]
     xc = g.to(x, cd, f"{path} 4bit input")
     out = g.linear(xc, ctx.rows, lin.out_features, w_rg=False, name=path, in_features=lin.in_features, extra_bwd=w)
     out = g.to(out, x.dtype, f"{path} 4bit output")
@@ -329,10 +334,12 @@ def _linear4bit(ctx: Ctx, x: T, lin: Linear) -> T:
     return out
 
 
-def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bool, dropout: bool = False) -> T:
+def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bool, dropout: bool = False,
+          q4: bool = False) -> T:
     """PEFT's DoraLinearLayer.forward: magnitude / ||W + s*BA|| (the norm is detached) rescales the base
     output and the LoRA branch; the identity-matrix pass that builds B@A is not kept (its result is detached).
-    With an active lora_dropout the base output is computed again, on the dropped-out input (``dropout``)."""
+    With an active lora_dropout the base output is computed again, on the dropped-out input (``dropout``).
+    ``q4``: a 4-bit base layer, whose weight dequantize_module_weight makes in the dtype it was loaded in."""
     g, o, i = ctx.g, lin.out_features, lin.in_features
     # get_lora_weight: lora_B(lora_A(eye(in))) (under autocast bf16 matmuls of a bf16 copy of eye); forward
     # holds lora_weight (its autograd graph keeps eye and lora_A(eye)), lora_weight.to(fp32) and the base
@@ -352,7 +359,13 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     else:
         held.append(lw)
     w32 = T(Poly.const(o * i), "fp32", False, None)  # weight.to(x.dtype): the parameter itself when it is fp32
-    if ctx.dtype != "fp32":
+    if q4:  # dequantized (a new tensor), then .to(fp32): the dequantized one goes as soon as it is cast
+        w32 = g.new(Poly.const(o * i), ctx.q4_storage, False, f"{path} dora dequantize_4bit")
+        if ctx.q4_storage != "fp32":
+            dq, w32 = w32, g.new(Poly.const(o * i), "fp32", False, f"{path} dora weight.to(fp32)")
+            g.touch(dq)
+        held.append(w32)
+    elif ctx.dtype != "fp32":
         w32 = g.new(Poly.const(o * i), "fp32", False, f"{path} dora weight.to(fp32)")
         held.append(w32)
     s_lw = g.new(Poly.const(o * i), "fp32", False, f"{path} dora scaling*lora_weight")
@@ -916,6 +929,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     _setup(ctx)
     if isinstance(method, QLoRA):
         ctx.q4 = method.bnb_4bit_compute_dtype or train.weight_dtype
+        ctx.q4_storage = train.weight_dtype
     h, v = cfg["hidden_size"], cfg["vocab_size"]
 
     # embeddings (+ prompt tuning / p-tuning virtual tokens)

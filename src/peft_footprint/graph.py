@@ -146,10 +146,11 @@ class Graph:
 
     # ---- ops ------------------------------------------------------------------------------------
     def linear(self, x: T, rows: Poly, out_features: int, *, w_rg: bool, b_rg: bool = False, name: str = "linear",
-               dtype: str | None = None, in_features: int | None = None, extra_bwd: Poly | None = None) -> T:
+               dtype: str | None = None, in_features: int | None = None, extra_bwd: list | None = None) -> T:
         """``x @ W.T (+ b)``: keeps x for the weight gradient when W trains (W itself is a parameter). Under
         autocast the input and the weight are cast copies (the weight's cached once per forward), and the
-        copies are what is kept. ``extra_bwd``: a temporary of the backward (a dequantized 4-bit weight)."""
+        copies are what is kept. ``extra_bwd``: temporaries of the backward, as its events (a dequantized 4-bit
+        weight)."""
         ac = self.autocast
         inf = in_features or 0
         key = self.scope + name  # a parameter's gradient key
@@ -183,7 +184,7 @@ class Graph:
         if w_rg:
             prog.append(("w", key, Poly.const(inf * out_features * esize(out.dtype))))
         if extra_bwd is not None and x.rg:
-            prog.append(("a", extra_bwd))
+            prog += extra_bwd
         if x.rg:
             prog.append(("g", 0, x.bytes()))
         if b_rg:
