@@ -89,6 +89,17 @@ def structure_calls() -> list[list[tuple]]:
     return out
 
 
+def planning_sweep() -> list[tuple]:
+    """A capacity-planning sweep as a script would run it, in a fresh process: every preset x LoRA (r 8, 16, 32),
+    QLoRA (r 8, 16), full fine-tuning and prompt tuning x checkpointing on and off x 16 (batch, length) shapes."""
+    methods = [{"name": "lora", "r": r, "target_modules": "all-linear"} for r in (8, 16, 32)]
+    methods += [{"name": "qlora", "r": r, "target_modules": "all-linear"} for r in (8, 16)]
+    methods += [{"name": "full"}, {"name": "prompt_tuning", "num_virtual_tokens": 20}]
+    return [(model, method, {"batch_size": b, "seq_len": s, "gradient_checkpointing": gc})
+            for model in pf.list_models() for method in methods for gc in (False, True)
+            for b in (1, 2, 4, 8) for s in (512, 1024, 2048, 4096)]
+
+
 def activation_model_calls(calls) -> list[tuple]:
     """The activation model each of ``calls`` builds, as arguments of activation_model (uncached)."""
     from peft_footprint.api import _sliding_active
@@ -104,6 +115,11 @@ def activation_model_calls(calls) -> list[tuple]:
 
 
 def main() -> None:
+    sweep_calls = planning_sweep()  # first: nothing is cached yet
+    t = time.perf_counter()
+    seconds, done = each_call(pf.estimate, sweep_calls)
+    planning = (f"{(time.perf_counter() - t) / len(done) * 1e3:.3f} ms/call on average over {len(done):,} calls "
+                f"({len(sweep_calls) - len(done)} refused), {spread(seconds)}")
     model, method, training = "meta-llama/Llama-3.1-8B", {"name": "lora", "r": 16}, {"batch_size": 4, "seq_len": 2048}
     pf.estimate(model, method, training)
     warm = per_call(lambda: pf.estimate(model, method, training), 2000)
@@ -134,6 +150,7 @@ def main() -> None:
         ("estimate(), warm", f"{warm * 1e3:.3f} ms/call"),
         ("estimate() + hardware (latency, step time), warm", f"{warm_hw * 1e3:.3f} ms/call"),
         *cold,
+        ("estimate(), a capacity-planning sweep (presets x 7 methods x checkpointing x 16 shapes)", planning),
         (f"sweep(), {bs.size * ss.size:,} (batch, seq) points", f"{sweep_s:.3f} s ({bs.size * ss.size / sweep_s / 1e6:.1f} M configs/s)"),
     ]
     try:

@@ -18,6 +18,15 @@ from tests.cases import embedding_end_cases, padded_cases, TINY, act_cases, draw
 from tests.harness.measure import measure  # noqa: E402
 
 
+def _compare(cfg: dict, method, training: dict) -> tuple[float, float, dict, dict]:
+    """The estimate (asked for device="cpu") against the harness: activations and peak errors in %, and both."""
+    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
+    got = measure(cfg, method, training, what=("activations", "peak"))
+    ea = 100 * (est["activations_bytes"] - got["activations_bytes"]) / got["activations_bytes"]
+    ep = 100 * (est["peak_bytes"] - got["peak_bytes"]) / got["peak_bytes"]
+    return ea, ep, est, got
+
+
 def main() -> None:
     rows, act_err, peak_err = [], [], []
     t0 = time.time()
@@ -25,13 +34,10 @@ def main() -> None:
         tag = (f"{training['dtype']}{'+autocast' if training.get('mixed_precision') else ''} {training['attn_implementation']} {'ckpt' if training['gradient_checkpointing'] else '-'} "
                f"b{training['batch_size']} s{training['seq_len']}")
         try:
-            est = pf.estimate(TINY[mt], method, {**training, "device": "cpu"}).training
+            ea, ep, est, got = _compare(TINY[mt], method, training)
         except pf.UnsupportedCombinationError as exc:
             rows.append(f"| {mt} | {mid} | {tag} | refused | refused | {str(exc)[:60]}... |")
             continue
-        got = measure(TINY[mt], method, training, what=("activations", "peak"))
-        ea = 100 * (est["activations_bytes"] - got["activations_bytes"]) / got["activations_bytes"]
-        ep = 100 * (est["peak_bytes"] - got["peak_bytes"]) / got["peak_bytes"]
         act_err.append(abs(ea))
         peak_err.append(abs(ep))
         rows.append(f"| {mt} | {mid} | {tag} | {ea:+.2f} % | {ep:+.2f} % | {est['peak_at']} / {got['peak_phase']} |")
@@ -39,12 +45,9 @@ def main() -> None:
     vocab_rows, vocab_act, vocab_peak = [], [], []
     for mt, mid, cfg, method, training in vocab_cases():
         try:
-            est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
+            ea, ep, est, got = _compare(cfg, method, training)
         except pf.UnsupportedCombinationError:
             continue
-        got = measure(cfg, method, training, what=("activations", "peak"))
-        ea = 100 * (est["activations_bytes"] - got["activations_bytes"]) / got["activations_bytes"]
-        ep = 100 * (est["peak_bytes"] - got["peak_bytes"]) / got["peak_bytes"]
         vocab_act.append(abs(ea))
         vocab_peak.append(abs(ep))
         tag = f"bf16 {training.get('attn_implementation', 'sdpa')} {'ckpt' if training.get('gradient_checkpointing') else '-'} b2 s40"
@@ -52,31 +55,21 @@ def main() -> None:
 
     outside_rows = []
     for mt, mid, cfg, training in outside_cases():
-        method = peft_methods(mt)[mid]
-        est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
-        got = measure(cfg, method, training, what=("activations", "peak"))
-        ea = 100 * (est["activations_bytes"] - got["activations_bytes"]) / got["activations_bytes"]
-        ep = 100 * (est["peak_bytes"] - got["peak_bytes"]) / got["peak_bytes"]
+        ea, ep, est, got = _compare(cfg, peft_methods(mt)[mid], training)
         layers = cfg.get("num_hidden_layers", cfg.get("n_layer"))
         tag = (f"{training['dtype']}{'+autocast' if training.get('mixed_precision') else ''} {training.get('attn_implementation', 'sdpa')} "
                f"{'ckpt' if training['gradient_checkpointing'] else '-'} {layers} layers b{training['batch_size']} s{training['seq_len']}")
         outside_rows.append(f"| {mt} | {mid} | {tag} | {ea:+.2f} % | {ep:+.2f} % | {est['peak_at']} / {got['peak_phase']} |")
 
     for label, cfg, method, training in drawn_cases():
-        est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
-        got = measure(cfg, method, training, what=("activations", "peak"))
-        ea = 100 * (est["activations_bytes"] - got["activations_bytes"]) / got["activations_bytes"]
-        ep = 100 * (est["peak_bytes"] - got["peak_bytes"]) / got["peak_bytes"]
+        ea, ep, est, got = _compare(cfg, method, training)
         tag = (f"{training['dtype']}{'+autocast' if training.get('mixed_precision') else ''} {training.get('attn_implementation', 'sdpa')} "
                f"{'ckpt' if training['gradient_checkpointing'] else '-'} b{training['batch_size']} s{training['seq_len']}")
         outside_rows.append(f"| {cfg['model_type']} | {label} (drawn) | {tag} | {ea:+.2f} % | {ep:+.2f} % | {est['peak_at']} / {got['peak_phase']} |")
 
     extra_rows = []
     for label, cfg, method, training in padded_cases() + embedding_end_cases():
-        est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
-        got = measure(cfg, method, training, what=("activations", "peak"))
-        ea = 100 * (est["activations_bytes"] - got["activations_bytes"]) / got["activations_bytes"]
-        ep = 100 * (est["peak_bytes"] - got["peak_bytes"]) / got["peak_bytes"]
+        ea, ep, est, got = _compare(cfg, method, training)
         tag = (f"{training['dtype']} {training['attn_implementation']} {'ckpt' if training['gradient_checkpointing'] else '-'} "
                f"{training.get('optimizer', 'adamw')} b{training['batch_size']} s{training['seq_len']}")
         extra_rows.append(f"| {cfg['model_type']} | {label} | {tag} | {ea:+.2f} % | {ep:+.2f} % | {est['peak_at']} / {got['peak_phase']} |")
