@@ -213,3 +213,38 @@ def test_flop_walk_replayed_equals_the_plain_walk(mt, mid, method):
                     compared += 1
                     replayed += k >= 2 and sum(len(v) for v in compute._WALKS.values()) == walks
     assert compared == 0 or replayed >= compared // 3, (replayed, compared)
+
+
+B1_OPTIONS = [{"attn_implementation": "sdpa", "dtype": "bf16", "gradient_checkpointing": False},
+              {"attn_implementation": "flash_attention_2", "dtype": "fp32", "mixed_precision": "bf16", "gradient_checkpointing": True},
+              {"attn_implementation": "sdpa", "dtype": "fp32", "padding_mask": True, "gradient_checkpointing": True}]
+
+
+@pytest.mark.parametrize("model_type", list(TINY))
+def test_batch_one_model_derived_equals_its_own_pass(model_type):
+    """Batch 1 without eager attention: the model of batch sizes above 1 plus the longer labels the loss keeps
+    (ActivationModel.with_batch_one_labels, what estimate() and sweep() use) equals a full batch-1 pass at batch
+    1: activations, every term, and every phase's largest moment."""
+    rng = random.Random(model_type)
+    checked = 0
+    for mid, method in peft_methods(model_type).items():
+        for options in B1_OPTIONS:
+            if "prefix" in mid and options["gradient_checkpointing"]:
+                continue
+            cfg = variant(model_type, rng)
+            s = rng.choice([7, 11, 29, 40])
+            train = pf.TrainingSpec(batch_size=1, seq_len=s, **options)
+            spec, meth = api.load_model(cfg), api.load_method(method)
+            try:
+                api._check(spec, meth, train, pf.InferenceSpec(), False)
+            except pf.PeftFootprintError:
+                continue
+            sliding = api._sliding_active(spec, meth, s)
+            full = activations.activation_model(spec, meth, train, sliding, True)
+            derived = activations.activation_model(spec, meth, train, sliding, False).with_batch_one_labels(meth.virtual_tokens())
+            assert derived.activations(1, s) == full.activations(1, s)
+            assert {k: p(1, s) for k, p in derived.terms.items()} == {k: p(1, s) for k, p in full.terms.items()}
+            assert derived.live_at(1, s) == full.live_at(1, s)
+            assert derived.activations(1, s) != activations.activation_model(spec, meth, train, sliding, False).activations(1, s)
+            checked += 1
+    assert checked >= 20

@@ -49,6 +49,7 @@ class ActivationModel:
     notes: list[str] = field(default_factory=list)
     # every simulated moment: (the plan of their names, _plan; their packed integers; their degrees)
     moments: tuple = field(default=None, repr=False)
+    labels: tuple = field(default=(), repr=False)  # which of ``moments``' top moments hold the loss's labels
     _cands: dict | None = field(default=None, repr=False, compare=False)
     _rows: tuple | None = field(default=None, repr=False, compare=False)  # live_at's coefficient rows
     _live: dict = field(default_factory=dict, repr=False, compare=False)  # live_at by (b, s)
@@ -65,6 +66,23 @@ class ActivationModel:
                                         [(j, v, d) for j, v, d in zip(js, packed[s0:s1], degrees[s0:s1])])
                                        for ops, (p0, p1), (s0, s1), js in plan.blocks])
         return self._cands
+
+    def with_batch_one_labels(self, virtual_tokens: int) -> ActivationModel:
+        """This model (of batch sizes above 1) turned into the batch-1 model of a pass where nothing else
+        depends on the batch being 1 (sdpa and flash attention; eager attention's matmuls do): at batch 1 the
+        loss's shifted labels are a contiguous slice, so the padded labels themselves, one position longer, are
+        kept. The difference, (s + 1) - b*s positions of int64, is added wherever the labels are alive; the
+        result is exact at batch 1, where it is used."""
+        seq = S + virtual_tokens
+        d = (seq + 1) * 8 - B * seq * 8
+        plan, packed, degrees = self.moments
+        flags = self.labels + (False,) * (len(packed) - len(self.labels))
+        loss_term = _component("shift_labels")
+        return ActivationModel(
+            activations=self.activations + d, terms={k: p_ + d if k == loss_term else p_ for k, p_ in self.terms.items()},
+            per_layer=self.per_layer, layer_terms=self.layer_terms, notes=self.notes, labels=self.labels,
+            moments=(plan, tuple(v + d.v if f else v for v, f in zip(packed, flags)),
+                     tuple((max(db, d.db), max(ds, d.ds)) if f else (db, ds) for (db, ds), f in zip(degrees, flags))))
 
     def live_at(self, b: int, s: int) -> dict[str, int]:
         """Live bytes beyond weights + optimizer state at batch ``b`` and length ``s``, exactly: at the end of
@@ -205,6 +223,7 @@ class Ctx:
     padding_mask: bool = False  # batches come with an attention_mask
     q4: str | None = None  # QLoRA: the 4-bit layers' compute dtype
     q4_storage: str | None = None  # ... and the dtype their weights were loaded in (what dequantize_4bit returns)
+    labels: int = -1  # the loss's shifted labels' storage
     norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
     cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
     scope: list = field(default_factory=list)  # what the base model's forward holds until it returns (embeddings, masks)
@@ -1067,14 +1086,17 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     below = Poly.sum(st.nbytes for st in g.storages[:top_storages] if st.saved or st.output)
     fwd = forward(g, top_storages, len(g.storages), below, lambda k: g.storages[k].saved or g.storages[k].output)
     moments = [("forward: ", g.storages[k].name, p_) for k, p_ in fwd]
-    top_moments, blocks, end = _backward_moments(g, loss, total, gc, (top_nodes, top_end, top_storages), top_in, sigs, instances)
+    top_moments, blocks, end, labels = _backward_moments(g, loss, total, gc, (top_nodes, top_end, top_storages), top_in, sigs,
+                                                         instances)
     if ctx.full:
         # by then every layer's backward has freed what it kept of what came before the layers (rotary cos/sin,
         # checkpoints' inputs): the simulation, which runs one layer of each kind, leaves it in ``end``
         shared = Poly.sum([st.nbytes for k, st in enumerate(g.storages[:below_layers])
                            if (st.saved or st.pinned) and not st.output and k != first_input])
         top_moments += _embedding_backward(ctx, end - shared, word_emb, lm.tied)
-    return total, terms, steady, layer_terms, moments + top_moments, blocks
+    # which moments hold the loss's labels (for the batch-1 model, :meth:`ActivationModel.with_batch_one_labels`)
+    labels = tuple(k >= ctx.labels for k, _ in fwd) + tuple(labels) + (False,) * (len(top_moments) - len(labels))
+    return total, terms, steady, layer_terms, moments + top_moments, blocks, labels
 
 
 def _finish(*raw) -> ActivationModel:
@@ -1084,14 +1106,14 @@ def _finish(*raw) -> ActivationModel:
 
 
 def _outputs(total: Poly, terms: dict[str, Poly], steady: Poly, layer_terms: dict[str, Poly], moments: list,
-             blocks: list) -> tuple[tuple, list[Poly]]:
+             blocks: list, labels: tuple) -> tuple[tuple, list[Poly]]:
     """The pass's outputs flattened: their names, and the polynomials in the order :func:`_model` reads them
     (a recording replays this list)."""
     polys = [total, *terms.values(), steady, *layer_terms.values(), *(m[2] for m in moments)]
     for profile, starts in blocks:
         polys += [p_ for _, p_ in profile] + [s for _, s in starts]
     names = (tuple(terms), tuple(layer_terms), tuple((kind, name) for kind, name, _ in moments),
-             tuple((tuple(name for name, _ in profile), tuple(j for j, _ in starts)) for profile, starts in blocks))
+             tuple((tuple(name for name, _ in profile), tuple(j for j, _ in starts)) for profile, starts in blocks), labels)
     return names, polys
 
 
@@ -1099,13 +1121,14 @@ def _model(names: tuple, degrees: list, packed) -> ActivationModel:
     """The activation model from the outputs' packed integers and degrees (:func:`_outputs`); its moments stay
     packed until :meth:`ActivationModel.live_at` or ``peak_candidates`` reads them."""
     raw = Poly._raw
-    term_names, layer_names, moment_names, block_names = names
+    term_names, layer_names, moment_names, block_names, labels = names
     nt, nl, nm = len(term_names), len(layer_names), len(moment_names)
     head = 2 + nt + nl
     polys = [raw(v, db, ds) for v, (db, ds) in zip(packed[:head], degrees)]
     return ActivationModel(activations=polys[0], terms=dict(zip(term_names, polys[1:1 + nt])), per_layer=polys[1 + nt],
                            layer_terms=dict(zip(layer_names, polys[2 + nt:])),
-                           moments=(_plan(moment_names, block_names), tuple(packed[head:]), tuple(degrees[head:])))
+                           moments=(_plan(moment_names, block_names), tuple(packed[head:]), tuple(degrees[head:])),
+                           labels=labels)
 
 
 def _candidates(total: Poly, names: list, moments: list, blocks: list) -> dict[str, Poly]:
@@ -1175,9 +1198,10 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
     run = backward(g, loss.fn, lo, total, alive, _recompute(g, lo, hi, first_storage, len(g.storages)) if gc else None)
     nodes = g.nodes
     out = [("backward: ", nodes[n].name, p) for n, p in run.moments]
+    labels = [n == loss.fn for n, _ in run.moments]  # the loss node's own moments: it still keeps the labels
     first = max((n for n in run.start_of if lo <= n < hi), default=None)  # the top layer's first node in backward
     if len(sigs) < 2 or first is None:
-        return out, [], run.end
+        return out, [], run.end, labels
 
     def kept_input(x_in: T) -> Poly:  # a checkpoint keeps its layer's input until the layer's backward is done
         return x_in.bytes() if gc and x_in.sid is not None else ZERO
@@ -1201,7 +1225,7 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
         start = start + delta[sigs[j + 1]]
         starts.setdefault(sigs[j], []).append((j, start))
     end = start + delta[sigs[0]]  # the bottom layer's backward done
-    return out, [(profiles[sig], js[::-1]) for sig, js in starts.items() if profiles[sig]], end
+    return out, [(profiles[sig], js[::-1]) for sig, js in starts.items() if profiles[sig]], end, labels
 
 
 def _embedding_backward(ctx: Ctx, end: Poly, word_emb: T, tied: bool) -> list:
@@ -1414,6 +1438,7 @@ def _loss(ctx: Ctx, logits: T, v: int) -> T:
     # the labels padded by one position, shifted: labels[..., 1:].contiguous() copies them, except at batch 1,
     # where the slice is already contiguous and the padded labels themselves are kept
     labels = g.new(ctx.seq + 1 if ctx.batch_one else B * ctx.seq, "int64", False, "shift_labels")
+    ctx.labels = labels.sid
     loss = g.new(Poly.const(1), "fp32", True, "loss")
     tw = g.new(Poly.const(1), "fp32", False, "total_weight")
     g.node(loss, [ls], [("g", 0, ls.bytes())], (labels, tw), "nll_loss")  # its backward: a full fp32 gradient

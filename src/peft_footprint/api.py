@@ -91,7 +91,10 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: 
         return hit[1]
     if len(_ACTS) > 8192:
         _ACTS.clear()
-    model = structured_activation_model(spec, method, train, sliding, batch_one, options)
+    if batch_one and train.attn_implementation != "eager":  # only the loss's labels differ: no pass of its own
+        model = _activations(spec, method, train, sliding, False).with_batch_one_labels(method.virtual_tokens())
+    else:
+        model = structured_activation_model(spec, method, train, sliding, batch_one, options)
     _ACTS[key] = (spec, model)
     return model
 
