@@ -45,3 +45,31 @@ def test_adapter_static_exact(measured, case):
 def test_unsupported_types_refused_like_adapters(model_type):
     with pytest.raises(pf.UnsupportedCombinationError, match="not pre-supported"):
         pf.estimate(TINY[model_type], "adapter", {"seq_len": 9})
+
+
+# Activations and peak on the stack AdapterHub runs (transformers 4.57, adapters 1.3): its decoders build an
+# additive causal mask in the model's dtype even without padding, which sdpa keeps (and which costs it the GQA
+# path). The harness does not turn gradient checkpointing on, so only runs without it are compared. Left out,
+# and measured in docs/notes/adapters.md: Pfeiffer (seq_bn: the model's own norm applied again before the
+# adapter) on Gemma2/Gemma3, -5 to -7.5 % activations, and GPT-2, +1.5 to +2.9 %.
+ACT_OPTIONS = {"bf16-sdpa-b2": {"dtype": "bf16", "attn_implementation": "sdpa", "batch_size": 2, "seq_len": 9},
+               "fp32-eager-b1": {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 1, "seq_len": 23}}
+ACT_CASES = [(mt, mid, oid) for mt in SUPPORTED for mid in METHODS for oid in ACT_OPTIONS
+             if mt != "gpt2" and not (mt in ("gemma2", "gemma3_text") and mid != "double_seq_bn_rf5")]
+
+
+@pytest.fixture(scope="module")
+def measured_steps():
+    requests = [{"config": TINY[mt], "method": METHODS[mid], "training": ACT_OPTIONS[oid], "what": ["static", "activations", "peak"]}
+                for mt, mid, oid in ACT_CASES]
+    return dict(zip(ACT_CASES, measure_adapters_batch(requests)))
+
+
+@pytest.mark.parametrize("case", ACT_CASES, ids=lambda c: "-".join(c))
+def test_adapter_activations_and_peak(measured_steps, case):
+    mt, mid, oid = case
+    got = measured_steps[case]
+    assert "error" not in got, got.get("error")
+    est = pf.estimate(TINY[mt], METHODS[mid], {**ACT_OPTIONS[oid], "device": "cpu"}).training
+    assert est["activations_bytes"] == pytest.approx(got["activations_bytes"], rel=0.005)
+    assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=0.005)

@@ -224,6 +224,10 @@ class Ctx:
     q4: str | None = None  # QLoRA: the 4-bit layers' compute dtype
     q4_storage: str | None = None  # ... and the dtype their weights were loaded in (what dequantize_4bit returns)
     labels: int = -1  # the loss's shifted labels' storage
+    # AdapterHub's adapters run on transformers 4.x, whose decoders build an additive causal mask in the model's
+    # dtype (batch, 1, s, s) even without padding, so sdpa gets it (no GQA path) and keeps it
+    additive_mask: bool = False
+    masks: dict = field(default_factory=dict)  # the attention masks built, by layer kind
     norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
     cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
     scope: list = field(default_factory=list)  # what the base model's forward holds until it returns (embeddings, masks)
@@ -250,7 +254,17 @@ def bottleneck(ctx: Ctx, x: T, place: str) -> T:
     else:
         a = g.unary_saves_input(down, f"{place}_adapter {act}")
     up = g.linear(a, ctx.rows, h, w_rg=True, name=f"{place}_adapter up", in_features=r)
-    return g.add(up, x, f"{place}_adapter residual")
+    # up * scaling: a Python float (a new tensor, nothing kept), or a learned scalar / per-channel vector, which
+    # keeps ``up`` for its gradient
+    scale = None if isinstance(m.scaling, float) else T(Poly.const(h if m.scaling == "channel" else 1), up.dtype, True, None)
+    out = g.mul(up, scale, f"{place}_adapter scaling", numel=up.numel)
+    if m.use_gating:  # sigmoid(gate(x)) (Linear(h, 1)), its mean over the sequence, times the output: both kept
+        gate = g.linear(x, ctx.rows, 1, w_rg=True, name=f"{place}_adapter gate", in_features=h)
+        gate = g.unary_saves_output(gate, f"{place}_adapter gate sigmoid")
+        mean = g.node(g.new(B, gate.dtype, True, f"{place}_adapter gate mean"), [gate], [("g", 0, gate.bytes())],
+                      name=f"{place}_adapter gate mean")
+        out = g.mul(out, mean, f"{place}_adapter gating", numel=out.numel)
+    return g.add(out, x, f"{place}_adapter residual")
 
 
 def _setup(ctx: Ctx) -> None:
@@ -561,7 +575,8 @@ def rotary_sliced(ctx: Ctx, q: T, k: T, nh: int, nkv: int, d: int, cos: T, sin: 
     return out[0], out[1]
 
 
-def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: str, mask: bool, softcap: bool = False,
+def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: str, mask: bool, mask_t: T | None = None,
+              softcap: bool = False,
               kv_len: Poly | None = None, gqa_ok: bool = True, contiguous: tuple[bool, bool, bool] = (False, False, False),
               softmax_fp32: bool = True) -> T:
     """Scaled dot-product attention as transformers calls it; returns the (b, s, nh*d) input of o_proj."""
@@ -626,8 +641,8 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
     out = g.new(b_seq * (nh * d), q.dtype, rg, "sdpa out")
     lse = g.new(b_seq * nh, "fp32", False, "sdpa logsumexp")
     saved = (q, k, v, out, lse)
-    if rg and mask and impl == "sdpa":
-        saved += (g.new(b_seq * kvl, q.dtype, False, "sdpa additive mask"),)
+    if rg and mask and impl == "sdpa":  # the additive mask it was given, or the one the kernel makes of a bool mask
+        saved += (mask_t,) if ctx.additive_mask else (g.new(b_seq * kvl, q.dtype, False, "sdpa additive mask"),)
     prog = [("g", i, t.bytes()) for i, t in enumerate((q, k, v)) if t.rg]
     out = g.node(out, [q, k, v], prog, saved, "sdpa")
     g.touch(*held)
@@ -722,9 +737,9 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     else:
         kv_len = None
     impl = ctx.attn
-    mask = bool(ctx.kv_extra) or ctx.padding_mask or (layer_type == "sliding_attention" and ctx.sliding_active)
+    mask = bool(ctx.kv_extra) or ctx.padding_mask or (layer_type == "sliding_attention" and ctx.sliding_active) or ctx.additive_mask
     cat_rotary = mt == "phi3"  # phi3's rotary ends in torch.cat: contiguous q and k
-    a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, kv_len=kv_len,
+    a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, mask_t=ctx.masks.get(layer_type), kv_len=kv_len,
                   softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping")),
                   contiguous=(cat_rotary, cat_rotary or bool(ctx.kv_extra), bool(ctx.kv_extra)))
     if mt == "phi3" and impl == "sdpa":
@@ -983,13 +998,15 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     # Gemma2/3 build the mask of both kinds (full and sliding) whatever their layers use
     kinds = set(layer_types) | ({"full_attention", "sliding_attention"} if mt in ("gemma2", "gemma3_text") else set())
     masks: dict[str, T] = {}
+    ctx.additive_mask = isinstance(method, Adapter) and mt not in ("gpt2", "opt", "gpt_neox")
     for kind in sorted(kinds):
-        if ctx.attn == "eager":  # additive, in the model's dtype
+        if ctx.attn == "eager" or ctx.additive_mask:  # additive, in the model's dtype
             masks[kind] = g.new(B * seq * kv, dtype, False, f"causal mask ({kind})")
         elif ctx.kv_extra or ctx.padding_mask or (kind == "sliding_attention" and sliding_active):  # sdpa: bool, where built
             rows_mask = B * seq if (ctx.kv_extra or ctx.padding_mask) else seq  # no padding: batch dim 1
             masks[kind] = g.new(rows_mask * kv, "bool", False, f"attention mask ({kind})")
     ctx.scope += masks.values()
+    ctx.masks = masks
     # rotary cos/sin: (1, S, d) in the model dtype, shared by all layers
     rot_dim = _derived(cfg, "rotary_dim") if mt not in ("gpt2", "opt") else 0
     cos_dtype = "fp32" if mt == "olmo2" else dtype  # Olmo2's rotary keeps cos/sin in fp32 and casts q/k back
