@@ -265,3 +265,14 @@ def embedding_end_cases() -> list[tuple[str, dict, dict, dict]]:
              {"batch_size": 1, "seq_len": 7, "dtype": "fp32", "attn_implementation": "sdpa", "optimizer": "sgd",
               "gradient_checkpointing": False})
             for mt in TINY for tie in (True, False)]
+
+
+# ---- bottleneck adapters (AdapterHub, measured in its own virtualenv) ----------------------------------
+ADAPTER_METHODS = {
+    "seq_bn": {"name": "adapter", "config": "seq_bn"},
+    "double_seq_bn_rf5": {"name": "adapter", "config": "double_seq_bn", "reduction_factor": 5},
+    "seq_bn_gating_channel": {"name": "adapter", "config": "seq_bn", "reduction_factor": 3, "use_gating": True, "scaling": "channel"},
+}
+# training steps measured for activations and peak (the adapters harness does not turn checkpointing on)
+ADAPTER_STEP_OPTIONS = {"bf16-sdpa-b2": {"dtype": "bf16", "attn_implementation": "sdpa", "batch_size": 2, "seq_len": 9},
+                        "fp32-eager-b1": {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 1, "seq_len": 23}}
