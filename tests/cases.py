@@ -273,6 +273,8 @@ ADAPTER_METHODS = {
     "double_seq_bn_rf5": {"name": "adapter", "config": "double_seq_bn", "reduction_factor": 5},
     "seq_bn_gating_channel": {"name": "adapter", "config": "seq_bn", "reduction_factor": 3, "use_gating": True, "scaling": "channel"},
 }
-# training steps measured for activations and peak (the adapters harness does not turn checkpointing on)
+# training steps measured for activations and peak (checkpointing: non-reentrant, as the estimate models it)
 ADAPTER_STEP_OPTIONS = {"bf16-sdpa-b2": {"dtype": "bf16", "attn_implementation": "sdpa", "batch_size": 2, "seq_len": 9},
-                        "fp32-eager-b1": {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 1, "seq_len": 23}}
+                        "fp32-eager-b1": {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 1, "seq_len": 23},
+                        "fp32-eager-ckpt-b3": {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 3, "seq_len": 17,
+                                               "gradient_checkpointing": True}}

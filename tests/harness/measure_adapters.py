@@ -172,6 +172,8 @@ def _build(request):
             p.data = p.data.to(dtype)
             cast.append(n)
     model.train()
+    if training.get("gradient_checkpointing"):  # non-reentrant, as the estimate models it (transformers 5's default)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": bool(training.get("use_reentrant", False))})
     return model, adapter_config, dtype, base_param_names, cast, transformers.__version__, adapters.__version__
 
 
