@@ -9,10 +9,9 @@ each named storage. See docs/notes/activations.md for the measured inventory thi
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
 import gc as _gc
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
