@@ -21,7 +21,7 @@ from . import trace
 from .architectures import Layout, Linear
 from .graph import Graph, Node, Storage, T, backward, esize, forward, promote, winners_matrix
 from .methods import Method
-from .methods.adapter import Adapter
+from .methods.adapter import HOOKED, Adapter
 from .methods.ia3 import IA3
 from .methods.lora import LoRA
 from .methods.p_tuning import PTuning
@@ -223,9 +223,11 @@ class Ctx:
     q4: str | None = None  # QLoRA: the 4-bit layers' compute dtype
     q4_storage: str | None = None  # ... and the dtype their weights were loaded in (what dequantize_4bit returns)
     labels: int = -1  # the loss's shifted labels' storage
-    # AdapterHub's adapters run on transformers 4.x, whose decoders build an additive causal mask in the model's
-    # dtype (batch, 1, s, s) even without padding, so sdpa gets it (no GQA path) and keeps it
-    additive_mask: bool = False
+    # AdapterHub's adapters run on transformers 4.x, whose decoders build the causal mask even without padding:
+    # (batch, 1, s, s), bool for sdpa (which then has no GQA path, and keeps its own additive copy in each
+    # layer whose attention has inputs that require grad), additive in the model's dtype for eager
+    mask_always: bool = False
+    adapter_hooked: bool = False  # adapters runs through its plugin interface's hooks (methods.adapter.HOOKED)
     masks: dict = field(default_factory=dict)  # the attention masks built, by layer kind
     norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
     cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
@@ -237,8 +239,9 @@ class Ctx:
         return self.g.dropout(x, p, "bool" if self.device == "cuda" else x.dtype, name)
 
 
-def bottleneck(ctx: Ctx, x: T, place: str) -> T:
-    """An AdapterHub bottleneck adapter on a layer output: down (h -> h/rf), activation, up, + its input."""
+def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
+    """An AdapterHub bottleneck adapter on a layer output ``x``: down (h -> h/rf), activation, up, + its
+    input. ``residual``: the residual stream the branch started from (what the plugin interface's hooks see)."""
     m = ctx.method
     if not isinstance(m, Adapter):
         return x
@@ -246,6 +249,17 @@ def bottleneck(ctx: Ctx, x: T, place: str) -> T:
         return x
     g, h = ctx.g, ctx.cfg["hidden_size"]
     r = m.bottleneck(h)
+    skip = x
+    if ctx.adapter_hooked and m.setting("original_ln_before"):
+        # the adapter's pre_forward adds the residual stream to its input and re-applies the model's norm where
+        # the interface names one (Gemma2/3: post_attention_ / post_feedforward_layernorm, frozen)
+        added = g.add(x, residual, f"{place}_adapter + residual")
+        normed = (rms_norm(ctx, added, h, w_rg=False, style="gemma", name=f"{place}_adapter original_ln_before")
+                  if HOOKED[ctx.cfg["model_type"]] else added)
+        # what the adapter's output is added to: its input as it came (residual_before_ln True), after the add
+        # ("post_add") or after the norm (False)
+        skip = x if m.residual_before_ln is True else added if m.residual_before_ln == "post_add" else normed
+        x = normed
     down = g.linear(x, ctx.rows, r, w_rg=True, name=f"{place}_adapter down", in_features=h)
     act = m.setting("non_linearity") or "relu"
     if act.lower() in ("relu",):
@@ -263,7 +277,7 @@ def bottleneck(ctx: Ctx, x: T, place: str) -> T:
         mean = g.node(g.new(B, gate.dtype, True, f"{place}_adapter gate mean"), [gate], [("g", 0, gate.bytes())],
                       name=f"{place}_adapter gate mean")
         out = g.mul(out, mean, f"{place}_adapter gating", numel=out.numel)
-    return g.add(out, x, f"{place}_adapter residual")
+    return g.add(out, skip, f"{place}_adapter residual")
 
 
 def _setup(ctx: Ctx) -> None:
@@ -641,7 +655,7 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
     lse = g.new(b_seq * nh, "fp32", False, "sdpa logsumexp")
     saved = (q, k, v, out, lse)
     if rg and mask and impl == "sdpa":  # the additive mask it was given, or the one the kernel makes of a bool mask
-        saved += (mask_t,) if ctx.additive_mask else (g.new(b_seq * kvl, q.dtype, False, "sdpa additive mask"),)
+        saved += (g.new(b_seq * kvl, q.dtype, False, "sdpa additive mask"),)
     prog = [("g", i, t.bytes()) for i, t in enumerate((q, k, v)) if t.rg]
     out = g.node(out, [q, k, v], prog, saved, "sdpa")
     g.touch(*held)
@@ -736,7 +750,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     else:
         kv_len = None
     impl = ctx.attn
-    mask = bool(ctx.kv_extra) or ctx.padding_mask or (layer_type == "sliding_attention" and ctx.sliding_active) or ctx.additive_mask
+    mask = bool(ctx.kv_extra) or ctx.padding_mask or (layer_type == "sliding_attention" and ctx.sliding_active) or ctx.mask_always
     cat_rotary = mt == "phi3"  # phi3's rotary ends in torch.cat: contiguous q and k
     a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, mask_t=ctx.masks.get(layer_type), kv_len=kv_len,
                   softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping")),
@@ -753,9 +767,11 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
             o = g.mul(o, None, "residual_multiplier")
         return g.add(residual, o, "residual add")
 
-    o = bottleneck(ctx, linear(ctx, a, _lin(layout, "o"), i), "attention")
+    o = bottleneck(ctx, linear(ctx, a, _lin(layout, "o"), i), "attention", residual)
     g.touch(hs, q, k, v)
     x = residual = close(o, residual, "post_attention_layernorm")
+    if ctx.adapter_hooked:  # adapters' pre-hook on the next norm keeps it in the ForwardContext
+        g.storages[x.sid].handed_on = True
     if post_norm_only:
         hs = x
     elif sandwich:
@@ -779,7 +795,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         up = linear(ctx, hs, _lin(layout, "up"), i)
         m = g.mul(act, up, "act*up")
         down = _lin(layout, "down")
-    o = bottleneck(ctx, linear(ctx, m, down, i), "output")
+    o = bottleneck(ctx, linear(ctx, m, down, i), "output", residual)
     g.touch(hs)
     out = close(o, residual, "post_feedforward_layernorm")
     g.scope = ""
@@ -835,12 +851,12 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
                     softmax_fp32=mt != "gpt2" or bool(g.autocast))  # autocast runs softmax in fp32
     if mt == "gpt_neox" and impl == "sdpa":
         att = g.copy(att, "attn out contiguous")
-    o = bottleneck(ctx, linear(ctx, att, _lin(layout, "o"), i), "attention")
+    o = bottleneck(ctx, linear(ctx, att, _lin(layout, "o"), i), "attention", residual)
     g.touch(a, q, k, v)
     o = ctx.drop(o, resid_p, "resid dropout")
     if mt == "gpt_neox" and cfg.get("use_parallel_residual", True):
         m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm")
-        mlp_out = _ln_mlp(ctx, m_in, i, resid_p)
+        mlp_out = _ln_mlp(ctx, m_in, i, resid_p, residual)
         tmp = g.add(mlp_out, o, "mlp+attn")
         out = g.add(tmp, residual, "residual add")
         g.scope = ""
@@ -848,7 +864,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     x = g.add(residual, o, "residual add")
     residual = x
     m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm")
-    mlp_out = _ln_mlp(ctx, m_in, i, resid_p)
+    mlp_out = _ln_mlp(ctx, m_in, i, resid_p, residual)
     out = g.add(residual, mlp_out, "residual add")
     if mt == "gpt2":  # GPT2Block's attn_output (after its dropout) lives until the block returns
         g.touch(o)
@@ -856,7 +872,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     return out
 
 
-def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float) -> T:
+def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float, residual: T) -> T:
     g, cfg, layout = ctx.g, ctx.cfg, ctx.layout
     up = linear(ctx, x, _lin(layout, "up"), i)
     act_name = cfg.get("activation_function") or cfg.get("hidden_act") or "gelu"
@@ -871,7 +887,7 @@ def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float) -> T:
         act = g.unary_saves_output(up, "relu")
     else:
         act = g.unary_saves_input(up, act_name)
-    o = bottleneck(ctx, linear(ctx, act, _lin(layout, "down"), i), "output")
+    o = bottleneck(ctx, linear(ctx, act, _lin(layout, "down"), i), "output", residual)
     if cfg["model_type"] != "opt":  # GPT-2's hidden_states / GPT-NeoX's MLP module call hold the norm's output;
         g.touch(x)  # OPT's layer calls fc1 itself and rebinds it
     if cfg["model_type"] == "gpt2":
@@ -969,7 +985,9 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     emb_dim = cfg.get("word_embed_proj_dim") or h
     emb = word_emb = g.new(B * S * emb_dim, dtype, ctx.full or train.gradient_checkpointing, "embed_tokens")
     if mt in ("gemma", "gemma2", "gemma3_text"):  # Gemma*TextScaledWordEmbedding: * sqrt(h) inside the module
-        emb = word_emb = g.mul(emb, T(Poly.const(1), dtype, False, None), "embed scale")
+        emb = g.mul(emb, T(Poly.const(1), dtype, False, None), "embed scale")
+        if not (mt == "gemma2" and isinstance(method, Adapter)):  # (transformers 4.x's Gemma2Model scales it itself)
+            word_emb = emb
     if ctx.kv_extra:  # PEFT's get_prompt: the prefix encoder's output for every layer, cast to the model dtype
         kv_dim = cfg["num_key_value_heads"] * cfg["head_dim"] if "num_key_value_heads" in cfg else h
         if getattr(method, "prefix_projection", False):
@@ -997,12 +1015,13 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     # Gemma2/3 build the mask of both kinds (full and sliding) whatever their layers use
     kinds = set(layer_types) | ({"full_attention", "sliding_attention"} if mt in ("gemma2", "gemma3_text") else set())
     masks: dict[str, T] = {}
-    ctx.additive_mask = isinstance(method, Adapter) and mt not in ("gpt2", "opt", "gpt_neox")
+    ctx.mask_always = isinstance(method, Adapter) and mt not in ("gpt2", "opt", "gpt_neox")
+    ctx.adapter_hooked = isinstance(method, Adapter) and mt in HOOKED
     for kind in sorted(kinds):
-        if ctx.attn == "eager" or ctx.additive_mask:  # additive, in the model's dtype
+        if ctx.attn == "eager":  # additive, in the model's dtype
             masks[kind] = g.new(B * seq * kv, dtype, False, f"causal mask ({kind})")
-        elif ctx.kv_extra or ctx.padding_mask or (kind == "sliding_attention" and sliding_active):  # sdpa: bool, where built
-            rows_mask = B * seq if (ctx.kv_extra or ctx.padding_mask) else seq  # no padding: batch dim 1
+        elif ctx.kv_extra or ctx.padding_mask or ctx.mask_always or (kind == "sliding_attention" and sliding_active):  # sdpa: bool, where built
+            rows_mask = B * seq if (ctx.kv_extra or ctx.padding_mask or ctx.mask_always) else seq  # no padding: batch dim 1
             masks[kind] = g.new(rows_mask * kv, "bool", False, f"attention mask ({kind})")
     ctx.scope += masks.values()
     ctx.masks = masks
@@ -1010,7 +1029,9 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     rot_dim = _derived(cfg, "rotary_dim") if mt not in ("gpt2", "opt") else 0
     cos_dtype = "fp32" if mt == "olmo2" else dtype  # Olmo2's rotary keeps cos/sin in fp32 and casts q/k back
     # Gemma3 computes one pair per layer type (local and global rope bases), each passed to its layers
-    rope_kinds = sorted(set(layer_types)) if mt == "gemma3_text" else [None]
+    # (transformers 4.x, under adapters: both pairs, each layer gets both)
+    rope_kinds = [None] if mt != "gemma3_text" else sorted(
+        {"full_attention", "sliding_attention"} if isinstance(method, Adapter) else set(layer_types))
     rope = {kind: (g.new(seq * rot_dim, cos_dtype, False, "rotary cos" + (f" ({kind})" if len(rope_kinds) > 1 else "")),
                    g.new(seq * rot_dim, cos_dtype, False, "rotary sin" + (f" ({kind})" if len(rope_kinds) > 1 else "")))
             for kind in rope_kinds}
@@ -1067,6 +1088,12 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
                 s_.saved = False
             g.save(x_in)  # ...and keeps the layer's input
         per_layer_polys.append(layer_alive)
+    if gc and ctx.adapter_hooked:
+        # each checkpoint's context_fn holds adapters' ForwardContext until its layer's backward: the residual
+        # the top layer's hooks left in it outlives the forward
+        for st in g.storages[top_storages:]:
+            if st.handed_on:
+                st.saved = st.pinned = True
     if gc:  # the position ids, the rotary cos/sin and the attention masks are inputs of every checkpointed layer
         for pair in rope.values():
             g.save(*pair)
@@ -1194,7 +1221,9 @@ def _candidates(total: Poly, names: list, moments: list, blocks: list) -> dict[s
 def _recompute(g: Graph, lo: int, hi: int, first_storage: int, end_storage: int) -> tuple:
     """What a checkpointed layer's first node that unpacks a saved tensor recomputes: (its nodes lo..hi, the
     storages it saved that the checkpoint dropped, its first storage)."""
-    sids = [k for k in range(first_storage, end_storage) if g.storages[k].savers and not g.storages[k].saved]
+    # (a storage handed on is held throughout: the copy made by the layer above's recompute stands in for it)
+    sids = [k for k in range(first_storage, end_storage) if g.storages[k].savers and not g.storages[k].saved
+            and not g.storages[k].handed_on]
     # non-reentrant checkpointing stops as soon as the last tensor of the original forward is packed again.
     # An op packs the inputs it saves before it runs (its output does not exist yet) and its own output after
     last = max((nd for nd in g.nodes[lo:hi] if nd.saved or nd.param), key=lambda nd: nd.at, default=None)
@@ -1357,7 +1386,7 @@ class _LayerCopy:
     prefix: str
     before: int
     first_node: int
-    storages: list  # (name, nbytes, saved, output, savers, pinned) as built
+    storages: list  # (name, nbytes, saved, output, savers, pinned, handed_on) as built
     nodes: list
     last_use: list  # (storage, last reader) with the reader inside the layer
     outside_savers: dict  # storage outside the layer -> nodes of the layer that saved it
@@ -1375,7 +1404,7 @@ def _snapshot(g: Graph, i: int, before: int, first_node: int, x_in: T, out: T, c
                 outside[sid] = outside.get(sid, 0) + 1
     return _LayerCopy(
         f"layers.{i}.", before, first_node,
-        [(s.name, s.nbytes, s.saved, s.output, s.savers, s.pinned) for s in g.storages[before:]],
+        [(s.name, s.nbytes, s.saved, s.output, s.savers, s.pinned, s.handed_on) for s in g.storages[before:]],
         g.nodes[first_node:], [(k, t) for k, t in g.last_use.items() if before <= t < after], outside, x_in, out, list(cache))
 
 
@@ -1399,7 +1428,7 @@ def _copy_layer(g: Graph, ctx: Ctx, rec: tuple, x_in: T, i: int) -> tuple:
     def name(s):
         return prefix + s[len(c.prefix):] if s.startswith(c.prefix) else s
 
-    g.storages += [Storage(name(n), nb, sv, op, svs, pn) for n, nb, sv, op, svs, pn in c.storages]
+    g.storages += [Storage(name(n), *rest) for n, *rest in c.storages]
     g.nodes += [Node(tuple(fn(f) for f in nd.inputs), tuple(sid(k) for k in nd.saved), nd.prog, name(nd.name), nd.multi, nd.param,
                      nd.at + ds if nd.at >= c.before else nd.at) for nd in c.nodes]
     last_use = g.last_use

@@ -61,6 +61,10 @@ class Storage:
     output: bool = False
     savers: int = 0  # autograd nodes that saved it
     pinned: bool = False  # held by something other than a node (a checkpoint's inputs, a cache)
+    # held by a reference outside autograd that each checkpointed layer's recompute in backward moves to its own
+    # copy (AdapterHub's ForwardContext keeps the last residual its hooks saw): a recompute makes it, the copy
+    # held before goes, and it stays past its readers
+    handed_on: bool = False
 
 
 # backward events of a node, in order:
@@ -378,7 +382,8 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
         if recompute and recompute[0] <= n < recompute[1] and (node.saved or node.param):
             sids = recompute[2]
             if sids:  # the layer's forward reruns until the op that saves the last of its tensors has run
-                for _, p in forward(g, recompute[3], recompute[4], live, lambda k: storages[k].savers > 0, held_before=False):
+                for _, p in forward(g, recompute[3], recompute[4], live, lambda k: storages[k].savers > 0, held_before=False,
+                                    recompute=True):
                     grew[0] = False  # the forward's local maxima, with frees between them
                     push(n, p)
             for sid in sids:
@@ -480,16 +485,19 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     return Backward(moments, live, start_of)
 
 
-def forward(g: Graph, first: int, end: int, base: Poly, kept, held_before: bool = True) -> list[tuple[int, Poly]]:
+def forward(g: Graph, first: int, end: int, base: Poly, kept, held_before: bool = True,
+            recompute: bool = False) -> list[tuple[int, Poly]]:
     """Live bytes as a forward creates storages ``first..end-1``: each is freed after the last op that reads
     it, unless ``kept(sid)`` (saved for backward, an output). Returns (storage just created, live bytes) at
     each local maximum. ``held_before``: storages made before ``first`` and read after it are alive on top of
     ``base`` until their last reader (the original forward); a checkpoint's recompute in backward has them in
-    ``base`` already, or not at all."""
+    ``base`` already, or not at all. ``recompute``: a storage ``handed_on`` replaces the copy ``base`` holds
+    as soon as it is made (:class:`Storage`)."""
     storages, last_use = g.storages, g.last_use
     frees: dict[int, list[int]] = {}
+    handed = {k for k in range(first, end) if storages[k].handed_on} if recompute else set()
     for k in range(first, end):
-        if not kept(k):
+        if not kept(k) and k not in handed:
             frees.setdefault(max(last_use.get(k, k), k), []).append(k)
     for k, t in last_use.items() if held_before else ():  # made before, still to be read (the layer's input)
         if k < first and t >= first and not kept(k):
@@ -504,6 +512,9 @@ def forward(g: Graph, first: int, end: int, base: Poly, kept, held_before: bool 
         else:
             out.append((k, live))
         grew = True
+        if k in handed:  # the copy held before goes
+            live = live - storages[k].nbytes
+            grew = False
         for j in frees.get(k, ()):
             live = live - storages[j].nbytes
             grew = False

@@ -18,10 +18,15 @@ from .base import Method, ParamTable, Tensor, base_tensors
 # built-in plugin interfaces (qwen2, qwen3, gemma2, gemma3_text); the others fail in adapters.init with
 # "Model <type> not pre-supported by adapters" (docs/notes/adapters.md)
 SUPPORTED = ("llama", "mistral", "gpt2", "qwen2", "qwen3", "gemma2", "gemma3_text")
+# the plugin-interface types (adapters/wrappers/interfaces.py): forward hooks on the attention's and the MLP's
+# output projections run the adapters, with the residual stream that pre-hooks on the next norms left in the
+# ForwardContext; True where the interface names the model's own norms (layer_ln_1/2), which an adapter with
+# original_ln_before re-applies
+HOOKED = {"qwen2": False, "qwen3": False, "gemma2": True, "gemma3_text": True}
 
 PRESETS = {
-    "seq_bn": dict(mh_adapter=False, output_adapter=True, reduction_factor=16, non_linearity="relu"),
-    "pfeiffer": dict(mh_adapter=False, output_adapter=True, reduction_factor=16, non_linearity="relu"),
+    "seq_bn": dict(mh_adapter=False, output_adapter=True, reduction_factor=16, non_linearity="relu", original_ln_before=True),
+    "pfeiffer": dict(mh_adapter=False, output_adapter=True, reduction_factor=16, non_linearity="relu", original_ln_before=True),
     "double_seq_bn": dict(mh_adapter=True, output_adapter=True, reduction_factor=16, non_linearity="swish", original_ln_before=False),
     "houlsby": dict(mh_adapter=True, output_adapter=True, reduction_factor=16, non_linearity="swish", original_ln_before=False),
 }
