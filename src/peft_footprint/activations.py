@@ -250,12 +250,12 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
     g, h = ctx.g, ctx.cfg["hidden_size"]
     r = m.bottleneck(h)
     skip = x
-    if ctx.adapter_hooked and m.setting("original_ln_before"):
+    if m.setting("original_ln_before"):
         # the adapter's pre_forward adds the residual stream to its input and re-applies the model's norm where
-        # the interface names one (Gemma2/3: post_attention_ / post_feedforward_layernorm, frozen)
+        # adapters' plugin interface names one (Gemma2/3: post_attention_ / post_feedforward_layernorm, frozen)
         added = g.add(x, residual, f"{place}_adapter + residual")
         normed = (rms_norm(ctx, added, h, w_rg=False, style="gemma", name=f"{place}_adapter original_ln_before")
-                  if HOOKED[ctx.cfg["model_type"]] else added)
+                  if HOOKED.get(ctx.cfg["model_type"]) else added)
         # what the adapter's output is added to: its input as it came (residual_before_ln True), after the add
         # ("post_add") or after the norm (False)
         skip = x if m.residual_before_ln is True else added if m.residual_before_ln == "post_add" else normed
@@ -769,6 +769,8 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
 
     o = bottleneck(ctx, linear(ctx, a, _lin(layout, "o"), i), "attention", residual)
     g.touch(hs, q, k, v)
+    if ctx.adapter_hooked:  # the adapter ran in a hook of o_proj's call: its argument was alive throughout
+        g.touch(a)
     x = residual = close(o, residual, "post_attention_layernorm")
     if ctx.adapter_hooked:  # adapters' pre-hook on the next norm keeps it in the ForwardContext
         g.storages[x.sid].handed_on = True
@@ -797,6 +799,8 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         down = _lin(layout, "down")
     o = bottleneck(ctx, linear(ctx, m, down, i), "output", residual)
     g.touch(hs)
+    if ctx.adapter_hooked:  # (in a hook of down_proj's call)
+        g.touch(m)
     out = close(o, residual, "post_feedforward_layernorm")
     g.scope = ""
     return out
@@ -846,17 +850,23 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
             g.keep(v)
         ctx.cache += [k, v]
     neox = mt == "gpt_neox"  # rotary ends in torch.cat: contiguous q and k
-    att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=bool(ctx.kv_extra) or ctx.padding_mask, kv_len=kv_len,
+    att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=bool(ctx.kv_extra) or ctx.padding_mask or ctx.mask_always, kv_len=kv_len,
                     contiguous=(neox, neox or bool(ctx.kv_extra), bool(ctx.kv_extra)),
                     softmax_fp32=mt != "gpt2" or bool(g.autocast))  # autocast runs softmax in fp32
     if mt == "gpt_neox" and impl == "sdpa":
         att = g.copy(att, "attn out contiguous")
-    o = bottleneck(ctx, linear(ctx, att, _lin(layout, "o"), i), "attention", residual)
-    g.touch(a, q, k, v)
-    o = ctx.drop(o, resid_p, "resid dropout")
+    o = linear(ctx, att, _lin(layout, "o"), i)
+    if isinstance(ctx.method, Adapter):  # adapters' GPT-2 block runs its adapters on what the attention and
+        # the MLP return (after their dropout); the adapter's last add is the residual add
+        o = attn_output = ctx.drop(o, resid_p, "resid dropout")
+        o = bottleneck(ctx, o, "attention", residual)
+        g.touch(a, q, k, v)
+    else:
+        g.touch(a, q, k, v)
+        o = attn_output = ctx.drop(o, resid_p, "resid dropout")
     if mt == "gpt_neox" and cfg.get("use_parallel_residual", True):
         m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm")
-        mlp_out = _ln_mlp(ctx, m_in, i, resid_p, residual)
+        mlp_out = _ln_mlp(ctx, m_in, i, resid_p)
         tmp = g.add(mlp_out, o, "mlp+attn")
         out = g.add(tmp, residual, "residual add")
         g.scope = ""
@@ -864,15 +874,15 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     x = g.add(residual, o, "residual add")
     residual = x
     m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm")
-    mlp_out = _ln_mlp(ctx, m_in, i, resid_p, residual)
+    mlp_out = bottleneck(ctx, _ln_mlp(ctx, m_in, i, resid_p), "output", residual)
     out = g.add(residual, mlp_out, "residual add")
-    if mt == "gpt2":  # GPT2Block's attn_output (after its dropout) lives until the block returns
-        g.touch(o)
+    if mt == "gpt2":  # GPT2Block's attn_output (after its dropout) and ln_2's output live until the block returns
+        g.touch(attn_output, m_in)
     g.scope = ""
     return out
 
 
-def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float, residual: T) -> T:
+def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float) -> T:
     g, cfg, layout = ctx.g, ctx.cfg, ctx.layout
     up = linear(ctx, x, _lin(layout, "up"), i)
     act_name = cfg.get("activation_function") or cfg.get("hidden_act") or "gelu"
@@ -887,7 +897,7 @@ def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float, residual: T) -> T:
         act = g.unary_saves_output(up, "relu")
     else:
         act = g.unary_saves_input(up, act_name)
-    o = bottleneck(ctx, linear(ctx, act, _lin(layout, "down"), i), "output", residual)
+    o = linear(ctx, act, _lin(layout, "down"), i)
     if cfg["model_type"] != "opt":  # GPT-2's hidden_states / GPT-NeoX's MLP module call hold the norm's output;
         g.touch(x)  # OPT's layer calls fc1 itself and rebinds it
     if cfg["model_type"] == "gpt2":
@@ -1015,7 +1025,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     # Gemma2/3 build the mask of both kinds (full and sliding) whatever their layers use
     kinds = set(layer_types) | ({"full_attention", "sliding_attention"} if mt in ("gemma2", "gemma3_text") else set())
     masks: dict[str, T] = {}
-    ctx.mask_always = isinstance(method, Adapter) and mt not in ("gpt2", "opt", "gpt_neox")
+    ctx.mask_always = isinstance(method, Adapter)
     ctx.adapter_hooked = isinstance(method, Adapter) and mt in HOOKED
     for kind in sorted(kinds):
         if ctx.attn == "eager":  # additive, in the model's dtype
@@ -1218,17 +1228,31 @@ def _candidates(total: Poly, names: list, moments: list, blocks: list) -> dict[s
     return cands
 
 
-def _recompute(g: Graph, lo: int, hi: int, first_storage: int, end_storage: int) -> tuple:
+def _recompute(g: Graph, lo: int, hi: int, first_storage: int, end_storage: int, x_in: T, released: Poly = ZERO) -> tuple:
     """What a checkpointed layer's first node that unpacks a saved tensor recomputes: (its nodes lo..hi, the
-    storages it saved that the checkpoint dropped, its first storage)."""
-    # (a storage handed on is held throughout: the copy made by the layer above's recompute stands in for it)
-    sids = [k for k in range(first_storage, end_storage) if g.storages[k].savers and not g.storages[k].saved
-            and not g.storages[k].handed_on]
+    storages it saved that the checkpoint dropped, its first storage, its end, the storages held past the
+    layer's backward, ``released``: the bytes the layer above held so), the bytes it holds so, and whether its
+    input is among them.
+
+    A storage ``handed_on`` (the residual adapters' ForwardContext keeps) is recomputed too, but the copy the
+    layer above left stands in for it until then. The recomputed copy comes with the recompute's own graph,
+    whose nodes keep what they saved: what the layer saved before it (its attention block, the layer's input if
+    its first norm saved it) is held until the layer below's recompute replaces it."""
+    storages = g.storages
+    sids = [k for k in range(first_storage, end_storage) if storages[k].savers and not storages[k].saved
+            and not storages[k].handed_on]
     # non-reentrant checkpointing stops as soon as the last tensor of the original forward is packed again.
     # An op packs the inputs it saves before it runs (its output does not exist yet) and its own output after
     last = max((nd for nd in g.nodes[lo:hi] if nd.saved or nd.param), key=lambda nd: nd.at, default=None)
     end = first_storage if last is None else last.at + 1 if last.at in last.saved else last.at
-    return lo, hi, sids, first_storage, max(end, sids[-1] + 1 if sids else end)
+    end = max(end, sids[-1] + 1 if sids else end)
+    m = next((k for k in range(first_storage, end) if storages[k].handed_on), None)
+    if m is None:
+        return (lo, hi, sids, first_storage, end, (), released), ZERO, False
+    held = [k for k in sids if k < m]
+    in_held = x_in.sid is not None and any(x_in.sid in nd.saved and nd.at < m for nd in g.nodes[lo:hi])
+    held_bytes = Poly.sum([storages[k].nbytes for k in held]) + (x_in.bytes() if in_held else ZERO)
+    return (lo, hi, sids, first_storage, end, held, released), held_bytes, in_held
 
 
 def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, int, int], top_in: T, sigs: list,
@@ -1240,7 +1264,8 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
     of each layer of that kind), for :func:`_finish` to pick the layers that can set the peak."""
     lo, hi, first_storage = top
     alive = {k for k, st in enumerate(g.storages) if st.saved or st.output}
-    run = backward(g, loss.fn, lo, total, alive, _recompute(g, lo, hi, first_storage, len(g.storages)) if gc else None)
+    rc, held, in_held = _recompute(g, lo, hi, first_storage, len(g.storages), top_in) if gc else (None, ZERO, False)
+    run = backward(g, loss.fn, lo, total, alive, rc)
     nodes = g.nodes
     out = [("backward: ", nodes[n].name, p) for n, p in run.moments]
     labels = [n == loss.fn for n, _ in run.moments]  # the loss node's own moments: it still keeps the labels
@@ -1248,12 +1273,16 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
     if len(sigs) < 2 or first is None:
         return out, [], run.end, labels
 
-    def kept_input(x_in: T) -> Poly:  # a checkpoint keeps its layer's input until the layer's backward is done
-        return x_in.bytes() if gc and x_in.sid is not None else ZERO
+    def kept_input(x_in: T, in_held: bool) -> Poly:  # a checkpoint keeps its layer's input until the layer's
+        # backward is done (or the recompute's graph, until the layer below's recompute)
+        return x_in.bytes() if gc and x_in.sid is not None and not in_held else ZERO
 
     start = run.start_of[first]
+    top_delta = run.end - start - kept_input(top_in, in_held)
+    if held:  # a layer below frees what the one above it held: the top's profile as a lower layer's
+        run = backward(g, loss.fn, lo, total, alive, rc[:6] + (held,))
     profiles = {sigs[-1]: [(nodes[n].name, p - start) for n, p in run.moments if lo <= n < hi]}
-    delta = {sigs[-1]: run.end - start - kept_input(top_in)}
+    delta = {sigs[-1]: run.end - start - kept_input(top_in, in_held)}
     for sig in dict.fromkeys(sigs[:-1]):
         if sig in profiles:
             continue
@@ -1261,13 +1290,14 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
         if x_out.fn is None or not (f0 <= x_out.fn < f1):  # nothing in it requires grad
             profiles[sig], delta[sig] = [], ZERO
             continue
-        r = backward(g, x_out.fn, f0, ZERO, alive, _recompute(g, f0, f1, s0, s1) if gc else None, first_grad=x_out.bytes())
+        rc, held, in_held = _recompute(g, f0, f1, s0, s1, x_in) if gc else (None, ZERO, False)
+        r = backward(g, x_out.fn, f0, ZERO, alive, rc[:6] + (held,) if held else rc, first_grad=x_out.bytes())
         at = r.start_of[max(n for n in r.start_of if f0 <= n < f1)]
         profiles[sig] = [(nodes[n].name, p - at) for n, p in r.moments if f0 <= n < f1]
-        delta[sig] = r.end - at - kept_input(x_in)
+        delta[sig] = r.end - at - kept_input(x_in, in_held)
     starts: dict[tuple, list] = {}
     for j in range(len(sigs) - 2, -1, -1):  # live bytes as layer j's backward starts
-        start = start + delta[sigs[j + 1]]
+        start = start + (top_delta if j == len(sigs) - 2 else delta[sigs[j + 1]])
         starts.setdefault(sigs[j], []).append((j, start))
     end = start + delta[sigs[0]]  # the bottom layer's backward done
     return out, [(profiles[sig], js[::-1]) for sig, js in starts.items() if profiles[sig]], end, labels

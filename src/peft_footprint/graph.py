@@ -319,9 +319,12 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     """Run autograd's engine over the nodes ``lo..`` reachable from node ``root`` (the loss).
 
     ``alive``: storage ids alive when backward starts (``start`` bytes in all). ``recompute``: (first node,
-    end node, saved storage ids, first storage, end storage) of a checkpointed layer, whose forward reruns when
-    its first node with saved tensors (or parameters) runs, up to the op that saves the last of them. Gradients sent to
-    nodes before ``lo`` (or to leaves) stay alive; they belong to the layers below.
+    end node, saved storage ids, first storage, end storage, held, released) of a checkpointed layer, whose
+    forward reruns when its first node with saved tensors (or parameters) runs, up to the op that saves the last
+    of them. ``held``: the recomputed storages that outlive the layer's backward (the recompute's own graph
+    keeps them, :class:`Storage` ``handed_on``), ``released``: the bytes the layer above held so, freed when the
+    recompute makes the storage handed on. Gradients sent to nodes before ``lo`` (or to leaves) stay alive;
+    they belong to the layers below.
     """
     nodes, storages = g.nodes, g.storages
     deps: dict[int, int] = {}
@@ -347,13 +350,14 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
 
     grew = [False]  # nothing freed since the last moment: a new one bounds it and replaces it
     recomputed: set[int] = set()  # saved storages the checkpoint recomputed
+    held = set(recompute[5]) if recompute else set()
 
     def unpacked(node: Node, live: Poly) -> Poly:
         """The node's formula has returned. A tensor the checkpoint recomputed is held by the node's unpacked
         local alone (non-reentrant checkpointing drops its own reference at unpack): it goes now if this node is
         its last saver, before the engine's casts and sum_to of the gradients."""
         for sid in node.saved:
-            if sid in recomputed and sid in alive and savers.get(sid, storages[sid].savers) == 1:
+            if sid in recomputed and sid in alive and savers.get(sid, storages[sid].savers) == 1 and sid not in held:
                 st = storages[sid]
                 if not st.pinned and not st.output:
                     alive.discard(sid)
@@ -383,9 +387,11 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             sids = recompute[2]
             if sids:  # the layer's forward reruns until the op that saves the last of its tensors has run
                 for _, p in forward(g, recompute[3], recompute[4], live, lambda k: storages[k].savers > 0, held_before=False,
-                                    recompute=True):
+                                    recompute=True, released=recompute[6]):
                     grew[0] = False  # the forward's local maxima, with frees between them
                     push(n, p)
+                if any(storages[k].handed_on for k in range(recompute[3], recompute[4])):
+                    live = live - recompute[6]
             for sid in sids:
                 if sid not in alive:
                     alive.add(sid)
@@ -453,7 +459,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             left = savers.get(sid, storages[sid].savers) - 1
             savers[sid] = left
             st = storages[sid]
-            if left == 0 and not st.pinned and not st.output and sid in alive:
+            if left == 0 and not st.pinned and not st.output and sid in alive and sid not in held:
                 alive.discard(sid)
                 live = live - st.nbytes
                 grew[0] = False
@@ -486,13 +492,13 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
 
 
 def forward(g: Graph, first: int, end: int, base: Poly, kept, held_before: bool = True,
-            recompute: bool = False) -> list[tuple[int, Poly]]:
+            recompute: bool = False, released: Poly = ZERO) -> list[tuple[int, Poly]]:
     """Live bytes as a forward creates storages ``first..end-1``: each is freed after the last op that reads
     it, unless ``kept(sid)`` (saved for backward, an output). Returns (storage just created, live bytes) at
     each local maximum. ``held_before``: storages made before ``first`` and read after it are alive on top of
     ``base`` until their last reader (the original forward); a checkpoint's recompute in backward has them in
     ``base`` already, or not at all. ``recompute``: a storage ``handed_on`` replaces the copy ``base`` holds
-    as soon as it is made (:class:`Storage`)."""
+    as soon as it is made (:class:`Storage`), and ``released`` bytes go with that copy."""
     storages, last_use = g.storages, g.last_use
     frees: dict[int, list[int]] = {}
     handed = {k for k in range(first, end) if storages[k].handed_on} if recompute else set()
@@ -513,7 +519,7 @@ def forward(g: Graph, first: int, end: int, base: Poly, kept, held_before: bool 
             out.append((k, live))
         grew = True
         if k in handed:  # the copy held before goes
-            live = live - storages[k].nbytes
+            live = live - storages[k].nbytes - released
             grew = False
         for j in frees.get(k, ()):
             live = live - storages[j].nbytes
