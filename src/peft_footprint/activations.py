@@ -614,12 +614,14 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         # returns); each matmul casts its operands under autocast when it runs
         one = ctx.batch_one
         held: list = []
-        if rep > 1 and not (nkv == 1 and one):  # one kv head: repeat_kv is a stride-0 view, copied by matmul if b > 1
+        # one kv head: repeat_kv is a stride-0 view, copied by each matmul when it runs (if b > 1)
+        stride0 = rep > 1 and nkv == 1
+        if rep > 1 and not stride0:
             held = [_repeat_kv(g, k, kv_rows * (nh * d), "repeat_kv k"), _repeat_kv(g, v, kv_rows * (nh * d), "repeat_kv v")]
             k2 = g.autocast_input(held[0], "k")
         else:
             k = g.autocast_input(k, "k")
-            k2 = k if contiguous[1] or one else g.copy(T(kv_rows * (nh * d), k.dtype, k.rg, k.sid, k.fn), "k transpose copy")
+            k2 = k if (contiguous[1] and not stride0) or one else g.copy(T(kv_rows * (nh * d), k.dtype, k.rg, k.sid, k.fn), "k transpose copy")
         q = g.autocast_input(q, "q")
         q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
         probs_n = b_seq * kvl * nh  # b * nh * s * kv
@@ -629,16 +631,17 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             t1 = g.unary_no_save(scores, "softcap div")
             th = g.unary_saves_output(t1, "softcap tanh")
             scores = g.unary_no_save(th, "softcap mul")
-        scores = g.add(scores, None, "scores + mask")
+        scores = attn_weights = g.add(scores, None, "scores + mask")
         if softmax_fp32:  # softmax(dtype=float32) (and autocast's fp32 softmax) runs on an fp32 copy
             scores = g.to(scores, "fp32", "scores fp32")
         probs32 = g.unary_saves_output(scores, "softmax")
         probs = g.to(probs32, q.dtype, "probs cast")
+        g.touch(attn_weights)  # (the variable it was bound to, until the cast's result replaces it)
         if held:
             v2 = g.autocast_input(held[1], "v")
         else:
             v = g.autocast_input(v, "v")
-            v2 = v if contiguous[2] or one else g.copy(T(kv_rows * (nh * d), v.dtype, v.rg, v.sid, v.fn), "v reshape copy")
+            v2 = v if (contiguous[2] and not stride0) or one else g.copy(T(kv_rows * (nh * d), v.dtype, v.rg, v.sid, v.fn), "v reshape copy")
         out = _matmul(g, probs, v2, b_seq * (nh * d), "attn out")
         out = g.copy(out, "attn out transpose")
         g.touch(*held)
@@ -729,6 +732,9 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         k = linear(ctx, hs, _lin(layout, "k"), i)
         k = _qk_norm(ctx, k, nkv, d, norm_rg, style, "k_norm")
         v = linear(ctx, hs, _lin(layout, "v"), i)
+    if isinstance(ctx.method, Adapter) and not ctx.adapter_hooked:  # adapters' own Llama/Mistral attention:
+        # match_attn_matrices_for_parallel repeats q, k and v (by 1: copies) before the rotary
+        q, k, v = g.copy(q, "q repeat"), g.copy(k, "k repeat"), g.copy(v, "v repeat")
     rot = _derived(cfg, "rotary_dim")
     back = q.dtype if mt == "olmo2" else None  # Olmo2 casts the rotated q/k back to their dtype
     q_in, k_in = q, k
@@ -1019,7 +1025,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     # the base model's forward holds inputs_embeds, the position ids and the attention masks until it returns
     ctx.scope.append(emb)
     if mt not in ("gpt2", "opt"):  # (theirs: _ln_embeddings)
-        ctx.positions = g.new(seq, "int64", False, "position ids")
+        # (adapters' Mistral layer repeats them to the batch, in place: adjust_tensors_for_parallel_)
+        ctx.positions = g.new(B * seq if mt == "mistral" and isinstance(method, Adapter) else seq, "int64", False, "position ids")
         ctx.scope.append(ctx.positions)
     kv = seq + ctx.kv_extra
     # Gemma2/3 build the mask of both kinds (full and sliding) whatever their layers use
