@@ -1025,9 +1025,15 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     # the base model's forward holds inputs_embeds, the position ids and the attention masks until it returns
     ctx.scope.append(emb)
     if mt not in ("gpt2", "opt"):  # (theirs: _ln_embeddings)
-        # (adapters' Mistral layer repeats them to the batch, in place: adjust_tensors_for_parallel_)
-        ctx.positions = g.new(B * seq if mt == "mistral" and isinstance(method, Adapter) else seq, "int64", False, "position ids")
+        ctx.positions = g.new(seq, "int64", False, "position ids")
         ctx.scope.append(ctx.positions)
+        if mt == "mistral" and isinstance(method, Adapter) and not batch_one:
+            # adapters' Mistral layer repeats the position ids (a view of the positions) to the batch, in place
+            # (adjust_tensors_for_parallel_): every layer gets those, and the positions as cache_position
+            if train.gradient_checkpointing:
+                g.save(ctx.positions)
+            ctx.positions = g.new(B * seq, "int64", False, "position ids repeated")
+            ctx.scope.append(ctx.positions)
     kv = seq + ctx.kv_extra
     # Gemma2/3 build the mask of both kinds (full and sliding) whatever their layers use
     kinds = set(layer_types) | ({"full_attention", "sliding_attention"} if mt in ("gemma2", "gemma3_text") else set())

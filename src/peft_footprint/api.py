@@ -91,7 +91,8 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: 
         return hit[1]
     if len(_ACTS) > 8192:
         _ACTS.clear()
-    if batch_one and train.attn_implementation != "eager":  # only the loss's labels differ: no pass of its own
+    # only the loss's labels differ (but adapters' Mistral repeats its position ids to a batch > 1): no pass of its own
+    if batch_one and train.attn_implementation != "eager" and not (method.name == "adapter" and spec.cfg["model_type"] == "mistral"):
         model = _activations(spec, method, train, sliding, False).with_batch_one_labels(method.virtual_tokens())
     else:
         model = structured_activation_model(spec, method, train, sliding, batch_one, options)
