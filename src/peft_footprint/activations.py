@@ -260,9 +260,11 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
         # ("post_add") or after the norm (False)
         skip = x if m.residual_before_ln is True else added if m.residual_before_ln == "post_add" else normed
         x = normed
+    if m.ln_before:  # adapter_down = [LayerNorm(h), Linear, activation]
+        x = layer_norm(ctx, x, w_rg=True, name=f"{place}_adapter norm_before")
     down = g.linear(x, ctx.rows, r, w_rg=True, name=f"{place}_adapter down", in_features=h)
     act = m.setting("non_linearity") or "relu"
-    if act.lower() in ("relu",):
+    if act.lower() in ("relu", "tanh", "sigmoid"):
         a = g.unary_saves_output(down, f"{place}_adapter {act}")
     else:
         a = g.unary_saves_input(down, f"{place}_adapter {act}")
@@ -270,14 +272,18 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
     # up * scaling: a Python float (a new tensor, nothing kept), or a learned scalar / per-channel vector, which
     # keeps ``up`` for its gradient
     scale = None if isinstance(m.scaling, float) else T(Poly.const(h if m.scaling == "channel" else 1), up.dtype, True, None)
-    out = g.mul(up, scale, f"{place}_adapter scaling", numel=up.numel)
+    out = ctx.drop(g.mul(up, scale, f"{place}_adapter scaling", numel=up.numel), m.dropout, f"{place}_adapter dropout")
     if m.use_gating:  # sigmoid(gate(x)) (Linear(h, 1)), its mean over the sequence, times the output: both kept
         gate = g.linear(x, ctx.rows, 1, w_rg=True, name=f"{place}_adapter gate", in_features=h)
         gate = g.unary_saves_output(gate, f"{place}_adapter gate sigmoid")
         mean = g.node(g.new(B, gate.dtype, True, f"{place}_adapter gate mean"), [gate], [("g", 0, gate.bytes())],
                       name=f"{place}_adapter gate mean")
         out = g.mul(out, mean, f"{place}_adapter gating", numel=out.numel)
-    return g.add(out, skip, f"{place}_adapter residual")
+    if not m.ln_after:
+        return g.add(out, skip, f"{place}_adapter residual")
+    if m.adapter_residual_before_ln:  # adapter_norm_after: LayerNorm(h), after the residual or before it
+        return layer_norm(ctx, g.add(out, skip, f"{place}_adapter residual"), w_rg=True, name=f"{place}_adapter norm_after")
+    return g.add(layer_norm(ctx, out, w_rg=True, name=f"{place}_adapter norm_after"), skip, f"{place}_adapter residual")
 
 
 def _setup(ctx: Ctx) -> None:
