@@ -249,7 +249,7 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
         return x
     g, h = ctx.g, ctx.cfg["hidden_size"]
     r = m.bottleneck(h)
-    skip = x
+    skip = given = x
     if m.setting("original_ln_before"):
         # the adapter's pre_forward adds the residual stream to its input and re-applies the model's norm where
         # adapters' plugin interface names one (Gemma2/3: post_attention_ / post_feedforward_layernorm, frozen)
@@ -272,7 +272,8 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
     # up * scaling: a Python float (a new tensor, nothing kept), or a learned scalar / per-channel vector, which
     # keeps ``up`` for its gradient
     scale = None if isinstance(m.scaling, float) else T(Poly.const(h if m.scaling == "channel" else 1), up.dtype, True, None)
-    out = ctx.drop(g.mul(up, scale, f"{place}_adapter scaling", numel=up.numel), m.dropout, f"{place}_adapter dropout")
+    up = g.mul(up, scale, f"{place}_adapter scaling", numel=up.numel)
+    out = ctx.drop(up, m.dropout, f"{place}_adapter dropout")
     if m.use_gating:  # sigmoid(gate(x)) (Linear(h, 1)), its mean over the sequence, times the output: both kept
         gate = g.linear(x, ctx.rows, 1, w_rg=True, name=f"{place}_adapter gate", in_features=h)
         gate = g.unary_saves_output(gate, f"{place}_adapter gate sigmoid")
@@ -280,10 +281,13 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
                       name=f"{place}_adapter gate mean")
         out = g.mul(out, mean, f"{place}_adapter gating", numel=out.numel)
     if not m.ln_after:
-        return g.add(out, skip, f"{place}_adapter residual")
-    if m.adapter_residual_before_ln:  # adapter_norm_after: LayerNorm(h), after the residual or before it
-        return layer_norm(ctx, g.add(out, skip, f"{place}_adapter residual"), w_rg=True, name=f"{place}_adapter norm_after")
-    return g.add(layer_norm(ctx, out, w_rg=True, name=f"{place}_adapter norm_after"), skip, f"{place}_adapter residual")
+        out = g.add(out, skip, f"{place}_adapter residual")
+    elif m.adapter_residual_before_ln:  # adapter_norm_after: LayerNorm(h), after the residual or before it
+        out = layer_norm(ctx, g.add(out, skip, f"{place}_adapter residual"), w_rg=True, name=f"{place}_adapter norm_after")
+    else:
+        out = g.add(layer_norm(ctx, out, w_rg=True, name=f"{place}_adapter norm_after"), skip, f"{place}_adapter residual")
+    g.touch(given, a, up)  # the adapter layer's argument; what Adapter.forward returns besides its output
+    return out
 
 
 def _setup(ctx: Ctx) -> None:
