@@ -278,3 +278,54 @@ ADAPTER_STEP_OPTIONS = {"bf16-sdpa-b2": {"dtype": "bf16", "attn_implementation":
                         "fp32-eager-b1": {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 1, "seq_len": 23},
                         "fp32-eager-ckpt-b3": {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 3, "seq_len": 17,
                                                "gradient_checkpointing": True}}
+# drawn at random (model depth, shape, step options, adapter options), then the options the three above lack
+_ADAPTER_DRAWN = [
+    ("llama", 4, {"name": "adapter", "config": "seq_bn", "reduction_factor": 3, "use_gating": True, "scaling": "channel"},
+     {"dtype": "bf16", "attn_implementation": "eager", "batch_size": 3, "seq_len": 9}),
+    ("llama", 5, {"name": "adapter", "config": "seq_bn", "reduction_factor": 4, "non_linearity": "gelu"},
+     {"dtype": "fp32", "attn_implementation": "sdpa", "gradient_checkpointing": True, "batch_size": 1, "seq_len": 9}),
+    ("mistral", 5, {"name": "adapter", "config": "seq_bn", "reduction_factor": 3, "use_gating": True, "scaling": "channel"},
+     {"dtype": "bf16", "attn_implementation": "sdpa", "batch_size": 3, "seq_len": 11}),
+    ("mistral", 3, {"name": "adapter", "config": "double_seq_bn"},
+     {"dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 1, "seq_len": 11}),
+    ("gpt2", 5, {"name": "adapter", "config": "seq_bn"}, {"dtype": "fp32", "attn_implementation": "sdpa", "batch_size": 1, "seq_len": 12}),
+    ("gpt2", 5, {"name": "adapter", "config": "double_seq_bn", "reduction_factor": 5, "scaling": "learned"},
+     {"dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 2, "seq_len": 5}),
+    ("qwen2", 5, {"name": "adapter", "config": "double_seq_bn"}, {"dtype": "fp32", "attn_implementation": "sdpa", "batch_size": 2, "seq_len": 23}),
+    ("qwen2", 3, {"name": "adapter", "config": "seq_bn", "reduction_factor": 4, "non_linearity": "gelu"},
+     {"dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 3, "seq_len": 8}),
+    ("qwen3", 5, {"name": "adapter", "config": "seq_bn", "reduction_factor": 4, "non_linearity": "gelu"},
+     {"dtype": "fp32", "attn_implementation": "sdpa", "batch_size": 3, "seq_len": 10}),
+    ("qwen3", 5, {"name": "adapter", "config": "seq_bn", "reduction_factor": 3, "use_gating": True, "scaling": "channel"},
+     {"dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 2, "seq_len": 9}),
+    ("gemma2", 5, {"name": "adapter", "config": "double_seq_bn", "reduction_factor": 8, "use_gating": True},
+     {"dtype": "bf16", "attn_implementation": "eager", "batch_size": 3, "seq_len": 12}),
+    ("gemma2", 4, {"name": "adapter", "config": "seq_bn"},
+     {"dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 1, "seq_len": 19}),
+    ("gemma3_text", 5, {"name": "adapter", "config": "double_seq_bn"}, {"dtype": "fp32", "attn_implementation": "sdpa", "batch_size": 3, "seq_len": 5}),
+    ("gemma3_text", 5, {"name": "adapter", "config": "seq_bn", "reduction_factor": 4, "non_linearity": "gelu"},
+     {"dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 2, "seq_len": 9}),
+    ("qwen2", 2, {"name": "adapter", "config": "seq_bn", "ln_after": True, "adapter_residual_before_ln": True},
+     {"dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 3, "seq_len": 17}),
+    ("gemma2", 3, {"name": "adapter", "config": "seq_bn", "dropout": 0.1},
+     {"dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 3, "seq_len": 17}),
+    ("llama", 2, {"name": "adapter", "config": "seq_bn", "ln_before": True}, {"dtype": "bf16", "attn_implementation": "sdpa", "batch_size": 2, "seq_len": 9}),
+    ("gpt2", 2, {"name": "adapter", "config": "double_seq_bn", "ln_after": True},
+     {"dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 3, "seq_len": 17}),
+    ("qwen2", 2, {"name": "adapter", "config": "seq_bn", "residual_before_ln": False},
+     {"dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 3, "seq_len": 17}),
+    ("gemma2", 3, {"name": "adapter", "config": "double_seq_bn", "non_linearity": "tanh", "reduction_factor": 4},
+     {"dtype": "bf16", "attn_implementation": "sdpa", "batch_size": 2, "seq_len": 9}),
+]
+
+
+def adapter_drawn_cases() -> list[tuple[str, dict, dict, dict]]:
+    """(label, config, method, training) of the drawn adapter setups: TINY configs at another depth."""
+    out = []
+    for mt, layers, method, training in _ADAPTER_DRAWN:
+        cfg = {k: v for k, v in TINY[mt].items() if k != "layer_types"}
+        cfg["n_layer" if "n_layer" in cfg else "num_hidden_layers"] = layers
+        options = "-".join(f"{k}={v}" for k, v in method.items() if k not in ("name", "config"))
+        label = f"{mt}-L{layers}-{method['config']}{'-' + options if options else ''}-{training['dtype']}-{training['attn_implementation']}"
+        out.append((label + ("-ckpt" if training.get("gradient_checkpointing") else ""), cfg, method, training))
+    return out

@@ -7,7 +7,7 @@ import pytest
 
 import peft_footprint as pf
 from peft_footprint.methods.adapter import SUPPORTED
-from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, TINY
+from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, TINY, adapter_drawn_cases
 from tests.harness.measure_adapters import measure_adapters_batch
 
 METHODS = ADAPTER_METHODS
@@ -64,5 +64,26 @@ def test_adapter_activations_and_peak(measured_steps, case):
     got = measured_steps[case]
     assert "error" not in got, got.get("error")
     est = pf.estimate(TINY[mt], METHODS[mid], {**ACT_OPTIONS[oid], "device": "cpu"}).training
+    assert est["activations_bytes"] == pytest.approx(got["activations_bytes"], rel=0.005)
+    assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=0.005)
+
+
+DRAWN = adapter_drawn_cases()
+
+
+@pytest.fixture(scope="module")
+def measured_drawn():
+    requests = [{"config": cfg, "method": method, "training": training, "what": ["static", "activations", "peak"]}
+                for _, cfg, method, training in DRAWN]
+    return dict(zip([d[0] for d in DRAWN], measure_adapters_batch(requests)))
+
+
+@pytest.mark.parametrize("case", DRAWN, ids=lambda c: c[0])
+def test_adapter_drawn_activations_and_peak(measured_drawn, case):
+    """Other depths (the sdpa mask's copies are per layer), shapes and adapter options: within 0.5 %."""
+    label, cfg, method, training = case
+    got = measured_drawn[label]
+    assert "error" not in got, got.get("error")
+    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
     assert est["activations_bytes"] == pytest.approx(got["activations_bytes"], rel=0.005)
     assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=0.005)
