@@ -16,7 +16,7 @@ warnings.filterwarnings("ignore")
 import peft_footprint as pf  # noqa: E402
 from tests.harness.measure_adapters import measure_adapters_batch  # noqa: E402
 from peft_footprint.methods.adapter import SUPPORTED as ADAPTER_TYPES  # noqa: E402
-from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, embedding_end_cases, padded_cases, TINY, act_cases, drawn_cases, outside_cases, peft_methods, vocab_cases  # noqa: E402
+from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, adapter_drawn_cases, embedding_end_cases, padded_cases, TINY, act_cases, drawn_cases, outside_cases, peft_methods, vocab_cases  # noqa: E402
 from tests.harness.measure import measure  # noqa: E402
 
 
@@ -77,11 +77,13 @@ def main() -> None:
         extra_rows.append(f"| {cfg['model_type']} | {label} | {tag} | {ea:+.2f} % | {ep:+.2f} % | {est['peak_at']} / {got['peak_phase']} |")
 
     adapter_rows = []
-    adapter_cases = [(mt, mid, options) for mt in ADAPTER_TYPES for mid in ADAPTER_METHODS for options in ADAPTER_STEP_OPTIONS.values()]
-    requests = [{"config": TINY[mt], "method": ADAPTER_METHODS[mid], "training": options, "what": ["static", "activations", "peak"]}
-                for mt, mid, options in adapter_cases]
-    for (mt, mid, options), got in zip(adapter_cases, measure_adapters_batch(requests)):
-        est = pf.estimate(TINY[mt], ADAPTER_METHODS[mid], {**options, "device": "cpu"}).training
+    adapter_cases = [(mid, TINY[mt], ADAPTER_METHODS[mid], options) for mt in ADAPTER_TYPES for mid in ADAPTER_METHODS
+                     for options in ADAPTER_STEP_OPTIONS.values()] + adapter_drawn_cases()
+    requests = [{"config": cfg, "method": method, "training": options, "what": ["static", "activations", "peak"]}
+                for _, cfg, method, options in adapter_cases]
+    for (mid, cfg, method, options), got in zip(adapter_cases, measure_adapters_batch(requests)):
+        mt = cfg["model_type"]
+        est = pf.estimate(cfg, method, {**options, "device": "cpu"}).training
         ea = 100 * (est["activations_bytes"] - got["activations_bytes"]) / got["activations_bytes"]
         ep = 100 * (est["peak_bytes"] - got["peak_bytes"]) / got["peak_bytes"]
         tag = (f"{options['dtype']} {options['attn_implementation']} {'ckpt' if options.get('gradient_checkpointing') else '-'} "
@@ -142,11 +144,10 @@ def main() -> None:
         "## Bottleneck adapters (AdapterHub)",
         "",
         "AdapterHub's `adapters` 1.3 runs on transformers 4.57, in its own virtualenv (tests/harness/adapters_env.py);",
-        "checkpointing is the non-reentrant kind the estimate models. Off, and not modelled yet",
-        "(docs/notes/adapters.md): Pfeiffer (`seq_bn`) on Gemma2/Gemma3, which applies the model's own norm again",
-        "before the adapter; GPT-2 without checkpointing; and with checkpointing the model types adapters wires",
-        "through its plugin interface (Qwen2, Qwen3, Gemma2, Gemma3). tests/test_adapters_vs_harness.py holds the",
-        "others to 0.5 % (1 % with checkpointing).",
+        "checkpointing is the non-reentrant kind the estimate models, the optimizer foreach AdamW as on CUDA. The",
+        "first 63 rows: every supported model type x three adapter setups x three steps; then setups drawn at other",
+        "depths, shapes and adapter options (docs/notes/adapters.md section 5c). tests/test_adapters_vs_harness.py",
+        "holds every row to 0.5 %.",
         "",
         "| model_type | method | dtype attention checkpointing shape | activations error | peak error | peak at (estimate / measured) |",
         "| --- | --- | --- | --- | --- | --- |",
