@@ -1048,7 +1048,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     # Gemma2/3 build the mask of both kinds (full and sliding) whatever their layers use
     kinds = set(layer_types) | ({"full_attention", "sliding_attention"} if mt in ("gemma2", "gemma3_text") else set())
     masks: dict[str, T] = {}
-    ctx.mask_always = isinstance(method, Adapter)
+    ctx.mask_always = isinstance(method, Adapter) and train.attn_implementation != "flash_attention_2"  # (flash: no mask)
     ctx.adapter_hooked = isinstance(method, Adapter) and mt in HOOKED
     for kind in sorted(kinds):
         if ctx.attn == "eager":  # additive, in the model's dtype
