@@ -454,6 +454,7 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     rd = g.add(t1, t3, f"{path} dora sum")
     g.touch(*held)
     res = g.add(base_out, rd, f"{path} dora add")
+    g.touch(xa)  # (DoraLinearVariant.forward's x, the dropped-out input, until it returns)
     return g.to(res, base_out.dtype, f"{path} lora cast")
 
 
