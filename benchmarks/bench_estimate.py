@@ -6,7 +6,8 @@
   training) combination never seen before in the process (median, 90th percentile and max over the calls), with
   the part of it spent building the activation model from scratch (activations.activation_model). A cold call
   whose structure (architecture, module layout, method and options; not the sizes) was seen before replays the
-  recorded symbolic pass (trace.py); the first of a structure runs the full pass, the second records it;
+  recorded symbolic pass (trace.py); the first of a structure runs the full pass, the second records it (these
+  three rows run in a fresh process, where no structure was seen before);
 - sweep(): a batch x sequence-length grid evaluated by numpy;
 - peer: building the same model with transformers + PEFT on the meta device and counting (tests/harness,
   measure_meta: static numbers only), and the CPU harness on a tiny config (activations and peak).
@@ -114,6 +115,21 @@ def activation_model_calls(calls) -> list[tuple]:
     return out
 
 
+def structures() -> str:
+    """The three rows of structure_calls, timed in this (fresh) process: nothing seen or recorded before."""
+    by_position: list[list[float]] = [[], [], []]
+    for group in structure_calls():
+        seconds, done = each_call(pf.estimate, group)
+        if len(done) == len(group):
+            by_position[0].append(seconds[0])
+            by_position[1].append(seconds[1])
+            by_position[2] += seconds[2:]
+    return "\n".join(f"{name}\t{spread(s)}" for name, s in (
+        ("estimate(), a structure (arch x method x options) never seen: the full pass", by_position[0]),
+        ("estimate(), the same structure, other sizes: recorded", by_position[1]),
+        ("estimate(), the same structure, other sizes again: replayed", by_position[2])))
+
+
 def planning() -> str:
     """The capacity-planning sweep, timed in this (fresh) process."""
     calls = planning_sweep()
@@ -140,16 +156,8 @@ def main() -> None:
         seconds, done = each_call(pf.estimate, calls)
         cold.append((f"estimate(), cold: {name}", spread(seconds)))
         cold.append(("  activation_model() alone, on the same calls", spread(each_call(activation_model, activation_model_calls(done))[0])))
-    by_position: list[list[float]] = [[], [], []]
-    for group in structure_calls():
-        seconds, done = each_call(pf.estimate, group)
-        if len(done) == len(group):
-            by_position[0].append(seconds[0])
-            by_position[1].append(seconds[1])
-            by_position[2] += seconds[2:]
-    cold += [("estimate(), a structure (arch x method x options) never seen: the full pass", spread(by_position[0])),
-             ("estimate(), the same structure, other sizes: recorded", spread(by_position[1])),
-             ("estimate(), the same structure, other sizes again: replayed", spread(by_position[2]))]
+    structures_run = subprocess.run([sys.executable, __file__, "--structures"], capture_output=True, text=True, check=True)
+    cold += [tuple(line.split("\t")) for line in structures_run.stdout.strip().splitlines()[-3:]]
     bs, ss = np.arange(1, 1001), np.arange(64, 8256, 8)
     t = time.perf_counter()
     pf.sweep(model, "lora", batch_sizes=bs, seq_lens=ss)
@@ -183,5 +191,7 @@ def main() -> None:
 if __name__ == "__main__":
     if sys.argv[1:] == ["--planning"]:
         print(planning())
+    elif sys.argv[1:] == ["--structures"]:
+        print(structures())
     else:
         main()
