@@ -1507,18 +1507,36 @@ class _TracedCfg(dict):
         self.reads.setdefault(k, _PRESENT if found else _MISSING)
         return found
 
-    def __getattribute__(self, name: str) -> Any:
-        if name in ("keys", "items", "values", "copy", "pop", "setdefault", "update"):
-            tape = trace.active()
-            if tape is not None:
-                tape.opaque = True
-        return dict.__getattribute__(self, name)
-
     def __iter__(self):
-        tape = trace.active()
-        if tape is not None:
-            tape.opaque = True
+        _unchecked()
         return dict.__iter__(self)
+
+
+def _unchecked() -> None:
+    """The config was read or changed wholesale (iterated, its keys or items taken): the tape cannot check what
+    the pass made of it."""
+    tape = trace.active()
+    if tape is not None:
+        tape.opaque = True
+
+
+def _wholesale(name: str) -> Any:
+    """dict's method ``name``, marking the tape unchecked first."""
+    method = getattr(dict, name)
+
+    def unchecked(self, *args: Any, **kwargs: Any) -> Any:
+        _unchecked()
+        return method(self, *args, **kwargs)
+
+    unchecked.__name__ = name
+    return unchecked
+
+
+# the dict methods that see the whole config, overridden one by one (a __getattribute__ hook would tax every
+# lookup, the config's own attributes included)
+for _name in ("keys", "items", "values", "copy", "pop", "setdefault", "update"):
+    setattr(_TracedCfg, _name, _wholesale(_name))
+del _name
 
 
 def _layout_key(layout: Layout) -> tuple:
