@@ -1590,18 +1590,36 @@ class _TracedCfg(dict):
         self.reads.setdefault(k, _PRESENT if found else _MISSING)
         return found
 
-    def __getattribute__(self, name: str) -> Any:
-        if name in ("keys", "items", "values", "copy", "pop", "setdefault", "update"):
-            tape = trace.active()
-            if tape is not None:
-                tape.opaque = True
-        return dict.__getattribute__(self, name)
-
     def __iter__(self):
-        tape = trace.active()
-        if tape is not None:
-            tape.opaque = True
+        _unchecked()
         return dict.__iter__(self)
+
+
+def _unchecked() -> None:
+    """The config was read or changed wholesale (iterated, its keys or items taken): the tape cannot check what
+    the pass made of it."""
+    tape = trace.active()
+    if tape is not None:
+        tape.opaque = True
+
+
+def _wholesale(name: str) -> Any:
+    """dict's method ``name``, marking the tape unchecked first."""
+    method = getattr(dict, name)
+
+    def unchecked(self, *args: Any, **kwargs: Any) -> Any:
+        _unchecked()
+        return method(self, *args, **kwargs)
+
+    unchecked.__name__ = name
+    return unchecked
+
+
+# the dict methods that see the whole config, overridden one by one (a __getattribute__ hook would tax every
+# lookup, the config's own attributes included)
+for _name in ("keys", "items", "values", "copy", "pop", "setdefault", "update"):
+    setattr(_TracedCfg, _name, _wholesale(_name))
+del _name
 
 
 def _layout_key(layout: Layout) -> tuple:
@@ -1613,17 +1631,29 @@ def _layout_key(layout: Layout) -> tuple:
             params(layout.outer_params), layout.output_embedding, layout.input_embedding, layout.containers)
 
 
-_METHOD_KEYS: dict[int, tuple] = {}
-
-
 def _method_key(method: Method) -> tuple:
     """The method's kind and fields, its integer fields (leaves of the tape) by name only."""
-    hit = _METHOD_KEYS.get(id(method))
-    if hit is None or hit[0] is not method:
-        if len(_METHOD_KEYS) > 4096:
-            _METHOD_KEYS.clear()
-        ints = tuple(k for k, v in method if type(v) is int)
-        hit = _METHOD_KEYS[id(method)] = (method, (type(method).__name__, method.model_dump_json(exclude=set(ints)), ints))
+    ints = tuple(k for k, v in method if type(v) is int)
+    return type(method).__name__, method.model_dump_json(exclude=set(ints)), ints
+
+
+def _model_key(spec) -> tuple:
+    """The model type, its layer types and its module layout."""
+    return spec.cfg["model_type"], tuple(spec.layer_types), _layout_key(spec.layout)
+
+
+_KEYS: dict[tuple, tuple] = {}
+
+
+def _once_per(obj: Any, make) -> Any:
+    """``make(obj)``, worked out once per instance of a spec or method (both are only read once made; the instance
+    is held so that its id is not reused): a cold estimate() asks for the same keys three times."""
+    key = (make, id(obj))
+    hit = _KEYS.get(key)
+    if hit is None or hit[0] is not obj:
+        if len(_KEYS) > 8192:
+            _KEYS.clear()
+        hit = _KEYS[key] = (obj, make(obj))
     return hit[1]
 
 
@@ -1760,7 +1790,7 @@ def traced_inputs(spec, method: Method) -> tuple:
 def structure_key(spec, method: Method) -> tuple:
     """What a recording is kept under, besides the options of the computation: the model type, its layer types,
     the module layout and the method without its integer fields."""
-    return (spec.cfg["model_type"], tuple(spec.layer_types), _layout_key(spec.layout), _method_key(method))
+    return (*_once_per(spec, _model_key), _once_per(method, _method_key))
 
 
 def _record_pass(spec, method: Method, train, sliding_active: bool, batch_one: bool) -> tuple:

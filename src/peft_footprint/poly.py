@@ -126,7 +126,8 @@ class Poly:
             return _traced(operator.add, self, other)
         else:
             other = Poly.const(other)
-        return Poly._raw(self.v + other.v, max(self.db, other.db), max(self.ds, other.ds))
+        return Poly._raw(self.v + other.v, self.db if self.db > other.db else other.db,
+                         self.ds if self.ds > other.ds else other.ds)
 
     __radd__ = __add__
 
@@ -139,7 +140,8 @@ class Poly:
             return _traced(operator.sub, self, other)
         else:
             other = Poly.const(other)
-        return Poly._raw(self.v - other.v, max(self.db, other.db), max(self.ds, other.ds))
+        return Poly._raw(self.v - other.v, self.db if self.db > other.db else other.db,
+                         self.ds if self.ds > other.ds else other.ds)
 
     def __neg__(self) -> Poly:
         if self.r is not None:
@@ -209,7 +211,10 @@ def _traced(fn: Any, a: Poly, b: Any) -> Poly:
     the untraced operation gives it, and the operation on the active tape (trace.record, with the slot lookups
     inline: the recorded pass does thousands)."""
     t = type(b)
-    res = fn(a.untraced(), b.untraced() if t is Poly else b if t is int else b.v)
+    if t is Poly and fn is not operator.mul:  # a sum or difference of two polynomials, as Poly.__add__ makes it
+        res = Poly._raw(fn(a.v, b.v), a.db if a.db > b.db else b.db, a.ds if a.ds > b.ds else b.ds)
+    else:
+        res = fn(a.untraced(), b.untraced() if t is Poly else b if t is int else b.v)
     tape = _trace.active()
     if tape is not None:
         i = a.r

@@ -105,34 +105,30 @@ class Tape:
         on it); it returns the outputs' packed integers, or None when a guard fails. Repeated instructions and
         guards are merged, guards that cannot fail dropped."""
         alias: dict[int, int] = {}
+        canon = alias.get  # a merged slot's first copy: canon(i, i)
         seen: dict[tuple, int] = {}
         guards: set[tuple] = set()
         code: list[tuple] = []
-
-        def canon(i: int) -> int:
-            return alias.get(i, i)
-
         for k, fn, i, j in self.code:
             if fn is None:
-                i = tuple(sorted(canon(a) for a in i))
+                i = tuple(sorted([canon(a, a) for a in i]))
             else:
-                i, j = canon(i), canon(j)
-                if fn in _COMMUTATIVE and j < i:
+                i, j = canon(i, i), canon(j, j)
+                if j < i and fn in _COMMUTATIVE:
                     i, j = j, i
-            if k < 0:
-                if (i == j and fn in _REFLEXIVE) or (fn, i, j) in guards:
-                    continue
-                guards.add((fn, i, j))
-                code.append((k, fn, i, j))
-                continue
             key = (fn, i, j)
-            hit = seen.get(key)
-            if hit is not None:
-                alias[k] = hit
-                continue
-            seen[key] = k
+            if k < 0:
+                if key in guards or (i == j and fn in _REFLEXIVE):
+                    continue
+                guards.add(key)
+            else:
+                hit = seen.get(key)
+                if hit is not None:
+                    alias[k] = hit
+                    continue
+                seen[key] = k
             code.append((k, fn, i, j))
-        outputs = [canon(k) for k in outputs]
+        outputs = [canon(k, k) for k in outputs]
         need = set(outputs)
         live = []
         for ins in reversed(code):
@@ -143,24 +139,21 @@ class Tape:
             if fn is None:
                 need.update(i)
             else:
-                need.update((i, j))
+                need.add(i)
+                need.add(j)
         live.reverse()
 
-        # slots renumbered densely; a polynomial constant becomes its packed integer
-        slot_of: dict[int, int] = {}
-        init: list = []
-
-        def dense(i: int) -> int:
-            d = slot_of.get(i)
-            if d is None:
-                d = slot_of[i] = len(init)
-                v = self.init[i]
-                init.append(getattr(v, "v", v))
-            return d
-
-        program = [(dense(k) if k >= 0 else -1, fn, tuple(dense(a) for a in i) if fn is None else dense(i),
-                    0 if fn is None else dense(j)) for k, fn, i, j in live]
-        return Replay(init, [dense(k) for k in self.leaves], program, [dense(k) for k in outputs])
+        # slots renumbered densely, in order of first use (a dict keeps it); a polynomial constant becomes its
+        # packed integer
+        dense: dict[int, int] = {}
+        number = dense.setdefault  # number(i, len(dense)): i's dense slot, a new one the first time
+        program = [(number(k, len(dense)) if k >= 0 else -1, fn,
+                    tuple([number(a, len(dense)) for a in i]) if fn is None else number(i, len(dense)),
+                    0 if fn is None else number(j, len(dense))) for k, fn, i, j in live]
+        leaves = [number(k, len(dense)) for k in self.leaves]
+        results = [number(k, len(dense)) for k in outputs]
+        init = [getattr(v, "v", v) for v in map(self.init.__getitem__, dense)]
+        return Replay(init, leaves, program, results)
 
 
 class Replay:
@@ -169,12 +162,14 @@ class Replay:
     in a slot, and each guard's outcome lands in a slot of its own, all checked at the end (an operation that
     fails on values some guard rejects, a division by zero, is a miss too). It returns None on a miss. The big-integer operations
     dominate: a straight-line function generated from the same instructions ran only 15 % faster and cost
-    several ms to compile."""
+    several ms to compile. It keeps only what its calls run (not the program it was made from): every
+    instruction kept is a tuple that the cyclic collector scans, hundreds of thousands over a process's
+    recordings."""
 
-    __slots__ = ("init", "leaves", "program", "results", "_ops", "_start", "_me", "_guards", "_out")
+    __slots__ = ("leaves", "_ops", "_start", "_me", "_guards", "_out")
 
     def __init__(self, init: list, leaves: list, program: list, results: list):
-        self.init, self.leaves, self.program, self.results = init, leaves, program, results
+        self.leaves = leaves
         start = list(init)
         me = len(start)  # the slot that holds the slot list itself (what a sum's getter reads)
         start.append(None)
