@@ -241,6 +241,14 @@ _DRAWN = [
       "partial_rotary_factor": 0.75},
      {"name": "ia3", "target_modules": "all-linear", "feedforward_modules": []},
      {"batch_size": 1, "seq_len": 40, "dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": True}),
+    ("gpt-neox-qdora-fp32-compute-bias",  # bitsandbytes casts the bias to the compute dtype in place: DoRA's base - bias in fp32
+     {'model_type': 'gpt_neox', 'hidden_size': 36, 'num_hidden_layers': 2, 'num_attention_heads': 6, 'intermediate_size': 160, 'vocab_size': 67, 'max_position_embeddings': 64, 'rotary_pct': 0.25},
+     {'name': 'qlora', 'r': 1, 'lora_alpha': 8, 'bnb_4bit_quant_type': 'fp4', 'bnb_4bit_use_double_quant': False, 'prepare_model_for_kbit_training': False, 'bias': 'lora_only', 'bnb_4bit_compute_dtype': 'fp32', 'use_dora': True},
+     {'batch_size': 5, 'seq_len': 29, 'dtype': 'bf16', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'optimizer': 'adamw'}),
+    ("llama-qlora-prepared-bias-lora-only",  # prepare_model_for_kbit_training's fp32 biases cast back to the compute dtype
+     {'model_type': 'llama', 'hidden_size': 40, 'num_hidden_layers': 3, 'num_attention_heads': 4, 'num_key_value_heads': 1, 'head_dim': 12, 'intermediate_size': 162, 'vocab_size': 297, 'attention_bias': True, 'max_position_embeddings': 128},
+     {'name': 'qlora', 'r': 1, 'lora_alpha': 8, 'lora_dropout': 0.1, 'bias': 'lora_only'},
+     {'batch_size': 2, 'seq_len': 29, 'dtype': 'bf16', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'optimizer': 'sgd'}),
 ]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import peft_footprint as pf
-from tests.cases import STATIC_KEYS, TINY, peft_methods
+from tests.cases import STATIC_KEYS, TINY, drawn_cases, peft_methods
 
 from tests.harness.measure import measure  # noqa: E402 - the test extras install torch, transformers, peft
 
@@ -51,3 +51,17 @@ def test_layers_to_transform_with_a_target_string_is_refused_like_peft(name):
         measure(TINY["llama"], method, {"dtype": "bf16"})
     listed = dict(method, target_modules=["q_proj", "v_proj"])  # module names: PEFT takes it, and so does the estimate
     assert pf.estimate(TINY["llama"], listed)["trainable_params"] == measure(TINY["llama"], listed, {"dtype": "bf16"})["trainable_params"]
+
+
+QLORA_DRAWN = [pytest.param(cfg, method, training, id=label) for label, cfg, method, training in drawn_cases() if method["name"] == "qlora"]
+
+
+@pytest.mark.parametrize("config, method, training", QLORA_DRAWN)
+def test_qlora_static_after_bitsandbytes_casts_the_biases(config, method, training):
+    """bitsandbytes' Linear4bit casts its bias to the compute dtype, in place, in its first forward (after
+    prepare_model_for_kbit_training's fp32 cast, or with a compute dtype of its own): the weights, gradients and
+    optimizer state training holds from then on."""
+    est = pf.estimate(config, method, training)["training"]
+    measured = measure(config, method, training, what=("static",))
+    for key in ("weights_bytes", "gradients_bytes", "optimizer_bytes"):
+        assert est[key] == measured[key], key

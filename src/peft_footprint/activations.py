@@ -349,7 +349,7 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
         return g.to(scaled, out.dtype, f"{path} ia3 cast")
     in_lora = (layer is not None and layer in ctx.lora.get(path, ())) or (layer is None and path in ctx.lora_outer)
     if ctx.q4 and layer is not None:
-        out = _linear4bit(ctx, x, lin)
+        out = _linear4bit(ctx, x, lin, b_rg)
         if in_lora:  # PEFT's 4-bit LoRA layer clones the base output "defensively"
             out = g.copy(out, f"{path} clone")
     else:
@@ -373,18 +373,19 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     return res
 
 
-def _linear4bit(ctx: Ctx, x: T, lin: Linear) -> T:
+def _linear4bit(ctx: Ctx, x: T, lin: Linear, b_rg: bool) -> T:
     """bitsandbytes' Linear4bit: the input cast to the compute dtype, the 4-bit matmul (one op; in backward
     the weight is dequantized for the input's gradient, MatMul4Bit keeping only the packed weight), the
     output cast back. The dequantized weight comes in the dtype the model was loaded in and is cast to the
-    gradient's (the compute dtype) when they differ: both at once, the first freed before the matmul."""
+    gradient's (the compute dtype) when they differ: both at once, the first freed before the matmul. The
+    bias was cast to the compute dtype in place (its gradient too, when it trains)."""
     g, cd, path = ctx.g, ctx.q4, lin.path
     numel = lin.in_features * lin.out_features
     w = [("a", Poly.const(numel * esize(ctx.q4_storage)))]
     if ctx.q4_storage != cd:
         w += [("a", Poly.const(numel * esize(cd))), ("f", w[0][1])]
     xc = g.to(x, cd, f"{path} 4bit input")
-    out = g.linear(xc, ctx.rows, lin.out_features, w_rg=False, name=path, in_features=lin.in_features, extra_bwd=w)
+    out = g.linear(xc, ctx.rows, lin.out_features, w_rg=False, b_rg=b_rg, name=path, in_features=lin.in_features, extra_bwd=w)
     out = g.to(out, x.dtype, f"{path} 4bit output")
     g.touch(xc)  # Linear4bit.forward rebinds x to the cast: it lives until the module returns
     return out
@@ -442,10 +443,12 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     base = base_out
     if dropout:  # DoraLinearVariant passes base_result=None: F.linear(dropout(x), weight.to(fp32)), no bias
         base = _dora_base(ctx, xa, w32, i, o, path, fresh=lin.conv1d)
-    elif lin.bias:  # base_result - bias: the bias is a parameter in the model dtype (fp32 under autocast)
-        bias = T(Poly.const(o), ctx.dtype, b_rg, None)
+    elif lin.bias:  # base_result - bias: the bias is a parameter in the model dtype (fp32 under autocast; a 4-bit
+        # layer's, bitsandbytes cast to the compute dtype in place)
+        bias_dtype = ctx.q4 if q4 else ctx.dtype
+        bias = T(Poly.const(o), bias_dtype, b_rg, None)
         if b_rg:  # the same parameter as the linear's bias: one .grad, accumulated
-            bias = g.node(bias, [None], [("w", g.scope + path + ".bias", Poly.const(o * esize(ctx.dtype)))], name=f"{path} bias")
+            bias = g.node(bias, [None], [("w", g.scope + path + ".bias", Poly.const(o * esize(bias_dtype)))], name=f"{path} bias")
         base = g.add(base_out, bias, f"{path} dora base - bias")
     m1 = g.add(mns, None, f"{path} dora scale-1")
     t1 = g.mul(m1, base, f"{path} dora (scale-1)*base", numel=base.numel)

@@ -560,6 +560,12 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
     opt.zero_grad(set_to_none=True)
     del out
     res["optimizer_bytes"], res["optimizer_step_bytes"] = _optimizer_bytes(opt)
+    # the parameters as training holds them from here on: bitsandbytes' Linear4bit casts its bias to the compute
+    # dtype, in place, in its first forward
+    after = static_counts(model, name)
+    for key in ("weights_bytes", "params_by_dtype", "weights_storage_bytes"):
+        if key in after:
+            res[key] = after[key]
 
     need_step2 = any(w in what for w in ("activations", "peak", "saved"))
     if need_step2:

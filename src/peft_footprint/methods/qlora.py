@@ -90,6 +90,10 @@ class QLoRA(LoRA):
         } | {f"{m.path}.weight": m for m in layout.outer_linears if not m.tied and not any(m.path.endswith(s) for s in skip)}
         esize = nbytes(self.bnb_4bit_quant_storage)
         other_dtype = "fp32" if self.prepare_model_for_kbit_training else dtype
+        # Linear4bit.forward casts its bias, in place, to the compute dtype (the model's when none is given, as
+        # the activations assume: ctx.q4), after prepare_model_for_kbit_training's fp32 cast
+        biases = {name[: -len(".weight")] + ".bias" for name in quantized}
+        bias_dtype = self.bnb_4bit_compute_dtype or dtype
         tensors, buffers = [], []
         for t in table.tensors:
             if t.name in quantized and t.group == "base":
@@ -104,6 +108,8 @@ class QLoRA(LoRA):
                                       counted_numel=stored * 2 * esize, stored_bytes=stored * esize))
                 buffers.append(Tensor(t.name + ".quant_state", (0,), "uint8", t.count, False, "quant_state",
                                       stored_bytes=quant_state_bytes(numel, self.bnb_4bit_use_double_quant)))
+            elif t.name in biases:
+                tensors.append(Tensor(t.name, t.shape, bias_dtype, t.count, t.trainable, t.group))
             elif t.group == "base" and other_dtype != t.dtype:
                 tensors.append(Tensor(t.name, t.shape, other_dtype, t.count, t.trainable, t.group))
             else:
