@@ -240,8 +240,9 @@ class Ctx:
 
 
 def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
-    """An AdapterHub bottleneck adapter on a layer output ``x``: down (h -> h/rf), activation, up, + its
-    input. ``residual``: the residual stream the branch started from (what the plugin interface's hooks see)."""
+    """An AdapterHub bottleneck adapter on a layer output ``x`` (adapters' Adapter.pre_forward, forward): down
+    (h -> h/rf), activation, up * scaling, dropout, gating, + its input, with the optional LayerNorms before and
+    after. ``residual``: the residual stream the branch started from (what the plugin interface's hooks see)."""
     m = ctx.method
     if not isinstance(m, Adapter):
         return x
@@ -260,9 +261,10 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
         # ("post_add") or after the norm (False)
         skip = x if m.residual_before_ln is True else added if m.residual_before_ln == "post_add" else normed
         x = normed
-    if m.ln_before:  # adapter_down = [LayerNorm(h), Linear, activation]
-        x = layer_norm(ctx, x, w_rg=True, name=f"{place}_adapter norm_before")
-    down = g.linear(x, ctx.rows, r, w_rg=True, name=f"{place}_adapter down", in_features=h)
+    x_down = x  # adapter_down = [LayerNorm(h) (ln_before), Linear, activation]; the gate reads x itself
+    if m.ln_before:
+        x_down = layer_norm(ctx, x, w_rg=True, name=f"{place}_adapter norm_before")
+    down = g.linear(x_down, ctx.rows, r, w_rg=True, name=f"{place}_adapter down", in_features=h)
     act = m.setting("non_linearity") or "relu"
     if act.lower() in ("relu", "tanh", "sigmoid"):
         a = g.unary_saves_output(down, f"{place}_adapter {act}")
