@@ -249,6 +249,10 @@ _DRAWN = [
      {'model_type': 'llama', 'hidden_size': 40, 'num_hidden_layers': 3, 'num_attention_heads': 4, 'num_key_value_heads': 1, 'head_dim': 12, 'intermediate_size': 162, 'vocab_size': 297, 'attention_bias': True, 'max_position_embeddings': 128},
      {'name': 'qlora', 'r': 1, 'lora_alpha': 8, 'lora_dropout': 0.1, 'bias': 'lora_only'},
      {'batch_size': 2, 'seq_len': 29, 'dtype': 'bf16', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'optimizer': 'sgd'}),
+    ("starcoder2-p-tuning-autocast-eager",  # under autocast the masked scores go as soon as the fp32 softmax returns
+     {'model_type': 'starcoder2', 'hidden_size': 40, 'num_hidden_layers': 5, 'num_attention_heads': 4, 'num_key_value_heads': 4, 'intermediate_size': 44, 'vocab_size': 118, 'max_position_embeddings': 128},
+     {'name': 'p_tuning', 'num_virtual_tokens': 5, 'encoder_hidden_size': 33},
+     {'batch_size': 2, 'seq_len': 40, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'optimizer': 'sgd', 'mixed_precision': 'bf16'}),
 ]
 
 

@@ -652,7 +652,8 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             scores = g.to(scores, "fp32", "scores fp32")
         probs32 = g.unary_saves_output(scores, "softmax")
         probs = g.to(probs32, q.dtype, "probs cast")
-        g.touch(attn_weights)  # (the variable it was bound to, until the cast's result replaces it)
+        if not g.autocast:  # the variable it was bound to, until .to(query.dtype) returns (a no-op under autocast:
+            g.touch(attn_weights)  # query is in the model's dtype; the cast above is the next matmul's)
         if held:
             v2 = g.autocast_input(held[1], "v")
         else:
