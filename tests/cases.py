@@ -253,6 +253,10 @@ _DRAWN = [
      {'model_type': 'starcoder2', 'hidden_size': 40, 'num_hidden_layers': 5, 'num_attention_heads': 4, 'num_key_value_heads': 4, 'intermediate_size': 44, 'vocab_size': 118, 'max_position_embeddings': 128},
      {'name': 'p_tuning', 'num_virtual_tokens': 5, 'encoder_hidden_size': 33},
      {'batch_size': 2, 'seq_len': 40, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'optimizer': 'sgd', 'mixed_precision': 'bf16'}),
+    ("olmo2-dora-fp16-layer-input-held",  # the model's loop holds each layer's input until the layer returns
+     {'model_type': 'olmo2', 'hidden_size': 96, 'num_hidden_layers': 3, 'num_attention_heads': 6, 'num_key_value_heads': 3, 'intermediate_size': 113, 'vocab_size': 301, 'max_position_embeddings': 128},
+     {'name': 'lora', 'r': 2, 'target_modules': ['gate_proj'], 'use_dora': True, 'bias': 'all'},
+     {'batch_size': 3, 'seq_len': 11, 'dtype': 'fp16', 'attn_implementation': 'sdpa', 'gradient_checkpointing': False, 'optimizer': 'adam'}),
 ]
 
 

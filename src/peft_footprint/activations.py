@@ -1112,6 +1112,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
             if x.rg:  # the layer's input gradients meet here, summed, and go on to the layers below
                 x = x_in = g.node(T(x.numel, x.dtype, True, x.sid), [None], [("p", 0)], name=f"layers.{i} input")
             x = layer_fn(ctx, x, i, *rope[layer_types[i] if mt == "gemma3_text" else None], layer_types[i])
+            g.touch(x_in)  # the model's loop holds the layer's input until the layer returns
             ctx.cache += g.held  # autocast's cached casts live as long as the cache's entries: until the forward returns
             g.held.clear()
             outside = [k for k in range(before) if (g.storages[k].saved or g.storages[k].output) and k not in saved_before]
