@@ -446,15 +446,15 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
         if temps:
             live = live - temps
             grew[0] = False
-        release(gout)
-        for obj in gathered or ():
-            release(obj)
-        for obj, small in reduce:  # the engine sums broadcast gradients to their input's shape
-            live = live + small
+        for obj, small in reduce:  # the engine sums broadcast gradients to their input's shape (validate_outputs,
+            live = live + small  # before call_function returns: the incoming gradient is still alive)
             push(n, live)
             live = live - obj[0]
             grew[0] = False
             obj[0] = small
+        release(gout)
+        for obj in gathered or ():
+            release(obj)
         for sid in node.saved:
             left = savers.get(sid, storages[sid].savers) - 1
             savers[sid] = left
