@@ -257,6 +257,10 @@ _DRAWN = [
      {'model_type': 'olmo2', 'hidden_size': 96, 'num_hidden_layers': 3, 'num_attention_heads': 6, 'num_key_value_heads': 3, 'intermediate_size': 113, 'vocab_size': 301, 'max_position_embeddings': 128},
      {'name': 'lora', 'r': 2, 'target_modules': ['gate_proj'], 'use_dora': True, 'bias': 'all'},
      {'batch_size': 3, 'seq_len': 11, 'dtype': 'fp16', 'attn_implementation': 'sdpa', 'gradient_checkpointing': False, 'optimizer': 'adam'}),
+    ("gpt2-dora-autocast-padded-cast-after-return",  # a mixed-dtype product's gradient is cast after the node returns
+     {'model_type': 'gpt2', 'n_embd': 32, 'n_layer': 5, 'n_head': 2, 'n_positions': 64, 'vocab_size': 60, 'attn_pdrop': 0.0},
+     {'name': 'lora', 'r': 7, 'target_modules': ['c_fc'], 'use_dora': True, 'bias': 'all'},
+     {'batch_size': 3, 'seq_len': 40, 'dtype': 'fp32', 'attn_implementation': 'sdpa', 'gradient_checkpointing': False, 'padding_mask': True, 'optimizer': 'adam', 'mixed_precision': 'bf16'}),
 ]
 
 

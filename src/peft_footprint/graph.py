@@ -70,7 +70,8 @@ class Storage:
 # backward events of a node, in order:
 #   ("a", bytes) a temporary of the formula;     ("f", bytes) that temporary freed early
 #   ("g", k, bytes) the gradient of input k;     ("p", k) input k's gradient is the incoming one (or a view of it)
-#   ("c", k, bytes) input k's gradient cast to its dtype by the engine after the node's formula returned
+#   ("k", k, bytes, cast) input k's gradient, made in the output's dtype; the engine casts it to the input's
+#                          (``cast`` bytes) after the node returns
 #   ("r", k, bytes, small) input k's gradient, summed to its smaller shape (``small`` bytes) after the node returns
 #   ("w", key, bytes) a parameter's gradient (kept in .grad the first time, accumulated after)
 @dataclass(slots=True)
@@ -269,8 +270,8 @@ class Graph:
                 continue
             if t.numel == big and t.dtype == out.dtype:
                 prog.append(("g", i, full))
-            elif t.numel == big:  # the product in the output's dtype, cast to the input's
-                prog += [("a", full), ("c", i, t.bytes()), ("f", full)]
+            elif t.numel == big:  # the product in the output's dtype, cast to the input's after the node returns
+                prog.append(("k", i, full, t.bytes()))
             else:  # broadcast: summed to the input's shape after the node returns
                 prog.append(("r", i, big * esize(t.dtype), t.bytes()))
         saved = ((b,) if a.rg else ()) + ((a,) if b.rg else ())
@@ -406,13 +407,9 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             gout = [ZERO, 1]
         temps = ZERO
         outs: list = []
-        reduce: list = []
-        returned = False
+        reduce: list = []  # (input, gradient, its bytes once summed or cast): validate_outputs, after the node returns
         for ev in node.prog:
             kind = ev[0]
-            if kind == "c" and not returned:
-                returned = True
-                live = unpacked(node, live)
             if kind == "a":
                 live = live + ev[1]
                 temps = temps + ev[1]
@@ -421,16 +418,16 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 live = live - ev[1]
                 grew[0] = False
                 temps = temps - ev[1]
-            elif kind == "g" or kind == "c":
+            elif kind == "g":
                 obj = [ev[2], 1]
                 live = live + ev[2]
                 outs.append((ev[1], obj))
                 push(n, live)
-            elif kind == "r":
+            elif kind == "r" or kind == "k":
                 obj = [ev[2], 1]
                 live = live + ev[2]
                 outs.append((ev[1], obj))
-                reduce.append((obj, ev[3]))
+                reduce.append((ev[1], obj, ev[3]))
                 push(n, live)
             elif kind == "p":
                 gout[1] += 1
@@ -441,13 +438,14 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 if ev[1] in params:
                     temps = temps + ev[2]
                 params.add(ev[1])
-        if not returned:
-            live = unpacked(node, live)
+        live = unpacked(node, live)
         if temps:
             live = live - temps
             grew[0] = False
-        for obj, small in reduce:  # the engine sums broadcast gradients to their input's shape (validate_outputs,
-            live = live + small  # before call_function returns: the incoming gradient is still alive)
+        # the engine sums broadcast gradients to their input's shape and casts them to its dtype, input by input
+        # (validate_outputs, before call_function returns: the incoming gradient is still alive)
+        for _, obj, small in sorted(reduce, key=lambda r: r[0]):
+            live = live + small
             push(n, live)
             live = live - obj[0]
             grew[0] = False
