@@ -228,7 +228,6 @@ class Ctx:
     # layer whose attention has inputs that require grad), additive in the model's dtype for eager
     mask_always: bool = False
     adapter_hooked: bool = False  # adapters runs through its plugin interface's hooks (methods.adapter.HOOKED)
-    masks: dict = field(default_factory=dict)  # the attention masks built, by layer kind
     norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
     cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
     scope: list = field(default_factory=list)  # what the base model's forward holds until it returns (embeddings, masks)
@@ -604,8 +603,7 @@ def rotary_sliced(ctx: Ctx, q: T, k: T, nh: int, nkv: int, d: int, cos: T, sin: 
     return out[0], out[1]
 
 
-def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: str, mask: bool, mask_t: T | None = None,
-              softcap: bool = False,
+def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: str, mask: bool, softcap: bool = False,
               kv_len: Poly | None = None, gqa_ok: bool = True, contiguous: tuple[bool, bool, bool] = (False, False, False),
               softmax_fp32: bool = True) -> T:
     """Scaled dot-product attention as transformers calls it; returns the (b, s, nh*d) input of o_proj."""
@@ -674,7 +672,7 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
     out = g.new(b_seq * (nh * d), q.dtype, rg, "sdpa out")
     lse = g.new(b_seq * nh, "fp32", False, "sdpa logsumexp")
     saved = (q, k, v, out, lse)
-    if rg and mask and impl == "sdpa":  # the additive mask it was given, or the one the kernel makes of a bool mask
+    if rg and mask and impl == "sdpa":  # the additive mask the kernel makes of the bool mask it is given
         saved += (g.new(b_seq * kvl, q.dtype, False, "sdpa additive mask"),)
     prog = [("g", i, t.bytes()) for i, t in enumerate((q, k, v)) if t.rg]
     out = g.node(out, [q, k, v], prog, saved, "sdpa")
@@ -775,7 +773,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     impl = ctx.attn
     mask = bool(ctx.kv_extra) or ctx.padding_mask or (layer_type == "sliding_attention" and ctx.sliding_active) or ctx.mask_always
     cat_rotary = mt == "phi3"  # phi3's rotary ends in torch.cat: contiguous q and k
-    a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, mask_t=ctx.masks.get(layer_type), kv_len=kv_len,
+    a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, kv_len=kv_len,
                   softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping")),
                   contiguous=(cat_rotary, cat_rotary or bool(ctx.kv_extra), bool(ctx.kv_extra)))
     if mt == "phi3" and impl == "sdpa":
@@ -1064,7 +1062,6 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
             rows_mask = B * seq if (ctx.kv_extra or ctx.padding_mask or ctx.mask_always) else seq  # no padding: batch dim 1
             masks[kind] = g.new(rows_mask * kv, "bool", False, f"attention mask ({kind})")
     ctx.scope += masks.values()
-    ctx.masks = masks
     # rotary cos/sin: (1, S, d) in the model dtype, shared by all layers
     rot_dim = _derived(cfg, "rotary_dim") if mt not in ("gpt2", "opt") else 0
     cos_dtype = "fp32" if mt == "olmo2" else dtype  # Olmo2's rotary keeps cos/sin in fp32 and casts q/k back
@@ -1259,11 +1256,11 @@ def _candidates(total: Poly, names: list, moments: list, blocks: list) -> dict[s
     return cands
 
 
-def _recompute(g: Graph, lo: int, hi: int, first_storage: int, end_storage: int, x_in: T, released: Poly = ZERO) -> tuple:
+def _recompute(g: Graph, lo: int, hi: int, first_storage: int, end_storage: int, x_in: T) -> tuple:
     """What a checkpointed layer's first node that unpacks a saved tensor recomputes: (its nodes lo..hi, the
     storages it saved that the checkpoint dropped, its first storage, its end, the storages held past the
-    layer's backward, ``released``: the bytes the layer above held so), the bytes it holds so, and whether its
-    input is among them.
+    layer's backward, the bytes the layer above held so: none, for the caller to set), the bytes this layer holds
+    so, and whether its input is among them.
 
     A storage ``handed_on`` (the residual adapters' ForwardContext keeps) is recomputed too, but the copy the
     layer above left stands in for it until then. The recomputed copy comes with the recompute's own graph,
@@ -1279,11 +1276,11 @@ def _recompute(g: Graph, lo: int, hi: int, first_storage: int, end_storage: int,
     end = max(end, sids[-1] + 1 if sids else end)
     m = next((k for k in range(first_storage, end) if storages[k].handed_on), None)
     if m is None:
-        return (lo, hi, sids, first_storage, end, (), released), ZERO, False
+        return (lo, hi, sids, first_storage, end, (), ZERO), ZERO, False
     held = [k for k in sids if k < m]
     in_held = x_in.sid is not None and any(x_in.sid in nd.saved and nd.at < m for nd in g.nodes[lo:hi])
     held_bytes = Poly.sum([storages[k].nbytes for k in held]) + (x_in.bytes() if in_held else ZERO)
-    return (lo, hi, sids, first_storage, end, held, released), held_bytes, in_held
+    return (lo, hi, sids, first_storage, end, held, ZERO), held_bytes, in_held
 
 
 def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, int, int], top_in: T, sigs: list,

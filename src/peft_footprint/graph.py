@@ -391,8 +391,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                                     recompute=True, released=recompute[6]):
                     grew[0] = False  # the forward's local maxima, with frees between them
                     push(n, p)
-                if any(storages[k].handed_on for k in range(recompute[3], recompute[4])):
-                    live = live - recompute[6]
+                live = live - recompute[6]  # (non-zero only where the recompute makes a storage handed on)
             for sid in sids:
                 if sid not in alive:
                     alive.add(sid)
