@@ -64,6 +64,23 @@ def _table(spec: ModelSpec, method: Method, dtype: str) -> ParamTable:
     return table
 
 
+_OPTIM: dict[tuple[int, str], tuple[ParamTable, tuple[int, int]]] = {}
+
+
+def _optimizer_bytes(table: ParamTable, optimizer: str) -> tuple[int, int]:
+    """The optimizer's state over the table's trainable tensors, and its step's transient bytes; cached per
+    (table, optimizer), like the table itself."""
+    key = (id(table), optimizer)
+    hit = _OPTIM.get(key)
+    if hit is not None and hit[0] is table:
+        return hit[1]
+    if len(_OPTIM) > 8192:
+        _OPTIM.clear()
+    out = (optimizer_state_bytes(optimizer, table.trainable), optimizer_step_temporary_bytes(optimizer, table.trainable))
+    _OPTIM[key] = (table, out)
+    return out
+
+
 _ACTS: dict[tuple, tuple[ModelSpec, ActivationModel]] = {}
 
 
@@ -100,20 +117,20 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: 
     return model
 
 
-def _live_candidates(act: ActivationModel, train: TrainingSpec, trainable, grads: int, b, s) -> dict[str, Any]:
+def _live_candidates(act: ActivationModel, step_bytes: int, grads: int, b, s) -> dict[str, Any]:
     """Live bytes (beyond weights + optimizer state) at each moment that can set the step's peak; ``b`` and
     ``s`` are ints, or numpy arrays for whole grids."""
     live = dict(zip(act.peak_candidates, evaluate(act.peak_candidates.values(), b, s)))
-    live["optimizer step"] = grads + optimizer_step_temporary_bytes(train.optimizer, trainable) + 0 * b
+    live["optimizer step"] = grads + step_bytes + 0 * b
     live["end of backward (all gradients)"] = grads + 0 * b
     return live
 
 
-def _peak(act: ActivationModel, train: TrainingSpec, trainable, grads: int) -> tuple[int, str, dict[str, int]]:
+def _peak(act: ActivationModel, train: TrainingSpec, step_bytes: int, grads: int) -> tuple[int, str, dict[str, int]]:
     """Highest live bytes (beyond weights + optimizer state) over the step, where it happens, and the largest
     moment of each phase (ActivationModel.live_at: every simulated moment compared exactly at this shape)."""
     live = act.live_at(train.batch_size, train.seq_len)
-    live["optimizer step"] = grads + optimizer_step_temporary_bytes(train.optimizer, trainable)
+    live["optimizer step"] = grads + step_bytes
     live["end of backward (all gradients)"] = grads
     where = max(live, key=live.__getitem__)
     return live[where], where, live
@@ -162,10 +179,9 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
 
     _check(spec, meth, train, infer, inference is not None)
     table = _table(spec, meth, train.weight_dtype)
-    trainable = table.trainable
     weights = table.weights_bytes
     grads = table.trainable_bytes
-    optim = optimizer_state_bytes(train.optimizer, trainable)
+    optim, step_bytes = _optimizer_bytes(table, train.optimizer)
 
     # ---- storage ----------------------------------------------------------------------------------
     serve_dtype = infer.dtype or train.weight_dtype
@@ -198,7 +214,7 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
     act = _activations(spec, meth, train)
     b, s = train.batch_size, train.seq_len
     activations = int(act.activations(b, s))
-    peak_live, peak_at, candidates = _peak(act, train, trainable, grads)
+    peak_live, peak_at, candidates = _peak(act, train, step_bytes, grads)
     static = weights + table.buffer_bytes + optim
     peak = static + peak_live
 
@@ -273,9 +289,9 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
     if big > 2**62:  # beyond int64: exact Python integers in object arrays
         b, s = b.astype(object), s.astype(object)
     table = _table(spec, meth, train.weight_dtype)
-    trainable = table.trainable
     grads = table.trainable_bytes
-    static = table.weights_bytes + table.buffer_bytes + optimizer_state_bytes(train.optimizer, trainable)
+    optim, step_bytes = _optimizer_bytes(table, train.optimizer)
+    static = table.weights_bytes + table.buffer_bytes + optim
     window = spec.cfg.get("sliding_window") if "sliding_attention" in spec.layer_types else None
     extra = meth.virtual_tokens() + meth.prefix_tokens()
     acts = np.zeros_like(b)
@@ -292,7 +308,7 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
         act = _activations(spec, meth, train, sliding, one)
         every = mask.all()
         bm, sm = (b, s) if every else (b[mask], s[mask])  # only the points this model covers
-        cands = _live_candidates(act, train, trainable, grads, bm, sm)
+        cands = _live_candidates(act, step_bytes, grads, bm, sm)
         peak_live = np.maximum.reduce([np.broadcast_to(v, bm.shape) for v in cands.values()])
         if every:
             acts, live = act.activations(bm, sm), peak_live

@@ -613,7 +613,7 @@ def compute_terms(spec, method, table, training, inference, hardware) -> dict[st
     if hit is not None and hit[0] is spec and hit[1] is table:
         return _fresh(hit[2])
     out = _compute_terms(spec, method, table, training, inference, hardware)
-    if len(_TERMS) > 4096:
+    if len(_TERMS) > 1024:  # (each (batch, length) is an entry: a sweep fills it with what it never asks again)
         _TERMS.clear()
     _TERMS[key] = (spec, table, out)
     return _fresh(out)

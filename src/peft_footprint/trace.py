@@ -53,7 +53,7 @@ class Tape:
     """Instructions over numbered slots: ``(k, fn, i, j)`` sets slot k to ``fn(slot i, slot j)`` (``fn`` None: k is
     the sum of the slots in the tuple i); ``(-1, fn, i, j)`` is a guard, ``fn(slot i, slot j)`` must be true."""
 
-    __slots__ = ("init", "code", "leaves", "_consts", "opaque")
+    __slots__ = ("init", "code", "leaves", "_consts", "opaque", "memo")
 
     def __init__(self) -> None:
         self.init: list = []  # a slot's value before replay: the constants (None for leaves and results)
@@ -61,6 +61,7 @@ class Tape:
         self.leaves: list[int] = []
         self._consts: dict[tuple, int] = {}
         self.opaque = False  # something was read that the tape cannot check: never replay it
+        self.memo: dict = {}  # what caches keyed on the traced inputs keep while the pass runs (and no longer)
 
     def leaf(self, value: int) -> Sym:
         k = len(self.init)

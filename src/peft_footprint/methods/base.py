@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from .. import trace
 from ..architectures import Layout, Linear, Param
 from ..dtypes import nbytes
 from ..errors import InvalidConfigError, UnsupportedCombinationError, did_you_mean
@@ -258,16 +259,18 @@ def resolve_targets(
     options = dict(model_type=model_type, exclude_modules=exclude_modules, layers_to_transform=layers_to_transform,
                    allow_embedding=allow_embedding, field_name=field_name)
     key: tuple | None = (id(layout), *(tuple(a) if isinstance(a, list) else a for a in (target_modules, *options.values())))
+    tape = trace.active()
+    cache = _RESOLVED if tape is None else tape.memo  # a traced layout is made for one pass: not kept after it
     try:
-        hit = _RESOLVED.get(key)
+        hit = cache.get(key)
     except TypeError:  # an unhashable entry: resolve (and report) it uncached
         hit = key = None
     if hit is None or hit[0] is not layout:
         hit = (layout, *_resolve_targets(layout, target_modules, **options))
         if key is not None:
-            if len(_RESOLVED) > 4096:
-                _RESOLVED.clear()
-            _RESOLVED[key] = hit
+            if len(cache) > 4096:
+                cache.clear()
+            cache[key] = hit
     for message in hit[2]:
         warnings.warn(message, stacklevel=4)
     return list(hit[1])
