@@ -146,15 +146,21 @@ class Tape:
 
         # slots renumbered densely, in order of first use (a dict keeps it); a polynomial constant becomes its
         # packed integer
-        dense: dict[int, int] = {}
-        number = dense.setdefault  # number(i, len(dense)): i's dense slot, a new one the first time
-        program = [(number(k, len(dense)) if k >= 0 else -1, fn,
-                    tuple([number(a, len(dense)) for a in i]) if fn is None else number(i, len(dense)),
-                    0 if fn is None else number(j, len(dense))) for k, fn, i, j in live]
-        leaves = [number(k, len(dense)) for k in self.leaves]
-        results = [number(k, len(dense)) for k in outputs]
+        dense = _Numbering()  # dense[i]: i's dense slot, a new one the first time
+        program = [(dense[k] if k >= 0 else -1, fn, tuple([dense[a] for a in i]) if fn is None else dense[i],
+                    0 if fn is None else dense[j]) for k, fn, i, j in live]
+        leaves = [dense[k] for k in self.leaves]
+        results = [dense[k] for k in outputs]
         init = [getattr(v, "v", v) for v in map(self.init.__getitem__, dense)]
         return Replay(init, leaves, program, results)
+
+
+class _Numbering(dict):
+    """Numbers in order of first use: ``d[x]`` is x's number, a new one the first time."""
+
+    def __missing__(self, key: Any) -> int:
+        n = self[key] = len(self)
+        return n
 
 
 class Replay:
@@ -176,19 +182,18 @@ class Replay:
         me = len(start)  # the slot that holds the slot list itself (what a sum's getter reads)
         start.append(None)
         ops, guards = [], []
-        codes: dict = {}  # each function's number: an instruction is a tuple of ints, which the collector untracks
-        code = codes.setdefault
+        codes = _Numbering()  # each function's number: an instruction is a tuple of ints, which the collector untracks
+        add, on_ints = ops.append, _ON_INTS.get
         for k, fn, i, j in program:
             if fn is None:
                 start.append(operator.itemgetter(*i) if len(i) > 1 else _one(i[0]))
-                ops.append((k, code(_sum_of, len(codes)), len(start) - 1, me))
+                add((k, codes[_sum_of], len(start) - 1, me))
                 continue
             if k < 0:
                 k = len(start)
                 start.append(None)
                 guards.append(k)
-            fn = _ON_INTS.get(fn, fn)
-            ops.append((k, code(fn, len(codes)), i, j))
+            add((k, codes[on_ints(fn, fn)], i, j))
         self._ops, self._fns, self._start, self._me = ops, tuple(codes), start, me
         self._guards = _getter(guards)
         self._out = _getter(results)
