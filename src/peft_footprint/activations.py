@@ -379,14 +379,17 @@ def _linear4bit(ctx: Ctx, x: T, lin: Linear, b_rg: bool) -> T:
     the weight is dequantized for the input's gradient, MatMul4Bit keeping only the packed weight), the
     output cast back. The dequantized weight comes in the dtype the model was loaded in and is cast to the
     gradient's (the compute dtype) when they differ: both at once, the first freed before the matmul. The
-    bias was cast to the compute dtype in place (its gradient too, when it trains)."""
+    bias was cast to the compute dtype in place (its gradient too, when it trains): MatMul4Bit's backward makes
+    that gradient first, as ``grad_output.sum(0)``, which leaves (seq, out) of a (batch, seq, out) gradient,
+    and the engine sums it to the bias's shape after the node returns."""
     g, cd, path = ctx.g, ctx.q4, lin.path
     numel = lin.in_features * lin.out_features
     w = [("a", Poly.const(numel * esize(ctx.q4_storage)))]
     if ctx.q4_storage != cd:
         w += [("a", Poly.const(numel * esize(cd))), ("f", w[0][1])]
     xc = g.to(x, cd, f"{path} 4bit input")
-    out = g.linear(xc, ctx.rows, lin.out_features, w_rg=False, b_rg=b_rg, name=path, in_features=lin.in_features, extra_bwd=w)
+    out = g.linear(xc, ctx.rows, lin.out_features, w_rg=False, b_rg=b_rg, name=path, in_features=lin.in_features, extra_bwd=w,
+                   bias_rows=ctx.seq)  # grad_bias = grad_output.sum(0): (seq, out), before the weight is dequantized
     out = g.to(out, x.dtype, f"{path} 4bit output")
     g.touch(xc)  # Linear4bit.forward rebinds x to the cast: it lives until the module returns
     return out

@@ -151,11 +151,14 @@ class Graph:
 
     # ---- ops ------------------------------------------------------------------------------------
     def linear(self, x: T, rows: Poly, out_features: int, *, w_rg: bool, b_rg: bool = False, name: str = "linear",
-               dtype: str | None = None, in_features: int | None = None, extra_bwd: list | None = None) -> T:
+               dtype: str | None = None, in_features: int | None = None, extra_bwd: list | None = None,
+               bias_rows: Poly | None = None) -> T:
         """``x @ W.T (+ b)``: keeps x for the weight gradient when W trains (W itself is a parameter). Under
         autocast the input and the weight are cast copies (the weight's cached once per forward), and the
         copies are what is kept. ``extra_bwd``: temporaries of the backward, as its events (a dequantized 4-bit
-        weight)."""
+        weight). ``bias_rows``: the bias gradient is first made with that many rows, before the rest of the
+        backward, and summed to the bias's shape by the engine once the node returns (bitsandbytes' MatMul4Bit:
+        ``grad_output.sum(0)`` of a (batch, seq, out) gradient is (seq, out))."""
         ac = self.autocast
         inf = in_features or 0
         key = self.scope + name  # a parameter's gradient key
@@ -188,12 +191,15 @@ class Graph:
         prog = []
         if w_rg:
             prog.append(("w", key, Poly.const(inf * out_features * esize(out.dtype))))
+        bias = Poly.const(out_features * esize(out.dtype))
+        if b_rg and bias_rows is not None:
+            prog.append(("v", key + ".bias", bias_rows * bias, bias))
         if extra_bwd is not None and x.rg:
             prog += extra_bwd
         if x.rg:
             prog.append(("g", 0, x.bytes()))
-        if b_rg:
-            prog.append(("w", key + ".bias", Poly.const(out_features * esize(out.dtype))))
+        if b_rg and bias_rows is None:
+            prog.append(("w", key + ".bias", bias))
         # the weight is kept for the input's gradient (bitsandbytes' MatMul4Bit keeps it on ctx, outside autograd's
         # saved tensors: a checkpoint does not recompute for it)
         weight = T(Poly.const(inf * out_features), out.dtype, w_rg, None)
@@ -407,6 +413,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
         temps = ZERO
         outs: list = []
         reduce: list = []  # (input, gradient, its bytes once summed or cast): validate_outputs, after the node returns
+        summed: list = []  # parameters' gradients made larger than the parameter ("v" events)
         for ev in node.prog:
             kind = ev[0]
             if kind == "a":
@@ -431,6 +438,10 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             elif kind == "p":
                 gout[1] += 1
                 outs.append((ev[1], gout))
+            elif kind == "v":  # a parameter's gradient, summed to its shape once the node returns
+                live = live + ev[2]
+                push(n, live)
+                summed.append(ev)
             else:  # "w"
                 live = live + ev[2]
                 push(n, live)
@@ -449,6 +460,14 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             live = live - obj[0]
             grew[0] = False
             obj[0] = small
+        for _, key, full, small in summed:  # (the parameters come after the inputs that flow on)
+            live = live + small
+            push(n, live)
+            live = live - full
+            grew[0] = False
+            if key in params:  # accumulated into the .grad there
+                live = live - small
+            params.add(key)
         release(gout)
         for obj in gathered or ():
             release(obj)
