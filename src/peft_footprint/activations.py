@@ -1086,6 +1086,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         # autograd's AccumulateGrad node keeps alive
         word_emb.rg = True
         g.keep(word_emb)
+        if word_emb.sid is not None:
+            g.leaf_inputs.add(word_emb.sid)
     x = emb
     per_layer_polys: list[Poly] = []
     memo: dict[tuple, tuple] = {}
@@ -1111,8 +1113,12 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
             cache_before = len(ctx.cache)
             if x.rg:  # the layer's input gradients meet here, summed, and go on to the layers below
                 x = x_in = g.node(T(x.numel, x.dtype, True, x.sid), [None], [("p", 0)], name=f"layers.{i} input")
+            casts = len(g.input_casts)
             x = layer_fn(ctx, x, i, *rope[layer_types[i] if mt == "gemma3_text" else None], layer_types[i])
             g.touch(x_in)  # the model's loop holds the layer's input until the layer returns
+            if len(g.input_casts) > casts:  # its matmuls shared autocast's cached copy of a leaf input (Olmo2's
+                # first layer under checkpointing): unlike the layers above, which each cast their input
+                sig += ("cached input cast",)
             ctx.cache += g.held  # autocast's cached casts live as long as the cache's entries: until the forward returns
             g.held.clear()
             outside = [k for k in range(before) if (g.storages[k].saved or g.storages[k].output) and k not in saved_before]

@@ -74,6 +74,8 @@ class Storage:
 #                          (``cast`` bytes) after the node returns
 #   ("r", k, bytes, small) input k's gradient, summed to its smaller shape (``small`` bytes) after the node returns
 #   ("w", key, bytes) a parameter's gradient (kept in .grad the first time, accumulated after)
+#   ("v", key, bytes, small) a parameter's gradient made larger than the parameter, summed to it (``small``
+#                          bytes) after the node returns
 @dataclass(slots=True)
 class Node:
     inputs: tuple
@@ -97,6 +99,10 @@ class Graph:
     # autocast's cached casts of leaves that require grad (trainable weights and biases): alive until autocast
     # exits at the end of the forward, whether or not a node saved them (the caller touches them then)
     held: list = field(default_factory=list)
+    # leaves that require grad and feed matmuls (the embeddings' output under enable_input_require_grads): autocast
+    # caches their low-precision copy too, one per storage, shared by every matmul that reads it
+    leaf_inputs: set = field(default_factory=set)
+    input_casts: dict[int, T] = field(default_factory=dict)
 
     # ---- storage bookkeeping --------------------------------------------------------------------
     def new(self, numel: Poly, dtype: str, rg: bool, name: str) -> T:
@@ -163,7 +169,14 @@ class Graph:
         inf = in_features or 0
         key = self.scope + name  # a parameter's gradient key
         if ac and (x.dtype != ac or in_features):
-            if x.dtype != ac:
+            if x.dtype != ac and x.sid in self.leaf_inputs:
+                xc = self.input_casts.get(x.sid)
+                if xc is None:
+                    xc = self.input_casts[x.sid] = self.new(x.numel, ac, x.rg, name + " autocast input (cached)")
+                    self.node(xc, [x], [("g", 0, x.bytes())], name=name + " autocast input (cached)")
+                    self.held.append(xc)
+                x = xc
+            elif x.dtype != ac:
                 xc = self.new(x.numel, ac, x.rg, name + " autocast input")
                 self.node(xc, [x], [("g", 0, x.bytes())], name=name + " autocast input")
                 x = xc
