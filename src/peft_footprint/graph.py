@@ -180,14 +180,7 @@ class Graph:
                 xc = self.new(x.numel, ac, x.rg, name + " autocast input")
                 self.node(xc, [x], [("g", 0, x.bytes())], name=name + " autocast input")
                 x = xc
-            wc = None
-            if in_features:
-                wc = self.weight_casts.get(key)
-                if wc is None:
-                    wc = self.weight_casts[key] = self.new(Poly.const(inf * out_features), ac, w_rg, name + " autocast weight")
-                    self.node(wc, [None], [("w", key, Poly.const(inf * out_features * 4))], name=name + " weight cast")
-                    if w_rg:
-                        self.held.append(wc)
+            wc = self.weight_cast(name, inf * out_features, w_rg) if in_features else None
             if b_rg:  # the bias is cast too, and cached: nothing saves it
                 self.held.append(self.new(Poly.const(out_features), ac, False, name + " autocast bias"))
             out = self.new(rows * out_features, ac, x.rg or w_rg or b_rg, name)
@@ -218,6 +211,19 @@ class Graph:
         weight = T(Poly.const(inf * out_features), out.dtype, w_rg, None)
         keeps = x.rg and extra_bwd is None
         return self.node(out, [x], prog, ((x,) if w_rg else ()) + ((weight,) if keeps else ()), name)
+
+    def weight_cast(self, name: str, numel: int, w_rg: bool) -> T:
+        """Autocast's low-precision copy of the fp32 weight of linear ``name``: made at its first matmul in the
+        forward, then reused (cached, and alive until the forward returns, when the weight trains; a frozen
+        weight's copy is made again by each matmul, but every module multiplies its weight once)."""
+        key = self.scope + name
+        wc = self.weight_casts.get(key)
+        if wc is None:
+            wc = self.weight_casts[key] = self.new(Poly.const(numel), self.autocast, w_rg, name + " autocast weight")
+            self.node(wc, [None], [("w", key, Poly.const(numel * 4))], name=name + " weight cast")
+            if w_rg:
+                self.held.append(wc)
+        return wc
 
     def autocast_input(self, x: T, name: str) -> T:
         """An op on autocast's low-precision list (sdpa) casts fp32 inputs."""
