@@ -364,6 +364,7 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
         res = _dora(ctx, lin, path, out, xa, r, b_rg, dropout=xa is not x32, q4=bool(ctx.q4 and layer is not None))
     else:
         a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32", in_features=lin.in_features)
+        g.touch(xa)  # lora_A(dropout(x)): the dropped-out input is lora_A's argument until it returns
         bo = g.linear(a, ctx.rows, lin.out_features, w_rg=True, name=f"{path} lora_B", dtype="fp32", in_features=r)
         scaled = g.mul(bo, None, f"{path} lora scaling")
         if ctx.q4 and layer is not None:  # PEFT's bnb Linear4bit casts the LoRA output to the result's dtype, then adds

@@ -169,6 +169,10 @@ class Graph:
         inf = in_features or 0
         key = self.scope + name  # a parameter's gradient key
         if ac and (x.dtype != ac or in_features):
+            # autocast's linear casts its arguments last to first (the C++ argument order): bias, weight, input
+            if b_rg:  # the bias is cast too, and cached: nothing saves it
+                self.held.append(self.new(Poly.const(out_features), ac, False, name + " autocast bias"))
+            wc = self.weight_cast(name, inf * out_features, w_rg) if in_features else None
             if x.dtype != ac and x.sid in self.leaf_inputs:
                 xc = self.input_casts.get(x.sid)
                 if xc is None:
@@ -180,9 +184,6 @@ class Graph:
                 xc = self.new(x.numel, ac, x.rg, name + " autocast input")
                 self.node(xc, [x], [("g", 0, x.bytes())], name=name + " autocast input")
                 x = xc
-            wc = self.weight_cast(name, inf * out_features, w_rg) if in_features else None
-            if b_rg:  # the bias is cast too, and cached: nothing saves it
-                self.held.append(self.new(Poly.const(out_features), ac, False, name + " autocast bias"))
             out = self.new(rows * out_features, ac, x.rg or w_rg or b_rg, name)
             prog = []
             if w_rg and wc is not None:
