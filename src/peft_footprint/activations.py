@@ -1147,11 +1147,18 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         for st in g.storages[top_storages:]:
             if st.handed_on:
                 st.saved = st.pinned = True
+    by_kind: dict[str, list] = {}  # what only the checkpoints of one kind of layer hold: gone after the lowest
     if gc:  # the position ids, the rotary cos/sin and the attention masks are inputs of every checkpointed layer
         for pair in rope.values():
             g.save(*pair)
         # (a mask of a kind no layer has is no checkpoint's input)
         g.save(ctx.positions, *[m for kind, m in masks.items() if kind in layer_types])
+        if len(set(layer_types)) > 1:  # each layer gets its kind's mask (and Gemma3 its kind's rotary pair)
+            for kind, m in masks.items():
+                by_kind.setdefault(kind, []).append(m.bytes())
+            if len(rope) > 1 and not isinstance(method, Adapter):
+                for kind, pair in rope.items():
+                    by_kind.setdefault(kind, []).extend(t.bytes() for t in pair)
     x = _final(ctx, x)
     g.touch(*ctx.scope)  # the base model's forward returns
     lm = next(m for m in layout.outer_linears if m.role == "lm_head")
@@ -1182,14 +1189,15 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     below = Poly.sum(st.nbytes for st in g.storages[:top_storages] if st.saved or st.output)
     fwd = forward(g, top_storages, len(g.storages), below, lambda k: g.storages[k].saved or g.storages[k].output)
     moments = [("forward: ", g.storages[k].name, p_) for k, p_ in fwd]
-    top_moments, blocks, end, labels = _backward_moments(g, loss, total, gc, (top_nodes, top_end, top_storages), top_in, sigs,
-                                                         instances)
+    top_moments, blocks, end, labels, early = _backward_moments(g, loss, total, gc, (top_nodes, top_end, top_storages), top_in,
+                                                                sigs, instances, by_kind)
     if ctx.full:
         # by then every layer's backward has freed what it kept of what came before the layers (rotary cos/sin,
-        # checkpoints' inputs): the simulation, which runs one layer of each kind, leaves it in ``end``
+        # checkpoints' inputs): the simulation, which runs one layer of each kind, leaves it in ``end`` (but what
+        # went after the lowest layer of a kind, ``early``)
         shared = Poly.sum([st.nbytes for k, st in enumerate(g.storages[:below_layers])
                            if (st.saved or st.pinned) and not st.output and k != first_input])
-        top_moments += _embedding_backward(ctx, end - shared, word_emb, lm.tied)
+        top_moments += _embedding_backward(ctx, end + early - shared, word_emb, lm.tied)
     # which moments hold the loss's labels (for the batch-1 model, :meth:`ActivationModel.with_batch_one_labels`)
     labels = tuple(k >= ctx.labels for k, _ in fwd) + tuple(labels) + (False,) * (len(top_moments) - len(labels))
     return total, terms, steady, layer_terms, moments + top_moments, blocks, labels
@@ -1299,12 +1307,14 @@ def _recompute(g: Graph, lo: int, hi: int, first_storage: int, end_storage: int,
 
 
 def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, int, int], top_in: T, sigs: list,
-                      instances: dict) -> tuple[list, list]:
+                      instances: dict, by_kind: dict | None = None) -> tuple:
     """Simulate backward from the loss through the head and the top decoder layer, node by node; returns (kind,
     op, live bytes) at every moment. The layers below repeat the profile of their kind's layer (the top one's,
     or the first of their kind simulated on its own), each starting from where the layer above left live bytes
     (its saved tensors freed, its weight gradients added): returned as blocks of (a kind's profile, the start
-    of each layer of that kind), for :func:`_finish` to pick the layers that can set the peak."""
+    of each layer of that kind), for :func:`_finish` to pick the layers that can set the peak. ``by_kind``: the
+    bytes that only the checkpoints of one kind of layer (``sig[2]``, the layer type) hold, freed once the lowest
+    layer of that kind is done; returned too, the sum of those freed before the bottom layer's backward ends."""
     lo, hi, first_storage = top
     alive = {k for k, st in enumerate(g.storages) if st.saved or st.output}
     rc, held, in_held = _recompute(g, lo, hi, first_storage, len(g.storages), top_in) if gc else (None, ZERO, False)
@@ -1314,7 +1324,7 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
     labels = [n == loss.fn for n, _ in run.moments]  # the loss node's own moments: it still keeps the labels
     first = max((n for n in run.start_of if lo <= n < hi), default=None)  # the top layer's first node in backward
     if len(sigs) < 2 or first is None:
-        return out, [], run.end, labels
+        return out, [], run.end, labels, ZERO
 
     def kept_input(x_in: T, in_held: bool) -> Poly:  # a checkpoint keeps its layer's input until the layer's
         # backward is done (or the recompute's graph, until the layer below's recompute)
@@ -1338,12 +1348,19 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
         at = r.start_of[max(n for n in r.start_of if f0 <= n < f1)]
         profiles[sig] = [(nodes[n].name, p - at) for n, p in r.moments if f0 <= n < f1]
         delta[sig] = r.end - at - kept_input(x_in, in_held)
+    lowest: dict = {}
+    for j, sig in enumerate(sigs):
+        lowest.setdefault(sig[2], j)
+    early = ZERO
     starts: dict[tuple, list] = {}
     for j in range(len(sigs) - 2, -1, -1):  # live bytes as layer j's backward starts
         start = start + (top_delta if j == len(sigs) - 2 else delta[sigs[j + 1]])
+        if by_kind and lowest[sigs[j + 1][2]] == j + 1:  # the last checkpoint of that kind is gone
+            freed = Poly.sum(by_kind.get(sigs[j + 1][2], []))
+            start, early = start - freed, early + freed
         starts.setdefault(sigs[j], []).append((j, start))
     end = start + delta[sigs[0]]  # the bottom layer's backward done
-    return out, [(profiles[sig], js[::-1]) for sig, js in starts.items() if profiles[sig]], end, labels
+    return out, [(profiles[sig], js[::-1]) for sig, js in starts.items() if profiles[sig]], end, labels, early
 
 
 def _embedding_backward(ctx: Ctx, end: Poly, word_emb: T, tied: bool) -> list:
