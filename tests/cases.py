@@ -279,6 +279,10 @@ _DRAWN = [
      {'model_type': 'gemma2', 'hidden_size': 48, 'num_hidden_layers': 2, 'num_attention_heads': 8, 'num_key_value_heads': 8, 'head_dim': 8, 'intermediate_size': 131, 'vocab_size': 140, 'sliding_window': 8, 'max_position_embeddings': 128},
      {'name': 'qlora', 'r': 7, 'lora_alpha': 8, 'bnb_4bit_quant_type': 'fp4', 'bnb_4bit_use_double_quant': False, 'prepare_model_for_kbit_training': False, 'bias': 'lora_only'},
      {'batch_size': 1, 'seq_len': 33, 'dtype': 'bf16', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'padding_mask': False, 'optimizer': 'sgd'}),
+    ("gemma2-prefix-beyond-sliding-window",  # a sliding layer's cache keeps the last window - 1 virtual tokens
+     {'model_type': 'gemma2', 'hidden_size': 40, 'num_hidden_layers': 2, 'num_attention_heads': 4, 'num_key_value_heads': 2, 'head_dim': 12, 'intermediate_size': 72, 'vocab_size': 91, 'sliding_window': 8, 'max_position_embeddings': 128},
+     {'name': 'prefix_tuning', 'num_virtual_tokens': 20},
+     {'batch_size': 2, 'seq_len': 13, 'dtype': 'bf16', 'attn_implementation': 'sdpa', 'gradient_checkpointing': False, 'padding_mask': False, 'optimizer': 'adamw'}),
     ("gpt-neox-qlora-bias-grad-seq-rows",  # MatMul4Bit's grad_bias = grad_output.sum(0): (seq, out), summed after the node
      {'model_type': 'gpt_neox', 'hidden_size': 80, 'num_hidden_layers': 2, 'num_attention_heads': 8, 'intermediate_size': 199, 'vocab_size': 128, 'max_position_embeddings': 64, 'rotary_pct': 1.0},
      {'name': 'qlora', 'r': 16, 'lora_alpha': 8, 'bnb_4bit_quant_type': 'fp4', 'bnb_4bit_use_double_quant': False, 'prepare_model_for_kbit_training': False, 'bias': 'lora_only'},

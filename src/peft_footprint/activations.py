@@ -769,7 +769,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         k = rotary(ctx, k, nkv, d, cos, sin, rot, back)
     g.touch(q_in, k_in)  # apply_rotary_pos_emb's arguments: alive until it returns both
     if ctx.kv_extra:  # prefix tuning: cache.update cats the virtual keys/values in front
-        kv_len = ctx.seq + ctx.kv_extra
+        kv_len = ctx.seq + _prefix_kept(ctx, layer_type)
         # the prefix comes in the model's dtype; torch.cat promotes
         k = _prefix_cat(ctx, k, B * kv_len * (nkv * d), "prefix cat k")
         v = _prefix_cat(ctx, v, B * kv_len * (nkv * d), "prefix cat v")
@@ -1058,13 +1058,13 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
                 g.save(ctx.positions)
             ctx.positions = g.new(B * seq, "int64", False, "position ids repeated")
             ctx.scope.append(ctx.positions)
-    kv = seq + ctx.kv_extra
     # Gemma2/3 build the mask of both kinds (full and sliding) whatever their layers use
     kinds = set(layer_types) | ({"full_attention", "sliding_attention"} if mt in ("gemma2", "gemma3_text") else set())
     masks: dict[str, T] = {}
     ctx.mask_always = isinstance(method, Adapter) and train.attn_implementation != "flash_attention_2"  # (flash: no mask)
     ctx.adapter_hooked = isinstance(method, Adapter) and mt in HOOKED
     for kind in sorted(kinds):
+        kv = seq + _prefix_kept(ctx, kind)
         if ctx.attn == "eager":  # additive, in the model's dtype
             masks[kind] = g.new(B * seq * kv, dtype, False, f"causal mask ({kind})")
         elif ctx.kv_extra or ctx.padding_mask or ctx.mask_always or (kind == "sliding_attention" and sliding_active):  # sdpa: bool, where built
@@ -1382,6 +1382,15 @@ def _embedding_backward(ctx: Ctx, end: Poly, word_emb: T, tied: bool) -> list:
     if tied:
         out.append(("backward: ", "embed_tokens + tied lm_head gradients summed", end - word_emb.bytes() + weight * 2))
     return out
+
+
+def _prefix_kept(ctx: Ctx, layer_type: str) -> Any:
+    """Prefix tuning's virtual tokens a layer's attention sees. PEFT builds Gemma2/3's cache from the config
+    (DynamicCache(config=...)): a sliding layer's cache keeps only the last ``sliding_window - 1`` of them (the
+    mask's key length follows, get_mask_sizes)."""
+    if layer_type == "sliding_attention" and ctx.cfg["model_type"] in ("gemma2", "gemma3_text"):
+        return min(ctx.kv_extra, ctx.cfg["sliding_window"] - 1)
+    return ctx.kv_extra
 
 
 def _final(ctx: Ctx, x: T) -> T:
