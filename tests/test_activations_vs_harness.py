@@ -15,7 +15,7 @@ from tests.cases import TINY, act_cases, drawn_cases, embedding_end_cases, outsi
 from tests.harness.measure import measure  # noqa: E402 - the test extras install torch, transformers, peft
 
 CASES = act_cases()
-TOLERANCE = 0.03  # activations and peak, every case (docs/validation.md: max 0.11 % and 2.4 %)
+PEAK = 0.005  # what the matrix holds at peak, well inside the issue's 3 % (docs/validation.md: max 0.31 %); activations are exact
 
 
 def _id(case):
@@ -24,7 +24,7 @@ def _id(case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
-def test_activations_and_peak_within_3_percent(case):
+def test_activations_exact_and_peak_within_half_a_percent(case):
     mt, method_id, method, training = case
     try:
         est = pf.estimate(TINY[mt], method, {**training, "device": "cpu"}).training
@@ -33,8 +33,8 @@ def test_activations_and_peak_within_3_percent(case):
             measure(TINY[mt], method, training, what=("activations", "peak"))
         return
     got = measure(TINY[mt], method, training, what=("activations", "peak"))
-    assert est["activations_bytes"] == pytest.approx(got["activations_bytes"], rel=TOLERANCE)
-    assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=TOLERANCE)
+    assert est["activations_bytes"] == got["activations_bytes"]
+    assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=PEAK)
 
 
 # Batch size 1 with eager attention: matmul folds (1, heads) without copying the transposed q/k/v or repeat_kv's
@@ -44,7 +44,7 @@ B1_CASES = [(mt, mid, dt) for mt in TINY for mid, dt in (("lora", "bf16"), ("pro
 
 
 @pytest.mark.parametrize("case", B1_CASES, ids=["-".join(c) for c in B1_CASES])
-def test_batch_one_eager_within_3_percent(case):
+def test_batch_one_eager_exact_and_peak_within_half_a_percent(case):
     from tests.cases import peft_methods
 
     mt, mid, dt = case
@@ -53,8 +53,8 @@ def test_batch_one_eager_within_3_percent(case):
     method = peft_methods(mt)[mid]
     est = pf.estimate(TINY[mt], method, {**training, "device": "cpu"}).training
     got = measure(TINY[mt], method, training, what=("activations", "peak"))
-    assert est["activations_bytes"] == pytest.approx(got["activations_bytes"], rel=TOLERANCE)
-    assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=TOLERANCE)
+    assert est["activations_bytes"] == got["activations_bytes"]
+    assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=PEAK)
 
 
 # Configurations outside the matrix where the simulation once went wrong (docs/notes/activations.md): a
