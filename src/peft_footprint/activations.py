@@ -230,6 +230,9 @@ class Ctx:
     adapter_hooked: bool = False  # adapters runs through its plugin interface's hooks (methods.adapter.HOOKED)
     norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
     cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
+    # eager attention returns its probabilities (attn_weights) to the attention module, which holds them until it
+    # returns, after the output projection: what the last attention() left there (None for sdpa and flash)
+    attn_weights: T | None = None
     scope: list = field(default_factory=list)  # what the base model's forward holds until it returns (embeddings, masks)
     positions: T | None = None  # the position ids the base model makes (an input of every checkpointed layer)
     prefix: T | None = None  # prefix tuning's past_key_values for all layers
@@ -669,7 +672,9 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         out = _matmul(g, probs, v2, b_seq * (nh * d), "attn out")
         out = g.copy(out, "attn out transpose")
         g.touch(*held)
+        ctx.attn_weights = probs
         return out
+    ctx.attn_weights = None
     # sdpa / flash: keeps q, k, v, out and a fp32 logsumexp (b, nh, s); without its GQA path sdpa_attention_forward
     # repeats k and v first, in their own dtype (held until it returns), and sdpa casts its inputs under autocast
     held = []
@@ -798,7 +803,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         return g.add(residual, o, "residual add")
 
     o = bottleneck(ctx, linear(ctx, a, _lin(layout, "o"), i), "attention", residual)
-    g.touch(hs, q, k, v)
+    g.touch(hs, q, k, v, ctx.attn_weights)
     if ctx.adapter_hooked:  # the adapter ran in a hook of o_proj's call: its argument was alive throughout
         g.touch(a)
     x = residual = close(o, residual, "post_attention_layernorm")
@@ -832,6 +837,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     if ctx.adapter_hooked:  # (in a hook of down_proj's call)
         g.touch(m)
     out = close(o, residual, "post_feedforward_layernorm")
+    g.touch(ctx.attn_weights)  # the decoder layer's `hidden_states, _ = self.self_attn(...)`: until it returns
     g.scope = ""
     return out
 
@@ -890,15 +896,16 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         # the MLP return (after their dropout); the adapter's last add is the residual add
         o = attn_output = ctx.drop(o, resid_p, "resid dropout")
         o = bottleneck(ctx, o, "attention", residual)
-        g.touch(a, q, k, v)
+        g.touch(a, q, k, v, ctx.attn_weights)
     else:
-        g.touch(a, q, k, v)
+        g.touch(a, q, k, v, ctx.attn_weights)
         o = attn_output = ctx.drop(o, resid_p, "resid dropout")
     if mt == "gpt_neox" and cfg.get("use_parallel_residual", True):
         m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm")
         mlp_out = _ln_mlp(ctx, m_in, i, resid_p)
         tmp = g.add(mlp_out, o, "mlp+attn")
         out = g.add(tmp, residual, "residual add")
+        g.touch(ctx.attn_weights)  # the block holds what its attention returned until it returns
         g.scope = ""
         return out
     x = g.add(residual, o, "residual add")
@@ -908,6 +915,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     out = g.add(residual, mlp_out, "residual add")
     if mt == "gpt2":  # GPT2Block's attn_output (after its dropout) and ln_2's output live until the block returns
         g.touch(attn_output, m_in)
+    g.touch(ctx.attn_weights)  # the block holds what its attention returned until it returns
     g.scope = ""
     return out
 
@@ -1081,6 +1089,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     rope = {kind: (g.new(seq * rot_dim, cos_dtype, False, "rotary cos" + (f" ({kind})" if len(rope_kinds) > 1 else "")),
                    g.new(seq * rot_dim, cos_dtype, False, "rotary sin" + (f" ({kind})" if len(rope_kinds) > 1 else "")))
             for kind in rope_kinds}
+    if rot_dim:  # position_embeddings: the model's forward holds them until it returns
+        ctx.scope += [t for pair in rope.values() for t in pair]
 
     ln_family = mt in ("gpt2", "gpt_neox", "opt")
     if ln_family:
@@ -1101,8 +1111,10 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     instances: dict[tuple, tuple] = {}  # a kind's first layer, built op by op: nodes, storages, input, output
     top = layout.num_layers - 1
     below_layers, first_input = len(g.storages), x.sid  # what the layers find made before them
+    layer_start: list[int] = []  # each layer's first storage
     for i in range(layout.num_layers):
         before = len(g.storages)
+        layer_start.append(before)
         x_in = x
         first_node = len(g.nodes)
         if i == top:  # the top layer is op by op (built or copied): backward is simulated through it
@@ -1187,8 +1199,20 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
 
     # the forward of the top layer and the head, each storage freed after its last reader
     below = Poly.sum(st.nbytes for st in g.storages[:top_storages] if st.saved or st.output)
-    fwd = forward(g, top_storages, len(g.storages), below, lambda k: g.storages[k].saved or g.storages[k].output)
+    kept = lambda k: g.storages[k].saved or g.storages[k].output  # noqa: E731
+    fwd = forward(g, top_storages, len(g.storages), below, kept)
     moments = [("forward: ", g.storages[k].name, p_) for k, p_ in fwd]
+    # the forward of each other kind of layer (a layer LoRA wraps below a frozen top one, the first layer), at the
+    # highest layer of that kind, where the most is alive below it: the first of the kind, built op by op, shifted
+    # by what the layers between leave alive
+    extra = []
+    for sig, (_, _, s0, s1, _, _) in instances.items():
+        if sig == sigs[-1]:
+            continue
+        first, highest = sigs.index(sig), max(j for j, sj in enumerate(sigs) if sj == sig)
+        base = Poly.sum([st.nbytes for st in g.storages[:layer_start[highest]] if st.saved or st.output])
+        prefix, there = f"layers.{first}.", f"layers.{highest}."
+        extra += [("forward: ", g.storages[k].name.replace(prefix, there, 1), p_) for k, p_ in forward(g, s0, s1, base, kept)]
     top_moments, blocks, end, labels, early = _backward_moments(g, loss, total, gc, (top_nodes, top_end, top_storages), top_in,
                                                                 sigs, instances, by_kind)
     if ctx.full:
@@ -1199,8 +1223,9 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
                            if (st.saved or st.pinned) and not st.output and k != first_input])
         top_moments += _embedding_backward(ctx, end + early - shared, word_emb, lm.tied)
     # which moments hold the loss's labels (for the batch-1 model, :meth:`ActivationModel.with_batch_one_labels`)
-    labels = tuple(k >= ctx.labels for k, _ in fwd) + tuple(labels) + (False,) * (len(top_moments) - len(labels))
-    return total, terms, steady, layer_terms, moments + top_moments, blocks, labels
+    labels = (tuple(k >= ctx.labels for k, _ in fwd) + (False,) * len(extra) + tuple(labels)
+              + (False,) * (len(top_moments) - len(labels)))
+    return total, terms, steady, layer_terms, moments + extra + top_moments, blocks, labels
 
 
 def _finish(*raw) -> ActivationModel:
