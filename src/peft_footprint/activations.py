@@ -625,9 +625,14 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
     kv_rows = B * kvl
     rep = nh // nkv
     use_gqa = (not mask) and d <= 256 and gqa_ok
-    if rep > 1 and nkv == 1 and g.autocast and (ctx.batch_one if impl == "eager" else not use_gqa):
-        # repeat_kv of a single kv head is a stride-0 view, which sdpa (without GQA) and eager's matmul at batch
-        # 1 take as it is; autocast's cast of it is a full-size copy
+    if rep > 1 and nkv == 1 and impl != "eager" and not use_gqa:
+        # repeat_kv of a single kv head is a stride-0 view, which sdpa (without GQA) takes as it is: its kernel's
+        # gradients of k and v are full-size, summed back by the expand's backward; autocast's cast of it is a
+        # full-size copy
+        k = g.view(k, kv_rows * (nh * d), "repeat_kv k (view)")
+        v = g.view(v, kv_rows * (nh * d), "repeat_kv v (view)")
+    elif rep > 1 and nkv == 1 and g.autocast and impl == "eager" and ctx.batch_one:
+        # ... and eager's matmul at batch 1 too
         k = k if k.dtype == g.autocast else g.view(k, kv_rows * (nh * d), "repeat_kv k (view)")
         v = v if v.dtype == g.autocast else g.view(v, kv_rows * (nh * d), "repeat_kv v (view)")
     rg = q.rg or k.rg or v.rg
