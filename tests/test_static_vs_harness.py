@@ -65,3 +65,21 @@ def test_qlora_static_after_bitsandbytes_casts_the_biases(config, method, traini
     measured = measure(config, method, training, what=("static",))
     for key in ("weights_bytes", "gradients_bytes", "optimizer_bytes"):
         assert est[key] == measured[key], key
+
+
+LORA_ONLY = [(mt, name, layers) for mt in ("gpt_neox", "llama", "qwen2", "phi3") for name in ("lora", "qlora") for layers in (None, [1])]
+
+
+@pytest.mark.parametrize("mt, name, layers", LORA_ONLY, ids=[f"{mt}-{n}-{'layer1' if l else 'all'}" for mt, n, l in LORA_ONLY])
+def test_bias_lora_only_trains_the_wrapped_layers_biases_and_saves_none(mt, name, layers):
+    """bias="lora_only" trains the biases of the modules LoRA wraps, in the layers it wraps them
+    (layers_to_transform), and PEFT's state dict saves none of them (it looks for "<module>.bias", the bias is
+    at "<module>.base_layer.bias"): trainable parameters, gradients, AdamW state and adapter bytes as measured."""
+    targets = {"gpt_neox": ["dense"], "phi3": ["qkv_proj", "o_proj"]}.get(mt, ["q_proj", "v_proj"])
+    method = {"name": name, "r": 4, "target_modules": targets, "bias": "lora_only",
+              **({"layers_to_transform": layers} if layers else {})}
+    est = pf.estimate(TINY[mt], method, {"dtype": "bf16"}).to_dict()
+    got = measure(TINY[mt], method, {"dtype": "bf16"}, what=("static",))
+    assert (est["trainable_params"], est["training"]["gradients_bytes"], est["training"]["optimizer_bytes"],
+            est["storage"]["adapter_bytes"]) == (got["trainable_params"], got["gradients_bytes"], got["optimizer_bytes"],
+                                                 got["adapter_bytes"])

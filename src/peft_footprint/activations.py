@@ -213,7 +213,7 @@ class Ctx:
     lora: dict[str, tuple[int, ...]] = field(default_factory=dict)  # layer path template -> layers
     lora_outer: set[str] = field(default_factory=set)
     ia3: dict[str, tuple[tuple[int, ...], bool]] = field(default_factory=dict)  # path -> (layers, feedforward)
-    trainable_bias: set[str] = field(default_factory=set)
+    trainable_bias: dict[str, tuple[int, ...] | None] = field(default_factory=dict)  # path -> its layers (None: all)
     trainable_weight: set[str] = field(default_factory=set)  # modules_to_save copies
     lora_dropout: float = 0.0
     attn: str = "sdpa"
@@ -306,10 +306,10 @@ def _setup(ctx: Ctx) -> None:
                 ctx.lora_outer.add(t.module.path)
         ctx.lora_dropout = m.lora_dropout
         ctx.norm_bias = m.bias == "all"
-        if m.bias != "none":
+        if m.bias != "none":  # "lora_only": the biases of the modules LoRA wraps, in the layers it wraps them
             for lin in layout.layer_linears:
                 if lin.bias and (m.bias == "all" or lin.path in ctx.lora):
-                    ctx.trainable_bias.add(lin.path)
+                    ctx.trainable_bias[lin.path] = None if m.bias == "all" else ctx.lora[lin.path]
         for name in m.modules_to_save or []:
             ctx.trainable_weight.add(name)
     elif isinstance(m, IA3):
@@ -339,7 +339,8 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     g = ctx.g
     path = lin.path
     w_rg = ctx.full or any(path.endswith(n) for n in ctx.trainable_weight)
-    b_rg = lin.bias and (ctx.full or path in ctx.trainable_bias)
+    layers = ctx.trainable_bias.get(path, ())
+    b_rg = lin.bias and (ctx.full or layers is None or (layer is not None and layer in layers))
     ia3 = ctx.ia3.get(path)
     if ia3 is not None and (layer is None or layer in ia3[0]):
         vec = g.new(Poly.const(lin.in_features if ia3[1] else lin.out_features), "fp32", True, f"{path} ia3 scale")

@@ -103,14 +103,21 @@ class LoRA(Method):
     def _bias_and_modules_to_save(self, layout, cfg, base: list[Tensor], dtype: str):
         saved: list[Tensor] = []
         if self.bias != "none":
-            target_paths = {t.path for t in self.targets(layout, cfg)}
+            targets = {t.path: t for t in self.targets(layout, cfg)}
             new = []
             for t in base:
                 is_bias = t.name.endswith(".bias") or t.name.endswith("bias")
                 mod = t.name.rsplit(".", 1)[0]
-                if is_bias and (self.bias == "all" or mod in target_paths):
-                    t = Tensor(t.name, t.shape, t.dtype, t.count, True, t.group)
-                    saved.append(t)
+                if is_bias and (self.bias == "all" or mod in targets):
+                    # "lora_only": the biases of the modules LoRA wraps, in the layers it wraps them
+                    wrapped = t.count if self.bias == "all" else targets[mod].count
+                    if wrapped < t.count:
+                        new.append(Tensor(t.name, t.shape, t.dtype, t.count - wrapped, False, t.group))
+                    t = Tensor(t.name, t.shape, t.dtype, wrapped, True, t.group)
+                    if self.bias == "all":  # get_peft_model_state_dict saves every key with "bias" in it. For
+                        # "lora_only" it looks for "<module>.bias" next to "<module>.lora_A", but a wrapped module's
+                        # bias is "<module>.base_layer.bias": none is saved (PEFT 0.19, utils/save_and_load.py)
+                        saved.append(t)
                 new.append(t)
             base = new
         if self.modules_to_save:
