@@ -298,6 +298,11 @@ _DRAWN = [
      {'model_type': 'llama', 'hidden_size': 60, 'num_hidden_layers': 2, 'num_attention_heads': 6, 'num_key_value_heads': 1, 'head_dim': 24, 'intermediate_size': 54, 'vocab_size': 108, 'attention_bias': True, 'max_position_embeddings': 128},
      {'name': 'prefix_tuning', 'num_virtual_tokens': 3, 'prefix_projection': True, 'encoder_hidden_size': 33},
      {'batch_size': 3, 'seq_len': 29, 'dtype': 'fp32', 'attn_implementation': 'sdpa', 'gradient_checkpointing': False, 'padding_mask': False, 'optimizer': 'adamw'}),
+    ("gemma3-full-ckpt-norm-weight-float-copy",  # Gemma's norms multiply by (1 + weight.float()): a copy, whose
+     # backward casts the fp32 gradient into the bf16 weight's .grad
+     {'model_type': 'gemma3_text', 'hidden_size': 48, 'num_hidden_layers': 5, 'num_attention_heads': 6, 'num_key_value_heads': 1, 'head_dim': 8, 'intermediate_size': 189, 'vocab_size': 396, 'sliding_window': 8, 'max_position_embeddings': 128},
+     {'name': 'full'},
+     {'batch_size': 5, 'seq_len': 7, 'dtype': 'bf16', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'padding_mask': False, 'optimizer': 'sgd'}),
     ("gpt-neox-qlora-bias-grad-seq-rows",  # MatMul4Bit's grad_bias = grad_output.sum(0): (seq, out), summed after the node
      {'model_type': 'gpt_neox', 'hidden_size': 80, 'num_hidden_layers': 2, 'num_attention_heads': 8, 'intermediate_size': 199, 'vocab_size': 128, 'max_position_embeddings': 64, 'rotary_pct': 1.0},
      {'name': 'qlora', 'r': 16, 'lora_alpha': 8, 'bnb_4bit_quant_type': 'fp4', 'bnb_4bit_use_double_quant': False, 'prepare_model_for_kbit_training': False, 'bias': 'lora_only'},

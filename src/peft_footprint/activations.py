@@ -526,7 +526,10 @@ def rms_norm(ctx: Ctx, x: T, width: int, *, w_rg: bool, style: str = "llama", ro
         g.touch(x)
         return out
     if style == "gemma":
-        wf = g.new(Poly.const(width), "fp32", w_rg, f"{name} weight.float()") if x.dtype != "fp32" or True else None
+        wf = g.new(Poly.const(width), "fp32", w_rg, f"{name} weight.float()")
+        if w_rg and ctx.dtype != "fp32":  # a copy: its backward casts the fp32 gradient into the weight's .grad
+            wf = g.node(wf, [None], [("w", g.scope + name + ".weight", Poly.const(width * esize(ctx.dtype)))],
+                        name=f"{name} weight.float()")
         w1 = g.unary_no_save(wf, f"{name} 1+weight")
         out = g.mul(normed, w1, f"{name} x*(1+w)", numel=normed.numel)
         out = g.to(out, x.dtype, f"{name} cast")
