@@ -230,8 +230,8 @@ class Ctx:
     adapter_hooked: bool = False  # adapters runs through its plugin interface's hooks (methods.adapter.HOOKED)
     norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
     cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
-    # eager attention returns its probabilities (attn_weights) to the attention module, which holds them until it
-    # returns, after the output projection: what the last attention() left there (None for sdpa and flash)
+    # eager attention returns its probabilities (attn_weights), which the decoder layer holds until it returns
+    # (`hidden_states, _ = self.self_attn(...)`): what the last attention() left there (None for sdpa and flash)
     attn_weights: T | None = None
     scope: list = field(default_factory=list)  # what the base model's forward holds until it returns (embeddings, masks)
     positions: T | None = None  # the position ids the base model makes (an input of every checkpointed layer)
@@ -812,7 +812,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         return g.add(residual, o, "residual add")
 
     o = bottleneck(ctx, linear(ctx, a, _lin(layout, "o"), i), "attention", residual)
-    g.touch(hs, q, k, v, ctx.attn_weights)
+    g.touch(hs, q, k, v)
     if ctx.adapter_hooked:  # the adapter ran in a hook of o_proj's call: its argument was alive throughout
         g.touch(a)
     x = residual = close(o, residual, "post_attention_layernorm")
@@ -905,9 +905,9 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         # the MLP return (after their dropout); the adapter's last add is the residual add
         o = attn_output = ctx.drop(o, resid_p, "resid dropout")
         o = bottleneck(ctx, o, "attention", residual)
-        g.touch(a, q, k, v, ctx.attn_weights)
+        g.touch(a, q, k, v)
     else:
-        g.touch(a, q, k, v, ctx.attn_weights)
+        g.touch(a, q, k, v)
         o = attn_output = ctx.drop(o, resid_p, "resid dropout")
     if mt == "gpt_neox" and cfg.get("use_parallel_residual", True):
         m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm")

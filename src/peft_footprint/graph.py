@@ -198,14 +198,14 @@ class Graph:
         prog = []
         if w_rg:
             prog.append(("w", key, Poly.const(inf * out_features * esize(out.dtype))))
-        bias = Poly.const(out_features * esize(out.dtype))
-        if b_rg and bias_rows is not None:
+        bias = Poly.const(out_features * esize(out.dtype)) if b_rg else None
+        if bias is not None and bias_rows is not None:
             prog.append(("v", key + ".bias", bias_rows * bias, bias))
         if extra_bwd is not None and x.rg:
             prog += extra_bwd
         if x.rg:
             prog.append(("g", 0, x.bytes()))
-        if b_rg and bias_rows is None:
+        if bias is not None and bias_rows is None:
             prog.append(("w", key + ".bias", bias))
         # the weight is kept for the input's gradient (bitsandbytes' MatMul4Bit keeps it on ctx, outside autograd's
         # saved tensors: a checkpoint does not recompute for it)
