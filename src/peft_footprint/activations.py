@@ -74,14 +74,18 @@ class ActivationModel:
         result is exact at batch 1, where it is used."""
         seq = S + virtual_tokens
         d = (seq + 1) * 8 - B * seq * 8
+        # where the padded labels are alive too (while the loss function runs), they are the batch-1 labels:
+        # the copy goes
+        both = B * seq * -8
         plan, packed, degrees = self.moments
-        flags = self.labels + (False,) * (len(packed) - len(self.labels))
+        flags = self.labels + (0,) * (len(packed) - len(self.labels))
+        by_flag = {1: d, 2: both}
         loss_term = _component("shift_labels")
         return ActivationModel(
             activations=self.activations + d, terms={k: p_ + d if k == loss_term else p_ for k, p_ in self.terms.items()},
             per_layer=self.per_layer, layer_terms=self.layer_terms, notes=self.notes, labels=self.labels,
-            moments=(plan, tuple(v + d.v if f else v for v, f in zip(packed, flags)),
-                     tuple((max(db, d.db), max(ds, d.ds)) if f else (db, ds) for (db, ds), f in zip(degrees, flags))))
+            moments=(plan, tuple(v + by_flag[f].v if f else v for v, f in zip(packed, flags)),
+                     tuple((max(db, by_flag[f].db), max(ds, by_flag[f].ds)) if f else (db, ds) for (db, ds), f in zip(degrees, flags))))
 
     def live_at(self, b: int, s: int) -> dict[str, int]:
         """Live bytes beyond weights + optimizer state at batch ``b`` and length ``s``, exactly: at the end of
@@ -223,6 +227,7 @@ class Ctx:
     q4: str | None = None  # QLoRA: the 4-bit layers' compute dtype
     q4_storage: str | None = None  # ... and the dtype their weights were loaded in (what dequantize_4bit returns)
     labels: int = -1  # the loss's shifted labels' storage
+    padded_labels: tuple | None = None  # the padded labels' storage and the last one made while they live
     # AdapterHub's adapters run on transformers 4.x, whose decoders build the causal mask even without padding:
     # (batch, 1, s, s), bool for sdpa (which then has no GQA path, and keeps its own additive copy in each
     # layer whose attention has inputs that require grad), additive in the model's dtype for eager
@@ -1038,6 +1043,12 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         ctx.q4_storage = train.weight_dtype
     h, v = cfg["hidden_size"], cfg["vocab_size"]
 
+    if ctx.padding_mask and (n_virtual or ctx.kv_extra):
+        # PEFT's forward prefixes the attention mask with ones for the virtual tokens (fp32: torch.ones, then cat
+        # with the int mask) and holds both until it returns
+        nv = n_virtual or ctx.kv_extra
+        ctx.cache += [g.new(B * nv, "fp32", False, "prompt attention mask ones"),
+                      g.new(B * (nv + S), "fp32", False, "prompt attention mask")]
     # embeddings (+ prompt tuning / p-tuning virtual tokens)
     emb_dim = cfg.get("word_embed_proj_dim") or h
     emb = word_emb = g.new(B * S * emb_dim, dtype, ctx.full or train.gradient_checkpointing, "embed_tokens")
@@ -1232,8 +1243,10 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
                            if (st.saved or st.pinned) and not st.output and k != first_input])
         top_moments += _embedding_backward(ctx, end + early - shared, word_emb, lm.tied)
     # which moments hold the loss's labels (for the batch-1 model, :meth:`ActivationModel.with_batch_one_labels`)
-    labels = (tuple(k >= ctx.labels for k, _ in fwd) + (False,) * len(extra) + tuple(labels)
-              + (False,) * (len(top_moments) - len(labels)))
+    # (2: the padded labels too, while the loss function runs)
+    hi = ctx.padded_labels[1] if ctx.padded_labels else -1
+    labels = (tuple(2 if ctx.labels <= k <= hi else int(k >= ctx.labels) for k, _ in fwd) + (0,) * len(extra)
+              + tuple(int(f) for f in labels) + (0,) * (len(top_moments) - len(labels)))
     return total, terms, steady, layer_terms, moments + extra + top_moments, blocks, labels
 
 
@@ -1612,14 +1625,19 @@ def _loss(ctx: Ctx, logits: T, v: int) -> T:
     """transformers' ForCausalLMLoss: logits.float(), labels padded and shifted, cross_entropy(mean)."""
     g = ctx.g
     lf = g.to(logits, "fp32", "logits.float()")
-    ls = g.unary_saves_output(lf, "log_softmax")
-    # the labels padded by one position, shifted: labels[..., 1:].contiguous() copies them, except at batch 1,
-    # where the slice is already contiguous and the padded labels themselves are kept
+    # the labels padded by one position (held until the loss function returns), shifted before the cross entropy:
+    # labels[..., 1:].contiguous() copies them, except at batch 1, where the slice is already contiguous and the
+    # padded labels themselves are kept
+    padded = None if ctx.batch_one else g.new(B * (ctx.seq + 1), "int64", False, "padded labels")
     labels = g.new(ctx.seq + 1 if ctx.batch_one else B * ctx.seq, "int64", False, "shift_labels")
     ctx.labels = labels.sid
+    ls = g.unary_saves_output(lf, "log_softmax")
     loss = g.new(Poly.const(1), "fp32", True, "loss")
     tw = g.new(Poly.const(1), "fp32", False, "total_weight")
     g.node(loss, [ls], [("g", 0, ls.bytes())], (labels, tw), "nll_loss")  # its backward: a full fp32 gradient
+    if padded is not None:
+        g.touch(padded)
+        ctx.padded_labels = (padded.sid, len(g.storages) - 1)
     g.keep(loss)
     return loss
 
