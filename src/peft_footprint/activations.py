@@ -358,7 +358,8 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
         scaled = g.mul(out, vec, f"{path} ia3 mul")
         return g.to(scaled, out.dtype, f"{path} ia3 cast")
     in_lora = (layer is not None and layer in ctx.lora.get(path, ())) or (layer is None and path in ctx.lora_outer)
-    if ctx.q4 and layer is not None:
+    q4 = _quantized(ctx, lin, layer)
+    if q4:
         out = _linear4bit(ctx, x, lin, b_rg)
         if in_lora:  # PEFT's 4-bit LoRA layer clones the base output "defensively"
             out = g.copy(out, f"{path} clone")
@@ -370,18 +371,26 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     x32 = g.to(x, "fp32", f"{path} lora input fp32")  # PEFT rebinds x to it: alive until the layer returns
     xa = ctx.drop(x32, ctx.lora_dropout, f"{path} lora_dropout")
     if getattr(ctx.method, "use_dora", False):
-        res = _dora(ctx, lin, path, out, xa, r, b_rg, dropout=xa is not x32, q4=bool(ctx.q4 and layer is not None))
+        res = _dora(ctx, lin, path, out, xa, r, b_rg, dropout=xa is not x32, q4=q4)
     else:
         a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32", in_features=lin.in_features)
         g.touch(xa)  # lora_A(dropout(x)): the dropped-out input is lora_A's argument until it returns
         bo = g.linear(a, ctx.rows, lin.out_features, w_rg=True, name=f"{path} lora_B", dtype="fp32", in_features=r)
         scaled = g.mul(bo, None, f"{path} lora scaling")
-        if ctx.q4 and layer is not None:  # PEFT's bnb Linear4bit casts the LoRA output to the result's dtype, then adds
+        if q4:  # PEFT's bnb Linear4bit casts the LoRA output to the result's dtype, then adds
             res = g.add(out, g.to(scaled, out.dtype, f"{path} lora cast"), f"{path} lora add")
         else:
             res = g.to(g.add(out, scaled, f"{path} lora add"), out.dtype, f"{path} lora cast")
     g.touch(x32)
     return res
+
+
+def _quantized(ctx: Ctx, lin: Linear, layer: int | None) -> bool:
+    """Is this linear a bitsandbytes Linear4bit? Every one but the skipped modules, the output embedding and
+    tied ones (the parameter table's rule, methods/qlora.py): OPT's project_in/out too."""
+    if not ctx.q4 or any(lin.path.endswith(m) for m in ctx.method.llm_int8_skip_modules or ()):  # type: ignore[attr-defined]
+        return False
+    return layer is not None or not (lin.tied or lin.path == ctx.layout.output_embedding)
 
 
 def _linear4bit(ctx: Ctx, x: T, lin: Linear, b_rg: bool) -> T:
@@ -392,14 +401,20 @@ def _linear4bit(ctx: Ctx, x: T, lin: Linear, b_rg: bool) -> T:
     bias was cast to the compute dtype in place (its gradient too, when it trains): MatMul4Bit's backward makes
     that gradient first, as ``grad_output.sum(0)``, which leaves (seq, out) of a (batch, seq, out) gradient,
     and the engine sums it to the bias's shape after the node returns."""
-    g, cd, path = ctx.g, ctx.q4, lin.path
+    g, cd, path, ac = ctx.g, ctx.q4, lin.path, ctx.g.autocast
     numel = lin.in_features * lin.out_features
     w = [("a", Poly.const(numel * esize(ctx.q4_storage)))]
     if ctx.q4_storage != cd:
         w += [("a", Poly.const(numel * esize(cd))), ("f", w[0][1])]
     xc = g.to(x, cd, f"{path} 4bit input")
-    out = g.linear(xc, ctx.rows, lin.out_features, w_rg=False, b_rg=b_rg, name=path, in_features=lin.in_features, extra_bwd=w,
-                   bias_rows=ctx.seq)  # grad_bias = grad_output.sum(0): (seq, out), before the weight is dequantized
+    # MatMul4Bit's forward is bitsandbytes' gemm_4bit op (bitsandbytes 0.50), which autocast has no rule for: it
+    # runs in the compute dtype, and nothing is cast
+    g.autocast = None
+    try:
+        out = g.linear(xc, ctx.rows, lin.out_features, w_rg=False, b_rg=b_rg, name=path, in_features=lin.in_features, extra_bwd=w,
+                       bias_rows=ctx.seq)  # grad_bias = grad_output.sum(0): (seq, out), before the weight is dequantized
+    finally:
+        g.autocast = ac
     out = g.to(out, x.dtype, f"{path} 4bit output")
     g.touch(xc)  # Linear4bit.forward rebinds x to the cast: it lives until the module returns
     return out
@@ -461,7 +476,9 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
     lr = g.linear(a, ctx.rows, o, w_rg=True, name=f"{path} lora_B", dtype="fp32", in_features=r)
     base = base_out
     if dropout:  # DoraLinearVariant passes base_result=None: F.linear(dropout(x), weight.to(fp32)), no bias
-        base = _dora_base(ctx, xa, w32, i, o, path, fresh=lin.conv1d)
+        # (transpose() wraps Conv1D's W.T in a new Parameter only when W is still the parameter: not cast to
+        # fp32 from the model's dtype, not dequantized)
+        base = _dora_base(ctx, xa, w32, i, o, path, fresh=lin.conv1d and not q4 and ctx.dtype == "fp32")
     elif lin.bias:  # base_result - bias: the bias is a parameter in the model dtype (fp32 under autocast; a 4-bit
         # layer's, bitsandbytes cast to the compute dtype in place)
         bias_dtype = ctx.q4 if q4 else ctx.dtype
@@ -1062,8 +1079,12 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
             ctx.prefix = _prefix_projection(ctx, method, dtype)
         else:
             ctx.prefix = g.new(B * (ctx.kv_extra * 2 * layout.num_layers * kv_dim), dtype, True, "prefix past_key_values")
-        # the cache holds views of it until each layer replaces its entry by the concatenation: it goes after the
-        # last layer's (its last reader)
+        # the cache is filled by cache.update, whose cat with the empty entry copies each layer's keys and values:
+        # the output goes once copied (its views' gradients still reach it), each copy when its layer's own
+        # cat replaces it (the lower layers' copies in bulk, gone before the top layer)
+        piece = B * (ctx.kv_extra * kv_dim)
+        prefix_copies = (g.new(piece * (2 * (layout.num_layers - 1)), dtype, False, "prefix cache copies (lower layers)"),
+                         g.new(piece, dtype, False, "prefix cache copy k"), g.new(piece, dtype, False, "prefix cache copy v"))
     if n_virtual:
         _prompt_encoder(ctx, method, n_virtual, h)
         # PEFT's forward holds, until it returns: the prompts in the model's dtype, the labels padded with -100
@@ -1173,6 +1194,16 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
                 s_.saved = False
             g.save(x_in)  # ...and keeps the layer's input
         per_layer_polys.append(layer_alive)
+    if ctx.kv_extra:  # (set after the loop: every layer's cat reads the output itself, for its gradient)
+        lower, copy_k, copy_v = prefix_copies
+        g.last_use[ctx.prefix.sid] = copy_v.sid
+        g.last_use[lower.sid] = top_storages - 1
+        for k in range(top_storages, len(g.storages)):
+            name = g.storages[k].name
+            if name.endswith("prefix cat k"):
+                g.last_use[copy_k.sid] = k
+            elif name.endswith("prefix cat v"):
+                g.last_use[copy_v.sid] = k
     if gc and ctx.adapter_hooked:
         # each checkpoint's context_fn holds adapters' ForwardContext until its layer's backward: the residual
         # the top layer's hooks left in it outlives the forward
