@@ -1233,6 +1233,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         th = g.unary_saves_output(t1, "softcap tanh")
         logits = g.unary_no_save(th, "softcap mul")
     g.keep(logits)
+    if train.gradient_accumulation_steps > 1:  # (a tied lm_head's gradient waits for the embedding's)
+        g.accumulating = frozenset({lm.path} if lm.tied and ctx.full else ())
     loss = _loss(ctx, logits, v)
     g.touch(*ctx.cache, *g.held)
     g.touch(x)  # the CausalLM's forward holds the last hidden states (and the model's output) until it returns

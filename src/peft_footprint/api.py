@@ -117,10 +117,12 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: 
     return model
 
 
-def _live_candidates(act: ActivationModel, step_bytes: int, grads: int, b, s) -> dict[str, Any]:
+def _live_candidates(act: ActivationModel, step_bytes: int, grads: int, b, s, accumulating: bool = False) -> dict[str, Any]:
     """Live bytes (beyond weights + optimizer state) at each moment that can set the step's peak; ``b`` and
     ``s`` are ints, or numpy arrays for whole grids."""
     live = dict(zip(act.peak_candidates, evaluate(act.peak_candidates.values(), b, s)))
+    if accumulating:  # every gradient alive through the later micro-batches' forward and backward
+        live = {k: v + grads for k, v in live.items()}
     live["optimizer step"] = grads + step_bytes + 0 * b
     live["end of backward (all gradients)"] = grads + 0 * b
     return live
@@ -130,6 +132,8 @@ def _peak(act: ActivationModel, train: TrainingSpec, step_bytes: int, grads: int
     """Highest live bytes (beyond weights + optimizer state) over the step, where it happens, and the largest
     moment of each phase (ActivationModel.live_at: every simulated moment compared exactly at this shape)."""
     live = act.live_at(train.batch_size, train.seq_len)
+    if train.gradient_accumulation_steps > 1:  # the later micro-batches run with every gradient alive
+        live = {k: v + grads for k, v in live.items()}
     live["optimizer step"] = grads + step_bytes
     live["end of backward (all gradients)"] = grads
     where = max(live, key=live.__getitem__)
@@ -308,7 +312,7 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
         act = _activations(spec, meth, train, sliding, one)
         every = mask.all()
         bm, sm = (b, s) if every else (b[mask], s[mask])  # only the points this model covers
-        cands = _live_candidates(act, step_bytes, grads, bm, sm)
+        cands = _live_candidates(act, step_bytes, grads, bm, sm, train.gradient_accumulation_steps > 1)
         peak_live = np.maximum.reduce([np.broadcast_to(v, bm.shape) for v in cands.values()])
         if every:
             acts, live = act.activations(bm, sm), peak_live

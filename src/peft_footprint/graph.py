@@ -96,6 +96,10 @@ class Graph:
     autocast: str | None = None
     weight_casts: dict[str, T] = field(default_factory=dict)
     last_use: dict[int, int] = field(default_factory=dict)  # storage -> the last storage created by an op reading it
+    # gradient accumulation: every parameter's .grad exists when backward starts, so a new gradient is added into it
+    # in place and goes (a transient), except those of the parameters named here, whose gradients wait in
+    # autograd's input buffer for another (a tied weight). None: no .grad exists (the first micro-batch)
+    accumulating: frozenset | None = None
     # autocast's cached casts of leaves that require grad (trainable weights and biases): alive until autocast
     # exits at the end of the forward, whether or not a node saved them (the caller touches them then)
     held: list = field(default_factory=list)
@@ -141,8 +145,9 @@ class Graph:
             st = storages[sid]
             st.saved = True
             st.savers += 1
-        # input slots: the producing node, None for a leaf that requires grad (its .grad stays), -1 for no gradient
-        ins = tuple(-1 if x is None or not x.rg else x.fn for x in inputs)
+        # input slots: the producing node, None for a leaf that requires grad (its .grad stays), -2 for a parameter
+        # (a leaf without a storage of its own), -1 for no gradient
+        ins = tuple(-1 if x is None or not x.rg else -2 if x.fn is None and x.sid is None else x.fn for x in inputs)
         param = any(t is not None and t.sid is None for t in saved)
         self.nodes.append(Node(ins, sids, tuple(prog), self.scope + name, param=param, at=now))
         out.fn = len(self.nodes) - 1
@@ -353,7 +358,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     recompute makes the storage handed on. Gradients sent to nodes before ``lo`` (or to leaves) stay alive;
     they belong to the layers below.
     """
-    nodes, storages = g.nodes, g.storages
+    nodes, storages, accumulating = g.nodes, g.storages, g.accumulating
     deps: dict[int, int] = {}
     seen = {root}
     stack = [root]
@@ -465,7 +470,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             else:  # "w"
                 live = live + ev[2]
                 push(n, live)
-                if ev[1] in params:
+                if ev[1] in params or (accumulating is not None and ev[1] not in accumulating):
                     temps = temps + ev[2]
                 params.add(ev[1])
         live = unpacked(node, live)
@@ -485,7 +490,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             push(n, live)
             live = live - full
             grew[0] = False
-            if key in params:  # accumulated into the .grad there
+            if key in params or accumulating is not None:  # accumulated into the .grad there
                 live = live - small
             params.add(key)
         release(gout)
@@ -501,6 +506,9 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 grew[0] = False
         for k, obj in outs:
             j = node.inputs[k]
+            if j == -2 and accumulating is not None:  # added into the parameter's .grad in place
+                release(obj)
+                continue
             if j is None or j < lo:  # a leaf's .grad or the layers below: stays
                 continue
             if j == -1:

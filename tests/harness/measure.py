@@ -69,6 +69,7 @@ def _training_defaults(training: dict | None) -> dict:
     t.setdefault("optimizer", "adamw")
     t.setdefault("mixed_precision", False)
     t.setdefault("padding_mask", False)
+    t.setdefault("gradient_accumulation_steps", 1)
     return t
 
 
@@ -570,6 +571,15 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
     need_step2 = any(w in what for w in ("activations", "peak", "saved"))
     if need_step2:
         params = [p for p in model.parameters()]
+        accumulated = 0
+        if t["gradient_accumulation_steps"] > 1:
+            # gradient accumulation: a micro-batch's forward and backward first (untracked); the one measured
+            # below then runs with every gradient alive, its own added into them in place
+            out = _forward(model, ids, t, mask)
+            out.loss.backward()
+            del out
+            accumulated = _grad_bytes(model)
+            params += [q.grad for q in model.parameters() if q.grad is not None]
         pre = params + [v for _, v in _optimizer_state_tensors(opt)] + [ids] + ([mask] if mask is not None else [])
         pre += list(model.buffers()) + _quant_state_tensors(model)
         tracker = LiveStorageTracker(pre)
@@ -601,7 +611,7 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
             tracker.snapshot("after_zero_grad")
         res["optimizer_bytes_step2"] = _optimizer_bytes(opt)[0]
         # the 4-bit weights' quantization state is allocated memory like the weights (pre-marked, never created)
-        res["peak_bytes"] = res["weights_bytes"] + res.get("quant_state_bytes", 0) + res["optimizer_bytes"] + tracker.peak
+        res["peak_bytes"] = res["weights_bytes"] + res.get("quant_state_bytes", 0) + res["optimizer_bytes"] + accumulated + tracker.peak
         res["peak_live_bytes"] = tracker.peak
         res["peak_phase"] = tracker.peak_phase
         if "names" in what:
