@@ -1164,7 +1164,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         sig = (x.rg, x.dtype, layer_types[i], tuple(i in v for v in ctx.lora.values()),
                tuple(i in v[0] for v in ctx.ia3.values()))
         if sig in memo and i != top:
-            x, layer_alive, last_layer = _replay(g, memo[sig], x_in, i, ctx.cache)
+            x, layer_alive, last_layer = _replay(g, memo[sig], x_in, i, ctx.cache, gc)
         elif sig in memo:
             x, x_in, layer_alive, last_layer = _copy_layer(g, ctx, memo[sig], x_in, i)
         else:
@@ -1532,9 +1532,10 @@ def _record(g: Graph, before: int, outside: list[int], x_in: T, x: T, layer_aliv
     return saved, kept, out_storage, outside, x_in.sid, x, layer_alive, last_layer
 
 
-def _replay(g: Graph, rec: tuple, x_in: T, i: int, cache: list) -> tuple[T, Poly, list]:
+def _replay(g: Graph, rec: tuple, x_in: T, i: int, cache: list, gc: bool) -> tuple[T, Poly, list]:
     """Append a recorded layer again, in bulk (its input stands in for the recorded one's). What only the
-    cache holds (prefix tuning's concatenated keys and values, when no node saved them) is one storage, added
+    cache holds (prefix tuning's concatenated keys and values, when no node saved them; autocast's cached
+    copies of trainable weights, under checkpointing, which drops what the layer saved) is one storage, added
     to ``cache``: it lives until the forward returns."""
     saved, kept, out_storage, outside, rec_in, out, layer_alive, last_layer, c = rec
     prefix = f"layers.{i}."
@@ -1543,7 +1544,7 @@ def _replay(g: Graph, rec: tuple, x_in: T, i: int, cache: list) -> tuple[T, Poly
     if kept:
         g.storages.append(Storage(prefix + "replayed (kept)", kept, output=True))
     held = {t.sid for t in c.cache if t.sid is not None and 0 <= t.sid - c.before < len(c.storages)
-            and not c.storages[t.sid - c.before][2] and not c.storages[t.sid - c.before][3]}
+            and (gc or not c.storages[t.sid - c.before][2]) and not c.storages[t.sid - c.before][3]}
     if held:
         g.storages.append(Storage(prefix + "replayed (cache)", Poly.sum(c.storages[k - c.before][1] for k in sorted(held))))
         cache.append(T(g.storages[-1].nbytes, "bool", False, len(g.storages) - 1))  # bytes only: numel x 1
