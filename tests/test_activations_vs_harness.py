@@ -178,3 +178,26 @@ def test_gradient_accumulation_runs_later_micro_batches_with_every_gradient_aliv
     assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=1e-4)
     single = pf.estimate(TINY[mt], method, {**training, "gradient_accumulation_steps": 1, "device": "cpu"}).training
     assert est["peak_bytes"] > single["peak_bytes"]
+
+
+OPTIMIZER_CASES = [(opt, mt, mid) for opt in ("sgd_momentum", "adamw_8bit", "adamw_32bit", "lion", "lion_8bit", "adafactor")
+                   for mt in ("llama", "gpt2", "opt") for mid in ("full", "lora")]
+
+
+@pytest.mark.parametrize("case", OPTIMIZER_CASES, ids=["-".join(c) for c in OPTIMIZER_CASES])
+def test_optimizers_state_exact_and_peak(case):
+    """The optimizers beyond torch's Adam/AdamW/SGD, as HF Trainer makes them (bitsandbytes' AdamW8bit, AdamW32bit,
+    Lion, Lion8bit; transformers' Adafactor), in the harness: state to the byte, peak within 0.1 %. Measured
+    first at stop 15: bitsandbytes' Lion keeps fp32 state (it was taken in the parameter dtype: -24 % at peak in
+    bf16), its 8-bit optimizers make no quantization maps while every tensor is small enough for 32-bit state,
+    and Adafactor's state is fp32 with a 0-dim RMS tensor per parameter, its step() four fp32 copies of the
+    parameter it updates (-27 % at peak, bf16 full fine-tuning)."""
+    from tests.cases import peft_methods
+
+    opt, mt, mid = case
+    training = {"batch_size": 2, "seq_len": 9, "dtype": "bf16", "optimizer": opt}
+    method = peft_methods(mt)[mid]
+    est = pf.estimate(TINY[mt], method, {**training, "device": "cpu"}).training
+    got = measure(TINY[mt], method, training, what=("activations", "peak"))
+    assert est["optimizer_bytes"] == got["optimizer_bytes"]
+    assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=1e-3)

@@ -115,16 +115,18 @@ def _momentum(shape, dtype):
     return _numel(shape) * nbytes(dtype)
 
 
-def _adafactor(shape, dtype):  # transformers.Adafactor defaults (beta1=None): factored second moment
-    if len(shape) >= 2:
-        row = _numel(shape[:-1])
-        col = _numel(shape[:-2]) * shape[-1]
-        return (row + col) * nbytes(dtype)
-    return _numel(shape) * nbytes(dtype)
+def _adafactor_factors(shape: tuple[int, ...]) -> int:
+    """Elements of Adafactor's factored second moment: a row and a column vector (None for a 1-D tensor)."""
+    return _numel(shape[:-1]) + _numel(shape[:-2]) * shape[-1]
 
 
-def _lion(shape, dtype):  # one momentum buffer like the parameter
-    return _numel(shape) * nbytes(dtype)
+def _adafactor(shape, dtype):  # transformers.Adafactor defaults (beta1=None): factored second moment, in fp32
+    # (the state follows the gradient, which step() upcasts), and state["RMS"], a 0-dim fp32 tensor
+    return (_adafactor_factors(shape) if len(shape) >= 2 else _numel(shape)) * 4 + 4
+
+
+def _lion(shape, dtype):  # bitsandbytes Lion (HF Trainer's lion_32bit): one fp32 momentum buffer
+    return _numel(shape) * 4
 
 
 def _lion8(shape, dtype):
@@ -145,13 +147,14 @@ for _opt in (
     Optimizer("adamw_32bit", "bitsandbytes AdamW (32-bit states)", lambda s, d: 2 * _numel(s) * 4),
     Optimizer("sgd", "torch.optim.SGD without momentum: no state", _sgd),
     Optimizer("sgd_momentum", "torch.optim.SGD with momentum: one buffer in the parameter dtype", _momentum),
-    Optimizer("adafactor", "transformers.Adafactor (beta1=None): factored row/column second moments", _adafactor),
-    Optimizer("lion", "Lion: one momentum buffer in the parameter dtype", _lion),
+    Optimizer("adafactor", "transformers.Adafactor (beta1=None): factored row/column second moments in fp32", _adafactor),
+    Optimizer("lion", "bitsandbytes Lion (HF Trainer's lion_32bit): one fp32 momentum buffer", _lion),
     Optimizer("lion_8bit", "bitsandbytes Lion8bit: one uint8 state + fp32 absmax per 256", _lion8, 256 * 4),
 ):
     OPTIMIZERS.register(_opt.name, _opt)
 for _alias, _name in (("adamw_torch", "adamw"), ("adamw_torch_fused", "adamw"), ("adamw_bnb_8bit", "adamw_8bit"),
-                      ("adam8bit", "adamw_8bit"), ("adamw8bit", "adamw_8bit"), ("paged_adamw_32bit", "paged_adamw")):
+                      ("adam8bit", "adamw_8bit"), ("adamw8bit", "adamw_8bit"), ("paged_adamw_32bit", "paged_adamw"),
+                      ("lion_32bit", "lion")):
     OPTIMIZERS._aliases[_alias] = _name
 
 
@@ -159,7 +162,10 @@ def optimizer_state_bytes(optimizer: str, tensors) -> int:
     """Bytes of optimizer state over the trainable tensors (exact integers)."""
     opt = OPTIMIZERS.get(optimizer)
     total = sum(opt.per_tensor(t.shape, t.dtype) * t.count for t in tensors)
-    return total + (opt.fixed_bytes if total else 0)
+    # bitsandbytes makes its quantization maps for the first tensor it quantizes: none when every tensor is
+    # small enough to keep 32-bit states
+    quantized = any(_numel(t.shape) >= BNB_MIN_8BIT_SIZE for t in tensors)
+    return total + (opt.fixed_bytes if quantized else 0)
 
 
 def optimizer_step_temporary_bytes(optimizer: str, tensors) -> int:
@@ -168,10 +174,42 @@ def optimizer_step_temporary_bytes(optimizer: str, tensors) -> int:
     over the groups never deletes it: a group's list is freed only once the next group's exists, so two
     consecutive groups (trainable tensors of two dtypes: LoRA's fp32 weights and a bf16 modules_to_save copy)
     are alive together."""
-    if OPTIMIZERS.canonical(optimizer) not in ("adamw", "adam"):
+    name = OPTIMIZERS.canonical(optimizer)
+    if name == "adafactor":
+        return _adafactor_step_bytes(tensors)
+    if name not in ("adamw", "adam"):
         return 0
     groups: dict[str, int] = {}  # in the order torch groups them: each dtype's first tensor
     for t in tensors:
         groups[t.dtype] = groups.get(t.dtype, 0) + t.bytes
     sizes = list(groups.values())
     return max([a + b for a, b in zip(sizes, sizes[1:])] or sizes or [0])
+
+
+def _adafactor_step_bytes(tensors) -> int:
+    """Transient bytes inside transformers.Adafactor's step(), which updates one parameter at a time, in fp32:
+    ``grad.float()`` and ``p.float()`` of a half-precision parameter, ``grad**2`` and ``+ eps``, then the
+    factored estimate (its row and column factors alive while it is made) or ``rsqrt()``, then ``-update`` for
+    the add: four fp32 copies at once, five with the row/column factors. The previous parameter's update is
+    still bound to ``update`` until ``(grad**2) + eps`` replaces it. The parameters in the model's order: the input
+    embeddings, the decoder layers one after another, then the rest."""
+    def own(t) -> tuple[int, int]:  # (fp32 copies at once, extra bytes) of one parameter's update
+        n, half = _numel(t.shape), nbytes(t.dtype) < 4
+        factors = _adafactor_factors(t.shape) * 4 if len(t.shape) >= 2 else 0
+        return (4 if half else 2) * n * 4, factors
+
+    def embedding(t) -> bool:
+        module = t.name.rsplit(".", 2)[-2] if "." in t.name else t.name
+        return "*" not in t.name and ("embed" in module or module in ("wte", "wpe"))
+
+    embeddings = [t for t in tensors if embedding(t)]
+    layers = [t for t in tensors if "*" in t.name]
+    rest = [t for t in tensors if not embedding(t) and "*" not in t.name]
+    count = max((t.count for t in layers), default=0)
+    best, prev = 0, 0
+    # (two layers in a row show every consecutive pair of the layers')
+    for t in embeddings + [t for _ in range(min(count, 2)) for t in layers] + rest:
+        copies, factors = own(t)
+        best = max(best, copies + max(prev, factors))
+        prev = _numel(t.shape) * 4
+    return best

@@ -342,8 +342,12 @@ def _optimizer_state_tensors(opt) -> list[tuple[str, torch.Tensor]]:
 
 
 def _optimizer_bytes(opt) -> tuple[int, int]:
-    state, steps = 0, 0
+    state, steps, seen = 0, 0, set()
     for k, v in _optimizer_state_tensors(opt):
+        ptr = v.untyped_storage().data_ptr()
+        if ptr in seen:  # (bitsandbytes' quantization maps: one pair shared by every tensor)
+            continue
+        seen.add(ptr)
         if k == "step":
             steps += _tensor_bytes(v)
         else:
@@ -362,7 +366,17 @@ def _make_optimizer(model, t):
         return torch.optim.SGD(params, lr=1e-4, momentum=0.9)
     if opt_name == "adam":
         return torch.optim.Adam(params, lr=1e-4, foreach=True)
-    raise ValueError(f"Unknown optimizer {opt_name!r}. Allowed: adamw, adam, sgd, sgd_momentum")
+    if opt_name == "adafactor":  # as HF Trainer's optim="adafactor" makes it
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=1e-4, scale_parameter=False, relative_step=False)
+    bnb_optimizers = {"adamw_8bit": "AdamW8bit", "adamw_32bit": "AdamW32bit", "lion": "Lion", "lion_8bit": "Lion8bit"}
+    if opt_name in bnb_optimizers:  # HF Trainer's adamw_bnb_8bit, lion_32bit, lion_8bit (paged ones: unified memory)
+        import bitsandbytes as bnb
+
+        return getattr(bnb.optim, bnb_optimizers[opt_name])(params, lr=1e-4)
+    raise ValueError(f"Unknown optimizer {opt_name!r}. Allowed: adamw, adam, sgd, sgd_momentum, adafactor, "
+                     f"{', '.join(bnb_optimizers)}")
 
 
 # --------------------------------------------------------------------------------------------------
