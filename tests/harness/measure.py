@@ -344,10 +344,9 @@ def _optimizer_state_tensors(opt) -> list[tuple[str, torch.Tensor]]:
 def _optimizer_bytes(opt) -> tuple[int, int]:
     state, steps, seen = 0, 0, set()
     for k, v in _optimizer_state_tensors(opt):
-        ptr = v.untyped_storage().data_ptr()
-        if ptr in seen:  # (bitsandbytes' quantization maps: one pair shared by every tensor)
+        if id(v) in seen:  # (bitsandbytes' quantization maps: one pair of tensors shared by every parameter)
             continue
-        seen.add(ptr)
+        seen.add(id(v))
         if k == "step":
             steps += _tensor_bytes(v)
         else:
