@@ -537,8 +537,9 @@ TRAINING_EFFICIENCY = {
 # bytes moved per trainable element by one optimizer step, in units of the parameter's element size: torch's
 # foreach AdamW reads/writes param, grad, exp_avg, exp_avg_sq and temporaries (weight decay 2, lerp 3,
 # mul+addcmul 5, sqrt 2, div 2, add eps 2, addcdiv 4 = 20 passes), plus gradient-norm clipping (norm 1 + scale 2,
-# on by default in HF Trainer and in PEFT's MetaMathQA script)
-OPTIMIZER_PASSES = {"adamw": 20, "adam": 20, "sgd": 3, "sgd_momentum": 6, "lion": 8, "adafactor": 12, "adamw_8bit": 10,
+# on by default in HF Trainer and in PEFT's MetaMathQA script); the fused kernel reads param, grad and both states
+# and writes param and both states once (7)
+OPTIMIZER_PASSES = {"adamw": 20, "adam": 20, "adamw_fused": 7, "sgd": 3, "sgd_momentum": 6, "lion": 8, "adafactor": 12, "adamw_8bit": 10,
                     "paged_adamw_8bit": 10, "paged_adamw": 20, "adamw_32bit": 20, "lion_8bit": 6}
 CLIP_PASSES = 3
 BASE_KERNELS_PER_LAYER = 25  # elementwise kernels of one eager decoder layer's forward, besides its matmuls

@@ -140,6 +140,8 @@ OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
 for _opt in (
     Optimizer("adamw", "torch.optim.AdamW: two states in the parameter dtype", _adam, source="torch/optim/adamw.py"),
     Optimizer("adam", "torch.optim.Adam: two states in the parameter dtype", _adam, source="torch/optim/adam.py"),
+    Optimizer("adamw_fused", "torch.optim.AdamW(fused=True), HF Trainer's default on torch >= 2.8 (adamw_torch_fused): "
+              "AdamW's state, updated in place by one kernel (no temporaries)", _adam, source="torch/optim/adamw.py _fused_adamw"),
     Optimizer("adamw_8bit", "bitsandbytes AdamW8bit: two uint8 states + fp32 absmax per 256; tensors < 4096 elements keep fp32 states",
               _adam8, BNB_QMAP_BYTES, source="bitsandbytes/optim/optimizer.py Optimizer2State.init_state"),
     Optimizer("paged_adamw_8bit", "bitsandbytes PagedAdamW8bit: as adamw_8bit, in paged (unified) memory", _adam8, BNB_QMAP_BYTES, True),
@@ -152,7 +154,7 @@ for _opt in (
     Optimizer("lion_8bit", "bitsandbytes Lion8bit: one uint8 state + fp32 absmax per 256", _lion8, 256 * 4),
 ):
     OPTIMIZERS.register(_opt.name, _opt)
-for _alias, _name in (("adamw_torch", "adamw"), ("adamw_torch_fused", "adamw"), ("adamw_bnb_8bit", "adamw_8bit"),
+for _alias, _name in (("adamw_torch", "adamw"), ("adamw_torch_fused", "adamw_fused"), ("adamw_bnb_8bit", "adamw_8bit"),
                       ("adam8bit", "adamw_8bit"), ("adamw8bit", "adamw_8bit"), ("paged_adamw_32bit", "paged_adamw"),
                       ("lion_32bit", "lion")):
     OPTIMIZERS._aliases[_alias] = _name

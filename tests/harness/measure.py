@@ -365,6 +365,8 @@ def _make_optimizer(model, t):
         return torch.optim.SGD(params, lr=1e-4, momentum=0.9)
     if opt_name == "adam":
         return torch.optim.Adam(params, lr=1e-4, foreach=True)
+    if opt_name == "adamw_fused":  # HF Trainer's adamw_torch_fused
+        return torch.optim.AdamW(params, lr=1e-4, fused=True)
     if opt_name == "adafactor":  # as HF Trainer's optim="adafactor" makes it
         from transformers.optimization import Adafactor
 
@@ -374,7 +376,7 @@ def _make_optimizer(model, t):
         import bitsandbytes as bnb
 
         return getattr(bnb.optim, bnb_optimizers[opt_name])(params, lr=1e-4)
-    raise ValueError(f"Unknown optimizer {opt_name!r}. Allowed: adamw, adam, sgd, sgd_momentum, adafactor, "
+    raise ValueError(f"Unknown optimizer {opt_name!r}. Allowed: adamw, adamw_fused, adam, sgd, sgd_momentum, adafactor, "
                      f"{', '.join(bnb_optimizers)}")
 
 
