@@ -203,23 +203,3 @@ def test_optimizers_state_exact_and_peak(case):
     got = measure(TINY[mt], method, training, what=("activations", "peak"))
     assert est["optimizer_bytes"] == got["optimizer_bytes"]
     assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=1e-3)
-
-
-USE_CACHE = [(mt, attn) for mt in TINY for attn in ("sdpa", "eager")]
-
-
-@pytest.mark.parametrize("case", USE_CACHE, ids=[f"{mt}-{attn}" for mt, attn in USE_CACHE])
-def test_use_cache_builds_and_returns_the_kv_cache(case):
-    """``use_cache=True`` (transformers' default config.use_cache, left on in training without checkpointing): the
-    model makes a DynamicCache whose update cats its empty entry with each layer's keys and values, a copy that
-    attention then uses (contiguous), and returns it. Measured at stop 15 (it had only counted between steps):
-    -4.6 KiB to +9 KiB of activations at these sizes, by architecture and kernel; now exact."""
-    from tests.cases import peft_methods
-
-    mt, attn = case
-    method = peft_methods(mt)["lora"]
-    training = {"batch_size": 2, "seq_len": 9, "dtype": "bf16", "attn_implementation": attn, "use_cache": True}
-    est = pf.estimate(TINY[mt], method, {**training, "device": "cpu"}).training
-    got = measure(TINY[mt], method, training, what=("activations", "peak"))
-    assert est["activations_bytes"] == got["activations_bytes"]
-    assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=1e-4)

@@ -222,7 +222,6 @@ class Ctx:
     lora_dropout: float = 0.0
     attn: str = "sdpa"
     sliding_active: bool = False  # sequence reaches the sliding window: transformers builds a mask
-    use_cache: bool = False  # the forward builds and returns a KV cache (transformers' DynamicCache)
     batch_one: bool = False  # batch size 1: eager attention's matmuls fold (1, heads) without copying; the loss's labels
     padding_mask: bool = False  # batches come with an attention_mask
     q4: str | None = None  # QLoRA: the 4-bit layers' compute dtype
@@ -749,15 +748,6 @@ def _prefix_cat(ctx: Ctx, x: T, numel: Poly, name: str) -> T:
     return ctx.g.node(out, [ctx.prefix, x], [("p", 0), ("p", 1)], name=name)
 
 
-def _cache_cat(ctx: Ctx, x: T, name: str) -> T:
-    """use_cache: the DynamicCache the model makes cats its empty entry with the layer's keys/values (a copy, which
-    attention then uses) and keeps it; the model returns the cache."""
-    out = ctx.g.new(x.numel, x.dtype, x.rg, f"{name}")
-    out = ctx.g.node(out, [x], [("p", 0)], name=name)
-    ctx.g.keep(out)
-    return out
-
-
 def _lin(layout: Layout, role: str) -> Linear | None:
     for m in layout.layer_linears:
         if m.role == role:
@@ -819,20 +809,18 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         # the prefix comes in the model's dtype; torch.cat promotes
         k = _prefix_cat(ctx, k, B * kv_len * (nkv * d), "prefix cat k")
         v = _prefix_cat(ctx, v, B * kv_len * (nkv * d), "prefix cat v")
-        if cfg["model_type"] in RETURNS_CACHE or ctx.use_cache:  # the cache PEFT passes in, returned by the model
+        if cfg["model_type"] in RETURNS_CACHE:  # the cache PEFT passes in, returned by the model, holds them
             g.keep(k)
             g.keep(v)
         ctx.cache += [k, v]
     else:
         kv_len = None
-        if ctx.use_cache:
-            k, v = _cache_cat(ctx, k, "cache cat k"), _cache_cat(ctx, v, "cache cat v")
     impl = ctx.attn
     mask = bool(ctx.kv_extra) or ctx.padding_mask or (layer_type == "sliding_attention" and ctx.sliding_active) or ctx.mask_always
     cat_rotary = mt == "phi3"  # phi3's rotary ends in torch.cat: contiguous q and k
     a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, kv_len=kv_len,
                   softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping")),
-                  contiguous=(cat_rotary, cat_rotary or bool(ctx.kv_extra) or ctx.use_cache, bool(ctx.kv_extra) or ctx.use_cache))
+                  contiguous=(cat_rotary, cat_rotary or bool(ctx.kv_extra), bool(ctx.kv_extra)))
     if mt == "phi3" and impl == "sdpa":
         a = g.copy(a, "attn out contiguous")
     def close(o: T, residual: T, norm_name: str) -> T:
@@ -924,15 +912,13 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         kv_len = ctx.seq + ctx.kv_extra
         k = _prefix_cat(ctx, k, B * kv_len * (nh * d), "prefix cat k")
         v = _prefix_cat(ctx, v, B * kv_len * (nh * d), "prefix cat v")
-        if mt in RETURNS_CACHE or ctx.use_cache:
+        if mt in RETURNS_CACHE:
             g.keep(k)
             g.keep(v)
         ctx.cache += [k, v]
-    elif ctx.use_cache:
-        k, v = _cache_cat(ctx, k, "cache cat k"), _cache_cat(ctx, v, "cache cat v")
     neox = mt == "gpt_neox"  # rotary ends in torch.cat: contiguous q and k
     att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=bool(ctx.kv_extra) or ctx.padding_mask or ctx.mask_always, kv_len=kv_len,
-                    contiguous=(neox, neox or bool(ctx.kv_extra) or ctx.use_cache, bool(ctx.kv_extra) or ctx.use_cache),
+                    contiguous=(neox, neox or bool(ctx.kv_extra), bool(ctx.kv_extra)),
                     softmax_fp32=mt != "gpt2" or bool(g.autocast))  # autocast runs softmax in fp32
     if mt == "gpt_neox" and impl == "sdpa":
         att = g.copy(att, "attn out contiguous")
@@ -1067,7 +1053,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     ctx = Ctx(g=g, cfg=cfg, layout=layout, method=method, dtype=dtype, rows=rows, seq=seq,
               kv_extra=method.prefix_tokens(), device=device, full=method.name == "full",
               attn="eager" if train.attn_implementation == "eager" else "sdpa", sliding_active=sliding_active,
-              padding_mask=train.padding_mask, batch_one=batch_one, use_cache=train.use_cache)  # flash_attention_2 saves what sdpa's flash kernel saves
+              padding_mask=train.padding_mask, batch_one=batch_one)  # flash_attention_2 saves what sdpa's flash kernel saves
     _setup(ctx)
     if isinstance(method, QLoRA):
         ctx.q4 = method.bnb_4bit_compute_dtype or train.weight_dtype

@@ -30,8 +30,7 @@ class TrainingSpec(BaseModel):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     gradient_accumulation_steps: int = Field(1, gt=0)
     # the forward's use_cache (transformers' default config.use_cache=True builds a KV cache even in training
-    # unless gradient checkpointing is on; DESIGN.md's measurement passes use_cache=False): each layer's keys and
-    # values copied into the cache, which the model returns (activations), and kept across steps with retain_outputs
+    # unless gradient checkpointing is on; DESIGN.md's measurement passes use_cache=False)
     use_cache: bool = False
     # a training loop that keeps `outputs` referenced across optimizer.step() (PEFT's MetaMathQA run.py does)
     # keeps the logits (and the KV cache when use_cache) allocated between steps
