@@ -203,3 +203,27 @@ def test_optimizers_state_exact_and_peak(case):
     got = measure(TINY[mt], method, training, what=("activations", "peak"))
     assert est["optimizer_bytes"] == got["optimizer_bytes"]
     assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=1e-3)
+
+
+ALL_LINEAR_EXCLUDED = [
+    ("gpt2", {"name": "lora", "r": 4, "target_modules": "all-linear", "exclude_modules": ["c_fc"]}),
+    ("llama", {"name": "lora", "r": 4, "target_modules": "all-linear", "exclude_modules": ["o_proj", "up_proj"]}),
+    ("llama", {"name": "ia3", "target_modules": "all-linear", "feedforward_modules": ["down_proj"], "exclude_modules": ["q_proj"]}),
+    ("llama", {"name": "qlora", "r": 4, "target_modules": "all-linear", "exclude_modules": "model.layers.0.*"}),
+    ("opt", {"name": "lora", "r": 4, "target_modules": "all-linear", "exclude_modules": ["project_in", "layers.1.fc2"]}),
+]
+
+
+@pytest.mark.parametrize("case", ALL_LINEAR_EXCLUDED, ids=[f"{mt}-{m['name']}-{m['exclude_modules']}" for mt, m in ALL_LINEAR_EXCLUDED])
+def test_all_linear_still_honours_exclude_modules(case):
+    """target_modules="all-linear" with exclude_modules: PEFT expands all-linear to the linear modules' names and
+    still excludes (check_target_module_exists). The estimate ignored exclude_modules there until stop 15
+    (trainable parameters, adapter bytes and activations all too high)."""
+    mt, method = case
+    training = {"batch_size": 2, "seq_len": 9, "dtype": "bf16"}
+    est = pf.estimate(TINY[mt], method, {**training, "device": "cpu"}).to_dict()
+    got = measure(TINY[mt], method, training, what=("static", "activations", "peak"))
+    assert est["trainable_params"] == got["trainable_params"]
+    assert est["storage"]["adapter_bytes"] == got["adapter_bytes"]
+    assert est["training"]["activations_bytes"] == got["activations_bytes"]
+    assert est["training"]["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=1e-4)

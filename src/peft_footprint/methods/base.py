@@ -279,10 +279,23 @@ def resolve_targets(
 def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude_modules, layers_to_transform,
                      allow_embedding: bool, field_name: str) -> tuple[list[TargetMatch], list[str]]:
     """resolve_targets' matches, and the warnings to give about them."""
+    exclude: Any = exclude_modules if isinstance(exclude_modules, (str, type(None))) else tuple(exclude_modules)
+    if isinstance(exclude, str):
+        check_regex("exclude_modules", exclude)
+    excluded = _matcher(exclude) if exclude else None
     if isinstance(target_modules, str) and target_modules.lower() == "all-linear":
-        every = tuple(range(layout.num_layers))
-        matches = [TargetMatch(m, f"{layout.layer_prefix}.*.{m.path}", layout.num_layers, True, every) for m in layout.layer_linears]
-        matches += [TargetMatch(m, m.path, 1, False) for m in layout.outer_linears if m.path != layout.output_embedding]
+        # every linear but the output embedding; PEFT still applies exclude_modules (check_target_module_exists)
+        scan = isinstance(exclude, str) or (exclude is not None and any(any(map(str.isdigit, t)) for t in exclude))
+        matches = []
+        for m in layout.layer_linears:
+            hit_layers = _layer_counts(layout, m.path, lambda key: True, excluded, None, scan)
+            if hit_layers:
+                matches.append(TargetMatch(m, f"{layout.layer_prefix}.*.{m.path}", len(hit_layers), True, hit_layers))
+        matches += [TargetMatch(m, m.path, 1, False) for m in layout.outer_linears
+                    if m.path != layout.output_embedding and not (excluded and excluded(m.path))]
+        if not matches:
+            raise InvalidConfigError("exclude_modules", exclude if isinstance(exclude, str) else list(exclude),
+                                     f'excludes every linear module of {model_type} that target_modules="all-linear" selects')
         return matches, []
     if isinstance(target_modules, str):
         check_regex(field_name, target_modules)
@@ -294,15 +307,11 @@ def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude
         bad = [t for t in targets if not isinstance(t, str)]
         if bad:
             raise InvalidConfigError(field_name, bad[0], "module names must be strings")
-    exclude: Any = exclude_modules if isinstance(exclude_modules, (str, type(None))) else tuple(exclude_modules)
-    if isinstance(exclude, str):
-        check_regex("exclude_modules", exclude)
     layers = None
     if layers_to_transform is not None and not isinstance(targets, str):
         layers = {layers_to_transform} if isinstance(layers_to_transform, int) else set(layers_to_transform)
 
     match = _matcher(targets)
-    excluded = _matcher(exclude) if exclude else None
     need_scan = isinstance(targets, str) or isinstance(exclude, str) or any(any(map(str.isdigit, t)) for t in targets) or (
         exclude is not None and any(any(map(str.isdigit, t)) for t in exclude)
     )
