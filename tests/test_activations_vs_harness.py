@@ -227,3 +227,18 @@ def test_all_linear_still_honours_exclude_modules(case):
     assert est["storage"]["adapter_bytes"] == got["adapter_bytes"]
     assert est["training"]["activations_bytes"] == got["activations_bytes"]
     assert est["training"]["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=1e-4)
+
+
+def test_lora_on_embeddings_gap_is_the_saved_base_weight_and_noted():
+    """LoRA targeting embed_tokens (docs/notes/activations.md): PEFT saves the targeted embedding's base weight with
+    the adapter (save_embedding_layers="auto"), which the estimate leaves out, and says so in its notes; the
+    trainable parameters are exact. A target list without embeddings carries no such note."""
+    method = {"name": "lora", "r": 4, "target_modules": ["embed_tokens", "q_proj"]}
+    training = {"batch_size": 2, "seq_len": 9, "dtype": "bf16"}
+    est = pf.estimate(TINY["llama"], method, {**training, "device": "cpu"}).to_dict()
+    got = measure(TINY["llama"], method, training, what=("static",))
+    assert est["trainable_params"] == got["trainable_params"]
+    assert got["adapter_bytes"] - est["storage"]["adapter_bytes"] == TINY["llama"]["vocab_size"] * TINY["llama"]["hidden_size"] * 2
+    assert any("save_embedding_layers" in n for n in est["notes"])
+    plain = pf.estimate(TINY["llama"], {"name": "lora", "r": 4, "target_modules": ["q_proj"]}, {**training, "device": "cpu"}).to_dict()
+    assert not any("save_embedding_layers" in n for n in plain["notes"])

@@ -96,8 +96,13 @@ class LoRA(Method):
         base = base_tensors(layout, dtype)
         lora = self.lora_tensors(layout, cfg, dtype)
         base, extra_saved = self._bias_and_modules_to_save(layout, cfg, base, dtype)
-        table = ParamTable(tensors=base + lora, saved=lora + extra_saved)
-        return table
+        notes = []
+        if any(t.is_embedding or t.module.path == layout.output_embedding for t in self.targets(layout, cfg)):
+            notes.append("LoRA on an embedding layer (or the lm_head): PEFT's save_embedding_layers='auto' also saves a "
+                         "targeted embed_tokens/lm_head's base weights with the adapter, which adapter_bytes and "
+                         "checkpoint_file_bytes leave out, and lora.Embedding's forward is not simulated (activations "
+                         "slightly low; docs/notes/activations.md)")
+        return ParamTable(tensors=base + lora, saved=lora + extra_saved, notes=notes)
 
     # bias="all"/"lora_only" and modules_to_save make base tensors trainable or copy them
     def _bias_and_modules_to_save(self, layout, cfg, base: list[Tensor], dtype: str):
