@@ -227,7 +227,7 @@ class Ctx:
     q4: str | None = None  # QLoRA: the 4-bit layers' compute dtype
     q4_storage: str | None = None  # ... and the dtype their weights were loaded in (what dequantize_4bit returns)
     labels: int = -1  # the loss's shifted labels' storage
-    padded_labels: tuple | None = None  # the padded labels' storage and the last one made while they live
+    padded_labels_until: int = -1  # the last storage made while the loss's padded labels live
     # AdapterHub's adapters run on transformers 4.x, whose decoders build the causal mask even without padding:
     # (batch, 1, s, s), bool for sdpa (which then has no GQA path, and keeps its own additive copy in each
     # layer whose attention has inputs that require grad), additive in the model's dtype for eager
@@ -358,7 +358,7 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
         scaled = g.mul(out, vec, f"{path} ia3 mul")
         return g.to(scaled, out.dtype, f"{path} ia3 cast")
     in_lora = (layer is not None and layer in ctx.lora.get(path, ())) or (layer is None and path in ctx.lora_outer)
-    q4 = _quantized(ctx, lin, layer)
+    q4 = bool(ctx.q4) and ctx.method.quantizes(ctx.layout, lin, layer is not None)  # type: ignore[attr-defined]
     if q4:
         out = _linear4bit(ctx, x, lin, b_rg)
         if in_lora:  # PEFT's 4-bit LoRA layer clones the base output "defensively"
@@ -383,14 +383,6 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
             res = g.to(g.add(out, scaled, f"{path} lora add"), out.dtype, f"{path} lora cast")
     g.touch(x32)
     return res
-
-
-def _quantized(ctx: Ctx, lin: Linear, layer: int | None) -> bool:
-    """Is this linear a bitsandbytes Linear4bit? Every one but the skipped modules, the output embedding and
-    tied ones (the parameter table's rule, methods/qlora.py): OPT's project_in/out too."""
-    if not ctx.q4 or any(lin.path.endswith(m) for m in ctx.method.llm_int8_skip_modules or ()):  # type: ignore[attr-defined]
-        return False
-    return layer is not None or not (lin.tied or lin.path == ctx.layout.output_embedding)
 
 
 def _linear4bit(ctx: Ctx, x: T, lin: Linear, b_rg: bool) -> T:
@@ -1277,7 +1269,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         top_moments += _embedding_backward(ctx, end + early - shared, word_emb, lm.tied)
     # which moments hold the loss's labels (for the batch-1 model, :meth:`ActivationModel.with_batch_one_labels`)
     # (2: the padded labels too, while the loss function runs)
-    hi = ctx.padded_labels[1] if ctx.padded_labels else -1
+    hi = ctx.padded_labels_until
     labels = (tuple(2 if ctx.labels <= k <= hi else int(k >= ctx.labels) for k, _ in fwd) + (0,) * len(extra)
               + tuple(int(f) for f in labels) + (0,) * (len(top_moments) - len(labels)))
     return total, terms, steady, layer_terms, moments + extra + top_moments, blocks, labels
@@ -1671,7 +1663,7 @@ def _loss(ctx: Ctx, logits: T, v: int) -> T:
     g.node(loss, [ls], [("g", 0, ls.bytes())], (labels, tw), "nll_loss")  # its backward: a full fp32 gradient
     if padded is not None:
         g.touch(padded)
-        ctx.padded_labels = (padded.sid, len(g.storages) - 1)
+        ctx.padded_labels_until = len(g.storages) - 1
     g.keep(loss)
     return loss
 

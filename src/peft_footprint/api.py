@@ -117,25 +117,28 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: 
     return model
 
 
+def _with_step(live: dict[str, Any], step_bytes: int, grads: int, accumulating: bool, zero: Any = 0) -> dict[str, Any]:
+    """The activation moments' live bytes, and the step's own: the optimizer step and the end of backward.
+    With gradient accumulation the later micro-batches run forward and backward with every gradient alive.
+    ``zero``: 0, or a zero array of the grid's shape."""
+    if accumulating:
+        live = {k: v + grads for k, v in live.items()}
+    live["optimizer step"] = grads + step_bytes + zero
+    live["end of backward (all gradients)"] = grads + zero
+    return live
+
+
 def _live_candidates(act: ActivationModel, step_bytes: int, grads: int, b, s, accumulating: bool = False) -> dict[str, Any]:
     """Live bytes (beyond weights + optimizer state) at each moment that can set the step's peak; ``b`` and
     ``s`` are ints, or numpy arrays for whole grids."""
     live = dict(zip(act.peak_candidates, evaluate(act.peak_candidates.values(), b, s)))
-    if accumulating:  # every gradient alive through the later micro-batches' forward and backward
-        live = {k: v + grads for k, v in live.items()}
-    live["optimizer step"] = grads + step_bytes + 0 * b
-    live["end of backward (all gradients)"] = grads + 0 * b
-    return live
+    return _with_step(live, step_bytes, grads, accumulating, 0 * b)
 
 
 def _peak(act: ActivationModel, train: TrainingSpec, step_bytes: int, grads: int) -> tuple[int, str, dict[str, int]]:
     """Highest live bytes (beyond weights + optimizer state) over the step, where it happens, and the largest
     moment of each phase (ActivationModel.live_at: every simulated moment compared exactly at this shape)."""
-    live = act.live_at(train.batch_size, train.seq_len)
-    if train.gradient_accumulation_steps > 1:  # the later micro-batches run with every gradient alive
-        live = {k: v + grads for k, v in live.items()}
-    live["optimizer step"] = grads + step_bytes
-    live["end of backward (all gradients)"] = grads
+    live = _with_step(act.live_at(train.batch_size, train.seq_len), step_bytes, grads, train.gradient_accumulation_steps > 1)
     where = max(live, key=live.__getitem__)
     return live[where], where, live
 

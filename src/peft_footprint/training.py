@@ -116,7 +116,8 @@ def _momentum(shape, dtype):
 
 
 def _adafactor_factors(shape: tuple[int, ...]) -> int:
-    """Elements of Adafactor's factored second moment: a row and a column vector (None for a 1-D tensor)."""
+    """Elements of Adafactor's factored second moment of a tensor of 2 or more dimensions: a row and a column
+    vector (a 1-D tensor's second moment is not factored)."""
     return _numel(shape[:-1]) + _numel(shape[:-2]) * shape[-1]
 
 

@@ -283,12 +283,13 @@ def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude
     if isinstance(exclude, str):
         check_regex("exclude_modules", exclude)
     excluded = _matcher(exclude) if exclude else None
+    # exclusions that can differ from layer to layer (a regex, a name with a layer index)
+    scan_excluded = isinstance(exclude, str) or (exclude is not None and any(any(map(str.isdigit, t)) for t in exclude))
     if isinstance(target_modules, str) and target_modules.lower() == "all-linear":
         # every linear but the output embedding; PEFT still applies exclude_modules (check_target_module_exists)
-        scan = isinstance(exclude, str) or (exclude is not None and any(any(map(str.isdigit, t)) for t in exclude))
         matches = []
         for m in layout.layer_linears:
-            hit_layers = _layer_counts(layout, m.path, lambda key: True, excluded, None, scan)
+            hit_layers = _layer_counts(layout, m.path, lambda key: True, excluded, None, scan_excluded)
             if hit_layers:
                 matches.append(TargetMatch(m, f"{layout.layer_prefix}.*.{m.path}", len(hit_layers), True, hit_layers))
         matches += [TargetMatch(m, m.path, 1, False) for m in layout.outer_linears
@@ -312,9 +313,7 @@ def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude
         layers = {layers_to_transform} if isinstance(layers_to_transform, int) else set(layers_to_transform)
 
     match = _matcher(targets)
-    need_scan = isinstance(targets, str) or isinstance(exclude, str) or any(any(map(str.isdigit, t)) for t in targets) or (
-        exclude is not None and any(any(map(str.isdigit, t)) for t in exclude)
-    )
+    need_scan = isinstance(targets, str) or scan_excluded or any(any(map(str.isdigit, t)) for t in targets)
     matches: list[TargetMatch] = []
     for m in layout.layer_linears:
         hit_layers = _layer_counts(layout, m.path, match, excluded, layers, need_scan)

@@ -82,12 +82,17 @@ class QLoRA(LoRA):
     def _qt(cls, v):
         return v.lower() if isinstance(v, str) else v
 
+    def quantizes(self, layout, lin, in_layer: bool) -> bool:
+        """Does transformers' bitsandbytes integration make this linear a Linear4bit? Every one but the skipped
+        modules, the output embedding and tied ones (OPT's project_in/out too)."""
+        skip = (*(self.llm_int8_skip_modules or ()), layout.output_embedding)
+        return not any(lin.path.endswith(s) for s in skip) and (in_layer or not lin.tied)
+
     def build(self, layout, cfg, dtype):
         table = super().build(layout, cfg, dtype)
-        skip = set(self.llm_int8_skip_modules or []) | {layout.output_embedding}
         quantized = {
-            f"{layout.layer_prefix}.*.{m.path}.weight": m for m in layout.layer_linears if not any(m.path.endswith(s) for s in skip)
-        } | {f"{m.path}.weight": m for m in layout.outer_linears if not m.tied and not any(m.path.endswith(s) for s in skip)}
+            f"{layout.layer_prefix}.*.{m.path}.weight": m for m in layout.layer_linears if self.quantizes(layout, m, True)
+        } | {f"{m.path}.weight": m for m in layout.outer_linears if self.quantizes(layout, m, False)}
         esize = nbytes(self.bnb_4bit_quant_storage)
         other_dtype = "fp32" if self.prepare_model_for_kbit_training else dtype
         # Linear4bit.forward casts its bias, in place, to the compute dtype (the model's when none is given, as
