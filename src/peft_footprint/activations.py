@@ -367,7 +367,7 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
         out = g.linear(x, ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path, in_features=lin.in_features)
     if not in_lora:
         return out
-    r = ctx.method.rank_for(path)  # type: ignore[attr-defined]
+    r = ctx.method.layer_rank(ctx.layout, path, layer)  # type: ignore[attr-defined]
     x32 = g.to(x, "fp32", f"{path} lora input fp32")  # PEFT rebinds x to it: alive until the layer returns
     xa = ctx.drop(x32, ctx.lora_dropout, f"{path} lora_dropout")
     if getattr(ctx.method, "use_dora", False):
@@ -1155,6 +1155,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         # layers that see the same input and the same method wrapping behave identically: replay the first
         sig = (x.rg, x.dtype, layer_types[i], tuple(i in v for v in ctx.lora.values()),
                tuple(i in v[0] for v in ctx.ia3.values()))
+        if getattr(ctx.method, "rank_pattern", None):  # LoRA's rank can differ from layer to layer
+            sig += tuple(ctx.method.rank_key(ctx.layout.layer_path(i, p_)) for p_ in ctx.lora)  # type: ignore[attr-defined]
         if sig in memo and i != top:
             x, layer_alive, last_layer = _replay(g, memo[sig], x_in, i, ctx.cache, gc)
         elif sig in memo:

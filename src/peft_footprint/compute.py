@@ -104,6 +104,7 @@ class _MethodView:
         # on a module outside the layers (full path) -> rank / kind
         self.lora_layers: dict[str, tuple[int, frozenset[int]]] = {}
         self.lora_outer: dict[str, int] = {}
+        self.lora_ranks: dict[str, dict[int, tuple[int, int]]] = {}  # layer -> (which rank group, rank) where they differ
         self.ia3_layers: dict[str, tuple[str, frozenset[int]]] = {}
         self.ia3_outer: dict[str, str] = {}
         self.dora = False
@@ -119,11 +120,13 @@ class _MethodView:
             for t in method.targets(layout, cfg):
                 if t.is_embedding:
                     continue
-                r = method.rank_for(t.path)
+                groups = method.rank_groups(layout, t)
                 if not t.in_layer:
-                    self.lora_outer[t.module.path] = r
+                    self.lora_outer[t.module.path] = groups[0][0]
                 elif t.layers is None or t.layers:
-                    self.lora_layers[t.module.path] = (r, frozenset(t.layers if t.layers is not None else range(n)))
+                    self.lora_layers[t.module.path] = (groups[0][0], frozenset(t.layers if t.layers is not None else range(n)))
+                    if len(groups) > 1:  # rank_pattern sets different ranks in different layers
+                        self.lora_ranks[t.module.path] = {i: (j, r) for j, (r, ls) in enumerate(groups) for i in ls}
         elif isinstance(method, IA3):
             for t in table.tensors:
                 if not t.name.endswith(".ia3_l"):
@@ -140,8 +143,13 @@ class _MethodView:
         self.prefix = method.prefix_tokens()
         self.method = method
         # per module path: (rank, how many layers) / (kind, how many layers), for closed-form sums
-        self.lora_paths: dict[str, tuple[int, int]] = {p: (r, len(layers)) for p, (r, layers) in self.lora_layers.items()}
-        self.lora_paths.update((p, (r, 1)) for p, r in self.lora_outer.items())
+        self.lora_paths: list[tuple[str, int, int]] = []
+        for p, (r, layers) in self.lora_layers.items():
+            by_group: dict[int, list] = {}
+            for i, (j, rj) in self.lora_ranks.get(p, {}).items():
+                by_group.setdefault(j, [rj, 0])[1] += 1
+            self.lora_paths += [(p, rj, k) for rj, k in by_group.values()] or [(p, r, len(layers))]
+        self.lora_paths += [(p, r, 1) for p, r in self.lora_outer.items()]
         self.ia3_paths: dict[str, tuple[str, int]] = {p: (k, len(layers)) for p, (k, layers) in self.ia3_layers.items()}
         self.ia3_paths.update((p, (k, 1)) for p, k in self.ia3_outer.items())
         self.layer_wraps = self._layer_wraps(layout)
@@ -161,7 +169,10 @@ class _MethodView:
         if layer is None:
             return self.lora_outer.get(path)
         hit = self.lora_layers.get(path)
-        return hit[0] if hit is not None and layer in hit[1] else None
+        if hit is None or layer not in hit[1]:
+            return None
+        ranks = self.lora_ranks.get(path)
+        return hit[0] if ranks is None else ranks[layer][1]
 
     def ia3_kind(self, path: str, layer: int | None) -> str | None:
         """IA3's kind ("ff": scales the input, "out": the output) on the module at ``path``, None where unwrapped."""
@@ -186,11 +197,12 @@ class _MethodView:
                         weights.setdefault(rel, set()).add(int(idx))
         every = frozenset(range(n))
         wrapped = [layers for _, layers in [*self.lora_layers.values(), *self.ia3_layers.values()]]
-        if all(layers >= every for layers in [*wrapped, *weights.values()]):  # the usual case: every layer alike
+        if not self.lora_ranks and all(layers >= every for layers in [*wrapped, *weights.values()]):  # the usual case: every layer alike
             return [(tuple(r in self.lora_layers for r in rels), tuple(self.ia3_kind(r, 0) for r in rels),
                      tuple(self.full or r in weights for r in rels))] * n
         return [(tuple(self.lora_rank(r, i) is not None for r in rels), tuple(self.ia3_kind(r, i) for r in rels),
-                 tuple(self.full or i in weights.get(r, ()) for r in rels)) for i in range(n)]
+                 tuple(self.full or i in weights.get(r, ()) for r in rels),
+                 tuple(self.lora_ranks[r].get(i, (-1,))[0] for r in rels if r in self.lora_ranks)) for i in range(n)]
 
     def weight_trainable(self, full_path: str) -> bool:
         if self.full:
@@ -567,7 +579,7 @@ def training_time_terms(spec, method, table, training, hardware, eff: dict | Non
     n = layout.num_layers
     fwd_k = n * (len(layout.layer_linears) + BASE_KERNELS_PER_LAYER + 3) + 10
     kernels += 3 * fwd_k + (fwd_k if training.gradient_checkpointing else 0)
-    for path, (r, count) in mv.lora_paths.items():
+    for path, r, count in mv.lora_paths:
         m = mods[path]
         adapter_bytes += count * T * (22 * m.in_features + 30 * m.out_features) * e // 2
         kernels += count * 3 * LORA_KERNELS

@@ -155,7 +155,7 @@ def _method_ops(spec, mv, hw, T: int, dtype: str, merged: bool, eff: dict) -> tu
     mods = {m.path: m for m in layout.layer_linears} | {m.path: m for m in layout.outer_linears}
     t, k = 0.0, 0
     if mv.lora and not merged:
-        for path, (r, count) in mv.lora_paths.items():
+        for path, r, count in mv.lora_paths:
             m = mods[path]
             t0, k0 = t, k
             a = 4  # adapters kept in fp32 (PEFT autocast_adapter_dtype)

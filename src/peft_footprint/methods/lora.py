@@ -3,12 +3,14 @@ bf16/fp16 base (``get_peft_model(..., autocast_adapter_dtype=True)``, PEFT's def
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import InvalidConfigError, UnsupportedCombinationError
-from .base import Method, ParamTable, Tensor, base_tensors, resolve_targets, targets_list
+from .base import Method, ParamTable, TargetMatch, Tensor, base_tensors, resolve_targets, targets_list
 from .defaults import default_targets
 
 ADAPTER_DTYPE = "fp32"
@@ -47,6 +49,17 @@ class LoRA(Method):
         return v
 
     @model_validator(mode="after")
+    def _patterns_are_regexes(self):
+        for name in ("rank_pattern", "alpha_pattern"):
+            for key in getattr(self, name):
+                try:
+                    _pattern_regex(key)
+                except (re.error, RecursionError, OverflowError) as exc:
+                    raise InvalidConfigError(f"{self.name}.{name}", key, f"a key is a regular expression that PEFT matches against the end of "
+                                             f"each module's name, and this one is not valid ({exc})") from None
+        return self
+
+    @model_validator(mode="after")
     def _layers_need_module_names(self):
         if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
             raise UnsupportedCombinationError(
@@ -68,28 +81,60 @@ class LoRA(Method):
             layers_to_transform=self.layers_to_transform,
         )
 
-    def rank_for(self, path: str) -> int:
-        for pattern, r in self.rank_pattern.items():
-            if path.endswith(pattern) or pattern in path:
-                return r
-        return self.r
+    def rank_for(self, key: str) -> int:
+        """The rank of the module ``key`` (its full name, "model.layers.3.self_attn.q_proj"), as PEFT picks it:
+        the first rank_pattern key that the name ends with, as a regex after a "." or at the start
+        (peft.utils.other.get_pattern_key), else r."""
+        pattern = self.rank_key(key)
+        return self.r if pattern is None else self.rank_pattern[pattern]
+
+    def rank_key(self, key: str) -> str | None:
+        """The rank_pattern key that sets the rank of the module ``key`` (None: r does)."""
+        for pattern in self.rank_pattern:
+            if _pattern_regex(pattern).match(key):
+                return pattern
+        return None
+
+    def rank_groups(self, layout, t: TargetMatch) -> list[tuple[int, tuple[int, ...] | None]]:
+        """(rank, layers) for a target: one group unless rank_pattern gives its layers different ranks (layers
+        None: the target's own, ``t.layers``)."""
+        if not t.in_layer:
+            return [(self.rank_for(t.path), None)]
+        if not self.rank_pattern:
+            return [(self.r, None)]
+        layers = t.layers if t.layers is not None else tuple(range(layout.num_layers))
+        rel = t.module.path
+        by_key: dict[str | None, list[int]] = {}  # grouped by the pattern that sets the rank (r may be traced)
+        for i in layers:
+            by_key.setdefault(self.rank_key(layout.layer_path(i, rel)), []).append(i)
+        ranks = [(self.r if k is None else self.rank_pattern[k], ls) for k, ls in by_key.items()]
+        if len(ranks) == 1:
+            return [(ranks[0][0], None)]
+        return [(r, tuple(ls)) for r, ls in ranks]
+
+    def layer_rank(self, layout, rel: str, layer: int | None) -> int:
+        """The rank of the module at ``rel`` (relative to decoder layer ``layer``; a full path when None)."""
+        if not self.rank_pattern:
+            return self.r
+        return self.rank_for(rel if layer is None else layout.layer_path(layer, rel))
 
     def lora_tensors(self, layout, cfg, base_dtype: str) -> list[Tensor]:
         out: list[Tensor] = []
         for t in self.targets(layout, cfg):
-            r = self.rank_for(t.path)
-            if t.is_embedding:
-                vocab, dim = t.module.shape
-                out.append(Tensor(f"{t.path}.lora_embedding_A", (r, vocab), ADAPTER_DTYPE, t.count, True, "adapter", layers=t.layers))
-                out.append(Tensor(f"{t.path}.lora_embedding_B", (dim, r), ADAPTER_DTYPE, t.count, True, "adapter", layers=t.layers))
+            for r, group in self.rank_groups(layout, t):
+                count, layers = (t.count, t.layers) if group is None else (len(group), group)
+                if t.is_embedding:
+                    vocab, dim = t.module.shape
+                    shapes = [("lora_embedding_A", (r, vocab)), ("lora_embedding_B", (dim, r))]
+                    width = dim
+                else:
+                    m = t.module
+                    shapes = [("lora_A.weight", (r, m.in_features)), ("lora_B.weight", (m.out_features, r))]
+                    width = m.out_features
                 if self.use_dora:
-                    out.append(Tensor(f"{t.path}.lora_magnitude_vector", (dim,), ADAPTER_DTYPE, t.count, True, "adapter", layers=t.layers))
-                continue
-            m = t.module
-            out.append(Tensor(f"{t.path}.lora_A.weight", (r, m.in_features), ADAPTER_DTYPE, t.count, True, "adapter", layers=t.layers))
-            out.append(Tensor(f"{t.path}.lora_B.weight", (m.out_features, r), ADAPTER_DTYPE, t.count, True, "adapter", layers=t.layers))
-            if self.use_dora:
-                out.append(Tensor(f"{t.path}.lora_magnitude_vector", (m.out_features,), ADAPTER_DTYPE, t.count, True, "adapter", layers=t.layers))
+                    shapes.append(("lora_magnitude_vector", (width,)))
+                out += [Tensor(f"{t.path}.{leaf}", shape, ADAPTER_DTYPE, count, True, "adapter", layers=layers)
+                        for leaf, shape in shapes]
         return out
 
     def build(self, layout, cfg, dtype):
@@ -158,3 +203,8 @@ def modules_to_save_copies(layout, cfg, names: list[str], dtype: str, saved: lis
     if not found:
         raise InvalidConfigError("modules_to_save", names, f"no such module in {cfg['model_type']}")
     return copies
+
+
+@lru_cache(maxsize=1024)
+def _pattern_regex(key: str) -> re.Pattern:
+    return re.compile(rf"(.*\.)?({key})$")
