@@ -347,7 +347,7 @@ class Backward:
 
 
 def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompute: tuple | None = None,
-             first_grad: Poly = Poly.const(4)) -> Backward:
+             first_grad: Poly | None = None) -> Backward:
     """Run autograd's engine over the nodes ``lo..`` reachable from node ``root`` (the loss).
 
     ``alive``: storage ids alive when backward starts (``start`` bytes in all). ``recompute``: (first node,
@@ -356,7 +356,8 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     of them. ``held``: the recomputed storages that outlive the layer's backward (the recompute's own graph
     keeps them, :class:`Storage` ``handed_on``), ``released``: the bytes the layer above held so, freed when the
     recompute makes the storage handed on. Gradients sent to nodes before ``lo`` (or to leaves) stay alive;
-    they belong to the layers below.
+    they belong to the layers below. ``first_grad``: the gradient sent into ``root``, released once it is used
+    (None: the loss's, 4 bytes that torch.autograd.backward holds until it returns).
     """
     nodes, storages, accumulating = g.nodes, g.storages, g.accumulating
     deps: dict[int, int] = {}
@@ -376,8 +377,12 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     moments: list = []
     start_of: dict[int, Poly] = {}
     params: set[str] = set()
-    buffers: dict[int, list] = {root: [first_grad, 1]}
-    live = live + first_grad
+    if first_grad is None:  # the loss's gradient, ones_like(loss): torch.autograd.backward holds it (its
+        # grad_tensors) until the engine returns, so it is never released here
+        buffers: dict[int, list] = {root: [Poly.const(4), 2]}
+    else:
+        buffers = {root: [first_grad, 1]}
+    live = live + buffers[root][0]
     ready = [-root]
 
     grew = [False]  # nothing freed since the last moment: a new one bounds it and replaces it
