@@ -1663,6 +1663,7 @@ def _loss(ctx: Ctx, logits: T, v: int) -> T:
     loss = g.new(Poly.const(1), "fp32", True, "loss")
     tw = g.new(Poly.const(1), "fp32", False, "total_weight")
     g.node(loss, [ls], [("g", 0, ls.bytes())], (labels, tw), "nll_loss")  # its backward: a full fp32 gradient
+    g.touch(lf)  # `logits = logits.float()`: held until the loss function returns, past nll_loss's outputs
     if padded is not None:
         g.touch(padded)
         ctx.padded_labels_until = len(g.storages) - 1
