@@ -352,9 +352,9 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
         if ia3[1]:  # feed-forward: scale the input
             x32 = g.to(x, "fp32", f"{path} ia3 input")
             scaled = g.mul(x32, vec, f"{path} ia3 mul")
-            return g.linear(g.to(scaled, x.dtype, f"{path} ia3 cast"), ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path,
+            return g.linear(g.to(scaled, x.dtype, f"{path} ia3 cast"), ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, bias=lin.bias, name=path,
                             in_features=lin.in_features)
-        out = g.linear(x, ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path, in_features=lin.in_features)
+        out = g.linear(x, ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, bias=lin.bias, name=path, in_features=lin.in_features)
         scaled = g.mul(out, vec, f"{path} ia3 mul")
         return g.to(scaled, out.dtype, f"{path} ia3 cast")
     in_lora = (layer is not None and layer in ctx.lora.get(path, ())) or (layer is None and path in ctx.lora_outer)
@@ -364,7 +364,7 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
         if in_lora:  # PEFT's 4-bit LoRA layer clones the base output "defensively"
             out = g.copy(out, f"{path} clone")
     else:
-        out = g.linear(x, ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, name=path, in_features=lin.in_features)
+        out = g.linear(x, ctx.rows, lin.out_features, w_rg=w_rg, b_rg=b_rg, bias=lin.bias, name=path, in_features=lin.in_features)
     if not in_lora:
         return out
     r = ctx.method.layer_rank(ctx.layout, path, layer)  # type: ignore[attr-defined]

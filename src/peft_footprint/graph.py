@@ -163,20 +163,24 @@ class Graph:
     # ---- ops ------------------------------------------------------------------------------------
     def linear(self, x: T, rows: Poly, out_features: int, *, w_rg: bool, b_rg: bool = False, name: str = "linear",
                dtype: str | None = None, in_features: int | None = None, extra_bwd: list | None = None,
-               bias_rows: Poly | None = None) -> T:
+               bias_rows: Poly | None = None, bias: bool = False) -> T:
         """``x @ W.T (+ b)``: keeps x for the weight gradient when W trains (W itself is a parameter). Under
         autocast the input and the weight are cast copies (the weight's cached once per forward), and the
         copies are what is kept. ``extra_bwd``: temporaries of the backward, as its events (a dequantized 4-bit
         weight). ``bias_rows``: the bias gradient is first made with that many rows, before the rest of the
         backward, and summed to the bias's shape by the engine once the node returns (bitsandbytes' MatMul4Bit:
-        ``grad_output.sum(0)`` of a (batch, seq, out) gradient is (seq, out))."""
+        ``grad_output.sum(0)`` of a (batch, seq, out) gradient is (seq, out)). ``bias``: the module has a bias
+        (``b_rg``: a trainable one)."""
         ac = self.autocast
         inf = in_features or 0
         key = self.scope + name  # a parameter's gradient key
         if ac and (x.dtype != ac or in_features):
             # autocast's linear casts its arguments last to first (the C++ argument order): bias, weight, input
+            frozen_bias = None
             if b_rg:  # the bias is cast too, and cached: nothing saves it
                 self.held.append(self.new(Poly.const(out_features), ac, False, name + " autocast bias"))
+            elif bias:  # a frozen bias's copy is not cached: it lives until the op returns
+                frozen_bias = self.new(Poly.const(out_features), ac, False, name + " autocast bias (frozen)")
             wc = self.weight_cast(name, inf * out_features, w_rg) if in_features else None
             if x.dtype != ac and x.sid in self.leaf_inputs:
                 xc = self.input_casts.get(x.sid)
@@ -190,6 +194,7 @@ class Graph:
                 self.node(xc, [x], [("g", 0, x.bytes())], name=name + " autocast input")
                 x = xc
             out = self.new(rows * out_features, ac, x.rg or w_rg or b_rg, name)
+            self.touch(frozen_bias)
             prog = []
             if w_rg and wc is not None:
                 prog.append(("g", 1, Poly.const(inf * out_features * esize(ac))))
