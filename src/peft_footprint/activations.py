@@ -1624,11 +1624,11 @@ def _prompt_encoder(ctx: Ctx, method: Method, n: int, h: int) -> None:
         enc_h = method.encoder_hidden_size or h
         e0 = g.new(Poly.const(n * h), "fp32", True, "prompt_encoder.embedding")
         if method.encoder_reparameterization_type == "MLP":
-            x = g.linear(e0, Poly.const(n), enc_h, w_rg=True, name="mlp_head.0", in_features=h)
+            x = g.linear(e0, Poly.const(n), enc_h, w_rg=True, b_rg=True, bias=True, name="mlp_head.0", in_features=h)
             x = g.unary_saves_output(x, "mlp_head.1 relu")
-            x = g.linear(x, Poly.const(n), enc_h, w_rg=True, name="mlp_head.2", in_features=enc_h)
+            x = g.linear(x, Poly.const(n), enc_h, w_rg=True, b_rg=True, bias=True, name="mlp_head.2", in_features=enc_h)
             x = g.unary_saves_output(x, "mlp_head.3 relu")
-            x = g.linear(x, Poly.const(n), h, w_rg=True, name="mlp_head.4", in_features=enc_h)
+            x = g.linear(x, Poly.const(n), h, w_rg=True, b_rg=True, bias=True, name="mlp_head.4", in_features=enc_h)
         else:
             x = e0
     return None
