@@ -980,7 +980,8 @@ def _ln_embeddings(ctx: Ctx, emb: T) -> T:
         return ctx.drop(x, _p(cfg, "embd_pdrop", default=0.1), "embd dropout")
     if mt == "opt":
         # OPTDecoder without an attention_mask makes one of ones (fp32), and the position ids from its cumsum
-        ctx.scope.append(g.new(ctx.rows, "fp32", False, "attention mask ones"))
+        if not ctx.padding_mask:
+            ctx.scope.append(g.new(ctx.rows, "fp32", False, "attention mask ones"))
         pos = ctx.positions = g.new(B * ctx.seq, "int64", False, "position ids")
         if ctx.full:  # OPTLearnedPositionalEmbedding looks up position_ids + 2: the embedding keeps those indices
             g.save(g.new(B * ctx.seq, "int64", False, "position ids + offset"))
