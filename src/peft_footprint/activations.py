@@ -890,6 +890,9 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     a = layer_norm(ctx, x, w_rg=norm_rg, name="attn norm")
     if mt in ("gpt2", "gpt_neox"):
         qkv = linear(ctx, a, _lin(layout, "qkv"), i)
+        if mt == "gpt_neox" and qkv.rg:  # view -> transpose(1, 2) -> chunk: the chunks' gradients come back
+            # concatenated and transposed, and the view's backward copies them contiguous (the cat freed after)
+            qkv = g.view(qkv, qkv.numel, "qkv view+transpose")
         q, k, v = g.split(qkv, [ctx.rows * (nh * d)] * 3, "qkv split")  # split/chunk: views of the fused output
         if mt == "gpt_neox":
             rot = _derived(cfg, "rotary_dim")
