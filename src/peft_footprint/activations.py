@@ -1113,7 +1113,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         if ctx.attn == "eager":  # additive, in the model's dtype
             masks[kind] = g.new(B * seq * kv, dtype, False, f"causal mask ({kind})")
         elif ctx.kv_extra or ctx.padding_mask or ctx.mask_always or (kind == "sliding_attention" and sliding_active):  # sdpa: bool, where built
-            rows_mask = B * seq if (ctx.kv_extra or ctx.padding_mask or ctx.mask_always) else seq  # no padding: batch dim 1
+            rows_mask = B * seq if (ctx.padding_mask or ctx.mask_always) else seq  # no padding: batch dim 1
             masks[kind] = g.new(rows_mask * kv, "bool", False, f"attention mask ({kind})")
     ctx.scope += masks.values()
     # rotary cos/sin: (1, S, d) in the model dtype, shared by all layers
