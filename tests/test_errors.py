@@ -111,3 +111,16 @@ def test_wrong_types_for_whole_arguments():
 def test_missing_model_type():
     e = _err({"hidden_size": 64}, "lora")
     assert "model_type" in str(e)
+
+
+def test_a_multimodal_config_points_at_its_text_config():
+    """Gemma 3's checkpoints ship a multimodal config (model_type gemma3) whose text_config is the supported
+    gemma3_text decoder: the error says to pass that, not the nearest name ('gemma')."""
+    text = {"model_type": "gemma3_text", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "head_dim": 32, "intermediate_size": 128, "vocab_size": 300}
+    with pytest.raises(pf.UnsupportedCombinationError, match=r"multimodal.*text_config.*'gemma3_text'") as err:
+        pf.estimate({"model_type": "gemma3", "text_config": text}, "lora")
+    assert "Did you mean" not in str(err.value)
+    assert pf.estimate(text, "lora").to_dict()["trainable_params"] > 0  # what it says to pass works
+    with pytest.raises(pf.UnknownNameError, match="Unknown model_type 'gemma4'"):  # no usable text_config: as before
+        pf.estimate({"model_type": "gemma4", "text_config": {"model_type": "vision"}}, "lora")

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from .architectures import ARCHITECTURES, Architecture, Layout
-from .errors import InvalidConfigError, PeftFootprintError, UnknownNameError
+from .errors import InvalidConfigError, PeftFootprintError, UnknownNameError, UnsupportedCombinationError
 
 __all__ = ["ModelSpec", "list_models", "load_model"]
 
@@ -42,6 +42,15 @@ class ModelSpec:
         model_type = config.get("model_type")
         if model_type is None:
             raise InvalidConfigError("model_type", None, f"the config needs a model_type; supported: {', '.join(ARCHITECTURES.names())}")
+        if model_type not in ARCHITECTURES.names() and isinstance(config.get("text_config"), dict):
+            inner = config["text_config"].get("model_type")
+            if inner in ARCHITECTURES.names():
+                # a multimodal wrapper (Gemma 3, LLaVA, Mistral 3...): its language model is supported, the rest is not
+                raise UnsupportedCombinationError(
+                    f"model_type {model_type!r} is a multimodal model (a vision tower beside a {inner!r} language "
+                    f"model); only the decoder is modelled. Pass config['text_config'] (model_type {inner!r}) to "
+                    "estimate the language model alone: the vision tower's weights, activations and image tokens "
+                    "are then left out.")
         self.arch: type[Architecture] = ARCHITECTURES.get(model_type)
         self.name = name
         self.raw = dict(config)
