@@ -189,25 +189,33 @@ def optimizer_step_temporary_bytes(optimizer: str, tensors) -> int:
     return max([a + b for a, b in zip(sizes, sizes[1:])] or sizes or [0])
 
 
+# modules that models register before their decoder layers, in that order (GPT-NeoX's embed_out, the lm_head,
+# comes after them; OPT's decoder registers its projections and final LayerNorm first)
+_BEFORE_LAYERS = ("embed_tokens", "embed_in", "wte", "wpe", "embed_positions", "project_out", "project_in", "final_layer_norm")
+
+
 def _adafactor_step_bytes(tensors) -> int:
     """Transient bytes inside transformers.Adafactor's step(), which updates one parameter at a time, in fp32:
     ``grad.float()`` and ``p.float()`` of a half-precision parameter, ``grad**2`` and ``+ eps``, then the
     factored estimate (its row and column factors alive while it is made) or ``rsqrt()``, then ``-update`` for
     the add: four fp32 copies at once, five with the row/column factors. The previous parameter's update is
     still bound to ``update`` until ``(grad**2) + eps`` replaces it. The parameters in the model's order: the input
-    embeddings, the decoder layers one after another, then the rest."""
+    embeddings (and what else is registered before the layers), the decoder layers one after another, then the
+    rest."""
     def own(t) -> tuple[int, int]:  # (fp32 copies at once, extra bytes) of one parameter's update
         n, half = _numel(t.shape), nbytes(t.dtype) < 4
         factors = _adafactor_factors(t.shape) * 4 if len(t.shape) >= 2 else 0
         return (4 if half else 2) * n * 4, factors
 
-    def embedding(t) -> bool:
+    def front(t) -> int | None:  # where a module registered before the decoder layers comes (None: after them)
         module = t.name.rsplit(".", 2)[-2] if "." in t.name else t.name
-        return "*" not in t.name and ("embed" in module or module in ("wte", "wpe"))
+        if "*" in t.name or (module == "final_layer_norm" and ".decoder." not in t.name):  # OPT's decoder: before
+            return None
+        return _BEFORE_LAYERS.index(module) if module in _BEFORE_LAYERS else None
 
-    embeddings = [t for t in tensors if embedding(t)]
+    embeddings = sorted((t for t in tensors if front(t) is not None), key=front)
     layers = [t for t in tensors if "*" in t.name]
-    rest = [t for t in tensors if not embedding(t) and "*" not in t.name]
+    rest = [t for t in tensors if front(t) is None and "*" not in t.name]
     count = max((t.count for t in layers), default=0)
     best, prev = 0, 0
     # (two layers in a row show every consecutive pair of the layers')

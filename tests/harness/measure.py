@@ -398,6 +398,7 @@ class LiveStorageTracker(TorchDispatchMode):
     def __init__(self, premarked: Iterable[torch.Tensor] = ()):
         super().__init__()
         self.pre: set[int] = set()
+        self.active = False
         for t in premarked:
             self.mark(t)
         self.live: dict[int, int] = {}
@@ -418,7 +419,27 @@ class LiveStorageTracker(TorchDispatchMode):
 
     def mark(self, t: torch.Tensor) -> None:
         if torch.is_tensor(t) and t.device.type != "meta":
-            self.pre.add(t.untyped_storage().data_ptr())
+            s = t.untyped_storage()
+            ptr = s.data_ptr()
+            if ptr not in self.pre:
+                self.pre.add(ptr)
+                weakref.finalize(s, self._pre_freed, ptr, s.nbytes())
+
+    def _pre_freed(self, ptr: int, nbytes: int) -> None:
+        """A pre-marked storage went while tracking (Adafactor rebinds its RMS state, a new 0-dim tensor, at
+        every step): its bytes leave the total, and its address may hold a new storage."""
+        if ptr in self.pre:
+            self.pre.discard(ptr)
+            if self.active:
+                self.current -= nbytes
+
+    def __enter__(self):
+        self.active = True
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        self.active = False
+        return super().__exit__(*exc)
 
     def _freed(self, ptr: int, gen: int, nbytes: int) -> None:
         if self._ids.get(ptr) == gen:
@@ -598,6 +619,7 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
         pre = params + [v for _, v in _optimizer_state_tensors(opt)] + [ids] + ([mask] if mask is not None else [])
         pre += list(model.buffers()) + _quant_state_tensors(model)
         tracker = LiveStorageTracker(pre)
+        del pre  # no references of ours: a state tensor the optimizer replaces (Adafactor's RMS) goes as in training
         tracker.keep_peak_listing = "names" in what
         saved = SavedTensorsRecorder({p.untyped_storage().data_ptr() for p in params}, tracker.pre)
         with tracker:
