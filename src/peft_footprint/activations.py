@@ -671,6 +671,7 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         else:
             k = g.autocast_input(k, "k")
             k2 = k if (contiguous[1] and not stride0) or one else g.copy(T(kv_rows * (nh * d), k.dtype, k.rg, k.sid, k.fn), "k transpose copy")
+        q_dtype = q.dtype  # softmax(...).to(query.dtype): fp32 where a q_norm with fp32 weights promoted it
         q = g.autocast_input(q, "q")
         q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
         probs_n = b_seq * kvl * nh  # b * nh * s * kv
@@ -684,7 +685,7 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         if softmax_fp32:  # softmax(dtype=float32) (and autocast's fp32 softmax) runs on an fp32 copy
             scores = g.to(scores, "fp32", "scores fp32")
         probs32 = g.unary_saves_output(scores, "softmax")
-        probs = g.to(probs32, q.dtype, "probs cast")
+        probs = g.to(probs32, q_dtype, "probs cast")
         if not g.autocast:  # the variable it was bound to, until .to(query.dtype) returns (a no-op under autocast:
             g.touch(attn_weights)  # query is in the model's dtype; the cast above is the next matmul's)
         if held:
@@ -692,7 +693,7 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         else:
             v = g.autocast_input(v, "v")
             v2 = v if (contiguous[2] and not stride0) or one else g.copy(T(kv_rows * (nh * d), v.dtype, v.rg, v.sid, v.fn), "v reshape copy")
-        out = _matmul(g, probs, v2, b_seq * (nh * d), "attn out")
+        out = _matmul(g, g.autocast_input(probs, "probs"), v2, b_seq * (nh * d), "attn out")
         out = g.copy(out, "attn out transpose")
         g.touch(*held)
         ctx.attn_weights = probs
