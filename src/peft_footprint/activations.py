@@ -348,7 +348,13 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     b_rg = lin.bias and (ctx.full or layers is None or (layer is not None and layer in layers))
     ia3 = ctx.ia3.get(path)
     if ia3 is not None and (layer is None or layer in ia3[0]):
-        vec = g.new(Poly.const(lin.in_features if ia3[1] else lin.out_features), "fp32", True, f"{path} ia3 scale")
+        # ia3_scaling = 1 * ia3_l.flatten(): a new tensor, made before the base layer runs (so its backward comes
+        # after the base layer's); its gradient goes on to the parameter's .grad (under gradient accumulation:
+        # added into it, then freed)
+        width = lin.in_features if ia3[1] else lin.out_features
+        param = T(Poly.const(width), "fp32", True, None, None)
+        vec = g.node(g.new(Poly.const(width), "fp32", True, f"{path} ia3 scale"), [param],
+                     [("g", 0, Poly.const(width * 4))], name=f"{path} ia3 scale")
         if ia3[1]:  # feed-forward: scale the input
             x32 = g.to(x, "fp32", f"{path} ia3 input")
             scaled = g.mul(x32, vec, f"{path} ia3 mul")
