@@ -215,8 +215,9 @@ class Graph:
             prog += extra_bwd
         if x.rg:
             prog.append(("g", 0, x.bytes()))
-        if bias is not None and bias_rows is None:
-            prog.append(("w", key + ".bias", bias))
+        if bias is not None and bias_rows is None:  # addmm passes the gradient itself as the bias's: the engine
+            # sums it to the bias's shape once the node has returned (a recomputed input already gone by then)
+            prog.append(("v", key + ".bias", ZERO, bias))
         # the weight is kept for the input's gradient (bitsandbytes' MatMul4Bit keeps it on ctx, outside autograd's
         # saved tensors: a checkpoint does not recompute for it)
         weight = T(Poly.const(inf * out_features), out.dtype, w_rg, None)
