@@ -989,10 +989,12 @@ def _ln_embeddings(ctx: Ctx, emb: T) -> T:
         x.rg = emb.rg or ctx.full
         return ctx.drop(x, _p(cfg, "embd_pdrop", default=0.1), "embd dropout")
     if mt == "opt":
-        # OPTDecoder without an attention_mask makes one of ones (fp32), and the position ids from its cumsum
+        # OPTDecoder without an attention_mask makes one of ones (fp32), and the position ids from its cumsum; both
+        # cover the cached positions too (prefix tuning's), the position ids being a slice of them
+        kv = ctx.seq + ctx.kv_extra
         if not ctx.padding_mask:
-            ctx.scope.append(g.new(ctx.rows, "fp32", False, "attention mask ones"))
-        pos = ctx.positions = g.new(B * ctx.seq, "int64", False, "position ids")
+            ctx.scope.append(g.new(B * kv, "fp32", False, "attention mask ones"))
+        pos = ctx.positions = g.new(B * kv, "int64", False, "position ids")
         if ctx.full:  # OPTLearnedPositionalEmbedding looks up position_ids + 2: the embedding keeps those indices
             g.save(g.new(B * ctx.seq, "int64", False, "position ids + offset"))
         pe = g.new(ctx.rows * cfg["hidden_size"], ctx.dtype, ctx.full, "position embeddings")  # in the weights' dtype
@@ -1120,7 +1122,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         if ctx.attn == "eager":  # additive, in the model's dtype
             masks[kind] = g.new(B * seq * kv, dtype, False, f"causal mask ({kind})")
         elif ctx.kv_extra or ctx.padding_mask or ctx.mask_always or (kind == "sliding_attention" and sliding_active):  # sdpa: bool, where built
-            rows_mask = B * seq if (ctx.padding_mask or ctx.mask_always) else seq  # no padding: batch dim 1
+            # no padding: batch dim 1 (but OPT always makes a 2-D mask of ones, which the mask is combined with)
+            rows_mask = B * seq if (ctx.padding_mask or ctx.mask_always or mt == "opt") else seq
             masks[kind] = g.new(rows_mask * kv, "bool", False, f"attention mask ({kind})")
     ctx.scope += masks.values()
     # rotary cos/sin: (1, S, d) in the model dtype, shared by all layers

@@ -337,6 +337,7 @@ class Graph:
             return x
         mask = self.new(x.numel, mask_dtype, False, name + " mask")
         out = self.new(x.numel, x.dtype, x.rg, name)
+        self.touch(mask)  # alive with the output it makes (native_dropout returns both), even when nothing saves it
         return self.node(out, [x], [("g", 0, x.bytes())], (mask,) if x.rg else (), name)
 
 
