@@ -448,6 +448,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
         if gathered is not None:
             gout = [ZERO, 1]
         temps = ZERO
+        added = ZERO  # parameters' gradients that AccumulateGrad adds into their .grad, right after the node returns
         outs: list = []
         reduce: list = []  # (input, gradient, its bytes once summed or cast): validate_outputs, after the node returns
         summed: list = []  # parameters' gradients made larger than the parameter ("v" events)
@@ -483,7 +484,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 live = live + ev[2]
                 push(n, live)
                 if ev[1] in params or (accumulating is not None and ev[1] not in accumulating):
-                    temps = temps + ev[2]
+                    added = added + ev[2]
                 params.add(ev[1])
         live = unpacked(node, live)
         if temps:
@@ -503,8 +504,11 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             live = live - full
             grew[0] = False
             if key in params or accumulating is not None:  # accumulated into the .grad there
-                live = live - small
+                added = added + small
             params.add(key)
+        if added:
+            live = live - added
+            grew[0] = False
         release(gout)
         for obj in gathered or ():
             release(obj)
