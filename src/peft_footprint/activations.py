@@ -271,20 +271,20 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
     x_down = x  # adapter_down = [LayerNorm(h) (ln_before), Linear, activation]; the gate reads x itself
     if m.ln_before:
         x_down = layer_norm(ctx, x, w_rg=True, name=f"{place}_adapter norm_before")
-    down = g.linear(x_down, ctx.rows, r, w_rg=True, name=f"{place}_adapter down", in_features=h)
+    down = g.linear(x_down, ctx.rows, r, w_rg=True, b_rg=True, bias=True, name=f"{place}_adapter down", in_features=h)
     act = m.setting("non_linearity") or "relu"
     if act.lower() in ("relu", "tanh", "sigmoid"):
         a = g.unary_saves_output(down, f"{place}_adapter {act}")
     else:
         a = g.unary_saves_input(down, f"{place}_adapter {act}")
-    up = g.linear(a, ctx.rows, h, w_rg=True, name=f"{place}_adapter up", in_features=r)
+    up = g.linear(a, ctx.rows, h, w_rg=True, b_rg=True, bias=True, name=f"{place}_adapter up", in_features=r)
     # up * scaling: a Python float (a new tensor, nothing kept), or a learned scalar / per-channel vector, which
     # keeps ``up`` for its gradient
     scale = None if isinstance(m.scaling, float) else T(Poly.const(h if m.scaling == "channel" else 1), up.dtype, True, None)
     up = g.mul(up, scale, f"{place}_adapter scaling", numel=up.numel)
     out = ctx.drop(up, m.dropout, f"{place}_adapter dropout")
     if m.use_gating:  # sigmoid(gate(x)) (Linear(h, 1)), its mean over the sequence, times the output: both kept
-        gate = g.linear(x, ctx.rows, 1, w_rg=True, name=f"{place}_adapter gate", in_features=h)
+        gate = g.linear(x, ctx.rows, 1, w_rg=True, b_rg=True, bias=True, name=f"{place}_adapter gate", in_features=h)
         gate = g.unary_saves_output(gate, f"{place}_adapter gate sigmoid")
         mean = g.node(g.new(B, gate.dtype, True, f"{place}_adapter gate mean"), [gate], [("g", 0, gate.bytes())],
                       name=f"{place}_adapter gate mean")
