@@ -59,7 +59,7 @@ def test_rank_pattern_as_peft_applies_it(case):
         "adapter_bytes": est["storage"]["adapter_bytes"],
     } == {k: got.get(k, 0) for k in STATIC_KEYS}
     assert est["training"]["activations_bytes"] == got["activations_bytes"]
-    assert est["training"]["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=1e-4)
+    assert est["training"]["peak_bytes"] == got["peak_bytes"]
 
 
 @pytest.mark.parametrize("case", ["llama-one-layer", "llama-regex-layers", "gpt2-one-layer", "phi3-first-match"])

@@ -1157,7 +1157,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     sigs: list[tuple] = []  # each layer's kind
     instances: dict[tuple, tuple] = {}  # a kind's first layer, built op by op: nodes, storages, input, output
     top = layout.num_layers - 1
-    below_layers, first_input = len(g.storages), x.sid  # what the layers find made before them
+    below_layers, first_input, layer_nodes = len(g.storages), x.sid, len(g.nodes)  # what the layers find made before them
     layer_start: list[int] = []  # each layer's first storage
     for i in range(layout.num_layers):
         before = len(g.storages)
@@ -1275,7 +1275,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         prefix, there = f"layers.{first}.", f"layers.{highest}."
         extra += [("forward: ", g.storages[k].name.replace(prefix, there, 1), p_) for k, p_ in forward(g, s0, s1, base, kept)]
     top_moments, blocks, end, labels, early = _backward_moments(g, loss, total, gc, (top_nodes, top_end, top_storages), top_in,
-                                                                sigs, instances, by_kind)
+                                                                sigs, instances, by_kind, (below_layers, first_input, layer_nodes))
     if ctx.full:
         # by then every layer's backward has freed what it kept of what came before the layers (rotary cos/sin,
         # checkpoints' inputs): the simulation, which runs one layer of each kind, leaves it in ``end`` (but what
@@ -1395,14 +1395,18 @@ def _recompute(g: Graph, lo: int, hi: int, first_storage: int, end_storage: int,
 
 
 def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, int, int], top_in: T, sigs: list,
-                      instances: dict, by_kind: dict | None = None) -> tuple:
+                      instances: dict, by_kind: dict | None = None, before_layers: tuple = (0, None, 0)) -> tuple:
     """Simulate backward from the loss through the head and the top decoder layer, node by node; returns (kind,
     op, live bytes) at every moment. The layers below repeat the profile of their kind's layer (the top one's,
     or the first of their kind simulated on its own), each starting from where the layer above left live bytes
     (its saved tensors freed, its weight gradients added): returned as blocks of (a kind's profile, the start
     of each layer of that kind), for :func:`_finish` to pick the layers that can set the peak. ``by_kind``: the
     bytes that only the checkpoints of one kind of layer (``sig[2]``, the layer type) hold, freed once the lowest
-    layer of that kind is done; returned too, the sum of those freed before the bottom layer's backward ends."""
+    layer of that kind is done; returned too, the sum of those freed before the bottom layer's backward ends.
+    ``before_layers``: (how many storages were made before the layers, the first layer's input's, the first layer
+    node): what only the
+    layers' nodes save of those (rotary cos/sin, an sdpa mask) goes inside the bottom layer's backward, after the
+    last of its nodes that saves it (without checkpointing)."""
     lo, hi, first_storage = top
     alive = {k for k, st in enumerate(g.storages) if st.saved or st.output}
     rc, held, in_held = _recompute(g, lo, hi, first_storage, len(g.storages), top_in) if gc else (None, ZERO, False)
@@ -1423,6 +1427,8 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
     if held:  # a layer below frees what the one above it held: the top's profile as a lower layer's
         run = backward(g, loss.fn, lo, total, alive, rc[:6] + (held,))
     profiles = {sigs[-1]: [(nodes[n].name, p - start) for n, p in run.moments if lo <= n < hi]}
+    at_node = {sigs[-1]: [n for n, _ in run.moments if lo <= n < hi]}
+    ranges = {sigs[-1]: (lo, hi)}
     delta = {sigs[-1]: run.end - start - kept_input(top_in, in_held)}
     for sig in dict.fromkeys(sigs[:-1]):
         if sig in profiles:
@@ -1435,6 +1441,7 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
         r = backward(g, x_out.fn, f0, ZERO, alive, rc[:6] + (held,) if held else rc, first_grad=x_out.bytes())
         at = r.start_of[max(n for n in r.start_of if f0 <= n < f1)]
         profiles[sig] = [(nodes[n].name, p - at) for n, p in r.moments if f0 <= n < f1]
+        at_node[sig], ranges[sig] = [n for n, _ in r.moments if f0 <= n < f1], (f0, f1)
         delta[sig] = r.end - at - kept_input(x_in, in_held)
     lowest: dict = {}
     for j, sig in enumerate(sigs):
@@ -1448,7 +1455,33 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
             start, early = start - freed, early + freed
         starts.setdefault(sigs[j], []).append((j, start))
     end = start + delta[sigs[0]]  # the bottom layer's backward done
-    return out, [(profiles[sig], js[::-1]) for sig, js in starts.items() if profiles[sig]], end, labels, early
+    blocks = [(profiles[sig], js[::-1]) for sig, js in starts.items() if profiles[sig]]
+    bottom = _bottom_frees(g, sigs[0], ranges, before_layers) if not gc and profiles.get(sigs[0]) else None
+    if bottom is not None:  # the bottom layer gets a profile of its own
+        n_free, freed = bottom
+        own = [(name, p - freed if n < n_free else p) for (name, p), n in zip(profiles[sigs[0]], at_node[sigs[0]])]
+        blocks = [(prof, [jp for jp in js if jp[0] != 0]) for prof, js in blocks]
+        blocks = [b_ for b_ in blocks if b_[1]] + [(own, [jp for jp in starts[sigs[0]] if jp[0] == 0])]
+    return out, blocks, end, labels, early
+
+
+def _bottom_frees(g: Graph, sig: tuple, ranges: dict, before_layers: tuple) -> tuple | None:
+    """(the node after which they go, their bytes) for the storages made before the layers that only the layers'
+    nodes save, in the bottom layer's backward (its kind's nodes stand in for it); None if there are none."""
+    count, first_input, lo = before_layers
+    if sig not in ranges or not count:
+        return None
+    nodes, storages = g.nodes, g.storages
+    hi = max(r[1] for r in ranges.values())
+    outer = {sid for n in [*range(lo), *range(hi, len(nodes))] for sid in nodes[n].saved}
+    pre = {k for k in range(count) if storages[k].saved and not storages[k].output and not storages[k].pinned
+           and k != first_input and k not in outer}
+    f0, f1 = ranges[sig]
+    savers = [n for n in range(f0, f1) if pre.intersection(nodes[n].saved)]
+    if not savers:
+        return None
+    held = {sid for n in savers for sid in nodes[n].saved if sid in pre}
+    return min(savers), Poly.sum(storages[k].nbytes for k in sorted(held))
 
 
 def _embedding_backward(ctx: Ctx, end: Poly, word_emb: T, tied: bool) -> list:
