@@ -1,6 +1,6 @@
 """Activations and peak with a realistic vocabulary (32k): every architecture x six method variants
-(gradient checkpointing, DoRA, IA3, eager prompt tuning, QLoRA, modules_to_save), held to 3 % (measured: within
-0.05 % on the peak, 1 % on activations)."""
+(gradient checkpointing, DoRA, IA3, eager prompt tuning, QLoRA, modules_to_save), held to the byte (the issue
+asks 3 %)."""
 
 from __future__ import annotations
 
@@ -23,5 +23,5 @@ def test_peak_with_real_vocabulary(case):
             measure(cfg, method, training, what=("activations", "peak"))
         return
     got = measure(cfg, method, training, what=("activations", "peak"))
-    assert est["activations_bytes"] == pytest.approx(got["activations_bytes"], rel=0.03)
-    assert est["peak_bytes"] == pytest.approx(got["peak_bytes"], rel=0.03)
+    assert est["activations_bytes"] == got["activations_bytes"]
+    assert est["peak_bytes"] == got["peak_bytes"]
