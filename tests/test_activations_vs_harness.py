@@ -227,16 +227,28 @@ def test_all_linear_still_honours_exclude_modules(case):
     assert est["training"]["peak_bytes"] == got["peak_bytes"]
 
 
-def test_lora_on_embeddings_gap_is_the_saved_base_weight_and_noted():
-    """LoRA targeting embed_tokens (docs/notes/activations.md): PEFT saves the targeted embedding's base weight with
-    the adapter (save_embedding_layers="auto"), which the estimate leaves out, and says so in its notes; the
-    trainable parameters are exact. A target list without embeddings carries no such note."""
-    method = {"name": "lora", "r": 4, "target_modules": ["embed_tokens", "q_proj"]}
+SAVED_EMBEDDINGS = [
+    ("llama", {"name": "lora", "r": 4, "target_modules": ["embed_tokens", "q_proj"]}),
+    ("llama", {"name": "lora", "r": 4, "target_modules": ["lm_head", "q_proj"]}),
+    ("llama", {"name": "lora", "r": 4, "target_modules": r".*(embed_tokens|lm_head|v_proj)"}),
+    ("llama", {"name": "lora", "r": 4, "target_modules": ["model.embed_tokens", "q_proj"]}),  # not the name PEFT looks for
+    ("granite", {"name": "lora", "r": 4, "target_modules": ["embed_tokens", "lm_head"]}),  # tied
+    ("gpt2", {"name": "lora", "r": 4, "target_modules": ["wte", "c_attn"]}),  # GPT-2's wte: not looked for
+    ("gpt2", {"name": "lora", "r": 4, "target_modules": ["lm_head", "c_attn"]}),
+    ("opt", {"name": "qlora", "r": 4, "target_modules": ["embed_tokens", "lm_head", "q_proj"]}),
+]
+
+
+@pytest.mark.parametrize("case", SAVED_EMBEDDINGS, ids=[f"{mt}-{m['target_modules']}" for mt, m in SAVED_EMBEDDINGS])
+def test_lora_on_embeddings_saves_their_base_weights_like_peft(case):
+    """LoRA targeting embed_tokens or lm_head: PEFT's save_embedding_layers="auto" saves the base weights of the
+    wrapped input and output embeddings with the adapter when target_modules names "embed_tokens" or "lm_head" (a
+    list holding either, or a regex matching such a module). Adapter bytes and trainable parameters as measured;
+    the note says what stays unmodelled (lora.Embedding's forward)."""
+    mt, method = case
     training = {"batch_size": 2, "seq_len": 9, "dtype": "bf16"}
-    est = pf.estimate(TINY["llama"], method, {**training, "device": "cpu"}).to_dict()
-    got = measure(TINY["llama"], method, training, what=("static",))
-    assert est["trainable_params"] == got["trainable_params"]
-    assert got["adapter_bytes"] - est["storage"]["adapter_bytes"] == TINY["llama"]["vocab_size"] * TINY["llama"]["hidden_size"] * 2
-    assert any("save_embedding_layers" in n for n in est["notes"])
-    plain = pf.estimate(TINY["llama"], {"name": "lora", "r": 4, "target_modules": ["q_proj"]}, {**training, "device": "cpu"}).to_dict()
-    assert not any("save_embedding_layers" in n for n in plain["notes"])
+    est = pf.estimate(TINY[mt], method, {**training, "device": "cpu"}).to_dict()
+    got = measure(TINY[mt], method, training, what=("static",))
+    assert (est["trainable_params"], est["storage"]["adapter_bytes"]) == (got["trainable_params"], got["adapter_bytes"])
+    embedding = any(t in str(method["target_modules"]) for t in ("embed_tokens", "wte"))
+    assert any("lora.Embedding" in n for n in est["notes"]) == embedding

@@ -142,12 +142,32 @@ class LoRA(Method):
         lora = self.lora_tensors(layout, cfg, dtype)
         base, extra_saved = self._bias_and_modules_to_save(layout, cfg, base, dtype)
         notes = []
-        if any(t.is_embedding or t.module.path == layout.output_embedding for t in self.targets(layout, cfg)):
-            notes.append("LoRA on an embedding layer (or the lm_head): PEFT's save_embedding_layers='auto' also saves a "
-                         "targeted embed_tokens/lm_head's base weights with the adapter, which adapter_bytes and "
-                         "checkpoint_file_bytes leave out, and lora.Embedding's forward is not simulated (activations "
-                         "slightly low; docs/notes/activations.md)")
-        return ParamTable(tensors=base + lora, saved=lora + extra_saved, notes=notes)
+        if any(t.is_embedding for t in self.targets(layout, cfg)):
+            notes.append("LoRA on an embedding layer: lora.Embedding's forward is not simulated (activations slightly "
+                         "low; docs/notes/activations.md)")
+        return ParamTable(tensors=base + lora, saved=lora + extra_saved + self._saved_embeddings(layout, cfg, dtype), notes=notes)
+
+    def _saved_embeddings(self, layout, cfg, dtype: str) -> list[Tensor]:
+        """PEFT's get_peft_model_state_dict(save_embedding_layers="auto"): when target_modules names "embed_tokens"
+        or "lm_head" (a list holding either; a regex that matches such a module), the base weights of the input and
+        output embeddings that LoRA wraps are saved with the adapter, as ``<module>.base_layer.weight``."""
+        targets = self.target_modules
+        outer = [p.path.rsplit(".", 1)[0] for p in layout.outer_params if p.kind == "embedding"] + [m.path for m in layout.outer_linears]
+        if targets is None or (isinstance(targets, str) and targets.lower() == "all-linear"):
+            return []
+        if isinstance(targets, str):
+            named = any(re.fullmatch(targets, k) and re.match(r"(.*\.)?(embed_tokens|lm_head)$", k) for k in outer)
+        else:
+            named = "embed_tokens" in targets or "lm_head" in targets
+        if not named:
+            return []
+        out = []
+        for t in self.targets(layout, cfg):
+            if t.is_embedding and t.path == layout.input_embedding:
+                out.append(Tensor(f"{t.path}.base_layer.weight", t.module.shape, dtype, 1, False))
+            elif not t.is_embedding and not t.in_layer and t.module.path == layout.output_embedding:
+                out.append(Tensor(f"{t.path}.base_layer.weight", t.module.weight_shape, dtype, 1, False))
+        return out
 
     # bias="all"/"lora_only" and modules_to_save make base tensors trainable or copy them
     def _bias_and_modules_to_save(self, layout, cfg, base: list[Tensor], dtype: str):

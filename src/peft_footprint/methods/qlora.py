@@ -16,6 +16,8 @@ Byte layout (docs/notes/qlora.md; bitsandbytes 0.50.2, transformers 5.13.1, peft
 
 from __future__ import annotations
 
+import dataclasses
+
 import warnings
 from typing import Literal
 
@@ -119,4 +121,6 @@ class QLoRA(LoRA):
                 tensors.append(Tensor(t.name, t.shape, other_dtype, t.count, t.trainable, t.group))
             else:
                 tensors.append(t)
-        return ParamTable(tensors=tensors, saved=table.saved, buffers=buffers, notes=table.notes)
+        # the embeddings' base weights PEFT saves with the adapter (LoRA._saved_embeddings), in the dtype they train in
+        saved = [dataclasses.replace(t, dtype=other_dtype) if t.name.endswith(".base_layer.weight") else t for t in table.saved]
+        return ParamTable(tensors=tensors, saved=saved, buffers=buffers, notes=table.notes)
