@@ -1078,6 +1078,10 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         emb = g.mul(emb, T(Poly.const(1), dtype, False, None), "embed scale")
         if not (mt == "gemma2" and isinstance(method, Adapter)):  # (transformers 4.x's Gemma2Model scales it itself)
             word_emb = emb
+    emb_lora = _lora_embedding(ctx, emb, emb_dim)
+    if emb_lora is not None:  # (under checkpointing, enable_input_require_grads' hook sits on the wrapped module:
+        # the base's output is the leaf that requires grad)
+        word_emb, emb = emb, emb_lora
     if ctx.kv_extra:  # PEFT's get_prompt: the prefix encoder's output for every layer, cast to the model dtype
         kv_dim = cfg["num_key_value_heads"] * cfg["head_dim"] if "num_key_value_heads" in cfg else h
         if getattr(method, "prefix_projection", False):
@@ -1662,6 +1666,35 @@ def _copy_layer(g: Graph, ctx: Ctx, rec: tuple, x_in: T, i: int) -> tuple:
     ctx.cache += [T(t.numel, t.dtype, t.rg, sid(t.sid), fn(t.fn)) for t in c.cache]
     new_in = T(c.x_in.numel, c.x_in.dtype, c.x_in.rg, x_in.sid, fn(c.x_in.fn))
     return T(c.out.numel, c.out.dtype, c.out.rg, sid(c.out.sid), fn(c.out.fn)), new_in, layer_alive, last_layer
+
+
+def _lora_embedding(ctx: Ctx, base: T, width: int) -> T | None:
+    """PEFT's lora.Embedding on the input embedding (vanilla LoRA): ``after_A = F.embedding(ids, lora_embedding_A.T)``
+    (fp32, kept for B's gradient), ``adapter_output = (after_A @ lora_embedding_B.T) * scaling`` (times the
+    embedding's own scale where the module has one, Gemma's), ``result + adapter_output`` (fp32: the adapter's
+    dtype wins), cast back to the base's dtype. ``adapter_output`` stays bound until the module returns. None when
+    LoRA does not wrap the input embedding."""
+    m, g, layout = ctx.method, ctx.g, ctx.layout
+    if not isinstance(m, LoRA) or getattr(m, "use_dora", False):
+        return None
+    hit = next((t for t in m.targets(layout, ctx.cfg) if t.is_embedding and t.path == layout.input_embedding), None)
+    if hit is None:
+        return None
+    vocab = hit.module.shape[0]
+    r = m.layer_rank(layout, hit.path, None)
+    name = f"{hit.path} lora"
+    after_a = g.node(g.new(ctx.rows * r, "fp32", True, f"{name} after_A"), [], [("w", f"{name}_embedding_A", Poly.const(vocab * r * 4))],
+                     name=f"{name} embedding(A)")
+    out = g.linear(after_a, ctx.rows, width, w_rg=True, name=f"{name}_embedding_B", dtype="fp32", in_features=r)
+    adapter = g.mul(out, None, f"{name} scaling")
+    if ctx.cfg["model_type"] in ("gemma", "gemma2", "gemma3_text"):  # * embed_scale.to(adapter_output.dtype): the
+        # buffer is in the model's dtype; a 0-dim copy where that differs, kept by the mul
+        sid = None if ctx.dtype == adapter.dtype else g.new(Poly.const(1), adapter.dtype, False, f"{name} embed_scale").sid
+        adapter = g.mul(adapter, T(Poly.const(1), adapter.dtype, False, sid), f"{name} embed_scale", numel=adapter.numel)
+    summed = g.add(base, adapter, f"{name} add")
+    result = g.to(summed, base.dtype, f"{name} cast")
+    g.touch(adapter)
+    return result
 
 
 def _prompt_encoder(ctx: Ctx, method: Method, n: int, h: int) -> None:

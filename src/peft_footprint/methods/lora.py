@@ -142,9 +142,9 @@ class LoRA(Method):
         lora = self.lora_tensors(layout, cfg, dtype)
         base, extra_saved = self._bias_and_modules_to_save(layout, cfg, base, dtype)
         notes = []
-        if any(t.is_embedding for t in self.targets(layout, cfg)):
-            notes.append("LoRA on an embedding layer: lora.Embedding's forward is not simulated (activations slightly "
-                         "low; docs/notes/activations.md)")
+        if any(t.is_embedding and (self.use_dora or t.path != layout.input_embedding) for t in self.targets(layout, cfg)):
+            notes.append("LoRA on a position embedding, or DoRA on an embedding: lora.Embedding's forward is not simulated "
+                         "there (activations slightly low; docs/notes/activations.md)")
         return ParamTable(tensors=base + lora, saved=lora + extra_saved + self._saved_embeddings(layout, cfg, dtype), notes=notes)
 
     def _saved_embeddings(self, layout, cfg, dtype: str) -> list[Tensor]:
