@@ -110,3 +110,16 @@ def test_odd_rotary_width(model_type):
     got = measure(cfg, {"name": "lora", "r": 2, "target_modules": "all-linear"}, dict(training, dtype="fp32"), what=("flops",),
                   inference=inference)
     assert (step, fwd) == (got["step_flops"], got["forward_flops"])
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gemma", "opt"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_lora_on_the_input_embedding(model_type, shape):
+    """lora.Embedding: (ids -> lora_embedding_A) @ lora_embedding_B on every token, forward and backward, and every
+    layer's input requires grad after it (the layers' input gradients are computed): exact."""
+    emb, other = ("wte", "c_attn") if model_type == "gpt2" else ("embed_tokens", "q_proj")
+    method = {"name": "lora", "r": 4, "target_modules": [emb, other]}
+    training, inference = SHAPES[shape]
+    step, fwd = _ours(model_type, method, training, inference)
+    got = measure(TINY[model_type], method, dict(training, dtype="fp32"), what=("flops",), inference=inference)
+    assert (step, fwd) == (got["step_flops"], got["forward_flops"])

@@ -113,12 +113,15 @@ class _MethodView:
         self.trainable_names = {t.name for t in table.tensors if t.trainable}
         n = layout.num_layers
         self.lora_dropout = False
+        self.lora_embedding = None  # (rank, width) of vanilla LoRA on the input embedding
         if isinstance(method, LoRA):  # QLoRA too
             self.dora = bool(method.use_dora)
             self.lora_dropout = bool(method.lora_dropout)
             self.bias_mode = method.bias
             for t in method.targets(layout, cfg):
                 if t.is_embedding:
+                    if t.path == layout.input_embedding and not method.use_dora:
+                        self.lora_embedding = (method.rank_groups(layout, t)[0][0], t.module.shape[1])
                     continue
                 groups = method.rank_groups(layout, t)
                 if not t.in_layer:
@@ -373,6 +376,12 @@ class _Walker:
         self.prefix_active = mv.prefix > 0 and not self.gc  # transformers drops past_key_values under checkpointing
         self._encoder()
         h_rg = mv.full or mv.virtual > 0 or self.gc  # checkpointing: enable_input_require_grads()
+        if mv.lora_embedding is not None and not self.merged:  # lora.Embedding: (ids -> A) @ B on every token; its
+            # output, and every layer's input after it, requires grad
+            r, width = mv.lora_embedding
+            self.fwd.add("T", 2 * r * width)
+            self.bwd.add("T", 4 * r * width)
+            h_rg = True
         outer = {m.role: m for m in layout.outer_linears}
         if "project_in" in outer:
             h_rg = self.linear(outer["project_in"], h_rg, None, outer["project_in"].path)
