@@ -83,3 +83,32 @@ def test_bias_lora_only_trains_the_wrapped_layers_biases_and_saves_none(mt, name
     assert (est["trainable_params"], est["training"]["gradients_bytes"], est["training"]["optimizer_bytes"],
             est["storage"]["adapter_bytes"]) == (got["trainable_params"], got["gradients_bytes"], got["optimizer_bytes"],
                                                  got["adapter_bytes"])
+
+
+LAYERS_AND_OUTER = [
+    ("llama", {"name": "lora", "r": 4, "target_modules": ["embed_tokens", "lm_head", "q_proj"], "layers_to_transform": [1]}),
+    ("llama", {"name": "lora", "r": 4, "target_modules": ["model.layers.0.self_attn.q_proj", "v_proj"], "layers_to_transform": [1]}),
+    ("granite", {"name": "qlora", "r": 2, "target_modules": ["down_proj", "embed_tokens"], "layers_to_transform": [0]}),
+]
+
+
+@pytest.mark.parametrize("case", LAYERS_AND_OUTER, ids=[f"{mt}-{m['name']}-{len(m['target_modules'])}" for mt, m in LAYERS_AND_OUTER])
+def test_layers_to_transform_keeps_only_numbered_layers_but_exact_names(case):
+    """PEFT's check_target_module_exists with layers_to_transform: a module matched by a name suffix is kept only
+    inside a numbered layer of those indices (embed_tokens is dropped); a full module name listed as it is
+    ("lm_head", "model.layers.0.self_attn.q_proj") is kept whatever its layer. Static numbers as measured."""
+    mt, method = case
+    training = {"dtype": "bf16", "batch_size": 2, "seq_len": 9}
+    est = pf.estimate(TINY[mt], method, training).to_dict()
+    got = measure(TINY[mt], method, training, what=("static",))
+    assert (est["trainable_params"], est["storage"]["adapter_bytes"], est["training"]["optimizer_bytes"]) == (
+        got["trainable_params"], got["adapter_bytes"], got["optimizer_bytes"])
+
+
+def test_ia3_has_no_layers_to_transform_in_peft():
+    method = {"name": "ia3", "target_modules": ["c_attn"], "feedforward_modules": [], "layers_to_transform": 0}
+    with pytest.raises(pf.UnsupportedCombinationError, match="IA3Config has no layers_to_transform"):
+        pf.estimate(TINY["gpt2"], method)
+    with pytest.raises(TypeError, match="layers_to_transform"):  # the real stack refuses it too
+        measure(TINY["gpt2"], method, {"dtype": "bf16", "batch_size": 2, "seq_len": 9}, what=("static",))
+

@@ -225,11 +225,12 @@ def _matcher(targets: str | list[str] | tuple[str, ...] | frozenset[str]) -> Cal
     return lambda key: key in names or key.endswith(suffixes)
 
 
-def _layer_counts(layout: Layout, rel: str, match, excluded, layers: set[int] | None, need_scan: bool) -> tuple[int, ...]:
+def _layer_counts(layout: Layout, rel: str, match, excluded, layers: set[int] | None, need_scan: bool,
+                  exact: frozenset = frozenset()) -> tuple[int, ...]:
     """In which layers does the module at ``rel`` match? Without digits in the names (``need_scan`` False) the
-    answer is all or none."""
+    answer is all or none. ``exact``: full names listed as they are, which layers_to_transform does not filter."""
     n = layout.num_layers
-    indices = range(n) if layers is None else [i for i in sorted(layers) if i < n]
+    indices = range(n) if layers is None else [i for i in range(n) if i in layers or layout.layer_path(i, rel) in exact]
     if not need_scan:
         key = layout.layer_path(0, rel)
         hit = match(key) and not (excluded and excluded(key))
@@ -314,17 +315,20 @@ def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude
 
     match = _matcher(targets)
     need_scan = isinstance(targets, str) or scan_excluded or any(any(map(str.isdigit, t)) for t in targets)
+    # with layers_to_transform, PEFT keeps only modules inside a numbered layer, but for a full name listed as it is
+    exact = frozenset(targets) if layers is not None else frozenset()
+    outer_ok = (lambda key: True) if layers is None else (lambda key: key in exact)
     matches: list[TargetMatch] = []
     for m in layout.layer_linears:
-        hit_layers = _layer_counts(layout, m.path, match, excluded, layers, need_scan)
+        hit_layers = _layer_counts(layout, m.path, match, excluded, layers, need_scan, exact if need_scan else frozenset())
         if hit_layers:
             matches.append(TargetMatch(m, f"{layout.layer_prefix}.*.{m.path}", len(hit_layers), True, hit_layers))
     for m in layout.outer_linears:
-        if match(m.path) and not (excluded and excluded(m.path)):
+        if match(m.path) and not (excluded and excluded(m.path)) and outer_ok(m.path):
             matches.append(TargetMatch(m, m.path, 1, False))
     for p in layout.outer_params:
         mod = p.path.rsplit(".", 1)[0]
-        if p.kind in ("embedding", "position_embedding") and match(mod):
+        if p.kind in ("embedding", "position_embedding") and match(mod) and outer_ok(mod):
             if not allow_embedding:
                 raise UnsupportedCombinationError(f"{field_name}: {mod!r} is an embedding; this method supports only linear layers")
             matches.append(TargetMatch(p, mod, 1, False))

@@ -7,7 +7,7 @@ import re
 
 from pydantic import field_validator, model_validator
 
-from ..errors import InvalidConfigError
+from ..errors import InvalidConfigError, UnsupportedCombinationError
 from .base import Method, ParamTable, Tensor, base_tensors, check_regex, resolve_targets, targets_list
 from .defaults import default_targets
 from .lora import modules_to_save_copies
@@ -31,6 +31,15 @@ class IA3(Method):
     _targets = field_validator("target_modules", "feedforward_modules", "exclude_modules", mode="before")(
         classmethod(lambda cls, v: targets_list(v))
     )
+
+    @model_validator(mode="after")
+    def _no_layer_indexes(self):
+        if self.layers_to_transform is not None:
+            raise UnsupportedCombinationError(
+                f"ia3.layers_to_transform={self.layers_to_transform!r}: PEFT's IA3Config has no layers_to_transform "
+                "(peft 0.19.1 refuses the argument); pick layers with target_modules instead, as full module names or "
+                r"a regex such as '.*\.layers\.(0|1)\..*(k_proj|v_proj|down_proj)'")
+        return self
 
     @model_validator(mode="after")
     def _subset(self):
