@@ -332,6 +332,22 @@ _DRAWN = [
      {'model_type': 'gpt_neox', 'hidden_size': 80, 'num_hidden_layers': 2, 'num_attention_heads': 8, 'intermediate_size': 199, 'vocab_size': 128, 'max_position_embeddings': 64, 'rotary_pct': 1.0},
      {'name': 'qlora', 'r': 16, 'lora_alpha': 8, 'bnb_4bit_quant_type': 'fp4', 'bnb_4bit_use_double_quant': False, 'prepare_model_for_kbit_training': False, 'bias': 'lora_only'},
      {'batch_size': 2, 'seq_len': 11, 'dtype': 'bf16', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'padding_mask': True, 'optimizer': 'adamw'}),
+    # stop 16
+    ('gemma-p-tuning-batch1-eager-one-kv-head', {'model_type': 'gemma', 'hidden_size': 48, 'num_hidden_layers': 3, 'num_attention_heads': 8, 'num_key_value_heads': 1, 'head_dim': 24, 'intermediate_size': 199, 'vocab_size': 123, 'max_position_embeddings': 128},
+     {'name': 'p_tuning', 'num_virtual_tokens': 9, 'encoder_hidden_size': 20},
+     {'batch_size': 1, 'seq_len': 40, 'dtype': 'bf16', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'padding_mask': False, 'optimizer': 'adamw'}),
+    ('opt-lora-dropout-frozen-input', {'model_type': 'opt', 'hidden_size': 48, 'num_hidden_layers': 2, 'num_attention_heads': 6, 'ffn_dim': 298, 'vocab_size': 113, 'word_embed_proj_dim': 16, 'max_position_embeddings': 64},
+     {'name': 'lora', 'r': 1, 'lora_alpha': 8, 'lora_dropout': 0.1, 'target_modules': ['fc2'], 'layers_to_transform': [1]},
+     {'batch_size': 3, 'seq_len': 7, 'dtype': 'bf16', 'attn_implementation': 'sdpa', 'gradient_checkpointing': False, 'padding_mask': True, 'optimizer': 'sgd'}),
+    ('gpt-neox-full-adafactor', {'model_type': 'gpt_neox', 'hidden_size': 24, 'num_hidden_layers': 3, 'num_attention_heads': 4, 'intermediate_size': 74, 'vocab_size': 124, 'max_position_embeddings': 64, 'rotary_pct': 1.0},
+     {'name': 'full'},
+     {'batch_size': 3, 'seq_len': 7, 'dtype': 'bf16', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'padding_mask': False, 'optimizer': 'adafactor'}),
+    ('granite-qlora-embed-tokens-layers-to-transform', {'model_type': 'granite', 'hidden_size': 96, 'num_hidden_layers': 5, 'num_attention_heads': 6, 'num_key_value_heads': 2, 'intermediate_size': 195, 'vocab_size': 201, 'tie_word_embeddings': True, 'max_position_embeddings': 128},
+     {'name': 'qlora', 'r': 2, 'target_modules': ['down_proj', 'embed_tokens'], 'lora_dropout': 0.1, 'layers_to_transform': [4]},
+     {'batch_size': 5, 'seq_len': 11, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': False, 'padding_mask': False, 'optimizer': 'adamw'}),
+    ('qwen3-dora-autocast-eager-q-norm', {'model_type': 'qwen3', 'hidden_size': 32, 'num_hidden_layers': 2, 'num_attention_heads': 2, 'num_key_value_heads': 2, 'head_dim': 12, 'intermediate_size': 113, 'vocab_size': 73, 'max_position_embeddings': 128},
+     {'name': 'lora', 'r': 7, 'target_modules': ['gate_proj'], 'use_dora': True, 'bias': 'all', 'lora_dropout': 0.1, 'layers_to_transform': [1], 'rank_pattern': {'k_proj': 8}},
+     {'batch_size': 2, 'seq_len': 7, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': False, 'padding_mask': False, 'optimizer': 'adamw_fused', 'mixed_precision': 'bf16'}),
 ]
 
 

@@ -655,8 +655,8 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         # full-size copy
         k = g.view(k, kv_rows * (nh * d), "repeat_kv k (view)")
         v = g.view(v, kv_rows * (nh * d), "repeat_kv v (view)")
-    elif rep > 1 and nkv == 1 and g.autocast and impl == "eager" and ctx.batch_one:
-        # ... and eager's matmul at batch 1 too
+    elif rep > 1 and nkv == 1 and impl == "eager" and ctx.batch_one:
+        # ... and eager's matmul at batch 1 too (its gradients are full-size until the expand's backward sums them)
         k = k if k.dtype == g.autocast else g.view(k, kv_rows * (nh * d), "repeat_kv k (view)")
         v = v if v.dtype == g.autocast else g.view(v, kv_rows * (nh * d), "repeat_kv v (view)")
     rg = q.rg or k.rg or v.rg
