@@ -271,20 +271,20 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
     x_down = x  # adapter_down = [LayerNorm(h) (ln_before), Linear, activation]; the gate reads x itself
     if m.ln_before:
         x_down = layer_norm(ctx, x, w_rg=True, name=f"{place}_adapter norm_before")
-    down = g.linear(x_down, ctx.rows, r, w_rg=True, b_rg=True, bias=True, name=f"{place}_adapter down", in_features=h)
+    down = g.linear(x_down, ctx.rows, r, w_rg=True, b_rg=True, name=f"{place}_adapter down", in_features=h)
     act = m.setting("non_linearity") or "relu"
     if act.lower() in ("relu", "tanh", "sigmoid"):
         a = g.unary_saves_output(down, f"{place}_adapter {act}")
     else:
         a = g.unary_saves_input(down, f"{place}_adapter {act}")
-    up = g.linear(a, ctx.rows, h, w_rg=True, b_rg=True, bias=True, name=f"{place}_adapter up", in_features=r)
+    up = g.linear(a, ctx.rows, h, w_rg=True, b_rg=True, name=f"{place}_adapter up", in_features=r)
     # up * scaling: a Python float (a new tensor, nothing kept), or a learned scalar / per-channel vector, which
     # keeps ``up`` for its gradient
     scale = None if isinstance(m.scaling, float) else T(Poly.const(h if m.scaling == "channel" else 1), up.dtype, True, None)
     up = g.mul(up, scale, f"{place}_adapter scaling", numel=up.numel)
     out = ctx.drop(up, m.dropout, f"{place}_adapter dropout")
     if m.use_gating:  # sigmoid(gate(x)) (Linear(h, 1)), its mean over the sequence, times the output: both kept
-        gate = g.linear(x, ctx.rows, 1, w_rg=True, b_rg=True, bias=True, name=f"{place}_adapter gate", in_features=h)
+        gate = g.linear(x, ctx.rows, 1, w_rg=True, b_rg=True, name=f"{place}_adapter gate", in_features=h)
         gate = g.unary_saves_output(gate, f"{place}_adapter gate sigmoid")
         mean = g.node(g.new(B, gate.dtype, True, f"{place}_adapter gate mean"), [gate], [("g", 0, gate.bytes())],
                       name=f"{place}_adapter gate mean")
@@ -1408,9 +1408,8 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
     bytes that only the checkpoints of one kind of layer (``sig[2]``, the layer type) hold, freed once the lowest
     layer of that kind is done; returned too, the sum of those freed before the bottom layer's backward ends.
     ``before_layers``: (how many storages were made before the layers, the first layer's input's, the first layer
-    node): what only the
-    layers' nodes save of those (rotary cos/sin, an sdpa mask) goes inside the bottom layer's backward, after the
-    last of its nodes that saves it (without checkpointing)."""
+    node): what only the layers' nodes save of those (rotary cos/sin, an sdpa mask) goes inside the bottom layer's
+    backward, after the last of its nodes that saves it (without checkpointing)."""
     lo, hi, first_storage = top
     alive = {k for k, st in enumerate(g.storages) if st.saved or st.output}
     rc, held, in_held = _recompute(g, lo, hi, first_storage, len(g.storages), top_in) if gc else (None, ZERO, False)
@@ -1675,9 +1674,7 @@ def _lora_embedding(ctx: Ctx, base: T, width: int) -> T | None:
     dtype wins), cast back to the base's dtype. ``adapter_output`` stays bound until the module returns. None when
     LoRA does not wrap the input embedding."""
     m, g, layout = ctx.method, ctx.g, ctx.layout
-    if not isinstance(m, LoRA) or getattr(m, "use_dora", False):
-        return None
-    hit = next((t for t in m.targets(layout, ctx.cfg) if t.is_embedding and t.path == layout.input_embedding), None)
+    hit = m.input_embedding_target(layout, ctx.cfg) if isinstance(m, LoRA) else None
     if hit is None:
         return None
     vocab = hit.module.shape[0]
@@ -1704,11 +1701,11 @@ def _prompt_encoder(ctx: Ctx, method: Method, n: int, h: int) -> None:
         enc_h = method.encoder_hidden_size or h
         e0 = g.new(Poly.const(n * h), "fp32", True, "prompt_encoder.embedding")
         if method.encoder_reparameterization_type == "MLP":
-            x = g.linear(e0, Poly.const(n), enc_h, w_rg=True, b_rg=True, bias=True, name="mlp_head.0", in_features=h)
+            x = g.linear(e0, Poly.const(n), enc_h, w_rg=True, b_rg=True, name="mlp_head.0", in_features=h)
             x = g.unary_saves_output(x, "mlp_head.1 relu")
-            x = g.linear(x, Poly.const(n), enc_h, w_rg=True, b_rg=True, bias=True, name="mlp_head.2", in_features=enc_h)
+            x = g.linear(x, Poly.const(n), enc_h, w_rg=True, b_rg=True, name="mlp_head.2", in_features=enc_h)
             x = g.unary_saves_output(x, "mlp_head.3 relu")
-            x = g.linear(x, Poly.const(n), h, w_rg=True, b_rg=True, bias=True, name="mlp_head.4", in_features=enc_h)
+            x = g.linear(x, Poly.const(n), h, w_rg=True, b_rg=True, name="mlp_head.4", in_features=enc_h)
         else:
             x = e0
     return None

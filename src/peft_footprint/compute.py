@@ -118,10 +118,11 @@ class _MethodView:
             self.dora = bool(method.use_dora)
             self.lora_dropout = bool(method.lora_dropout)
             self.bias_mode = method.bias
+            emb = method.input_embedding_target(layout, cfg)
+            if emb is not None:
+                self.lora_embedding = (method.layer_rank(layout, emb.path, None), emb.module.shape[1])
             for t in method.targets(layout, cfg):
                 if t.is_embedding:
-                    if t.path == layout.input_embedding and not method.use_dora:
-                        self.lora_embedding = (method.rank_groups(layout, t)[0][0], t.module.shape[1])
                     continue
                 groups = method.rank_groups(layout, t)
                 if not t.in_layer:

@@ -320,7 +320,7 @@ def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude
     outer_ok = (lambda key: True) if layers is None else (lambda key: key in exact)
     matches: list[TargetMatch] = []
     for m in layout.layer_linears:
-        hit_layers = _layer_counts(layout, m.path, match, excluded, layers, need_scan, exact if need_scan else frozenset())
+        hit_layers = _layer_counts(layout, m.path, match, excluded, layers, need_scan, exact)
         if hit_layers:
             matches.append(TargetMatch(m, f"{layout.layer_prefix}.*.{m.path}", len(hit_layers), True, hit_layers))
     for m in layout.outer_linears:

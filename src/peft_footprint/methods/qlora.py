@@ -17,7 +17,6 @@ Byte layout (docs/notes/qlora.md; bitsandbytes 0.50.2, transformers 5.13.1, peft
 from __future__ import annotations
 
 import dataclasses
-
 import warnings
 from typing import Literal
 
