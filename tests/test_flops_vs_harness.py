@@ -123,3 +123,15 @@ def test_lora_on_the_input_embedding(model_type, shape):
     step, fwd = _ours(model_type, method, training, inference)
     got = measure(TINY[model_type], method, dict(training, dtype="fp32"), what=("flops",), inference=inference)
     assert (step, fwd) == (got["step_flops"], got["forward_flops"])
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gemma", "opt"])
+def test_dora_on_the_input_embedding(model_type):
+    """DoRA's embedding variant: lora.Embedding's two matmuls and the layers' input gradients, plus
+    DoraEmbeddingLayer's lora_weight (A.T @ B.T, detached: forward only): exact."""
+    emb = "wte" if model_type == "gpt2" else "embed_tokens"
+    method = {"name": "lora", "r": 3, "use_dora": True, "target_modules": [emb]}
+    training, inference = SHAPES["b2s9"]
+    step, fwd = _ours(model_type, method, training, inference)
+    got = measure(TINY[model_type], method, dict(training, dtype="fp32"), what=("flops",), inference=inference)
+    assert (step, fwd) == (got["step_flops"], got["forward_flops"])

@@ -1270,7 +1270,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     # the forward of each other kind of layer (a layer LoRA wraps below a frozen top one, the first layer), at the
     # highest layer of that kind, where the most is alive below it: the first of the kind, built op by op, shifted
     # by what the layers between leave alive
-    extra = []
+    # and of what comes before the layers (the embeddings: DoRA's vocab x width temporaries there)
+    extra = [("forward: ", g.storages[k].name, p_) for k, p_ in forward(g, 0, below_layers, ZERO, kept)]
     for sig, (_, _, s0, s1, _, _) in instances.items():
         if sig == sigs[-1]:
             continue
@@ -1680,18 +1681,64 @@ def _lora_embedding(ctx: Ctx, base: T, width: int) -> T | None:
     vocab = hit.module.shape[0]
     r = m.layer_rank(layout, hit.path, None)
     name = f"{hit.path} lora"
+    if m.use_dora:
+        return _dora_embedding(ctx, base, width, vocab, r, name, hit.path)
     after_a = g.node(g.new(ctx.rows * r, "fp32", True, f"{name} after_A"), [], [("w", f"{name}_embedding_A", Poly.const(vocab * r * 4))],
                      name=f"{name} embedding(A)")
     out = g.linear(after_a, ctx.rows, width, w_rg=True, name=f"{name}_embedding_B", dtype="fp32", in_features=r)
     adapter = g.mul(out, None, f"{name} scaling")
     if ctx.cfg["model_type"] in ("gemma", "gemma2", "gemma3_text"):  # * embed_scale.to(adapter_output.dtype): the
         # buffer is in the model's dtype; a 0-dim copy where that differs, kept by the mul
-        sid = None if ctx.dtype == adapter.dtype else g.new(Poly.const(1), adapter.dtype, False, f"{name} embed_scale").sid
+        sid = None if _buffer_dtype(ctx) == adapter.dtype else g.new(Poly.const(1), adapter.dtype, False, f"{name} embed_scale").sid
         adapter = g.mul(adapter, T(Poly.const(1), adapter.dtype, False, sid), f"{name} embed_scale", numel=adapter.numel)
     summed = g.add(base, adapter, f"{name} add")
     result = g.to(summed, base.dtype, f"{name} cast")
     g.touch(adapter)
     return result
+
+
+def _buffer_dtype(ctx: Ctx) -> str:
+    """The dtype of the model's buffers (Gemma's embed_scale): the one it was loaded in
+    (prepare_model_for_kbit_training casts the parameters to fp32, not the buffers)."""
+    return ctx.q4_storage or ctx.dtype
+
+
+def _dora_embedding(ctx: Ctx, base: T, width: int, vocab: int, r: int, name: str, path: str) -> T:
+    """PEFT's DoraEmbeddingVariant on the input embedding. DoraEmbeddingLayer.forward: ``lora_weight =
+    (lora_embedding_A.T @ lora_embedding_B.T).T`` (vocab x width, in autocast's dtype under it, else fp32: the
+    adapter's), then get_weight_norm, ``W.T + scaling * lora_weight`` (two more vocab x width temporaries, the sum
+    fp32) and its row norm, detached; ``mag_norm_scale = magnitude / weight_norm`` (keeps the norm);
+    ``result_dora = mag_norm_scale * (F.embedding(ids, A.T) @ B.T) * scaling`` (the product with the matmul's
+    output keeps it). lora_weight, with the casts autocast made for its matmul (views: never cached), lives until
+    that forward returns. Then ``mag_norm_scale * result + result_dora`` (keeps the base's output), fp32, cast
+    back to the base's dtype."""
+    g = ctx.g
+    ac = g.autocast
+    dt = ac or "fp32"
+    casts = [g.new(Poly.const(vocab * r), ac, False, f"{name} autocast A.T"),
+             g.new(Poly.const(r * width), ac, False, f"{name} autocast B.T")] if ac else []
+    lora_weight = g.new(Poly.const(vocab * width), dt, False, f"{name} lora_weight")
+    scaled = g.new(Poly.const(vocab * width), dt, False, f"{name} scaling * lora_weight")
+    g.touch(lora_weight)
+    # the sum is fp32 whatever the dtypes: an fp32 lora_weight, or under autocast the fp32 weight
+    total = g.new(Poly.const(vocab * width), "fp32", False, f"{name} W + scaling * lora_weight")
+    g.touch(scaled)
+    norm = g.new(Poly.const(width), "fp32", False, f"{name} weight_norm")
+    g.touch(total)
+    mag = g.node(g.new(Poly.const(width), "fp32", True, f"{name} mag_norm_scale"), [],
+                 [("w", f"{path}.lora_magnitude_vector", Poly.const(width * 4))], (norm,), name=f"{name} magnitude / weight_norm")
+    after_a = g.node(g.new(ctx.rows * r, "fp32", True, f"{name} after_A"), [], [("w", f"{name}_embedding_A", Poly.const(vocab * r * 4))],
+                     name=f"{name} embedding(A)")
+    out = g.linear(after_a, ctx.rows, width, w_rg=True, name=f"{name}_embedding_B", dtype="fp32", in_features=r)
+    scaled_out = g.mul(mag, out, f"{name} mag_norm_scale * (after_A @ B)", numel=out.numel)
+    dora = g.mul(scaled_out, None, f"{name} scaling")
+    g.touch(lora_weight, *casts)
+    if ctx.cfg["model_type"] in ("gemma", "gemma2", "gemma3_text"):  # * embed_scale.to(result_dora.dtype), as LoRA's
+        sid = None if _buffer_dtype(ctx) == dora.dtype else g.new(Poly.const(1), dora.dtype, False, f"{name} embed_scale").sid
+        dora = g.mul(dora, T(Poly.const(1), dora.dtype, False, sid), f"{name} embed_scale", numel=dora.numel)
+    mixed = g.mul(mag, base, f"{name} mag_norm_scale * result", numel=base.numel)
+    summed = g.add(mixed, dora, f"{name} add")
+    return g.to(summed, base.dtype, f"{name} cast")
 
 
 def _prompt_encoder(ctx: Ctx, method: Method, n: int, h: int) -> None:

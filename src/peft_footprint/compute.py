@@ -113,14 +113,14 @@ class _MethodView:
         self.trainable_names = {t.name for t in table.tensors if t.trainable}
         n = layout.num_layers
         self.lora_dropout = False
-        self.lora_embedding = None  # (rank, width) of vanilla LoRA on the input embedding
+        self.lora_embedding = None  # (rank, width, vocab) of LoRA (or DoRA) on the input embedding
         if isinstance(method, LoRA):  # QLoRA too
             self.dora = bool(method.use_dora)
             self.lora_dropout = bool(method.lora_dropout)
             self.bias_mode = method.bias
             emb = method.input_embedding_target(layout, cfg)
             if emb is not None:
-                self.lora_embedding = (method.layer_rank(layout, emb.path, None), emb.module.shape[1])
+                self.lora_embedding = (method.layer_rank(layout, emb.path, None), emb.module.shape[1], emb.module.shape[0])
             for t in method.targets(layout, cfg):
                 if t.is_embedding:
                     continue
@@ -379,9 +379,11 @@ class _Walker:
         h_rg = mv.full or mv.virtual > 0 or self.gc  # checkpointing: enable_input_require_grads()
         if mv.lora_embedding is not None and not self.merged:  # lora.Embedding: (ids -> A) @ B on every token; its
             # output, and every layer's input after it, requires grad
-            r, width = mv.lora_embedding
+            r, width, vocab = mv.lora_embedding
             self.fwd.add("T", 2 * r * width)
             self.bwd.add("T", 4 * r * width)
+            if mv.dora:  # DoraEmbeddingLayer's lora_weight, (A.T @ B.T): detached, forward only
+                self.fwd.add("C", 2 * vocab * r * width)
             h_rg = True
         outer = {m.role: m for m in layout.outer_linears}
         if "project_in" in outer:

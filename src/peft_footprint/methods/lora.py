@@ -119,10 +119,8 @@ class LoRA(Method):
         return self.rank_for(rel if layer is None else layout.layer_path(layer, rel))
 
     def input_embedding_target(self, layout, cfg) -> TargetMatch | None:
-        """The input embedding, where LoRA (not DoRA) wraps it: PEFT's lora.Embedding, which the activations and
-        FLOPs simulate (DoRA's embedding variant and position embeddings they do not)."""
-        if self.use_dora:
-            return None
+        """The input embedding, where LoRA wraps it: PEFT's lora.Embedding (with DoRA, its DoraEmbeddingVariant),
+        which the activations and FLOPs simulate (position embeddings they do not)."""
         return next((t for t in self.targets(layout, cfg) if t.is_embedding and t.path == layout.input_embedding), None)
 
     def lora_tensors(self, layout, cfg, base_dtype: str) -> list[Tensor]:
@@ -151,8 +149,8 @@ class LoRA(Method):
         notes = []
         simulated = self.input_embedding_target(layout, cfg)
         if any(t.is_embedding and t != simulated for t in self.targets(layout, cfg)):
-            notes.append("LoRA on a position embedding, or DoRA on an embedding: lora.Embedding's forward is not simulated "
-                         "there (activations slightly low; docs/notes/activations.md)")
+            notes.append("LoRA on a position embedding: lora.Embedding's forward is not simulated there (activations "
+                         "slightly low; docs/notes/activations.md)")
         return ParamTable(tensors=base + lora, saved=lora + extra_saved + self._saved_embeddings(layout, cfg, dtype), notes=notes)
 
     def _saved_embeddings(self, layout, cfg, dtype: str) -> list[Tensor]:
