@@ -218,7 +218,7 @@ class Ctx:
     lora_outer: set[str] = field(default_factory=set)
     ia3: dict[str, tuple[tuple[int, ...], bool]] = field(default_factory=dict)  # path -> (layers, feedforward)
     trainable_bias: dict[str, tuple[int, ...] | None] = field(default_factory=dict)  # path -> its layers (None: all)
-    trainable_weight: set[str] = field(default_factory=set)  # modules_to_save copies
+    saved: Any = None  # what modules_to_save copies (methods.base.SavedModules): trainable copies of those modules
     lora_dropout: float = 0.0
     attn: str = "sdpa"
     sliding_active: bool = False  # sequence reaches the sliding window: transformers builds a mask
@@ -315,8 +315,7 @@ def _setup(ctx: Ctx) -> None:
             for lin in layout.layer_linears:
                 if lin.bias and (m.bias == "all" or lin.path in ctx.lora):
                     ctx.trainable_bias[lin.path] = None if m.bias == "all" else ctx.lora[lin.path]
-        for name in m.modules_to_save or []:
-            ctx.trainable_weight.add(name)
+        ctx.saved = m.saved_modules(layout, cfg)
     elif isinstance(m, IA3):
         from .methods.defaults import default_targets
         from .methods.base import resolve_targets
@@ -327,10 +326,12 @@ def _setup(ctx: Ctx) -> None:
         if ff is None:
             ff = default_targets("ia3", cfg["model_type"], "feedforward_modules") if m.target_modules is None else []
         for t in resolve_targets(layout, targets, model_type=cfg["model_type"], exclude_modules=m.exclude_modules,
-                                 layers_to_transform=m.layers_to_transform, allow_embedding=False):
+                                 layers_to_transform=m.layers_to_transform, allow_embedding=False,
+                                 modules_to_save=m.modules_to_save):
             key = t.path.replace("*", "0")
             is_ff = re.fullmatch(ff, key) is not None if isinstance(ff, str) else any(key.endswith(k) for k in ff)
             ctx.ia3[t.module.path] = (t.layers or (), is_ff)
+        ctx.saved = m.saved_modules(layout, cfg)
 
 
 def linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
@@ -340,12 +341,19 @@ def linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     return out
 
 
+def _copied(ctx: Ctx, path: str, layer: int | None) -> bool:
+    """Is the module a trainable copy (modules_to_save)? ``path``: its path in the layer, or its full path outside
+    (``layer`` None)."""
+    return ctx.saved is not None and ctx.saved.covers(path, layer)
+
+
 def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     g = ctx.g
     path = lin.path
-    w_rg = ctx.full or any(path.endswith(n) for n in ctx.trainable_weight)
+    copied = _copied(ctx, path, layer)
+    w_rg = ctx.full or copied
     layers = ctx.trainable_bias.get(path, ())
-    b_rg = lin.bias and (ctx.full or layers is None or (layer is not None and layer in layers))
+    b_rg = lin.bias and (ctx.full or copied or layers is None or (layer is not None and layer in layers))
     ia3 = ctx.ia3.get(path)
     if ia3 is not None and (layer is None or layer in ia3[0]):
         # ia3_scaling = 1 * ia3_l.flatten(): a new tensor, made before the base layer runs (so its backward comes
@@ -563,8 +571,10 @@ def rms_norm(ctx: Ctx, x: T, width: int, *, w_rg: bool, style: str = "llama", ro
     return out
 
 
-def layer_norm(ctx: Ctx, x: T, *, w_rg: bool, name: str = "ln") -> T:
-    """F.layer_norm: keeps its input and the (rows,) mean and rstd (input dtype on CPU, fp32 on CUDA)."""
+def layer_norm(ctx: Ctx, x: T, *, w_rg: bool, name: str = "ln", copied: bool = False) -> T:
+    """F.layer_norm: keeps its input and the (rows,) mean and rstd (input dtype on CPU, fp32 on CUDA). ``w_rg``
+    alone: the bias trains (LoRA's bias="all"); ``copied``: weight and bias (full fine-tuning, modules_to_save)."""
+    w_rg = w_rg or copied
     g = ctx.g
     stat = "fp32" if ctx.device == "cuda" else x.dtype
     out = g.new(x.numel, x.dtype, x.rg or w_rg, name)
@@ -573,7 +583,7 @@ def layer_norm(ctx: Ctx, x: T, *, w_rg: bool, name: str = "ln") -> T:
     prog: list = [("g", 0, x.bytes())] if x.rg else []
     if w_rg:
         w = Poly.const(ctx.cfg["hidden_size"] * esize(x.dtype))
-        if ctx.full:  # LoRA's bias="all" trains the biases only
+        if ctx.full or copied:  # LoRA's bias="all" trains the biases only
             prog.append(("w", g.scope + name + ".weight", w))
         prog.append(("w", g.scope + name + ".bias", w))
     return g.node(out, [x], prog, (x, mean, rstd), name)
@@ -767,9 +777,10 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     ln = mt == "starcoder2"
 
     def norm(t: T, name: str) -> T:
+        copied = _copied(ctx, name, i)
         if ln:
-            return layer_norm(ctx, t, w_rg=norm_rg or ctx.norm_bias, name=name)
-        return rms_norm(ctx, t, h, w_rg=norm_rg, style=style, name=name)
+            return layer_norm(ctx, t, w_rg=norm_rg or ctx.norm_bias, name=name, copied=copied)
+        return rms_norm(ctx, t, h, w_rg=norm_rg or copied, style=style, name=name)
 
     residual = x
     hs = x if post_norm_only else norm(x, "input_layernorm")
@@ -784,12 +795,13 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         q = linear(ctx, hs, _lin(layout, "q"), i)
         k = linear(ctx, hs, _lin(layout, "k"), i)
         v = linear(ctx, hs, _lin(layout, "v"), i)
-        q, k = _qk_norm(ctx, q, nh, d, norm_rg, style, "q_norm"), _qk_norm(ctx, k, nkv, d, norm_rg, style, "k_norm")
+        q, k = (_qk_norm(ctx, q, nh, d, norm_rg or _copied(ctx, "self_attn.q_norm", i), style, "q_norm"),
+                _qk_norm(ctx, k, nkv, d, norm_rg or _copied(ctx, "self_attn.k_norm", i), style, "k_norm"))
     else:  # Qwen3 and Olmo2: q_norm(q_proj(x)), then k_norm(k_proj(x)), then v_proj(x)
         q = linear(ctx, hs, _lin(layout, "q"), i)
-        q = _qk_norm(ctx, q, nh, d, norm_rg, style, "q_norm")
+        q = _qk_norm(ctx, q, nh, d, norm_rg or _copied(ctx, "self_attn.q_norm", i), style, "q_norm")
         k = linear(ctx, hs, _lin(layout, "k"), i)
-        k = _qk_norm(ctx, k, nkv, d, norm_rg, style, "k_norm")
+        k = _qk_norm(ctx, k, nkv, d, norm_rg or _copied(ctx, "self_attn.k_norm", i), style, "k_norm")
         v = linear(ctx, hs, _lin(layout, "v"), i)
     if isinstance(ctx.method, Adapter) and not ctx.adapter_hooked:  # adapters' own Llama/Mistral attention:
         # match_attn_matrices_for_parallel repeats q, k and v (by 1: copies) before the rotary
@@ -825,9 +837,9 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     def close(o: T, residual: T, norm_name: str) -> T:
         """A branch's output: Olmo2's / Gemma2's post-norm, Granite's residual multiplier, the residual add."""
         if post_norm_only:
-            o = rms_norm(ctx, o, h, w_rg=norm_rg, style="olmo2", name=norm_name)
+            o = rms_norm(ctx, o, h, w_rg=norm_rg or _copied(ctx, norm_name, i), style="olmo2", name=norm_name)
         elif sandwich:
-            o = rms_norm(ctx, o, h, w_rg=norm_rg, style=style, name=norm_name)
+            o = rms_norm(ctx, o, h, w_rg=norm_rg or _copied(ctx, norm_name, i), style=style, name=norm_name)
         if mt == "granite":  # hidden_states * residual_multiplier (a Python float)
             o = g.mul(o, None, "residual_multiplier")
         return g.add(residual, o, "residual add")
@@ -842,7 +854,8 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     if post_norm_only:
         hs = x
     elif sandwich:
-        hs = rms_norm(ctx, x, h, w_rg=norm_rg, style=style, name="pre_feedforward_layernorm")
+        hs = rms_norm(ctx, x, h, w_rg=norm_rg or _copied(ctx, "pre_feedforward_layernorm", i), style=style,
+                      name="pre_feedforward_layernorm")
     else:
         hs = norm(x, "post_attention_layernorm")
     # MLP
@@ -894,7 +907,10 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     impl = ctx.attn
     kv_len = None
     residual = x
-    a = layer_norm(ctx, x, w_rg=norm_rg, name="attn norm")
+    # the layer's two norms, as modules (ln_1/ln_2, input_layernorm/post_attention_layernorm, OPT's
+    # self_attn_layer_norm/final_layer_norm): copies when modules_to_save covers them
+    attn_norm, mlp_norm = (_copied(ctx, n_, i) for n_ in dict.fromkeys(q_.path.rsplit(".", 1)[0] for q_ in layout.layer_params))
+    a = layer_norm(ctx, x, w_rg=norm_rg, name="attn norm", copied=attn_norm)
     if mt in ("gpt2", "gpt_neox"):
         qkv = linear(ctx, a, _lin(layout, "qkv"), i)
         if mt == "gpt_neox" and qkv.rg:  # view -> transpose(1, 2) -> chunk: the chunks' gradients come back
@@ -934,7 +950,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         g.touch(a, q, k, v)
         o = attn_output = ctx.drop(o, resid_p, "resid dropout")
     if mt == "gpt_neox" and cfg.get("use_parallel_residual", True):
-        m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm")
+        m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm", copied=mlp_norm)
         mlp_out = _ln_mlp(ctx, m_in, i, resid_p)
         tmp = g.add(mlp_out, o, "mlp+attn")
         out = g.add(tmp, residual, "residual add")
@@ -943,7 +959,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         return out
     x = g.add(residual, o, "residual add")
     residual = x
-    m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm")
+    m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm", copied=mlp_norm)
     mlp_out = bottleneck(ctx, _ln_mlp(ctx, m_in, i, resid_p), "output", residual)
     out = g.add(residual, mlp_out, "residual add")
     if mt == "gpt2":  # GPT2Block's attn_output (after its dropout) and ln_2's output live until the block returns
@@ -976,17 +992,23 @@ def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float) -> T:
     return ctx.drop(o, resid_p, "ffn dropout") if cfg["model_type"] == "opt" else o
 
 
+def _position_embedding_trains(ctx: Ctx) -> bool:
+    """Do GPT-2's / OPT's learned position embeddings train (full fine-tuning, or a modules_to_save copy)?"""
+    return ctx.full or any(_copied(ctx, q.path.rsplit(".", 1)[0], None) for q in ctx.layout.outer_params if q.kind == "position_embedding")
+
+
 def _ln_embeddings(ctx: Ctx, emb: T) -> T:
     """Positions and input projections of gpt2 / opt; gpt_neox only looks up its embeddings."""
     g, cfg, layout = ctx.g, ctx.cfg, ctx.layout
     mt = cfg["model_type"]
+    trains = _position_embedding_trains(ctx)
     if mt == "gpt2":
         pos = ctx.positions = g.new(ctx.seq, "int64", False, "position ids")
-        if ctx.full:
+        if trains:
             g.save(pos)  # the wpe embedding keeps its indices for its weight gradient
         ctx.scope += [pos, g.new(ctx.seq * cfg["hidden_size"], ctx.dtype, False, "position embeddings")]  # wpe: (1, s, h)
         x = g.add(emb, None, "wte+wpe", numel=emb.numel)
-        x.rg = emb.rg or ctx.full
+        x.rg = emb.rg or trains
         return ctx.drop(x, _p(cfg, "embd_pdrop", default=0.1), "embd dropout")
     if mt == "opt":
         # OPTDecoder without an attention_mask makes one of ones (fp32), and the position ids from its cumsum; both
@@ -995,9 +1017,9 @@ def _ln_embeddings(ctx: Ctx, emb: T) -> T:
         if not ctx.padding_mask:
             ctx.scope.append(g.new(B * kv, "fp32", False, "attention mask ones"))
         pos = ctx.positions = g.new(B * kv, "int64", False, "position ids")
-        if ctx.full:  # OPTLearnedPositionalEmbedding looks up position_ids + 2: the embedding keeps those indices
+        if trains:  # OPTLearnedPositionalEmbedding looks up position_ids + 2: the embedding keeps those indices
             g.save(g.new(B * ctx.seq, "int64", False, "position ids + offset"))
-        pe = g.new(ctx.rows * cfg["hidden_size"], ctx.dtype, ctx.full, "position embeddings")  # in the weights' dtype
+        pe = g.new(ctx.rows * cfg["hidden_size"], ctx.dtype, trains, "position embeddings")  # in the weights' dtype
         proj = next((m for m in layout.outer_linears if m.role == "project_in"), None)
         x = linear(ctx, emb, proj, None) if proj else emb
         # inputs_embeds is rebound to project_in's output; the decoder holds it, the positions and the last layer's
@@ -1073,7 +1095,9 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
                       g.new(B * (nv + S), "fp32", False, "prompt attention mask")]
     # embeddings (+ prompt tuning / p-tuning virtual tokens)
     emb_dim = cfg.get("word_embed_proj_dim") or h
-    emb = word_emb = g.new(B * S * emb_dim, dtype, ctx.full or train.gradient_checkpointing, "embed_tokens")
+    # the word embedding trains (full fine-tuning, or a modules_to_save copy): its output requires grad
+    emb_trains = ctx.full or _copied(ctx, layout.input_embedding, None)
+    emb = word_emb = g.new(B * S * emb_dim, dtype, emb_trains or train.gradient_checkpointing, "embed_tokens")
     if mt in ("gemma", "gemma2", "gemma3_text"):  # Gemma*TextScaledWordEmbedding: * sqrt(h) inside the module
         emb = g.mul(emb, T(Poly.const(1), dtype, False, None), "embed scale")
         if not (mt == "gemma2" and isinstance(method, Adapter)):  # (transformers 4.x's Gemma2Model scales it itself)
@@ -1148,7 +1172,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         emb = _ln_embeddings(ctx, emb)
     layer_fn = layernorm_family_layer if ln_family else llama_family_layer
     gc = train.gradient_checkpointing
-    if gc and not ctx.full:
+    if gc and not emb_trains:
         # enable_input_require_grads (HF / PEFT) marks the embeddings' output as requiring grad: a leaf that
         # autograd's AccumulateGrad node keeps alive
         word_emb.rg = True
@@ -1288,6 +1312,13 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         shared = Poly.sum([st.nbytes for k, st in enumerate(g.storages[:below_layers])
                            if (st.saved or st.pinned) and not st.output and k != first_input])
         top_moments += _embedding_backward(ctx, end + early - shared, word_emb, lm.tied)
+    elif emb_trains or _position_embedding_trains(ctx):  # modules_to_save copies of the word and/or position
+        # embeddings: their weight gradients come last (the positions' first; untied: copies)
+        shared = Poly.sum([st.nbytes for k, st in enumerate(g.storages[:below_layers])
+                           if (st.saved or st.pinned) and not st.output and k != first_input])
+        weights = Poly.sum([Poly.const(math.prod(q.shape) * esize(ctx.dtype)) for q in layout.outer_params
+                            if _copied(ctx, q.path.rsplit(".", 1)[0], None) and q.kind in ("embedding", "position_embedding")])
+        top_moments.append(("backward: ", "embeddings' weight gradients", end + early - shared + weights))
     # which moments hold the loss's labels (for the batch-1 model, :meth:`ActivationModel.with_batch_one_labels`)
     # (2: the padded labels too, while the loss function runs)
     hi = ctx.padded_labels_until
@@ -1521,15 +1552,16 @@ def _prefix_kept(ctx: Ctx, layer_type: str) -> Any:
 def _final(ctx: Ctx, x: T) -> T:
     """The final norm (and OPT's project_out) before the lm_head."""
     mt = ctx.cfg["model_type"]
+    copied = any(_copied(ctx, q.path.rsplit(".", 1)[0], None) for q in ctx.layout.outer_params if q.kind == "norm")
     if mt in ("gpt2", "gpt_neox", "starcoder2"):
-        return layer_norm(ctx, x, w_rg=ctx.full or ctx.norm_bias, name="final norm")
+        return layer_norm(ctx, x, w_rg=ctx.full or ctx.norm_bias, name="final norm", copied=copied)
     if mt == "opt":
         if ctx.cfg["do_layer_norm_before"] and not ctx.cfg["_remove_final_layer_norm"]:
-            x = layer_norm(ctx, x, w_rg=ctx.full or ctx.norm_bias, name="final norm")
+            x = layer_norm(ctx, x, w_rg=ctx.full or ctx.norm_bias, name="final norm", copied=copied)
         proj = next((m for m in ctx.layout.outer_linears if m.role == "project_out"), None)
         return linear(ctx, x, proj, None) if proj else x
     style = {"gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma", "olmo2": "olmo2"}.get(mt, "llama")
-    return rms_norm(ctx, x, ctx.cfg["hidden_size"], w_rg=ctx.full, style=style, name="final norm")
+    return rms_norm(ctx, x, ctx.cfg["hidden_size"], w_rg=ctx.full or copied, style=style, name="final norm")
 
 
 _COMPONENTS = (

@@ -111,6 +111,13 @@ class _MethodView:
         self.bias_mode = "none"
         self.adapter = None
         self.trainable_names = {t.name for t in table.tensors if t.trainable}
+        # what modules_to_save copies (trainable copies of those modules), methods.base.SavedModules
+        self.saved = method.saved_modules(layout, cfg) if hasattr(method, "saved_modules") else None
+        # the word / position embedding trains (full fine-tuning, a copy): every layer's input requires grad
+        self.embedding_trains, self.positions_train = (
+            self.full or (self.saved is not None and any(
+                self.saved.covers(q.path.rsplit(".", 1)[0], None) for q in layout.outer_params if q.kind == kind))
+            for kind in ("embedding", "position_embedding"))
         n = layout.num_layers
         self.lora_dropout = False
         self.lora_embedding = None  # (rank, width, vocab) of LoRA (or DoRA) on the input embedding
@@ -191,7 +198,7 @@ class _MethodView:
         n, rels = layout.num_layers, [m.path for m in layout.layer_linears]
         # weight_trainable(f"{layer_prefix}.{i}.{rel}"): every layer's for full fine-tuning, otherwise only a
         # trainable name spelled out with a layer index matches (the table's "*" names never do)
-        weights: dict[str, set[int]] = {}
+        weights: dict[str, set[int]] = {r: set(self.saved.layer[r]) for r in rels if self.saved and r in self.saved.layer}
         head = layout.layer_prefix + "."
         for name in () if self.full else self.trainable_names:
             idx, _, rest = name[len(head):].partition(".") if name.startswith(head) else ("", "", "")
@@ -201,27 +208,34 @@ class _MethodView:
                         weights.setdefault(rel, set()).add(int(idx))
         every = frozenset(range(n))
         wrapped = [layers for _, layers in [*self.lora_layers.values(), *self.ia3_layers.values()]]
-        if not self.lora_ranks and all(layers >= every for layers in [*wrapped, *weights.values()]):  # the usual case: every layer alike
+        norms = [p.path.rsplit(".", 1)[0] for p in layout.layer_params if p.path.endswith(".weight")]
+        copied_norms = [self.saved.layer[nm] for nm in norms if self.saved and nm in self.saved.layer]
+        if not self.lora_ranks and all(layers >= every for layers in [*wrapped, *weights.values(), *copied_norms]):  # the usual case: every layer alike
             return [(tuple(r in self.lora_layers for r in rels), tuple(self.ia3_kind(r, 0) for r in rels),
                      tuple(self.full or r in weights for r in rels))] * n
         return [(tuple(self.lora_rank(r, i) is not None for r in rels), tuple(self.ia3_kind(r, i) for r in rels),
                  tuple(self.full or i in weights.get(r, ()) for r in rels),
-                 tuple(self.lora_ranks[r].get(i, (-1,))[0] for r in rels if r in self.lora_ranks)) for i in range(n)]
+                 tuple(self.lora_ranks[r].get(i, (-1,))[0] for r in rels if r in self.lora_ranks),
+                 tuple(i in layers for layers in copied_norms)) for i in range(n)]
 
-    def weight_trainable(self, full_path: str) -> bool:
-        if self.full:
+    def copied(self, path: str, layer: int | None) -> bool:
+        """Is the module a modules_to_save copy? ``path``: relative to the layer ``layer``, or full (layer None)."""
+        return self.saved is not None and self.saved.covers(path, layer)
+
+    def weight_trainable(self, full_path: str, rel: str | None = None, layer: int | None = None) -> bool:
+        if self.full or self.copied(full_path if layer is None else rel, layer):
             return True
         return f"{full_path}.weight" in self.trainable_names or f"{full_path}.modules_to_save.weight" in self.trainable_names
 
-    def bias_trainable(self, full_path: str, has_bias: bool, lora_here: bool) -> bool:
+    def bias_trainable(self, full_path: str, has_bias: bool, lora_here: bool, rel: str | None = None, layer: int | None = None) -> bool:
         if not has_bias:
             return False
-        if self.full or self.bias_mode == "all":
+        if self.full or self.bias_mode == "all" or self.copied(full_path if layer is None else rel, layer):
             return True
         return self.bias_mode == "lora_only" and lora_here
 
-    def norm_trainable(self, spec, rel: str | None, outer_path: str | None = None) -> bool:
-        if self.full:
+    def norm_trainable(self, spec, rel: str | None, outer_path: str | None = None, layer: int | None = None) -> bool:
+        if self.full or self.copied(outer_path if rel is None else rel, None if rel is None else layer):
             return True
         if self.bias_mode != "all":
             return False
@@ -263,8 +277,8 @@ class _Walker:
         mv = self.mv
         r = mv.lora_rank(m.path if layer is not None else path, layer)
         ia3 = mv.ia3_kind(m.path if layer is not None else path, layer)
-        w_t = mv.weight_trainable(path)
-        b_t = mv.bias_trainable(path, m.bias, r is not None)
+        w_t = mv.weight_trainable(path, m.path, layer)
+        b_t = mv.bias_trainable(path, m.bias, r is not None, m.path, layer)
         io = 2 * m.in_features * m.out_features
         self._mm(unit, io)
         base_x_rg = x_rg or ia3 == "ff"
@@ -301,7 +315,7 @@ class _Walker:
         pre = f"{layout.layer_prefix}.{i}."
         norms = [p.path.rsplit(".", 1)[0] for p in layout.layer_params if p.path.endswith(".weight")]
         attn_norm, mlp_norm = norms[0], norms[1]
-        x_rg = h_rg or mv.norm_trainable(spec, attn_norm)
+        x_rg = h_rg or mv.norm_trainable(spec, attn_norm, layer=i)
         if "qkv" in lin:
             qkv = self.linear(lin["qkv"], x_rg, i, pre + lin["qkv"].path)
             q_rg = k_rg = v_rg = qkv
@@ -309,8 +323,9 @@ class _Walker:
             q_rg = self.linear(lin["q"], x_rg, i, pre + lin["q"].path)
             k_rg = self.linear(lin["k"], x_rg, i, pre + lin["k"].path)
             v_rg = self.linear(lin["v"], x_rg, i, pre + lin["v"].path)
-        if mv.full and any("q_norm" in p.path for p in layout.layer_params):
-            q_rg = k_rg = True
+        if any("q_norm" in p.path for p in layout.layer_params):  # trainable q/k norms: q and k require grad
+            q_rg = q_rg or mv.full or mv.copied("self_attn.q_norm", i)
+            k_rg = k_rg or mv.full or mv.copied("self_attn.k_norm", i)
         if self.prefix_active:
             k_rg = v_rg = True
         nh, hd = cfg["num_attention_heads"], cfg["head_dim"]
@@ -319,13 +334,13 @@ class _Walker:
         p_rg = q_rg or k_rg
         self.bwd.add("A", att * (int(q_rg) + int(k_rg) + int(p_rg) + int(v_rg)))
         o_rg = self.linear(lin["o"], p_rg or v_rg, i, pre + lin["o"].path)
-        attn_out = o_rg or (len(norms) == 4 and mv.norm_trainable(spec, norms[1]))
+        attn_out = o_rg or (len(norms) == 4 and mv.norm_trainable(spec, norms[1], layer=i))
         if self.mv.adapter is not None and self.mv.adapter.setting("mh_adapter"):
             attn_out = self._adapter(attn_out) or attn_out
         parallel = cfg["model_type"] == "gpt_neox" and cfg.get("use_parallel_residual", True)
         h2 = h_rg or attn_out
         mlp_norm = norms[2] if len(norms) == 4 else mlp_norm
-        x_rg = (h_rg if parallel else h2) or mv.norm_trainable(spec, mlp_norm)
+        x_rg = (h_rg if parallel else h2) or mv.norm_trainable(spec, mlp_norm, layer=i)
         if "gate_up" in lin:
             mid = self.linear(lin["gate_up"], x_rg, i, pre + lin["gate_up"].path)
         elif "gate" in lin:
@@ -376,7 +391,7 @@ class _Walker:
         layout = spec.layout
         self.prefix_active = mv.prefix > 0 and not self.gc  # transformers drops past_key_values under checkpointing
         self._encoder()
-        h_rg = mv.full or mv.virtual > 0 or self.gc  # checkpointing: enable_input_require_grads()
+        h_rg = mv.embedding_trains or mv.virtual > 0 or self.gc  # checkpointing: enable_input_require_grads()
         if mv.lora_embedding is not None and not self.merged:  # lora.Embedding: (ids -> A) @ B on every token; its
             # output, and every layer's input after it, requires grad
             r, width, vocab = mv.lora_embedding
@@ -388,6 +403,7 @@ class _Walker:
         outer = {m.role: m for m in layout.outer_linears}
         if "project_in" in outer:
             h_rg = self.linear(outer["project_in"], h_rg, None, outer["project_in"].path)
+        h_rg = h_rg or mv.positions_train  # (OPT adds its positions after project_in)
         if cfg["model_type"] not in ("gpt2", "opt"):
             rot_dim = activations._derived(cfg, "rotary_dim")
             n_rot = len(set(spec.layer_types)) if cfg["model_type"] == "gemma3_text" else 1
@@ -417,8 +433,8 @@ class _Walker:
         if "project_out" in outer:
             h_rg = self.linear(outer["project_out"], h_rg, None, outer["project_out"].path)
         head = outer["lm_head"]
-        head_path = layout.input_embedding if head.tied else head.path
-        mv_w = mv.weight_trainable(head_path) or mv.weight_trainable(head.path)
+        # a tied lm_head trains with the embedding under full fine-tuning; a modules_to_save copy of either unties it
+        mv_w = mv.full or mv.weight_trainable(head.path)
         io = 2 * head.in_features * head.out_features
         self.fwd.add("T", io)
         if h_rg:

@@ -26,9 +26,11 @@ _ENTRY_CHARS = len(',"":{"dtype":"","shape":,"data_offsets":[,]}')
 
 
 def _peft_key(name: str) -> str:
+    """The state-dict key PEFT saves a tensor under: a modules_to_save copy's ``.modules_to_save.`` dropped
+    (``.MODULES_TO_SAVE.`` marks a key saved as it is, methods/lora.py)."""
     if name == "prompt_embeddings":
         return name
-    return PEFT_PREFIX + name.replace(".modules_to_save.", ".")
+    return PEFT_PREFIX + name.replace(".modules_to_save.", ".").replace(".MODULES_TO_SAVE.", ".modules_to_save.")
 
 
 def safetensors_file_bytes(tensors, *, metadata: dict[str, str] | None = None, key=_peft_key) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 import warnings
@@ -672,6 +673,19 @@ def measure(config: dict, method: dict | str, training: dict | None = None, *, w
         res.update(_measure_kv(config, method, t, inference, device, seed))
     res["total_s"] = round(time.perf_counter() - t0, 3)
     return res
+
+
+def measure_checkpoint(config: dict, method: dict | str, training: dict | None = None, seed: int = 0) -> int:
+    """Bytes of the ``adapter_model.safetensors`` that PEFT's ``save_pretrained`` writes for ``method`` on a model
+    built from ``config`` (random weights, CPU)."""
+    import tempfile
+
+    t = _training_defaults(training)
+    model, _ = _build(config, method, t, "cpu", seed)
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save_pretrained(d)
+        return os.path.getsize(os.path.join(d, "adapter_model.safetensors"))
 
 
 def _measure_flops(config, method, t, inference, device, seed) -> dict:

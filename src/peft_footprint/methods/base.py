@@ -21,7 +21,8 @@ from ..architectures import Layout, Linear, Param
 from ..dtypes import nbytes
 from ..errors import InvalidConfigError, UnsupportedCombinationError, did_you_mean
 
-__all__ = ["Method", "ParamTable", "Tensor", "TargetMatch", "base_tensors", "check_regex", "method_key", "resolve_targets"]
+__all__ = ["Method", "ParamTable", "SavedModules", "Tensor", "TargetMatch", "base_tensors", "check_regex", "method_key",
+           "resolve_saved_modules", "resolve_targets"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,12 +254,14 @@ def resolve_targets(
     layers_to_transform: int | list[int] | None = None,
     allow_embedding: bool = True,
     field_name: str = "target_modules",
+    modules_to_save: list[str] | None = None,
 ) -> list[TargetMatch]:
     """The modules PEFT would wrap for ``target_modules`` (list: exact or ``.``-suffix match; str: regex
     fullmatch; ``"all-linear"``: every Linear/Conv1D except the output embedding). Cached per (layout,
     arguments): a method's parameter table, FLOPs and activations all ask; the warnings come every time."""
     options = dict(model_type=model_type, exclude_modules=exclude_modules, layers_to_transform=layers_to_transform,
-                   allow_embedding=allow_embedding, field_name=field_name)
+                   allow_embedding=allow_embedding, field_name=field_name,
+                   modules_to_save=tuple(modules_to_save) if modules_to_save else None)
     key: tuple | None = (id(layout), *(tuple(a) if isinstance(a, list) else a for a in (target_modules, *options.values())))
     tape = trace.active()
     cache = _RESOLVED if tape is None else tape.memo  # a traced layout is made for one pass: not kept after it
@@ -278,7 +281,7 @@ def resolve_targets(
 
 
 def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude_modules, layers_to_transform,
-                     allow_embedding: bool, field_name: str) -> tuple[list[TargetMatch], list[str]]:
+                     allow_embedding: bool, field_name: str, modules_to_save: tuple | None) -> tuple[list[TargetMatch], list[str]]:
     """resolve_targets' matches, and the warnings to give about them."""
     exclude: Any = exclude_modules if isinstance(exclude_modules, (str, type(None))) else tuple(exclude_modules)
     if isinstance(exclude, str):
@@ -286,6 +289,10 @@ def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude
     excluded = _matcher(exclude) if exclude else None
     # exclusions that can differ from layer to layer (a regex, a name with a layer index)
     scan_excluded = isinstance(exclude, str) or (exclude is not None and any(any(map(str.isdigit, t)) for t in exclude))
+    if modules_to_save:  # an adapter never goes on (or inside) a module that modules_to_save copies
+        inside = saved_exclusion(modules_to_save)
+        excluded = inside if excluded is None else (lambda key, _e=excluded: _e(key) or inside(key))
+        scan_excluded = True
     if isinstance(target_modules, str) and target_modules.lower() == "all-linear":
         # every linear but the output embedding; PEFT still applies exclude_modules (check_target_module_exists)
         matches = []
@@ -295,6 +302,10 @@ def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude
                 matches.append(TargetMatch(m, f"{layout.layer_prefix}.*.{m.path}", len(hit_layers), True, hit_layers))
         matches += [TargetMatch(m, m.path, 1, False) for m in layout.outer_linears
                     if m.path != layout.output_embedding and not (excluded and excluded(m.path))]
+        if not matches and modules_to_save and not exclude:
+            raise UnsupportedCombinationError(
+                f'target_modules="all-linear": every linear module is inside modules_to_save={list(modules_to_save)}, which '
+                "PEFT never adapts; PEFT fails ('No modules were targeted for adaptation')")
         if not matches:
             raise InvalidConfigError("exclude_modules", exclude if isinstance(exclude, str) else list(exclude),
                                      f'excludes every linear module of {model_type} that target_modules="all-linear" selects')
@@ -342,6 +353,15 @@ def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude
                 f"Target module {key.split('.')[-1]!r} of {model_type} is not supported: PEFT can only wrap "
                 f"Linear, Conv1D and Embedding layers here ({field_name}={list(targets)})."
             )
+    if not matches and modules_to_save:
+        plain = _resolve_targets(layout, target_modules, model_type=model_type, exclude_modules=exclude_modules,
+                                 layers_to_transform=layers_to_transform, allow_embedding=allow_embedding,
+                                 field_name=field_name, modules_to_save=None)[0]
+        if plain:
+            raise UnsupportedCombinationError(
+                f"{field_name}={targets if isinstance(targets, str) else list(targets)}: every module it selects is inside "
+                f"modules_to_save={list(modules_to_save)}, which PEFT never adapts; PEFT fails ('No modules were targeted "
+                "for adaptation'). Target other modules, or save fewer")
     if not matches:
         available = sorted({m.name for m in layout.layer_linears} | {m.path for m in layout.outer_linears})
         hint = ""
@@ -370,6 +390,93 @@ def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude
             if not hit and not any(c.isdigit() for c in t):
                 messages.append(f"{field_name}: {t!r} matches no module of {model_type}; PEFT ignores it")
     return matches, messages
+
+
+def saved_exclusion(modules_to_save) -> Callable[[str], bool]:
+    """PEFT's check_target_module_exists: no adapter on a module that is, or sits inside, one that modules_to_save
+    names (the name read as a regex between dots of the key: ``(^|.*\\.)name($|\\..*)``)."""
+    patterns = []
+    for m in modules_to_save:
+        try:
+            patterns.append(re.compile(rf"(^|.*\.){m}($|\..*)"))
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise InvalidConfigError("modules_to_save", m, f"PEFT reads each name as a regular expression here ({exc})") from None
+    return lambda key: any(p.match(key) for p in patterns)
+
+
+@dataclass(frozen=True)
+class SavedModules:
+    """What PEFT's modules_to_save copies (ModulesToSaveWrapper: a trainable deep copy of each module whose full name
+    ends with one of the names, as a plain string suffix): ``outer``, the covered modules outside the layers (their
+    full paths); ``layer``, each covered module inside the layers (its path in the layer: a linear, or a norm) and
+    the layers where it is covered (by its own match or a container's: the layer itself, "self_attn", "mlp")."""
+
+    outer: frozenset
+    layer: dict
+
+    def covers(self, rel: str, layer: int | None) -> bool:
+        """Is the module (``rel`` in layer ``layer``; a full path when ``layer`` is None) a trainable copy?"""
+        if layer is None:
+            return rel in self.outer
+        return layer in self.layer.get(rel, ())
+
+
+_SAVED: dict[tuple, tuple] = {}
+_ATTENTION = ("self_attn", "attn", "attention")  # attention containers
+_ATTENTION_POSITIONAL = ("gpt2", "gpt_neox")  # whose decoder layers call their attention with a positional input
+PEFT_KEY = "base_model.model."  # what PEFT's module names start with (the keys modules_to_save is matched against)
+
+
+def resolve_saved_modules(layout: Layout, names, model_type: str) -> SavedModules:
+    """The modules ``modules_to_save`` copies (:class:`SavedModules`), from every module name PEFT would see: the
+    layers' linears and norms, their containers and the layers themselves, and the modules outside them. A name
+    matching the decoder stack or above (it would copy the whole model), or one module inside another that
+    is copied too (PEFT wraps the copy's module again), is refused; so are names that match nothing."""
+    key = (id(layout), tuple(names))
+    hit = _SAVED.get(key)
+    if hit is not None and hit[0] is layout:
+        return hit[1]
+    if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+        raise InvalidConfigError("modules_to_save", names, "a list of module names (non-empty strings)")
+    suffixes = tuple(names)
+    leaves = [m.path for m in layout.layer_linears] + [p.path.rsplit(".", 1)[0] for p in layout.layer_params if "." in p.path]
+    inner = sorted(set(leaves) | set(layout.containers) | {c.rsplit(".", 1)[0] for c in leaves if "." in c})
+    copied: dict[str, set] = {}
+    for i in range(layout.num_layers):
+        hits = [c for c in ["", *inner] if (PEFT_KEY + (layout.layer_path(i, c) if c else f"{layout.layer_prefix}.{i}")).endswith(suffixes)]
+        for c in hits:
+            above = [a for a in hits if a != c and (a == "" or c.startswith(a + "."))]
+            if above:
+                what = f"{layout.layer_prefix}.{i}" + (f".{above[0]}" if above[0] else "")
+                raise UnsupportedCombinationError(
+                    f"modules_to_save={list(names)}: {layout.layer_path(i, c)} and the {what} around it both match; PEFT "
+                    "would wrap a module of the copy again (not modelled here); name one of them")
+            if c in _ATTENTION and model_type not in _ATTENTION_POSITIONAL:
+                raise UnsupportedCombinationError(
+                    f"modules_to_save={list(names)}: {layout.layer_path(i, c)} is called by keyword (hidden_states=...), and "
+                    "PEFT's ModulesToSaveWrapper.forward(x, ...) needs its input positionally: the training step fails "
+                    "(TypeError); name its linear modules instead")
+        for leaf in leaves:
+            if any(c == "" or leaf == c or leaf.startswith(c + ".") for c in hits):
+                copied.setdefault(leaf, set()).add(i)
+    outer_modules = [m.path for m in layout.outer_linears] + [p.path.rsplit(".", 1)[0] for p in layout.outer_params]
+    stack = layout.layer_prefix.split(".")
+    for j in range(len(stack), 0, -1):  # the decoder stack and what holds it: a copy of the whole model
+        path = ".".join(stack[:j])
+        if (PEFT_KEY + path).endswith(suffixes) or (j == 1 and "base_model.model".endswith(suffixes)):
+            raise UnsupportedCombinationError(
+                f"modules_to_save={list(names)}: {path!r} holds the decoder layers; PEFT would train a copy of the whole "
+                "model (use full fine-tuning, method 'full')")
+    outer = frozenset(m for m in outer_modules if (PEFT_KEY + m).endswith(suffixes))
+    if not outer and not copied:
+        known = sorted({n.rsplit(".", 1)[-1] for n in outer_modules} | {c.rsplit(".", 1)[-1] for c in inner})
+        hint = did_you_mean(str(names[0]).rsplit(".", 1)[-1], known)
+        raise InvalidConfigError("modules_to_save", list(names), f"no such module in {model_type}.{hint} Modules: {', '.join(known)}")
+    result = SavedModules(outer, {leaf: frozenset(ls) for leaf, ls in copied.items()})
+    if len(_SAVED) > 1024:
+        _SAVED.clear()
+    _SAVED[key] = (layout, result)
+    return result
 
 
 def targets_list(value: Any) -> Any:

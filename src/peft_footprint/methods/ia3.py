@@ -8,7 +8,8 @@ import re
 from pydantic import field_validator, model_validator
 
 from ..errors import InvalidConfigError, UnsupportedCombinationError
-from .base import Method, ParamTable, Tensor, base_tensors, check_regex, resolve_targets, targets_list
+from .base import (Method, ParamTable, SavedModules, Tensor, base_tensors, check_regex, resolve_saved_modules, resolve_targets,
+                   targets_list)
 from .defaults import default_targets
 from .lora import modules_to_save_copies
 
@@ -54,6 +55,10 @@ class IA3(Method):
     def merged(self) -> bool:
         return self.merge
 
+    def saved_modules(self, layout, cfg) -> SavedModules | None:
+        """The modules modules_to_save copies (None: none)."""
+        return resolve_saved_modules(layout, self.modules_to_save, cfg["model_type"]) if self.modules_to_save else None
+
     def build(self, layout, cfg, dtype):
         mt = cfg["model_type"]
         targets = self.target_modules if self.target_modules is not None else default_targets("ia3", mt, "target_modules")
@@ -62,8 +67,10 @@ class IA3(Method):
             ff = default_targets("ia3", mt, "feedforward_modules") if self.target_modules is None else []
         if isinstance(ff, str):
             check_regex("feedforward_modules", ff)
+        self.saved_modules(layout, cfg)  # (what PEFT would refuse in modules_to_save, said first)
         matches = resolve_targets(layout, targets, model_type=mt, exclude_modules=self.exclude_modules,
-                                  layers_to_transform=self.layers_to_transform, allow_embedding=False)
+                                  layers_to_transform=self.layers_to_transform, allow_embedding=False,
+                                  modules_to_save=self.modules_to_save)
         vectors = []
         for t in matches:
             key = t.path.replace("*", "0")

@@ -3,6 +3,7 @@ bf16/fp16 base (``get_peft_model(..., autocast_adapter_dtype=True)``, PEFT's def
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from functools import lru_cache
 from typing import Literal
@@ -10,7 +11,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import InvalidConfigError, UnsupportedCombinationError
-from .base import Method, ParamTable, TargetMatch, Tensor, base_tensors, resolve_targets, targets_list
+from .base import (Method, ParamTable, SavedModules, TargetMatch, Tensor, base_tensors, resolve_saved_modules, resolve_targets,
+                   targets_list)
 from .defaults import default_targets
 
 ADAPTER_DTYPE = "fp32"
@@ -76,10 +78,15 @@ class LoRA(Method):
         targets = self.target_modules
         if targets is None:
             targets = default_targets("lora", cfg["model_type"], "target_modules")
+        self.saved_modules(layout, cfg)  # (what PEFT would refuse in modules_to_save, said first)
         return resolve_targets(
             layout, targets, model_type=cfg["model_type"], exclude_modules=self.exclude_modules,
-            layers_to_transform=self.layers_to_transform,
+            layers_to_transform=self.layers_to_transform, modules_to_save=self.modules_to_save,
         )
+
+    def saved_modules(self, layout, cfg) -> SavedModules | None:
+        """The modules modules_to_save copies (None: none)."""
+        return resolve_saved_modules(layout, self.modules_to_save, cfg["model_type"]) if self.modules_to_save else None
 
     def rank_for(self, key: str) -> int:
         """The rank of the module ``key`` (its full name, "model.layers.3.self_attn.q_proj"), as PEFT picks it:
@@ -180,10 +187,27 @@ class LoRA(Method):
         saved: list[Tensor] = []
         if self.bias != "none":
             targets = {t.path: t for t in self.targets(layout, cfg)}
+            covered = self.saved_modules(layout, cfg)
             new = []
             for t in base:
                 is_bias = t.name.endswith(".bias") or t.name.endswith("bias")
                 mod = t.name.rsplit(".", 1)[0]
+                if is_bias and self.bias == "all" and covered is not None:
+                    # a module that modules_to_save copies: its own bias is frozen again (the wrapper's
+                    # original_module.requires_grad_(False)), and saved as "<module>.original_module.bias"
+                    if "*" in mod:
+                        layers = covered.layer.get(mod.split(".*.", 1)[1], frozenset())
+                    else:
+                        layers = frozenset({0}) if covered.covers(mod, None) else frozenset()
+                    if layers:
+                        which = None if "*" not in mod or len(layers) == t.count else tuple(sorted(layers))
+                        orig = Tensor(f"{mod}.original_module.bias", t.shape, t.dtype, len(layers), False, t.group, layers=which)
+                        new.append(orig)
+                        saved.append(orig)
+                        if len(layers) == t.count:
+                            continue
+                        t = Tensor(t.name, t.shape, t.dtype, t.count - len(layers), t.trainable, t.group,
+                                   layers=tuple(i for i in range(t.count) if i not in layers))
                 if is_bias and (self.bias == "all" or mod in targets):
                     # "lora_only": the biases of the modules LoRA wraps, in the layers it wraps them
                     wrapped = t.count if self.bias == "all" else targets[mod].count
@@ -193,41 +217,64 @@ class LoRA(Method):
                     if self.bias == "all":  # get_peft_model_state_dict saves every key with "bias" in it. For
                         # "lora_only" it looks for "<module>.bias" next to "<module>.lora_A", but a wrapped module's
                         # bias is "<module>.base_layer.bias": none is saved (PEFT 0.19, utils/save_and_load.py)
-                        saved.append(t)
+                        saved += _as_saved(t, mod, targets.get(mod))
                 new.append(t)
             base = new
         if self.modules_to_save:
-            base = base + modules_to_save_copies(layout, cfg, self.modules_to_save, dtype, saved)
+            copies = modules_to_save_copies(layout, cfg, self.modules_to_save, dtype, saved)
+            base = base + copies
+            if self.bias == "all":  # every state-dict key with "bias" in it is saved too: a copy's bias a second
+                # time, as "<module>.modules_to_save.bias" (storage._peft_key writes the marker so)
+                saved += [dataclasses.replace(t, name=t.name.replace(".modules_to_save.", ".MODULES_TO_SAVE."))
+                          for t in copies if t.name.endswith(".bias")]
         return base, saved
 
 
+def _as_saved(t: Tensor, mod: str, target: TargetMatch | None) -> list[Tensor]:
+    """A bias as bias="all" saves it: "<module>.base_layer.bias" in the layers where LoRA wraps the module."""
+    if target is None:
+        return [t]
+    if "*" not in t.name:
+        return [dataclasses.replace(t, name=f"{mod}.base_layer.bias")]
+    layers = t.layers if t.layers is not None else tuple(range(t.count))
+    wrapped = set(target.layers) if target.layers is not None else set(layers)
+    inside = tuple(i for i in layers if i in wrapped)
+    outside = tuple(i for i in layers if i not in wrapped)
+    out = []
+    if inside:
+        out.append(dataclasses.replace(t, name=f"{mod}.base_layer.bias", count=len(inside), layers=inside))
+    if outside:
+        out.append(dataclasses.replace(t, count=len(outside), layers=outside))
+    return out
+
+
 def modules_to_save_copies(layout, cfg, names: list[str], dtype: str, saved: list[Tensor]) -> list[Tensor]:
-    """PEFT's ModulesToSaveWrapper: a trainable deep copy of each matching module (peft/utils/other.py)."""
+    """PEFT's ModulesToSaveWrapper: a trainable deep copy of each module that modules_to_save covers
+    (resolve_saved_modules), parameter by parameter: ``<module>.modules_to_save.<leaf>``, what PEFT's state dict
+    saves as ``<module>.<leaf>``; a copy of a module inside a covered container is named as its own."""
+    covered = resolve_saved_modules(layout, names, cfg["model_type"])
     copies: list[Tensor] = []
-    found = False
-    modules: list[tuple[str, list[tuple[str, tuple[int, ...]]], int]] = []
     for m in layout.outer_linears:
-        shapes = [("weight", m.weight_shape)] + ([("bias", (m.out_features,))] if m.bias else [])
-        modules.append((m.path, shapes, 1))
+        if m.path in covered.outer:  # (a tied lm_head's copy has a weight of its own)
+            copies += [Tensor(f"{m.path}.modules_to_save.weight", m.weight_shape, dtype, 1, True, "modules_to_save")]
+            if m.bias:
+                copies.append(Tensor(f"{m.path}.modules_to_save.bias", (m.out_features,), dtype, 1, True, "modules_to_save"))
     for p in layout.outer_params:
         mod, leaf = p.path.rsplit(".", 1)
-        modules.append((mod, [(leaf, p.shape)], 1))
-    for m in layout.layer_linears:
-        shapes = [("weight", m.weight_shape)] + ([("bias", (m.out_features,))] if m.bias else [])
-        modules.append((f"{layout.layer_prefix}.*.{m.path}", shapes, layout.num_layers))
-    merged: dict[str, tuple[list, int]] = {}
-    for path, shapes, count in modules:
-        prev = merged.get(path)
-        merged[path] = ((prev[0] if prev else []) + shapes, count)
-    for path, (shapes, count) in merged.items():
-        if any(path.endswith(n) for n in names):
-            found = True
-            for leaf, shape in shapes:
-                t = Tensor(f"{path}.modules_to_save.{leaf}", shape, dtype, count, True, "modules_to_save")
-                copies.append(t)
-                saved.append(t)
-    if not found:
-        raise InvalidConfigError("modules_to_save", names, f"no such module in {cfg['model_type']}")
+        if mod in covered.outer:
+            copies.append(Tensor(f"{mod}.modules_to_save.{leaf}", p.shape, dtype, 1, True, "modules_to_save"))
+    n = layout.num_layers
+    prefix = layout.layer_prefix
+    for rel, layers in covered.layer.items():
+        count, which = len(layers), (None if len(layers) == n else tuple(sorted(layers)))
+        shapes = [(leaf, shape) for leaf, shape in
+                  [(q.path.rsplit(".", 1)[1], q.shape) for q in layout.layer_params if q.path.rsplit(".", 1)[0] == rel]]
+        for m in layout.layer_linears:
+            if m.path == rel:
+                shapes = [("weight", m.weight_shape)] + ([("bias", (m.out_features,))] if m.bias else [])
+        copies += [Tensor(f"{prefix}.*.{rel}.modules_to_save.{leaf}", shape, dtype, count, True, "modules_to_save", layers=which)
+                   for leaf, shape in shapes]
+    saved += copies
     return copies
 
 

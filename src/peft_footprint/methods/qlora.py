@@ -114,6 +114,14 @@ class QLoRA(LoRA):
                                       counted_numel=stored * 2 * esize, stored_bytes=stored * esize))
                 buffers.append(Tensor(t.name + ".quant_state", (0,), "uint8", t.count, False, "quant_state",
                                       stored_bytes=quant_state_bytes(numel, self.bnb_4bit_use_double_quant)))
+            elif t.group == "modules_to_save":  # a copy of what prepare_model_for_kbit_training left (fp32 there)
+                source = t.name.replace(".modules_to_save.", ".")
+                if source in quantized or source in biases:
+                    raise UnsupportedCombinationError(
+                        f"modules_to_save covers {source.rsplit('.', 1)[0]!r}, a 4-bit Linear4bit under QLoRA: its copy's "
+                        "uint8 weight cannot require grad (PEFT fails); copy modules that stay in floating point (lm_head, "
+                        "norms, embeddings) or skip it with llm_int8_skip_modules")
+                tensors.append(Tensor(t.name, t.shape, other_dtype, t.count, t.trainable, t.group, layers=t.layers))
             elif t.name in biases:
                 tensors.append(Tensor(t.name, t.shape, bias_dtype, t.count, t.trainable, t.group))
             elif t.group == "base" and other_dtype != t.dtype:
@@ -121,5 +129,8 @@ class QLoRA(LoRA):
             else:
                 tensors.append(t)
         # the embeddings' base weights PEFT saves with the adapter (LoRA._saved_embeddings), in the dtype they train in
-        saved = [dataclasses.replace(t, dtype=other_dtype) if t.name.endswith(".base_layer.weight") else t for t in table.saved]
+        # (bias="all": the saved base biases as prepare_model_for_kbit_training left them, before a forward casts a
+        # Linear4bit's own to the compute dtype: what get_peft_model_state_dict gives then)
+        saved = [dataclasses.replace(t, dtype=other_dtype) if t.name.endswith(".base_layer.weight") or t.group in ("modules_to_save", "base")
+                 else t for t in table.saved]
         return ParamTable(tensors=tensors, saved=saved, buffers=buffers, notes=table.notes)
