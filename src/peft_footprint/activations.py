@@ -389,7 +389,8 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     else:
         a = g.linear(xa, ctx.rows, r, w_rg=True, name=f"{path} lora_A", dtype="fp32", in_features=lin.in_features)
         g.touch(xa)  # lora_A(dropout(x)): the dropped-out input is lora_A's argument until it returns
-        bo = g.linear(a, ctx.rows, lin.out_features, w_rg=True, name=f"{path} lora_B", dtype="fp32", in_features=r)
+        bo = g.linear(a, ctx.rows, lin.out_features, w_rg=True, b_rg=bool(getattr(ctx.method, "lora_bias", False)),
+                      name=f"{path} lora_B", dtype="fp32", in_features=r)
         scaled = g.mul(bo, None, f"{path} lora scaling")
         if q4:  # PEFT's bnb Linear4bit casts the LoRA output to the result's dtype, then adds
             res = g.add(out, g.to(scaled, out.dtype, f"{path} lora cast"), f"{path} lora add")

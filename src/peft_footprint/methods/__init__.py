@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import InvalidConfigError, PeftFootprintError, UnknownNameError, did_you_mean
+from ..errors import InvalidConfigError, PeftFootprintError, UnknownNameError, UnsupportedCombinationError, did_you_mean
 from ..registry import Registry
 from .adapter import Adapter
 from .base import Method, ParamTable, Tensor
@@ -37,9 +37,28 @@ METHODS.register("ia3", IA3)
 _BY_PEFT_TYPE = {cls.__dict__["peft_type"]: cls for _, cls in METHODS.items() if cls.__dict__.get("peft_type")}
 
 
+# PEFT config fields that change what is built or trained, which the estimate does not model: a PEFT config that
+# sets one is refused (the rest of a config's fields -- task_type, revision, inference_mode, init options -- change
+# no memory and are skipped)
+_UNMODELLED = {
+    "LORA": {"layer_replication": "duplicates decoder layers", "target_parameters": "adapts nn.Parameters (MoE experts)",
+             "trainable_token_indices": "trains selected token embeddings", "use_qalora": "pools lora_A's input (QALoRA)",
+             "alora_invocation_tokens": "activates the adapter after invocation tokens (aLoRA)", "use_bdlora": "BD-LoRA",
+             "arrow_config": "Arrow routing", "ensure_weight_tying": "ties adapters of tied embeddings",
+             "megatron_config": "Megatron parallel layers"},
+    **{t: {"modules_to_save": "trains copies of modules beside the prompt"} for t in ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING")},
+}
+
+
 def _construct(cls: type[Method], fields: dict[str, Any], *, lenient: bool) -> Method:
     known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
     if lenient:  # a PEFT config / adapter_config.json carries many fields we need not read
+        for k, what in _UNMODELLED.get(cls.__dict__.get("peft_type") or "", {}).items():
+            v = fields.get(k)
+            if v not in (None, False, [], {}, ()):
+                raise UnsupportedCombinationError(
+                    f"method.{k}={v!r}: PEFT's {k} {what}, which this estimate does not model; drop it to estimate "
+                    "the rest")
         fields = {k: v for k, v in fields.items() if k in known}
     else:
         unknown = [k for k in fields if k not in known]

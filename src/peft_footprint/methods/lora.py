@@ -38,6 +38,7 @@ class LoRA(Method):
     fan_in_fan_out: bool = False
     rank_pattern: dict[str, int] = Field(default_factory=dict)
     alpha_pattern: dict[str, float] = Field(default_factory=dict)
+    lora_bias: bool = False  # lora_B gets a bias (nn.Linear(r, out, bias=True))
     merge: bool = Field(False, alias="merged", description="serve with the adapter folded into the base weights")
 
     _targets = field_validator("target_modules", "exclude_modules", mode="before")(classmethod(lambda cls, v: targets_list(v)))
@@ -49,6 +50,16 @@ class LoRA(Method):
             if r <= 0:
                 raise ValueError(f"rank for {key!r} must be a positive integer, got {r}")
         return v
+
+    @model_validator(mode="after")
+    def _lora_bias(self):
+        if self.lora_bias and self.use_dora:
+            raise UnsupportedCombinationError(
+                "lora_bias=True with use_dora=True: PEFT refuses it ('The argument lora_bias=True is not supported for DoRA')")
+        if self.lora_bias and self.init_lora_weights not in (True, False):
+            raise UnsupportedCombinationError(
+                f"lora_bias=True with init_lora_weights={self.init_lora_weights!r}: PEFT allows it only with True or False")
+        return self
 
     @model_validator(mode="after")
     def _patterns_are_regexes(self):
@@ -136,12 +147,18 @@ class LoRA(Method):
             for r, group in self.rank_groups(layout, t):
                 count, layers = (t.count, t.layers) if group is None else (len(group), group)
                 if t.is_embedding:
+                    if self.lora_bias:
+                        raise UnsupportedCombinationError(
+                            f"lora_bias=True with {t.path!r} in target_modules: PEFT refuses it for embedding layers "
+                            "('lora_bias=True is not supported for Embedding')")
                     vocab, dim = t.module.shape
                     shapes = [("lora_embedding_A", (r, vocab)), ("lora_embedding_B", (dim, r))]
                     width = dim
                 else:
                     m = t.module
                     shapes = [("lora_A.weight", (r, m.in_features)), ("lora_B.weight", (m.out_features, r))]
+                    if self.lora_bias:
+                        shapes.append(("lora_B.bias", (m.out_features,)))
                     width = m.out_features
                 if self.use_dora:
                     shapes.append(("lora_magnitude_vector", (width,)))
