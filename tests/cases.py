@@ -348,6 +348,9 @@ _DRAWN = [
     ('qwen3-dora-autocast-eager-q-norm', {'model_type': 'qwen3', 'hidden_size': 32, 'num_hidden_layers': 2, 'num_attention_heads': 2, 'num_key_value_heads': 2, 'head_dim': 12, 'intermediate_size': 113, 'vocab_size': 73, 'max_position_embeddings': 128},
      {'name': 'lora', 'r': 7, 'target_modules': ['gate_proj'], 'use_dora': True, 'bias': 'all', 'lora_dropout': 0.1, 'layers_to_transform': [1], 'rank_pattern': {'k_proj': 8}},
      {'batch_size': 2, 'seq_len': 7, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': False, 'padding_mask': False, 'optimizer': 'adamw_fused', 'mixed_precision': 'bf16'}),
+    ('mistral-prefix-autocast-padding-rmsnorm-variance', {'model_type': 'mistral', 'hidden_size': 96, 'num_hidden_layers': 2, 'num_attention_heads': 6, 'num_key_value_heads': 6, 'intermediate_size': 23, 'vocab_size': 57, 'sliding_window': 8, 'max_position_embeddings': 128},
+     {'name': 'prefix_tuning', 'num_virtual_tokens': 9},
+     {'batch_size': 5, 'seq_len': 11, 'dtype': 'fp32', 'attn_implementation': 'sdpa', 'gradient_checkpointing': False, 'padding_mask': True, 'optimizer': 'adamw', 'mixed_precision': 'bf16'}),
 ]
 
 

@@ -57,10 +57,19 @@ ADAPTERS = {"seq_bn": {"name": "adapter", "config": "seq_bn"},
             "double_seq_bn_rf5": {"name": "adapter", "config": "double_seq_bn", "reduction_factor": 5}}
 
 
+def _more(mt: str) -> dict:
+    """DoRA on the input embedding, modules_to_save copies (norms, lm_head), lora_bias."""
+    layout = pf.ModelSpec.from_any(TINY[mt]).layout
+    emb, lin = layout.input_embedding.rsplit(".", 1)[-1], layout.layer_linears[0].name
+    return {"lora_dora_embedding": {"name": "lora", "r": 4, "use_dora": True, "target_modules": [emb, lin]},
+            "lora_modules_to_save": {"name": "lora", "r": 4, "target_modules": "all-linear", "modules_to_save": ["norm", "lm_head"]},
+            "lora_bias": {"name": "lora", "r": 4, "target_modules": [lin], "lora_bias": True}}
+
+
 def cases() -> list[tuple]:
     out = []
     for mt in TINY:
-        for mid, method in {**peft_methods(mt), **ADAPTERS}.items():
+        for mid, method in {**peft_methods(mt), **ADAPTERS, **_more(mt)}.items():
             for k, options in enumerate(OPTIONS[:2] if mid not in ("lora", "full") else OPTIONS):
                 out.append((mt, mid, method, options, 1000 * len(out) + k))
     return out

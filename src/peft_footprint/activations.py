@@ -543,7 +543,8 @@ def rms_norm(ctx: Ctx, x: T, width: int, *, w_rg: bool, style: str = "llama", ro
     rows = rows if rows is not None else ctx.rows
     x32 = g.to(x, "fp32", f"{name} fp32")
     sq = g.unary_saves_input(x32, f"{name} pow", temps=2)  # pow(2) keeps its input; its output is transient
-    var = g.add(g.unary_no_save(sq, f"{name} mean", numel=rows), None, f"{name} +eps")  # (rows, 1)
+    mean = g.unary_no_save(sq, f"{name} mean", numel=rows)  # (rows, 1)
+    var = g.add(mean, None, f"{name} +eps")
     r = g.unary_saves_output(var, f"{name} rsqrt", temps=2)
     normed = g.mul(x32, r, f"{name} x*rsqrt", numel=x32.numel)
     if style == "llama":
@@ -552,7 +553,7 @@ def rms_norm(ctx: Ctx, x: T, width: int, *, w_rg: bool, style: str = "llama", ro
         # weight, and the product is fp32
         w = T(Poly.const(width), ctx.dtype, w_rg, None)
         out = g.mul(w, nb, f"{name} weight*x", numel=nb.numel)
-        g.touch(x)
+        g.touch(x, mean)  # `variance = ...mean(-1)` is a local of the module's forward: alive until it returns
         return out
     if style == "gemma":
         wf = g.new(Poly.const(width), "fp32", w_rg, f"{name} weight.float()")
@@ -568,7 +569,7 @@ def rms_norm(ctx: Ctx, x: T, width: int, *, w_rg: bool, style: str = "llama", ro
     w = T(Poly.const(width), x.dtype, w_rg, None)
     out = g.mul(w, normed, f"{name} weight*x", numel=normed.numel)
     out = g.to(out, x.dtype, f"{name} cast")
-    g.touch(x)
+    g.touch(x, mean)  # (variance, as llama's)
     return out
 
 

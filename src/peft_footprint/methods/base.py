@@ -339,7 +339,7 @@ def _resolve_targets(layout: Layout, target_modules, *, model_type: str, exclude
             matches.append(TargetMatch(m, m.path, 1, False))
     for p in layout.outer_params:
         mod = p.path.rsplit(".", 1)[0]
-        if p.kind in ("embedding", "position_embedding") and match(mod) and outer_ok(mod):
+        if p.kind in ("embedding", "position_embedding") and match(mod) and outer_ok(mod) and not (excluded and excluded(mod)):
             if not allow_embedding:
                 raise UnsupportedCombinationError(f"{field_name}: {mod!r} is an embedding; this method supports only linear layers")
             matches.append(TargetMatch(p, mod, 1, False))
@@ -432,8 +432,10 @@ def resolve_saved_modules(layout: Layout, names, model_type: str) -> SavedModule
     layers' linears and norms, their containers and the layers themselves, and the modules outside them. A name
     matching the decoder stack or above (it would copy the whole model), or one module inside another that
     is copied too (PEFT wraps the copy's module again), is refused; so are names that match nothing."""
-    key = (id(layout), tuple(names))
-    hit = _SAVED.get(key)
+    key = ("saved", id(layout), tuple(names) if isinstance(names, (list, tuple)) else names)
+    tape = trace.active()
+    cache = _SAVED if tape is None else tape.memo  # a traced layout is made for one pass: not kept after it
+    hit = cache.get(key)
     if hit is not None and hit[0] is layout:
         return hit[1]
     if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
@@ -473,9 +475,9 @@ def resolve_saved_modules(layout: Layout, names, model_type: str) -> SavedModule
         hint = did_you_mean(str(names[0]).rsplit(".", 1)[-1], known)
         raise InvalidConfigError("modules_to_save", list(names), f"no such module in {model_type}.{hint} Modules: {', '.join(known)}")
     result = SavedModules(outer, {leaf: frozenset(ls) for leaf, ls in copied.items()})
-    if len(_SAVED) > 1024:
-        _SAVED.clear()
-    _SAVED[key] = (layout, result)
+    if len(cache) > 1024:
+        cache.clear()
+    cache[key] = (layout, result)
     return result
 
 
