@@ -351,6 +351,12 @@ _DRAWN = [
     ('mistral-prefix-autocast-padding-rmsnorm-variance', {'model_type': 'mistral', 'hidden_size': 96, 'num_hidden_layers': 2, 'num_attention_heads': 6, 'num_key_value_heads': 6, 'intermediate_size': 23, 'vocab_size': 57, 'sliding_window': 8, 'max_position_embeddings': 128},
      {'name': 'prefix_tuning', 'num_virtual_tokens': 9},
      {'batch_size': 5, 'seq_len': 11, 'dtype': 'fp32', 'attn_implementation': 'sdpa', 'gradient_checkpointing': False, 'padding_mask': True, 'optimizer': 'adamw', 'mixed_precision': 'bf16'}),
+    ('gemma2-full-accumulation-fp32-norm-weight', {'model_type': 'gemma2', 'hidden_size': 64, 'num_hidden_layers': 2, 'num_attention_heads': 4, 'num_key_value_heads': 4, 'head_dim': 12, 'intermediate_size': 169, 'vocab_size': 93, 'sliding_window': 8, 'max_position_embeddings': 128},
+     {'name': 'full'},
+     {'batch_size': 2, 'seq_len': 29, 'dtype': 'fp32', 'attn_implementation': 'sdpa', 'gradient_checkpointing': True, 'padding_mask': False, 'optimizer': 'sgd', 'mixed_precision': 'bf16', 'gradient_accumulation_steps': 2}),
+    ('olmo2-norm-copies-autocast-checkpointing', {'model_type': 'olmo2', 'hidden_size': 48, 'num_hidden_layers': 4, 'num_attention_heads': 8, 'num_key_value_heads': 4, 'intermediate_size': 20, 'vocab_size': 333, 'max_position_embeddings': 128},
+     {'name': 'lora', 'r': 2, 'target_modules': 'all-linear', 'lora_dropout': 0.1, 'modules_to_save': ['norm']},
+     {'batch_size': 3, 'seq_len': 7, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'padding_mask': False, 'optimizer': 'adamw', 'mixed_precision': 'bf16'}),
 ]
 
 

@@ -556,7 +556,10 @@ def rms_norm(ctx: Ctx, x: T, width: int, *, w_rg: bool, style: str = "llama", ro
         g.touch(x, mean)  # `variance = ...mean(-1)` is a local of the module's forward: alive until it returns
         return out
     if style == "gemma":
-        wf = g.new(Poly.const(width), "fp32", w_rg, f"{name} weight.float()")
+        if ctx.dtype == "fp32":  # weight.float() of an fp32 weight is the weight itself
+            wf = T(Poly.const(width), "fp32", w_rg, None)
+        else:
+            wf = g.new(Poly.const(width), "fp32", w_rg, f"{name} weight.float()")
         if w_rg and ctx.dtype != "fp32":  # a copy: its backward casts the fp32 gradient into the weight's .grad
             wf = g.node(wf, [None], [("w", g.scope + name + ".weight", Poly.const(width * esize(ctx.dtype)))],
                         name=f"{name} weight.float()")
@@ -565,8 +568,8 @@ def rms_norm(ctx: Ctx, x: T, width: int, *, w_rg: bool, style: str = "llama", ro
         out = g.to(out, x.dtype, f"{name} cast")
         g.touch(x)
         return out
-    # olmo2
-    w = T(Poly.const(width), x.dtype, w_rg, None)
+    # olmo2 (the weight in the model's dtype, as llama's: under autocast an fp32 weight meets a bf16 input)
+    w = T(Poly.const(width), ctx.dtype, w_rg, None)
     out = g.mul(w, normed, f"{name} weight*x", numel=normed.numel)
     out = g.to(out, x.dtype, f"{name} cast")
     g.touch(x, mean)  # (variance, as llama's)
