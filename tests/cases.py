@@ -357,6 +357,9 @@ _DRAWN = [
     ('olmo2-norm-copies-autocast-checkpointing', {'model_type': 'olmo2', 'hidden_size': 48, 'num_hidden_layers': 4, 'num_attention_heads': 8, 'num_key_value_heads': 4, 'intermediate_size': 20, 'vocab_size': 333, 'max_position_embeddings': 128},
      {'name': 'lora', 'r': 2, 'target_modules': 'all-linear', 'lora_dropout': 0.1, 'modules_to_save': ['norm']},
      {'batch_size': 3, 'seq_len': 7, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'padding_mask': False, 'optimizer': 'adamw', 'mixed_precision': 'bf16'}),
+    ('olmo2-prefix-projection-rmsnorm-hidden-states', {'model_type': 'olmo2', 'hidden_size': 60, 'num_hidden_layers': 4, 'num_attention_heads': 6, 'num_key_value_heads': 1, 'intermediate_size': 222, 'vocab_size': 64, 'max_position_embeddings': 128},
+     {'name': 'prefix_tuning', 'num_virtual_tokens': 9, 'prefix_projection': True, 'encoder_hidden_size': 20},
+     {'batch_size': 1, 'seq_len': 40, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': False, 'padding_mask': False, 'optimizer': 'adamw', 'mixed_precision': 'fp16'}),
 ]
 
 

@@ -553,7 +553,8 @@ def rms_norm(ctx: Ctx, x: T, width: int, *, w_rg: bool, style: str = "llama", ro
         # weight, and the product is fp32
         w = T(Poly.const(width), ctx.dtype, w_rg, None)
         out = g.mul(w, nb, f"{name} weight*x", numel=nb.numel)
-        g.touch(x, mean)  # `variance = ...mean(-1)` is a local of the module's forward: alive until it returns
+        g.touch(x, mean, normed)  # `variance` and `hidden_states` (x * rsqrt) are locals of the module's
+        # forward: alive until it returns
         return out
     if style == "gemma":
         if ctx.dtype == "fp32":  # weight.float() of an fp32 weight is the weight itself
@@ -572,7 +573,7 @@ def rms_norm(ctx: Ctx, x: T, width: int, *, w_rg: bool, style: str = "llama", ro
     w = T(Poly.const(width), ctx.dtype, w_rg, None)
     out = g.mul(w, normed, f"{name} weight*x", numel=normed.numel)
     out = g.to(out, x.dtype, f"{name} cast")
-    g.touch(x, mean)  # (variance, as llama's)
+    g.touch(x, mean, normed)  # (variance and hidden_states, as llama's)
     return out
 
 

@@ -14,9 +14,9 @@ class Phi3(Architecture):
     @classmethod
     def layout(cls, cfg):
         h, hd, nh, nkv, i = cfg["hidden_size"], cfg["head_dim"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["intermediate_size"]
-        linears = (
-            Linear("self_attn.qkv_proj", h, (nh + 2 * nkv) * hd, False, role="qkv"),
+        linears = (  # in the order Phi3Attention registers them (o_proj first): what an optimizer steps through
             Linear("self_attn.o_proj", nh * hd, h, False, role="o"),
+            Linear("self_attn.qkv_proj", h, (nh + 2 * nkv) * hd, False, role="qkv"),
             Linear("mlp.gate_up_proj", h, 2 * i, False, role="gate_up"),
             Linear("mlp.down_proj", i, h, False, role="down"),
         )
