@@ -360,6 +360,9 @@ _DRAWN = [
     ('olmo2-prefix-projection-rmsnorm-hidden-states', {'model_type': 'olmo2', 'hidden_size': 60, 'num_hidden_layers': 4, 'num_attention_heads': 6, 'num_key_value_heads': 1, 'intermediate_size': 222, 'vocab_size': 64, 'max_position_embeddings': 128},
      {'name': 'prefix_tuning', 'num_virtual_tokens': 9, 'prefix_projection': True, 'encoder_hidden_size': 20},
      {'batch_size': 1, 'seq_len': 40, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': False, 'padding_mask': False, 'optimizer': 'adamw', 'mixed_precision': 'fp16'}),
+    ('qwen3-prefix-projection-end-of-step', {'model_type': 'qwen3', 'hidden_size': 30, 'num_hidden_layers': 5, 'num_attention_heads': 3, 'num_key_value_heads': 3, 'head_dim': 16, 'intermediate_size': 34, 'vocab_size': 121, 'max_position_embeddings': 128},
+     {'name': 'prefix_tuning', 'num_virtual_tokens': 9, 'prefix_projection': True, 'encoder_hidden_size': 33},
+     {'batch_size': 1, 'seq_len': 7, 'dtype': 'bf16', 'attn_implementation': 'eager', 'gradient_checkpointing': False, 'padding_mask': False, 'optimizer': 'adamw_fused'}),
 ]
 
 

@@ -1318,6 +1318,10 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         shared = Poly.sum([st.nbytes for k, st in enumerate(g.storages[:below_layers])
                            if (st.saved or st.pinned) and not st.output and k != first_input])
         top_moments += _embedding_backward(ctx, end + early - shared, word_emb, lm.tied)
+    elif ctx.kv_extra and all(_prefix_kept(ctx, t) == ctx.kv_extra for t in layer_types):
+        # (every layer's concatenated keys' and values' gradients: the top layer's, as many times as there are layers)
+        cats = Poly.sum([st.nbytes for st in g.storages[top_storages:] if st.name.endswith(("prefix cat k", "prefix cat v"))])
+        top_moments += _prefix_backward(ctx, method, end + early, below_layers, cats * layout.num_layers, kv_dim)
     elif emb_trains or _position_embedding_trains(ctx):  # modules_to_save copies of the word and/or position
         # embeddings: their weight gradients come last (the positions' first; untied: copies)
         shared = Poly.sum([st.nbytes for k, st in enumerate(g.storages[:below_layers])
@@ -1543,6 +1547,45 @@ def _embedding_backward(ctx: Ctx, end: Poly, word_emb: T, tied: bool) -> list:
     out = [("backward: ", "embed_tokens weight gradient", end + weight)]
     if tied:
         out.append(("backward: ", "embed_tokens + tied lm_head gradients summed", end - word_emb.bytes() + weight * 2))
+    return out
+
+
+def _prefix_backward(ctx: Ctx, method: Method, end: Poly, below_layers: int, cats: Poly, kv_dim: int) -> list:
+    """The last moments of a prefix-tuning backward, after every layer's: each layer's keys' and values' gradients
+    were gathered into one (2, b, heads, n, d) tensor (select_backward, then added); the split's backward cats them
+    all (b x n x 2L x kv, in the model's dtype), the view's backward makes the permuted gradient contiguous
+    (a clone), the cast's backward makes it fp32; then the prefix encoder's backward: the embedding's dense weight
+    gradient, or with prefix_projection the two linears' (input gradient, weight, bias) and tanh's. ``end``: the
+    simulation's live bytes after the bottom layer, which holds each layer's whole concatenated key/value
+    gradients (``cats``) where PyTorch holds the gathered (2, b, heads, n, d) ones."""
+    g = ctx.g
+    e = esize(ctx.dtype)
+    full = ctx.prefix.numel  # b x n x 2L x kv
+    gathered = full * e
+    shared = Poly.sum([st.nbytes for st in g.storages[:below_layers]
+                       if (st.saved or st.pinned) and not st.output and not st.name.startswith("prefix")])
+    base = end - shared - cats  # what else is alive: outputs, the encoder's saved tensors, the other gradients
+    out = [("backward: ", "prefix split (cat of the layers' gradients)", base + gathered * 2),
+           ("backward: ", "prefix view (contiguous)", base + gathered * 2)]
+    grad = base + gathered
+    if ctx.dtype != "fp32":
+        out.append(("backward: ", "prefix cast to fp32", grad + full * 4))
+        grad = base + full * 4
+    if getattr(method, "prefix_projection", False):
+        layers, td, _ = method.resolved(ctx.cfg)  # type: ignore[attr-defined]
+        ehs = method.encoder_hidden_size or td  # type: ignore[attr-defined]
+        rows = B * ctx.kv_extra
+        width = layers * 2 * td
+        grad_in = rows * (ehs * 4)
+        w2 = Poly.const(ehs * width * 4 + width * 4)
+        out.append(("backward: ", "prefix_encoder.transform.2 gradients", grad + grad_in + w2))
+        after = base + grad_in + w2  # the fp32 gradient goes
+        out.append(("backward: ", "prefix_encoder tanh backward", after + grad_in))
+        w1 = Poly.const(td * ehs * 4 + ehs * 4)
+        out.append(("backward: ", "prefix_encoder.transform.0 gradients", base + w2 + grad_in + rows * (td * 4) + w1 - grad_in))
+    else:
+        out.append(("backward: ", "prefix_encoder embedding gradient",
+                    grad + Poly.const(ctx.kv_extra * 2 * ctx.layout.num_layers * kv_dim * 4)))
     return out
 
 
