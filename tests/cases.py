@@ -363,6 +363,9 @@ _DRAWN = [
     ('qwen3-prefix-projection-end-of-step', {'model_type': 'qwen3', 'hidden_size': 30, 'num_hidden_layers': 5, 'num_attention_heads': 3, 'num_key_value_heads': 3, 'head_dim': 16, 'intermediate_size': 34, 'vocab_size': 121, 'max_position_embeddings': 128},
      {'name': 'prefix_tuning', 'num_virtual_tokens': 9, 'prefix_projection': True, 'encoder_hidden_size': 33},
      {'batch_size': 1, 'seq_len': 7, 'dtype': 'bf16', 'attn_implementation': 'eager', 'gradient_checkpointing': False, 'padding_mask': False, 'optimizer': 'adamw_fused'}),
+    ('gpt-neox-prefix-projection-fp16-qkv-bound', {'model_type': 'gpt_neox', 'hidden_size': 128, 'num_hidden_layers': 3, 'num_attention_heads': 8, 'intermediate_size': 21, 'vocab_size': 86, 'max_position_embeddings': 64, 'rotary_pct': 0.5},
+     {'name': 'prefix_tuning', 'num_virtual_tokens': 1, 'prefix_projection': True, 'encoder_hidden_size': 20},
+     {'batch_size': 5, 'seq_len': 11, 'dtype': 'fp16', 'attn_implementation': 'eager', 'gradient_checkpointing': False, 'padding_mask': False, 'optimizer': 'adamw_fused'}),
 ]
 
 

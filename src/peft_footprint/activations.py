@@ -947,13 +947,16 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     if mt == "gpt_neox" and impl == "sdpa":
         att = g.copy(att, "attn out contiguous")
     o = linear(ctx, att, _lin(layout, "o"), i)
+    # GPTNeoXAttention binds the fused projection (`qkv`) until it returns, after its dense: where nothing saves its
+    # chunks (prefix tuning's keys and values are the cache's cat), it is still alive
+    held = (qkv,) if mt == "gpt_neox" else ()
     if isinstance(ctx.method, Adapter):  # adapters' GPT-2 block runs its adapters on what the attention and
         # the MLP return (after their dropout); the adapter's last add is the residual add
         o = attn_output = ctx.drop(o, resid_p, "resid dropout")
         o = bottleneck(ctx, o, "attention", residual)
-        g.touch(a, q, k, v)
+        g.touch(a, q, k, v, *held)
     else:
-        g.touch(a, q, k, v)
+        g.touch(a, q, k, v, *held)
         o = attn_output = ctx.drop(o, resid_p, "resid dropout")
     if mt == "gpt_neox" and cfg.get("use_parallel_residual", True):
         m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm", copied=mlp_norm)
