@@ -125,7 +125,7 @@ def main() -> None:
         "",
         "Configurations where the simulation once went wrong, found with random shapes and layer counts, and",
         "(drawn) random configurations with random sizes, head counts, methods and options",
-        "(docs/notes/activations.md; tests/test_activations_vs_harness.py holds them to 0.5 %):",
+        "(docs/notes/activations.md; tests/test_activations_vs_harness.py holds them to the byte):",
         "",
         "| model_type | method | dtype attention checkpointing layers shape | activations error | peak error | peak at (estimate / measured) |",
         "| --- | --- | --- | --- | --- | --- |",
