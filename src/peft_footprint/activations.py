@@ -301,6 +301,7 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
 
 def _setup(ctx: Ctx) -> None:
     m, layout, cfg = ctx.method, ctx.layout, ctx.cfg
+    ctx.saved = m.saved_modules(layout, cfg)
     if isinstance(m, LoRA):  # training always runs the adapter unmerged
         for t in m.targets(layout, cfg):
             if t.is_embedding:
@@ -315,7 +316,6 @@ def _setup(ctx: Ctx) -> None:
             for lin in layout.layer_linears:
                 if lin.bias and (m.bias == "all" or lin.path in ctx.lora):
                     ctx.trainable_bias[lin.path] = None if m.bias == "all" else ctx.lora[lin.path]
-        ctx.saved = m.saved_modules(layout, cfg)
     elif isinstance(m, IA3):
         from .methods.defaults import default_targets
         from .methods.base import resolve_targets
@@ -331,7 +331,6 @@ def _setup(ctx: Ctx) -> None:
             key = t.path.replace("*", "0")
             is_ff = re.fullmatch(ff, key) is not None if isinstance(ff, str) else any(key.endswith(k) for k in ff)
             ctx.ia3[t.module.path] = (t.layers or (), is_ff)
-        ctx.saved = m.saved_modules(layout, cfg)
 
 
 def linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
@@ -1001,16 +1000,17 @@ def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float) -> T:
     return ctx.drop(o, resid_p, "ffn dropout") if cfg["model_type"] == "opt" else o
 
 
-def _position_embedding_trains(ctx: Ctx) -> bool:
-    """Do GPT-2's / OPT's learned position embeddings train (full fine-tuning, or a modules_to_save copy)?"""
-    return ctx.full or any(_copied(ctx, q.path.rsplit(".", 1)[0], None) for q in ctx.layout.outer_params if q.kind == "position_embedding")
+def _embedding_trains(ctx: Ctx, kind: str = "embedding") -> bool:
+    """Does the word embedding (or GPT-2's / OPT's learned position embedding, ``kind="position_embedding"``)
+    train: full fine-tuning, or a modules_to_save copy?"""
+    return ctx.full or (ctx.saved is not None and ctx.saved.copies(ctx.layout, kind))
 
 
 def _ln_embeddings(ctx: Ctx, emb: T) -> T:
     """Positions and input projections of gpt2 / opt; gpt_neox only looks up its embeddings."""
     g, cfg, layout = ctx.g, ctx.cfg, ctx.layout
     mt = cfg["model_type"]
-    trains = _position_embedding_trains(ctx)
+    trains = _embedding_trains(ctx, "position_embedding")
     if mt == "gpt2":
         pos = ctx.positions = g.new(ctx.seq, "int64", False, "position ids")
         if trains:
@@ -1105,7 +1105,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     # embeddings (+ prompt tuning / p-tuning virtual tokens)
     emb_dim = cfg.get("word_embed_proj_dim") or h
     # the word embedding trains (full fine-tuning, or a modules_to_save copy): its output requires grad
-    emb_trains = ctx.full or _copied(ctx, layout.input_embedding, None)
+    emb_trains = _embedding_trains(ctx)
     emb = word_emb = g.new(B * S * emb_dim, dtype, emb_trains or train.gradient_checkpointing, "embed_tokens")
     if mt in ("gemma", "gemma2", "gemma3_text"):  # Gemma*TextScaledWordEmbedding: * sqrt(h) inside the module
         emb = g.mul(emb, T(Poly.const(1), dtype, False, None), "embed scale")
@@ -1314,24 +1314,27 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         extra += [("forward: ", g.storages[k].name.replace(prefix, there, 1), p_) for k, p_ in forward(g, s0, s1, base, kept)]
     top_moments, blocks, end, labels, early = _backward_moments(g, loss, total, gc, (top_nodes, top_end, top_storages), top_in,
                                                                 sigs, instances, by_kind, (below_layers, first_input, layer_nodes))
+    # by the end of the step every layer's backward has freed what it kept of what came before the layers (rotary
+    # cos/sin, checkpoints' inputs): the simulation, which runs one layer of each kind, leaves it in ``end`` (but what
+    # went after the lowest layer of a kind, ``early``)
+    def held_before(skip) -> Poly:
+        return Poly.sum([st.nbytes for k, st in enumerate(g.storages[:below_layers])
+                         if (st.saved or st.pinned) and not st.output and not skip(k, st)])
+
     if ctx.full:
-        # by then every layer's backward has freed what it kept of what came before the layers (rotary cos/sin,
-        # checkpoints' inputs): the simulation, which runs one layer of each kind, leaves it in ``end`` (but what
-        # went after the lowest layer of a kind, ``early``)
-        shared = Poly.sum([st.nbytes for k, st in enumerate(g.storages[:below_layers])
-                           if (st.saved or st.pinned) and not st.output and k != first_input])
-        top_moments += _embedding_backward(ctx, end + early - shared, word_emb, lm.tied)
+        top_moments += _embedding_backward(ctx, end + early - held_before(lambda k, st: k == first_input), word_emb, lm.tied)
     elif ctx.kv_extra and all(_prefix_kept(ctx, t) == ctx.kv_extra for t in layer_types):
-        # (every layer's concatenated keys' and values' gradients: the top layer's, as many times as there are layers)
+        # (every layer's concatenated keys' and values' gradients: the top layer's, as many times as there are layers;
+        # the prefix encoder's own saved tensors are still alive)
         cats = Poly.sum([st.nbytes for st in g.storages[top_storages:] if st.name.endswith(("prefix cat k", "prefix cat v"))])
-        top_moments += _prefix_backward(ctx, method, end + early, below_layers, cats * layout.num_layers, kv_dim)
-    elif emb_trains or _position_embedding_trains(ctx):  # modules_to_save copies of the word and/or position
-        # embeddings: their weight gradients come last (the positions' first; untied: copies)
-        shared = Poly.sum([st.nbytes for k, st in enumerate(g.storages[:below_layers])
-                           if (st.saved or st.pinned) and not st.output and k != first_input])
+        shared = held_before(lambda k, st: st.name.startswith("prefix"))
+        top_moments += _prefix_backward(ctx, method, end + early - shared - cats * layout.num_layers, kv_dim)
+    elif emb_trains or _embedding_trains(ctx, "position_embedding"):  # modules_to_save copies of the word and/or
+        # position embeddings: their weight gradients come last (the positions' first; untied: copies)
         weights = Poly.sum([Poly.const(math.prod(q.shape) * esize(ctx.dtype)) for q in layout.outer_params
                             if _copied(ctx, q.path.rsplit(".", 1)[0], None) and q.kind in ("embedding", "position_embedding")])
-        top_moments.append(("backward: ", "embeddings' weight gradients", end + early - shared + weights))
+        top_moments.append(("backward: ", "embeddings' weight gradients",
+                            end + early - held_before(lambda k, st: k == first_input) + weights))
     # which moments hold the loss's labels (for the batch-1 model, :meth:`ActivationModel.with_batch_one_labels`)
     # (2: the padded labels too, while the loss function runs)
     hi = ctx.padded_labels_until
@@ -1553,21 +1556,18 @@ def _embedding_backward(ctx: Ctx, end: Poly, word_emb: T, tied: bool) -> list:
     return out
 
 
-def _prefix_backward(ctx: Ctx, method: Method, end: Poly, below_layers: int, cats: Poly, kv_dim: int) -> list:
+def _prefix_backward(ctx: Ctx, method: Method, base: Poly, kv_dim: int) -> list:
     """The last moments of a prefix-tuning backward, after every layer's: each layer's keys' and values' gradients
     were gathered into one (2, b, heads, n, d) tensor (select_backward, then added); the split's backward cats them
     all (b x n x 2L x kv, in the model's dtype), the view's backward makes the permuted gradient contiguous
     (a clone), the cast's backward makes it fp32; then the prefix encoder's backward: the embedding's dense weight
-    gradient, or with prefix_projection the two linears' (input gradient, weight, bias) and tanh's. ``end``: the
-    simulation's live bytes after the bottom layer, which holds each layer's whole concatenated key/value
-    gradients (``cats``) where PyTorch holds the gathered (2, b, heads, n, d) ones."""
-    g = ctx.g
+    gradient, or with prefix_projection the two linears' (input gradient, weight, bias) and tanh's. ``base``: what
+    else is alive after the bottom layer (outputs, the encoder's saved tensors, the other gradients): the
+    simulation's live bytes then, less each layer's whole concatenated key/value gradients, which it holds where
+    PyTorch holds the gathered (2, b, heads, n, d) ones."""
     e = esize(ctx.dtype)
     full = ctx.prefix.numel  # b x n x 2L x kv
     gathered = full * e
-    shared = Poly.sum([st.nbytes for st in g.storages[:below_layers]
-                       if (st.saved or st.pinned) and not st.output and not st.name.startswith("prefix")])
-    base = end - shared - cats  # what else is alive: outputs, the encoder's saved tensors, the other gradients
     out = [("backward: ", "prefix split (cat of the layers' gradients)", base + gathered * 2),
            ("backward: ", "prefix view (contiguous)", base + gathered * 2)]
     grad = base + gathered

@@ -112,12 +112,10 @@ class _MethodView:
         self.adapter = None
         self.trainable_names = {t.name for t in table.tensors if t.trainable}
         # what modules_to_save copies (trainable copies of those modules), methods.base.SavedModules
-        self.saved = method.saved_modules(layout, cfg) if hasattr(method, "saved_modules") else None
+        self.saved = method.saved_modules(layout, cfg)
         # the word / position embedding trains (full fine-tuning, a copy): every layer's input requires grad
-        self.embedding_trains, self.positions_train = (
-            self.full or (self.saved is not None and any(
-                self.saved.covers(q.path.rsplit(".", 1)[0], None) for q in layout.outer_params if q.kind == kind))
-            for kind in ("embedding", "position_embedding"))
+        self.embedding_trains, self.positions_train = (self.full or (self.saved is not None and self.saved.copies(layout, kind))
+                                                       for kind in ("embedding", "position_embedding"))
         n = layout.num_layers
         self.lora_dropout = False
         self.lora_embedding = None  # (rank, width, vocab) of LoRA (or DoRA) on the input embedding
@@ -204,7 +202,7 @@ class _MethodView:
             idx, _, rest = name[len(head):].partition(".") if name.startswith(head) else ("", "", "")
             if idx.isascii() and idx.isdigit() and str(int(idx)) == idx and int(idx) < n:
                 for rel in rels:
-                    if rest in (f"{rel}.weight", f"{rel}.modules_to_save.weight"):
+                    if rest == f"{rel}.weight":
                         weights.setdefault(rel, set()).add(int(idx))
         every = frozenset(range(n))
         wrapped = [layers for _, layers in [*self.lora_layers.values(), *self.ia3_layers.values()]]
@@ -225,7 +223,7 @@ class _MethodView:
     def weight_trainable(self, full_path: str, rel: str | None = None, layer: int | None = None) -> bool:
         if self.full or self.copied(full_path if layer is None else rel, layer):
             return True
-        return f"{full_path}.weight" in self.trainable_names or f"{full_path}.modules_to_save.weight" in self.trainable_names
+        return f"{full_path}.weight" in self.trainable_names  # (a modules_to_save copy: ``copied``)
 
     def bias_trainable(self, full_path: str, has_bias: bool, lora_here: bool, rel: str | None = None, layer: int | None = None) -> bool:
         if not has_bias:

@@ -159,6 +159,11 @@ class Method(BaseModel):
         """Virtual key/value positions added to every attention (prefix tuning)."""
         return 0
 
+    def saved_modules(self, layout: Layout, cfg: dict[str, Any]) -> SavedModules | None:
+        """The modules its modules_to_save copies (None: none, or a method without the field)."""
+        names = getattr(self, "modules_to_save", None)
+        return resolve_saved_modules(layout, names, cfg["model_type"]) if names else None
+
     def describe(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.model_dump(exclude_defaults=True).items())
         return f"{self.name}({fields})"
@@ -419,6 +424,10 @@ class SavedModules:
         if layer is None:
             return rel in self.outer
         return layer in self.layer.get(rel, ())
+
+    def copies(self, layout: Layout, kind: str) -> bool:
+        """Is an outer parameter of ``kind`` ("embedding", "position_embedding") in a copy?"""
+        return any(q.path.rsplit(".", 1)[0] in self.outer for q in layout.outer_params if q.kind == kind)
 
 
 _SAVED: dict[tuple, tuple] = {}

@@ -8,7 +8,7 @@ import re
 from pydantic import field_validator, model_validator
 
 from ..errors import InvalidConfigError, UnsupportedCombinationError
-from .base import (Method, ParamTable, SavedModules, Tensor, base_tensors, check_regex, resolve_saved_modules, resolve_targets,
+from .base import (Method, ParamTable, Tensor, base_tensors, check_regex, resolve_targets,
                    targets_list)
 from .defaults import default_targets
 from .lora import modules_to_save_copies
@@ -54,10 +54,6 @@ class IA3(Method):
     @property
     def merged(self) -> bool:
         return self.merge
-
-    def saved_modules(self, layout, cfg) -> SavedModules | None:
-        """The modules modules_to_save copies (None: none)."""
-        return resolve_saved_modules(layout, self.modules_to_save, cfg["model_type"]) if self.modules_to_save else None
 
     def build(self, layout, cfg, dtype):
         mt = cfg["model_type"]

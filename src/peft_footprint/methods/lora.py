@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import InvalidConfigError, UnsupportedCombinationError
-from .base import (Method, ParamTable, SavedModules, TargetMatch, Tensor, base_tensors, resolve_saved_modules, resolve_targets,
+from .base import (Method, ParamTable, TargetMatch, Tensor, base_tensors, resolve_saved_modules, resolve_targets,
                    targets_list)
 from .defaults import default_targets
 
@@ -94,10 +94,6 @@ class LoRA(Method):
             layout, targets, model_type=cfg["model_type"], exclude_modules=self.exclude_modules,
             layers_to_transform=self.layers_to_transform, modules_to_save=self.modules_to_save,
         )
-
-    def saved_modules(self, layout, cfg) -> SavedModules | None:
-        """The modules modules_to_save copies (None: none)."""
-        return resolve_saved_modules(layout, self.modules_to_save, cfg["model_type"]) if self.modules_to_save else None
 
     def rank_for(self, key: str) -> int:
         """The rank of the module ``key`` (its full name, "model.layers.3.self_attn.q_proj"), as PEFT picks it:
@@ -284,11 +280,11 @@ def modules_to_save_copies(layout, cfg, names: list[str], dtype: str, saved: lis
     prefix = layout.layer_prefix
     for rel, layers in covered.layer.items():
         count, which = len(layers), (None if len(layers) == n else tuple(sorted(layers)))
-        shapes = [(leaf, shape) for leaf, shape in
-                  [(q.path.rsplit(".", 1)[1], q.shape) for q in layout.layer_params if q.path.rsplit(".", 1)[0] == rel]]
-        for m in layout.layer_linears:
-            if m.path == rel:
-                shapes = [("weight", m.weight_shape)] + ([("bias", (m.out_features,))] if m.bias else [])
+        m = next((m for m in layout.layer_linears if m.path == rel), None)
+        if m is not None:
+            shapes = [("weight", m.weight_shape)] + ([("bias", (m.out_features,))] if m.bias else [])
+        else:  # a norm: its parameters
+            shapes = [(q.path.rsplit(".", 1)[1], q.shape) for q in layout.layer_params if q.path.rsplit(".", 1)[0] == rel]
         copies += [Tensor(f"{prefix}.*.{rel}.modules_to_save.{leaf}", shape, dtype, count, True, "modules_to_save", layers=which)
                    for leaf, shape in shapes]
     saved += copies
