@@ -63,7 +63,8 @@ def _more(mt: str) -> dict:
     emb, lin = layout.input_embedding.rsplit(".", 1)[-1], layout.layer_linears[0].name
     return {"lora_dora_embedding": {"name": "lora", "r": 4, "use_dora": True, "target_modules": [emb, lin]},
             "lora_modules_to_save": {"name": "lora", "r": 4, "target_modules": "all-linear", "modules_to_save": ["norm", "lm_head"]},
-            "lora_bias": {"name": "lora", "r": 4, "target_modules": [lin], "lora_bias": True}}
+            "lora_bias": {"name": "lora", "r": 4, "target_modules": [lin], "lora_bias": True},
+            "lora_one_layer": {"name": "lora", "r": 4, "target_modules": [lin], "layers_to_transform": 1}}
 
 
 def cases() -> list[tuple]:
@@ -191,6 +192,26 @@ def test_estimates_identical_replayed_or_not(preset):
     assert est["activations_bytes"] == direct.activations(2, 512)
     live = direct.live_at(2, 512)
     assert {k: v for k, v in est["peak_candidates"].items() if k in live} == live
+
+
+def test_layers_to_transform_one_index_is_structure_not_a_size():
+    """layers_to_transform=1 is an index: a later config of the structure (recorded, then replayed) is estimated as
+    the full pass estimates it, and another index is another structure. (It was a leaf of the tape like r: the
+    recording failed with a TypeError from deep inside, 'Sym' object is not iterable.)"""
+    cfg = TINY["llama"]
+    train = {"batch_size": 2, "seq_len": 9}
+    clear()
+    got = []
+    for k in range(4):  # computed, recorded, replayed twice
+        for layer in (0, 1):
+            model = dict(cfg, intermediate_size=cfg["intermediate_size"] + 8 * k)
+            est = pf.estimate(model, {"name": "lora", "r": 4, "layers_to_transform": layer}, train).training
+            spec, meth = api.load_model(model), pf.load_method({"name": "lora", "r": 4, "layers_to_transform": layer})
+            direct = activations.activation_model(spec, meth, pf.TrainingSpec(**train))
+            assert est["activations_bytes"] == direct.activations(2, 9)
+            assert est["peak_candidates"]["end of forward"] == direct.activations(2, 9)
+            got.append(est["activations_bytes"])
+    assert len(activations._STRUCTURES) == 2 and got[0] != got[1]  # one structure per index
 
 
 def _walk_cases() -> list[tuple]:

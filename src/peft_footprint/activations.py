@@ -1965,9 +1965,18 @@ def _layout_key(layout: Layout) -> tuple:
             params(layout.outer_params), layout.output_embedding, layout.input_embedding, layout.containers)
 
 
+# integer fields that are indices, not sizes (layers_to_transform=3: a layer): part of the structure, never leaves
+_INDEX_FIELDS = frozenset({"layers_to_transform"})
+
+
+def _is_size(field: str, value: Any) -> bool:
+    """Is the method's field an integer size (a leaf of the tape: r, num_virtual_tokens)?"""
+    return type(value) is int and field not in _INDEX_FIELDS
+
+
 def _method_key(method: Method) -> tuple:
-    """The method's kind and fields, its integer fields (leaves of the tape) by name only."""
-    ints = tuple(k for k, v in method if type(v) is int)
+    """The method's kind and fields, its integer sizes (leaves of the tape) by name only."""
+    ints = tuple(k for k, v in method if _is_size(k, v))
     return type(method).__name__, method.model_dump_json(exclude=set(ints)), ints
 
 
@@ -2117,7 +2126,7 @@ def traced_inputs(spec, method: Method) -> tuple:
     traced_layout = dataclasses.replace(layout, num_layers=leaf(("n",), layout.num_layers), layer_linears=lins(layout.layer_linears, 0),
                                         outer_linears=lins(layout.outer_linears, 1), layer_params=params(layout.layer_params, 0),
                                         outer_params=params(layout.outer_params, 1))
-    traced_method = method.model_copy(update={k: leaf(("m", k), v) for k, v in method if type(v) is int})
+    traced_method = method.model_copy(update={k: leaf(("m", k), v) for k, v in method if _is_size(k, v)})
     return tape, getters, cfg, traced_layout, traced_method
 
 
