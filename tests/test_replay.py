@@ -13,7 +13,7 @@ import warnings
 import pytest
 
 import peft_footprint as pf
-from peft_footprint import activations, api, compute, trace
+from peft_footprint import activations, api, compute, storage, tables, trace
 from peft_footprint.poly import B, S, Poly
 from tests.cases import TINY, peft_methods
 
@@ -243,6 +243,50 @@ def test_flop_walk_replayed_equals_the_plain_walk(mt, mid, method):
                     compared += 1
                     replayed += k >= 2 and sum(len(v) for v in compute._WALKS.values()) == walks
     assert compared == 0 or replayed >= compared // 3, (replayed, compared)
+
+
+@pytest.mark.parametrize("mt,mid,method", _walk_cases() + [(mt, mid, m) for mt in TINY for mid, m in _more(mt).items()])
+def test_table_replayed_equals_the_build(mt, mid, method):
+    """The parameter table is recorded per structure too (tables.build_table): a replay for other sizes gives what
+    the method's build gives, tensor for tensor (names, shapes, dtypes, counts, layers; the checkpoint's list and
+    the quantization state), with the same totals and notes, in every dtype."""
+    rng = random.Random(hash((mt, mid, "table")) % 2**32)
+    compared = replayed = 0
+    for dtype in ("bf16", "fp32"):
+        tables._RECORDINGS.clear()
+        tables._SEEN.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for k in range(6):  # built, recorded, then (mostly) replayed
+                spec, meth = api.load_model(variant(mt, rng)), pf.load_method(method_variant(method, rng))
+                try:
+                    want = meth.build(spec.layout, spec.cfg, dtype)
+                except pf.PeftFootprintError:
+                    break
+                recordings = sum(len(v) for v in tables._RECORDINGS.values())
+                got = tables.build_table(spec, meth, dtype)
+                assert (got.tensors, got.saved, got.buffers, got.notes) == (want.tensors, want.saved, want.buffers, want.notes), (mt, mid, spec.cfg, meth)
+                for total in ("total_params", "trainable_params", "weights_bytes", "buffer_bytes", "trainable", "trainable_bytes",
+                              "base_bytes", "adapter_bytes"):
+                    assert getattr(got, total) == getattr(want, total), (total, mt, mid, spec.cfg, meth)
+                # the checkpoint's size from the plan kept per list of names (storage._planned, made on the first
+                # size of the structure) equals the header written out by json.dumps
+                assert got.file_bytes(storage.safetensors_file_bytes) == storage._written_out(got.saved, None, storage._peft_key)
+                compared += 1
+                replayed += k >= 2 and sum(len(v) for v in tables._RECORDINGS.values()) == recordings
+    assert compared == 0 or replayed >= compared // 3, (replayed, compared)
+
+
+def test_table_replay_warns_as_the_build_does():
+    """A target name that matches nothing is warned about on every config, built, recorded or replayed."""
+    cfg = TINY["llama"]
+    tables._RECORDINGS.clear()
+    tables._SEEN.clear()
+    for k in range(4):
+        spec = api.load_model(dict(cfg, intermediate_size=cfg["intermediate_size"] + 8 * k))
+        with pytest.warns(UserWarning, match="'nothere' matches no module of llama"):
+            tables.build_table(spec, pf.load_method({"name": "lora", "r": 4, "target_modules": ["q_proj", "nothere"]}), "bf16")
+    assert sum(len(v) for v in tables._RECORDINGS.values()) == 1
 
 
 B1_OPTIONS = [{"attn_implementation": "sdpa", "dtype": "bf16", "gradient_checkpointing": False},

@@ -19,6 +19,7 @@ from .storage import safetensors_file_bytes
 from .result import SCHEMA_VERSION, Estimate
 from .activations import ActivationModel, structured_activation_model
 from .compute import compute_terms
+from .tables import build_table
 from .hardware import load_hardware
 from .overheads import overheads_for, reserved_and_device
 from .training import TrainingSpec, optimizer_state_bytes, optimizer_step_temporary_bytes
@@ -59,7 +60,7 @@ def _table(spec: ModelSpec, method: Method, dtype: str) -> ParamTable:
         return hit[1]
     if len(_TABLES) > 8192:
         _TABLES.clear()
-    table = method.build(spec.layout, spec.cfg, dtype)
+    table = build_table(spec, method, dtype)
     _TABLES[key] = (spec, table)
     return table
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import re
 from bisect import bisect_left
+from dataclasses import replace
 from itertools import accumulate, repeat
+from operator import itemgetter
 
 from .dtypes import nbytes
 
@@ -36,7 +38,10 @@ def _peft_key(name: str) -> str:
 def safetensors_file_bytes(tensors, *, metadata: dict[str, str] | None = None, key=_peft_key) -> int:
     """Size of the safetensors file holding ``tensors`` (``Tensor`` entries; ``*`` expands to layer indices)."""
     tensors = list(tensors)
-    counted = (_in_layer_order(tensors) if key is _peft_key else None) or _in_name_order(tensors, key)
+    if any(type(d) is not int for t in tensors for d in t.shape):
+        counted = _counted(tensors, key)
+    else:
+        counted = _planned(tensors, key)
     if counted is None:  # names json escapes, or a repeated name (json keeps one entry)
         return _written_out(tensors, metadata, key)
     chars, sizes = counted
@@ -45,6 +50,52 @@ def safetensors_file_bytes(tensors, *, metadata: dict[str, str] | None = None, k
     if ends:  # the data offsets [start, end] of each entry; the starts are 0 and every end but the last
         chars += _digits(ends) * 2 - len(str(ends[-1])) + 1
     return 8 + (chars + 7) // 8 * 8 + (ends[-1] if ends else 0)
+
+
+def _counted(tensors: list, key) -> tuple[int, list[int]] | None:
+    """(characters of the entries besides their offsets, the tensors' sizes in file order), or None."""
+    return (_in_layer_order(tensors) if key is _peft_key else None) or _in_name_order(tensors, key)
+
+
+_PLANS: dict[tuple, tuple | None] = {}
+
+
+def _planned(tensors: list, key) -> tuple[int, list[int]] | None:
+    """What _counted gives, from a plan kept per list of names (a table of the same structure with other sizes
+    has the same names and order): the characters besides the shapes' digits, each tensor's number of entries,
+    and which tensor each entry of the file is. The order is _counted's own, read off the tensors marked with
+    their positions as sizes."""
+    plan_key = (key, *[(t.name, t.dtype, t.count, t.layers, len(t.shape)) for t in tensors])
+    plan = _PLANS.get(plan_key, False)
+    if plan is False:
+        counted = _counted(tensors, key)
+        if counted is None:
+            plan = None
+        else:
+            marked = _counted([replace(t, stored_bytes=k) for k, t in enumerate(tensors)], key)
+            entries = [len(t.names()) for t in tensors]
+            fixed = counted[0] - sum(n * _shape_digits(t) for n, t in zip(entries, tensors))
+            plan = (fixed, entries, _getter(marked[1]))
+        if len(_PLANS) > 4096:
+            _PLANS.clear()
+        _PLANS[plan_key] = plan
+    if plan is None:
+        return None
+    fixed, entries, order = plan
+    return (fixed + sum([n * _shape_digits(t) for n, t in zip(entries, tensors)]),
+            order([t.bytes // t.count for t in tensors]))
+
+
+def _shape_digits(t) -> int:
+    return sum(map(len, map(str, t.shape)))
+
+
+def _getter(order: list[int]):
+    """``lambda xs: [xs[k] for k in order]``, at C speed."""
+    if len(order) > 1:
+        get = itemgetter(*order)
+        return lambda xs: list(get(xs))
+    return lambda xs: [xs[k] for k in order]
 
 
 def _entry_chars(t) -> int:
