@@ -214,6 +214,33 @@ def test_layers_to_transform_one_index_is_structure_not_a_size():
     assert len(activations._STRUCTURES) == 2 and got[0] != got[1]  # one structure per index
 
 
+def _clear_everything() -> None:
+    for cache in (activations._STRUCTURES, activations._SEEN, api._ACTS, api._TABLES, api._OPTIM, compute._WALKS,
+                  compute._WALKED, compute._COEFFS, compute._TERMS, tables._RECORDINGS, tables._SEEN):
+        cache.clear()
+
+
+def test_on_off_options_share_a_structure():
+    """lora_dropout's value and the number of accumulation steps are read only as on or off: configs that differ
+    in them share one recording (and one activation model), and estimate exactly what each computed alone does."""
+    cfg = TINY["qwen2"]
+    runs = [({"name": "lora", "r": 4, "lora_dropout": p_}, {"batch_size": 2, "seq_len": 9, "gradient_accumulation_steps": n})
+            for p_ in (0.05, 0.1, 0.3) for n in (2, 3, 8)]
+    alone = []
+    for method, train in runs:
+        _clear_everything()
+        alone.append(pf.estimate(dict(cfg, intermediate_size=cfg["intermediate_size"] + 8), method, train).to_dict())
+    _clear_everything()
+    for k in range(3):  # computed, recorded, replayed: a structure of its own
+        pf.estimate(dict(cfg, intermediate_size=cfg["intermediate_size"] + 16 * k), runs[k][0], runs[k][1])
+    assert len(activations._STRUCTURES) == 1
+    shared = [pf.estimate(dict(cfg, intermediate_size=cfg["intermediate_size"] + 8), m, t).to_dict() for m, t in runs]
+    assert shared == alone
+    assert len(activations._STRUCTURES) == 1  # every config replayed the one recording
+    assert alone[0]["training"]["peak_bytes"] != pf.estimate(dict(cfg, intermediate_size=cfg["intermediate_size"] + 8), {"name": "lora", "r": 4},
+                                                             {"batch_size": 2, "seq_len": 9}).training["peak_bytes"]
+
+
 def _walk_cases() -> list[tuple]:
     return [(mt, mid, method) for mt in TINY for mid, method in {**peft_methods(mt), **ADAPTERS}.items()]
 

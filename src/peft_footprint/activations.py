@@ -1974,10 +1974,16 @@ def _is_size(field: str, value: Any) -> bool:
     return type(value) is int and field not in _INDEX_FIELDS
 
 
+# fields that every pass reads only as on or off (graph.dropout: a mask when p > 0; compute: bool(lora_dropout))
+_ON_OFF_FIELDS = frozenset({"lora_dropout"})
+
+
 def _method_key(method: Method) -> tuple:
-    """The method's kind and fields, its integer sizes (leaves of the tape) by name only."""
+    """The method's kind and fields, its integer sizes (leaves of the tape) by name only, its on/off fields as
+    whether they are on (one recording serves lora_dropout=0.05 and 0.1)."""
     ints = tuple(k for k, v in method if _is_size(k, v))
-    return type(method).__name__, method.model_dump_json(exclude=set(ints)), ints
+    on = tuple((k, bool(v)) for k, v in method if k in _ON_OFF_FIELDS)
+    return type(method).__name__, method.model_dump_json(exclude=set(ints) | _ON_OFF_FIELDS), ints, on
 
 
 def _model_key(spec) -> tuple:

@@ -102,7 +102,9 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: 
         sliding = _sliding_active(spec, method, train.seq_len)
     if batch_one is None:
         batch_one = train.batch_size == 1
-    options = train.model_dump_json(exclude={"batch_size", "seq_len", "optimizer", "retain_outputs", "use_cache"})
+    # (the pass reads gradient accumulation only as on or off: a tied lm_head's gradient waits for the embedding's)
+    options = train.model_dump_json(exclude={"batch_size", "seq_len", "optimizer", "retain_outputs", "use_cache",
+                                             "gradient_accumulation_steps"}) + ("+accumulating" if train.gradient_accumulation_steps > 1 else "")
     key = (id(spec), method_key(method), sliding, batch_one, options)
     hit = _ACTS.get(key)
     if hit is not None and hit[0] is spec:
