@@ -366,6 +366,9 @@ _DRAWN = [
     ('gpt-neox-prefix-projection-fp16-qkv-bound', {'model_type': 'gpt_neox', 'hidden_size': 128, 'num_hidden_layers': 3, 'num_attention_heads': 8, 'intermediate_size': 21, 'vocab_size': 86, 'max_position_embeddings': 64, 'rotary_pct': 0.5},
      {'name': 'prefix_tuning', 'num_virtual_tokens': 1, 'prefix_projection': True, 'encoder_hidden_size': 20},
      {'batch_size': 5, 'seq_len': 11, 'dtype': 'fp16', 'attn_implementation': 'eager', 'gradient_checkpointing': False, 'padding_mask': False, 'optimizer': 'adamw_fused'}),
+    ('opt-qlora-fp32-bias-checkpointing-flat-fc', {'model_type': 'opt', 'hidden_size': 24, 'num_hidden_layers': 2, 'num_attention_heads': 6, 'ffn_dim': 133, 'vocab_size': 205, 'word_embed_proj_dim': 32, 'max_position_embeddings': 64},
+     {'name': 'qlora', 'r': 6, 'lora_alpha': 8, 'lora_dropout': 0.1, 'target_modules': 'all-linear', 'bias': 'lora_only', 'rank_pattern': {'fc1': 5}},
+     {'batch_size': 1, 'seq_len': 24, 'dtype': 'fp32', 'gradient_checkpointing': True, 'attn_implementation': 'sdpa', 'padding_mask': True}),
 ]
 
 

@@ -399,6 +399,11 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     return res
 
 
+def _flat_tokens(ctx: Ctx, lin: Linear) -> bool:
+    """Does the linear see the tokens flattened to 2-D, (batch * seq, in)? OPT's fc1 and fc2 (OPTDecoderLayer)."""
+    return ctx.cfg["model_type"] == "opt" and lin.role in ("up", "down") and lin.path in ("fc1", "fc2")
+
+
 def _linear4bit(ctx: Ctx, x: T, lin: Linear, b_rg: bool) -> T:
     """bitsandbytes' Linear4bit: the input cast to the compute dtype, the 4-bit matmul (one op; in backward
     the weight is dequantized for the input's gradient, MatMul4Bit keeping only the packed weight), the
@@ -406,7 +411,8 @@ def _linear4bit(ctx: Ctx, x: T, lin: Linear, b_rg: bool) -> T:
     gradient's (the compute dtype) when they differ: both at once, the first freed before the matmul. The
     bias was cast to the compute dtype in place (its gradient too, when it trains): MatMul4Bit's backward makes
     that gradient first, as ``grad_output.sum(0)``, which leaves (seq, out) of a (batch, seq, out) gradient,
-    and the engine sums it to the bias's shape after the node returns."""
+    and the engine sums it to the bias's shape after the node returns; OPT's layer flattens the tokens before
+    fc1 and fc2 (``reshape(-1, hidden)``), whose gradients are 2-D: the sum is the bias's gradient itself."""
     g, cd, path, ac = ctx.g, ctx.q4, lin.path, ctx.g.autocast
     numel = lin.in_features * lin.out_features
     w = [("a", Poly.const(numel * esize(ctx.q4_storage)))]
@@ -418,7 +424,7 @@ def _linear4bit(ctx: Ctx, x: T, lin: Linear, b_rg: bool) -> T:
     g.autocast = None
     try:
         out = g.linear(xc, ctx.rows, lin.out_features, w_rg=False, b_rg=b_rg, name=path, in_features=lin.in_features, extra_bwd=w,
-                       bias_rows=ctx.seq)  # grad_bias = grad_output.sum(0): (seq, out), before the weight is dequantized
+                       bias_rows=1 if _flat_tokens(ctx, lin) else ctx.seq)  # grad_bias = grad_output.sum(0), before the weight is dequantized
     finally:
         g.autocast = ac
     out = g.to(out, x.dtype, f"{path} 4bit output")

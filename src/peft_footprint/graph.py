@@ -169,8 +169,9 @@ class Graph:
         copies are what is kept. ``extra_bwd``: temporaries of the backward, as its events (a dequantized 4-bit
         weight). ``bias_rows``: the bias gradient is first made with that many rows, before the rest of the
         backward, and summed to the bias's shape by the engine once the node returns (bitsandbytes' MatMul4Bit:
-        ``grad_output.sum(0)`` of a (batch, seq, out) gradient is (seq, out)). ``bias``: the module has a bias
-        (``b_rg``: a trainable one)."""
+        ``grad_output.sum(0)`` of a (batch, seq, out) gradient is (seq, out)); the int 1: made in the bias's shape
+        (the sum of a 2-D gradient), the .grad as it is. ``bias``: the module has a bias (``b_rg``: a trainable
+        one)."""
         ac = self.autocast
         inf = in_features or 0
         key = self.scope + name  # a parameter's gradient key
@@ -209,7 +210,9 @@ class Graph:
         if w_rg:
             prog.append(("w", key, Poly.const(inf * out_features * esize(out.dtype))))
         bias = Poly.const(out_features * esize(out.dtype)) if b_rg else None
-        if bias is not None and bias_rows is not None:
+        if bias is not None and type(bias_rows) is int and bias_rows == 1:
+            prog.append(("w", key + ".bias", bias))
+        elif bias is not None and bias_rows is not None:
             prog.append(("v", key + ".bias", bias_rows * bias, bias))
         if extra_bwd is not None and x.rg:
             prog += extra_bwd
