@@ -369,6 +369,15 @@ _DRAWN = [
     ('opt-qlora-fp32-bias-checkpointing-flat-fc', {'model_type': 'opt', 'hidden_size': 24, 'num_hidden_layers': 2, 'num_attention_heads': 6, 'ffn_dim': 133, 'vocab_size': 205, 'word_embed_proj_dim': 32, 'max_position_embeddings': 64},
      {'name': 'qlora', 'r': 6, 'lora_alpha': 8, 'lora_dropout': 0.1, 'target_modules': 'all-linear', 'bias': 'lora_only', 'rank_pattern': {'fc1': 5}},
      {'batch_size': 1, 'seq_len': 24, 'dtype': 'fp32', 'gradient_checkpointing': True, 'attn_implementation': 'sdpa', 'padding_mask': True}),
+    ('opt-lora-bias-autocast-checkpointing-bias-cast-node', {'model_type': 'opt', 'hidden_size': 36, 'num_hidden_layers': 2, 'num_attention_heads': 6, 'ffn_dim': 212, 'vocab_size': 88, 'word_embed_proj_dim': 32, 'max_position_embeddings': 64},
+     {'name': 'lora', 'r': 5, 'lora_alpha': 8, 'bias': 'all'},
+     {'batch_size': 1, 'seq_len': 23, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': True, 'attn_implementation': 'sdpa'}),
+    ('gpt2-full-autocast-accumulation-bias-cast-node', {'model_type': 'gpt2', 'n_embd': 36, 'n_layer': 2, 'n_head': 6, 'n_positions': 64, 'vocab_size': 50, 'attn_pdrop': 0.0},
+     {'name': 'full'},
+     {'batch_size': 2, 'seq_len': 21, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': True, 'attn_implementation': 'sdpa', 'gradient_accumulation_steps': 4}),
+    ('starcoder2-full-autocast-accumulation-bias-after-weight-cast', {'model_type': 'starcoder2', 'hidden_size': 64, 'num_hidden_layers': 2, 'num_attention_heads': 4, 'num_key_value_heads': 1, 'intermediate_size': 247, 'vocab_size': 153, 'max_position_embeddings': 128},
+     {'name': 'full'},
+     {'batch_size': 3, 'seq_len': 8, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'eager', 'gradient_accumulation_steps': 2}),
 ]
 
 

@@ -177,9 +177,12 @@ class Graph:
         key = self.scope + name  # a parameter's gradient key
         if ac and (x.dtype != ac or in_features):
             # autocast's linear casts its arguments last to first (the C++ argument order): bias, weight, input
-            frozen_bias = None
-            if b_rg:  # the bias is cast too, and cached: nothing saves it
-                self.held.append(self.new(Poly.const(out_features), ac, False, name + " autocast bias"))
+            frozen_bias = bias_copy = None
+            if b_rg:  # the bias is cast too, and cached (nothing saves it): its cast is a node of its own, made before
+                # the weight's, so its backward (the fp32 .grad) runs after the weight cast's
+                bias_copy = self.new(Poly.const(out_features), ac, True, name + " autocast bias")
+                self.node(bias_copy, [None], [("w", key + ".bias", Poly.const(out_features * 4))], name=name + " bias cast")
+                self.held.append(bias_copy)
             elif bias:  # a frozen bias's copy is not cached: it lives until the op returns
                 frozen_bias = self.new(Poly.const(out_features), ac, False, name + " autocast bias (frozen)")
             wc = self.weight_cast(name, inf * out_features, w_rg) if in_features else None
@@ -201,10 +204,10 @@ class Graph:
                 prog.append(("g", 1, Poly.const(inf * out_features * esize(ac))))
             if x.rg:
                 prog.append(("g", 0, x.bytes()))
-            if b_rg:
-                prog.append(("w", key + ".bias", Poly.const(out_features * 4)))
+            if b_rg:  # addmm's gradient of the bias's copy is the incoming one, summed to (out,) once the node returns
+                prog.append(("r", 2, ZERO, Poly.const(out_features * esize(ac))))
             saved = ((x,) if w_rg else ()) + ((wc,) if x.rg and wc is not None else ())
-            return self.node(out, [x, wc if w_rg else None], prog, saved, name)
+            return self.node(out, [x, wc if w_rg else None, bias_copy], prog, saved, name)
         out = self.new(rows * out_features, dtype or x.dtype, x.rg or w_rg or b_rg, name)
         prog = []
         if w_rg:
