@@ -378,6 +378,15 @@ _DRAWN = [
     ('starcoder2-full-autocast-accumulation-bias-after-weight-cast', {'model_type': 'starcoder2', 'hidden_size': 64, 'num_hidden_layers': 2, 'num_attention_heads': 4, 'num_key_value_heads': 1, 'intermediate_size': 247, 'vocab_size': 153, 'max_position_embeddings': 128},
      {'name': 'full'},
      {'batch_size': 3, 'seq_len': 8, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'eager', 'gradient_accumulation_steps': 2}),
+    ('opt-full-accumulation-position-and-project-in-grads-added', {'model_type': 'opt', 'hidden_size': 12, 'num_hidden_layers': 2, 'num_attention_heads': 3, 'ffn_dim': 39, 'vocab_size': 134, 'word_embed_proj_dim': 40, 'max_position_embeddings': 64},
+     {'name': 'full'},
+     {'batch_size': 1, 'seq_len': 12, 'dtype': 'fp32', 'gradient_checkpointing': False, 'attn_implementation': 'sdpa', 'padding_mask': True, 'gradient_accumulation_steps': 4}),
+    ('gpt2-full-accumulation-position-grad-added', {'model_type': 'gpt2', 'n_embd': 48, 'n_layer': 2, 'n_head': 4, 'n_positions': 64, 'vocab_size': 900, 'attn_pdrop': 0.0},
+     {'name': 'full'},
+     {'batch_size': 1, 'seq_len': 12, 'dtype': 'fp32', 'gradient_checkpointing': False, 'attn_implementation': 'sdpa', 'padding_mask': True, 'gradient_accumulation_steps': 4}),
+    ('mistral-qlora-tiny-shape-absmax-dequantized-first', {'model_type': 'mistral', 'hidden_size': 80, 'num_hidden_layers': 2, 'num_attention_heads': 8, 'num_key_value_heads': 2, 'intermediate_size': 287, 'vocab_size': 274, 'sliding_window': 8, 'max_position_embeddings': 128},
+     {'name': 'qlora', 'r': 4, 'lora_alpha': 16, 'target_modules': '.*\\.(k_proj|q_proj)'},
+     {'batch_size': 1, 'seq_len': 3, 'dtype': 'bf16', 'gradient_checkpointing': True, 'attn_implementation': 'sdpa', 'gradient_accumulation_steps': 2}),
 ]
 
 

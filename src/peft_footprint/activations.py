@@ -25,7 +25,7 @@ from .methods.adapter import HOOKED, Adapter
 from .methods.ia3 import IA3
 from .methods.lora import LoRA
 from .methods.p_tuning import PTuning
-from .methods.qlora import QLoRA
+from .methods.qlora import BLOCKSIZE as QLORA_BLOCKSIZE, QLoRA
 import numpy as np
 
 from .poly import ZERO, Poly, B, S, coefficient_matrix
@@ -248,6 +248,7 @@ class Ctx:
     padding_mask: bool = False  # batches come with an attention_mask
     q4: str | None = None  # QLoRA: the 4-bit layers' compute dtype
     q4_storage: str | None = None  # ... and the dtype their weights were loaded in (what dequantize_4bit returns)
+    q4_nested: bool = False  # ... with double quantization: each dequantization first dequantizes the absmax
     labels: int = -1  # the loss's shifted labels' storage
     padded_labels_until: int = -1  # the last storage made while the loss's padded labels live
     # AdapterHub's adapters run on transformers 4.x, whose decoders build the causal mask even without padding:
@@ -421,6 +422,12 @@ def _wrapped_linear(ctx: Ctx, x: T, lin: Linear, layer: int | None) -> T:
     return res
 
 
+def _absmax(numel: int) -> Poly:
+    """Elements of the absmax bitsandbytes' dequantize_4bit dequantizes first under double quantization
+    (``dequantize_blockwise`` of the nested state, + offset): one fp32 per 64-element block of the weight."""
+    return Poly.const(-(-numel // QLORA_BLOCKSIZE))
+
+
 def _flat_tokens(ctx: Ctx, lin: Linear) -> bool:
     """Does the linear see the tokens flattened to 2-D, (batch * seq, in)? OPT's fc1 and fc2 (OPTDecoderLayer)."""
     return ctx.cfg["model_type"] == "opt" and lin.role in ("up", "down") and lin.path in ("fc1", "fc2")
@@ -437,9 +444,12 @@ def _linear4bit(ctx: Ctx, x: T, lin: Linear, b_rg: bool) -> T:
     fc1 and fc2 (``reshape(-1, hidden)``), whose gradients are 2-D: the sum is the bias's gradient itself."""
     g, cd, path, ac = ctx.g, ctx.q4, lin.path, ctx.g.autocast
     numel = lin.in_features * lin.out_features
-    w = [("a", Poly.const(numel * esize(ctx.q4_storage)))]
+    weight = Poly.const(numel * esize(ctx.q4_storage))
+    w = [("a", weight)]
+    if ctx.q4_nested:  # dequantize_4bit first dequantizes the absmax: alive until the weight is made
+        w = [("a", _absmax(numel) * 4), *w, ("f", _absmax(numel) * 4)]
     if ctx.q4_storage != cd:
-        w += [("a", Poly.const(numel * esize(cd))), ("f", w[0][1])]
+        w += [("a", Poly.const(numel * esize(cd))), ("f", weight)]
     xc = g.to(x, cd, f"{path} 4bit input")
     # MatMul4Bit's forward is bitsandbytes' gemm_4bit op (bitsandbytes 0.50), which autocast has no rule for: it
     # runs in the compute dtype, and nothing is cast
@@ -485,7 +495,9 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
         held.append(lw)
     w32 = T(Poly.const(o * i), "fp32", False, None)  # weight.to(x.dtype): the parameter itself when it is fp32
     if q4:  # dequantized (a new tensor), then .to(fp32): the dequantized one goes as soon as it is cast
+        absmax = g.new(_absmax(o * i), "fp32", False, f"{path} dora dequantize absmax") if ctx.q4_nested else None
         w32 = g.new(Poly.const(o * i), ctx.q4_storage, False, f"{path} dora dequantize_4bit")
+        g.touch(absmax)
         if ctx.q4_storage != "fp32":
             dq, w32 = w32, g.new(Poly.const(o * i), "fp32", False, f"{path} dora weight.to(fp32)")
             g.touch(dq)
@@ -1122,6 +1134,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     if isinstance(method, QLoRA):
         ctx.q4 = method.bnb_4bit_compute_dtype or train.weight_dtype
         ctx.q4_storage = train.weight_dtype
+        ctx.q4_nested = method.bnb_4bit_use_double_quant
     h, v = cfg["hidden_size"], cfg["vocab_size"]
 
     if ctx.padding_mask and (n_virtual or ctx.kv_extra):
@@ -1569,15 +1582,21 @@ def _embedding_backward(ctx: Ctx, end: Poly, word_emb: T, tied: bool) -> list:
     lm_head tied to it, the lm_head's part of that gradient waits in autograd's input buffer, and the two are
     summed out of place (after the output's gradient is freed): three (vocab, width) tensors at once. Learned
     position embeddings (GPT-2, OPT) were looked up after the word embeddings: their backward comes first, and
-    their weight gradient is there already."""
+    their weight gradient is there already (under gradient accumulation it was added into .grad and freed, as
+    OPT's project_in's was)."""
     def size(kind: str) -> Poly:
         return Poly.sum([Poly.const(math.prod(q.shape) * esize(ctx.dtype)) for q in ctx.layout.outer_params if q.kind == kind])
-    weight, end = size("embedding"), end + size("position_embedding")
+    fresh = ctx.g.accumulating is None  # the weight gradients made before this one are still alive
+    weight = size("embedding")
+    if fresh:
+        end = end + size("position_embedding")
     proj = next((m for m in ctx.layout.outer_linears if m.role == "project_in"), None)
     if proj is not None:  # OPT's project_in ran backward before them: its weight gradient made, its input's gradient
         # (the word embeddings' output's) in place of the wider one the simulation leaves at the layers' input
         e = esize(ctx.dtype)
-        end = end + Poly.const(proj.in_features * proj.out_features * e) + ctx.rows * ((proj.in_features - proj.out_features) * e)
+        end = end + ctx.rows * ((proj.in_features - proj.out_features) * e)
+        if fresh:
+            end = end + Poly.const(proj.in_features * proj.out_features * e)
     out = [("backward: ", "embed_tokens weight gradient", end + weight)]
     if tied:
         out.append(("backward: ", "embed_tokens + tied lm_head gradients summed", end - word_emb.bytes() + weight * 2))
