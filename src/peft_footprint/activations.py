@@ -737,7 +737,15 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
         probs_n = b_seq * kvl * nh  # b * nh * s * kv
         scores = _matmul(g, q2, k2, probs_n, "scores")  # keeps each operand for the other's gradient
-        scores = g.mul(scores, None, "scores * scaling")
+        mask_value = None
+        if isinstance(ctx.method, Adapter) and ctx.cfg["model_type"] == "gpt2":
+            # transformers 4.57's GPT-2 (AdapterHub's stack): scores / torch.full([], sqrt(d)), whose backward keeps
+            # the 0-dim divisor; then torch.where(causal, scores, mask_value), mask_value a 0-dim local
+            scores = g.mul(scores, g.new(Poly.const(1), scores.dtype, False, "attn scale (0-dim)"), "scores / scale")
+            mask_value = g.new(Poly.const(1), scores.dtype, False, "mask value (0-dim)")
+            scores = g.unary_no_save(scores, "where(causal, scores, mask_value)")
+        else:
+            scores = g.mul(scores, None, "scores * scaling")
         if softcap:
             t1 = g.unary_no_save(scores, "softcap div")
             th = g.unary_saves_output(t1, "softcap tanh")
@@ -755,6 +763,7 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             v = g.autocast_input(v, "v")
             v2 = v if (contiguous[2] and not stride0) or one else g.copy(T(kv_rows * (nh * d), v.dtype, v.rg, v.sid, v.fn), "v reshape copy")
         out = _matmul(g, g.autocast_input(probs, "probs"), v2, b_seq * (nh * d), "attn out")
+        g.touch(mask_value)  # (a local of eager_attention_forward: until it returns)
         out = g.copy(out, "attn out transpose")
         g.touch(*held)
         ctx.attn_weights = probs
