@@ -301,3 +301,33 @@ def test_dora_on_the_input_embedding(case):
     if vocab:
         assert est.training["peak_at"].startswith("forward: ") and "scaling * lora_weight" in est.training["peak_at"]
     assert not any("lora.Embedding" in n for n in est.to_dict()["notes"])
+
+
+@pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])
+def test_prefix_tuning_on_gemma_refused_where_peft_fails(model_type):
+    """PEFT 0.19.1's get_prompt fills Gemma 2/3's cache from past_key_values[0][layer_idx] and
+    past_key_values[1][layer_idx], a tuple of one tensor per layer: measured, it fails (IndexError) with 1 and 3
+    layers and runs with 2. estimate() and sweep() refuse the first two, and estimate the third exactly."""
+    method = {"name": "prefix_tuning", "num_virtual_tokens": 3}
+    train = {"batch_size": 1, "seq_len": 5, "dtype": "bf16", "attn_implementation": "sdpa"}
+    for n in (1, 2, 3):
+        cfg = dict(TINY[model_type], num_hidden_layers=n)
+        cfg.pop("layer_types", None)
+        if n == 2:
+            got = measure(cfg, method, train, what=("activations", "peak"))
+            assert pf.estimate(cfg, method, {**train, "device": "cpu"}).training["peak_bytes"] == got["peak_bytes"]
+            continue
+        with pytest.raises(IndexError):
+            measure(cfg, method, train, what=("activations",))
+        with pytest.raises(pf.UnsupportedCombinationError, match="exactly 2 layers"):
+            pf.estimate(cfg, method, train)
+        with pytest.raises(pf.UnsupportedCombinationError, match="exactly 2 layers"):
+            pf.sweep(cfg, method, batch_sizes=[1], seq_lens=[5])
+
+
+def test_sweep_refuses_what_estimate_refuses():
+    """sweep() refuses the combinations estimate() refuses whatever the shape (it gave numbers for them)."""
+    with pytest.raises(pf.UnsupportedCombinationError, match="gradient_checkpointing"):
+        pf.sweep("meta-llama/Llama-3.2-1B", "prefix_tuning", {"gradient_checkpointing": True}, batch_sizes=[1], seq_lens=[64])
+    with pytest.raises(pf.UnsupportedCombinationError, match="exactly 2 layers"):
+        pf.sweep("google/gemma-2-2b", "prefix_tuning", batch_sizes=[1], seq_lens=[64])

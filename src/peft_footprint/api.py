@@ -146,8 +146,8 @@ def _peak(act: ActivationModel, train: TrainingSpec, step_bytes: int, grads: int
     return live[where], where, live
 
 
-def _check(spec: ModelSpec, meth: Method, train: TrainingSpec, infer: InferenceSpec, inference_given: bool) -> None:
-    """Combinations transformers or PEFT refuse (errors) and ones that are allowed but suspicious (warnings)."""
+def _refuse(spec: ModelSpec, meth: Method, train: TrainingSpec) -> None:
+    """Combinations transformers or PEFT refuse, or fail on, whatever the batch and length (estimate and sweep)."""
     if train.attn_implementation not in spec.arch.attn_implementations:
         raise UnsupportedCombinationError(
             f"training.attn_implementation={train.attn_implementation!r}: transformers has no such kernel for "
@@ -158,6 +158,19 @@ def _check(spec: ModelSpec, meth: Method, train: TrainingSpec, infer: InferenceS
             "prefix_tuning with gradient_checkpointing: PEFT refuses it ('PREFIX_TUNING does not work with gradient "
             "checkpointing'); turn one of them off"
         )
+    layers = spec.layout.num_layers
+    if meth.prefix_tokens() and spec.model_type in ("gemma2", "gemma3_text") and layers != 2:
+        raise UnsupportedCombinationError(
+            f"prefix_tuning on {spec.name or spec.model_type} ({layers} layers): PEFT 0.19.1's get_prompt fills "
+            "Gemma 2/3's cache with past_key_values[0][layer_idx] and past_key_values[1][layer_idx], where the tuple "
+            "holds one (2, batch, heads, tokens, head_dim) tensor per layer, and fails with an IndexError unless the "
+            "model has exactly 2 layers; use prompt_tuning, p_tuning or LoRA"
+        )
+
+
+def _check(spec: ModelSpec, meth: Method, train: TrainingSpec, infer: InferenceSpec, inference_given: bool) -> None:
+    """Combinations transformers or PEFT refuse (errors) and ones that are allowed but suspicious (warnings)."""
+    _refuse(spec, meth, train)
     limit = spec.cfg.get("max_position_embeddings")
     lengths = [("training.seq_len", train.seq_len)]
     if inference_given:
@@ -290,6 +303,7 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
     spec = load_model(model)
     meth = load_method(method)
     train = _spec(TrainingSpec, training, "training")
+    _refuse(spec, meth, train)
     bs = np.asarray(batch_sizes, dtype=np.int64).reshape(-1)
     ss = np.asarray(seq_lens, dtype=np.int64).reshape(-1)
     if bs.size == 0 or ss.size == 0 or (bs <= 0).any() or (ss <= 0).any():
