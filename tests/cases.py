@@ -387,6 +387,9 @@ _DRAWN = [
     ('mistral-qlora-tiny-shape-absmax-dequantized-first', {'model_type': 'mistral', 'hidden_size': 80, 'num_hidden_layers': 2, 'num_attention_heads': 8, 'num_key_value_heads': 2, 'intermediate_size': 287, 'vocab_size': 274, 'sliding_window': 8, 'max_position_embeddings': 128},
      {'name': 'qlora', 'r': 4, 'lora_alpha': 16, 'target_modules': '.*\\.(k_proj|q_proj)'},
      {'batch_size': 1, 'seq_len': 3, 'dtype': 'bf16', 'gradient_checkpointing': True, 'attn_implementation': 'sdpa', 'gradient_accumulation_steps': 2}),
+    ('phi3-dora-one-layer-gate-bound-until-mlp-returns', {'model_type': 'phi3', 'hidden_size': 24, 'num_hidden_layers': 3, 'num_attention_heads': 3, 'num_key_value_heads': 1, 'intermediate_size': 156, 'vocab_size': 268, 'max_position_embeddings': 128, 'original_max_position_embeddings': 128},
+     {'name': 'lora', 'r': 5, 'lora_alpha': 8, 'target_modules': ['embed_tokens', 'down_proj'], 'layers_to_transform': 1, 'bias': 'lora_only', 'use_dora': True},
+     {'batch_size': 1, 'seq_len': 18, 'dtype': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'sdpa'}),
 ]
 
 

@@ -913,12 +913,15 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     else:
         hs = norm(x, "post_attention_layernorm")
     # MLP
-    if mt == "phi3":
+    bound = None  # a local of the MLP's forward that is still bound when down_proj runs
+    if mt == "phi3":  # Phi3MLP: gate, up_states = gate_up_proj(x).chunk(2): ``gate`` (a view of the fused output,
+        # and with it all of its storage) stays bound until forward returns, after down_proj
         gu = linear(ctx, hs, _lin(layout, "gate_up"), i)
         gate, up = g.split(gu, [ctx.rows * cfg["intermediate_size"]] * 2, "gate_up chunk")
         act = g.unary_saves_input(gate, "act")
         m = g.mul(up, act, "gate*up")
         down = _lin(layout, "down")
+        bound = gate
     elif mt == "starcoder2":
         up = linear(ctx, hs, _lin(layout, "up"), i)
         m = g.unary_saves_input(up, "gelu")
@@ -930,7 +933,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         m = g.mul(act, up, "act*up")
         down = _lin(layout, "down")
     o = bottleneck(ctx, linear(ctx, m, down, i), "output", residual)
-    g.touch(hs)
+    g.touch(hs, bound)
     if ctx.adapter_hooked:  # (in a hook of down_proj's call)
         g.touch(m)
     out = close(o, residual, "post_feedforward_layernorm")
