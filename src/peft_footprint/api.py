@@ -158,14 +158,6 @@ def _refuse(spec: ModelSpec, meth: Method, train: TrainingSpec) -> None:
             "prefix_tuning with gradient_checkpointing: PEFT refuses it ('PREFIX_TUNING does not work with gradient "
             "checkpointing'); turn one of them off"
         )
-    layers = spec.layout.num_layers
-    if meth.prefix_tokens() and spec.model_type in ("gemma2", "gemma3_text") and layers != 2:
-        raise UnsupportedCombinationError(
-            f"prefix_tuning on {spec.name or spec.model_type} ({layers} layers): PEFT 0.19.1's get_prompt fills "
-            "Gemma 2/3's cache with past_key_values[0][layer_idx] and past_key_values[1][layer_idx], where the tuple "
-            "holds one (2, batch, heads, tokens, head_dim) tensor per layer, and fails with an IndexError unless the "
-            "model has exactly 2 layers; use prompt_tuning, p_tuning or LoRA"
-        )
 
 
 def _check(spec: ModelSpec, meth: Method, train: TrainingSpec, infer: InferenceSpec, inference_given: bool) -> None:

@@ -31,11 +31,13 @@ class PrefixTuning(PromptLearning):
 
     def build(self, layout, cfg, dtype):
         layers, token_dim, _ = self.resolved(cfg)
-        if cfg["model_type"] in ("gemma2", "gemma3_text") and layers > 2:
-            # peft 0.19.1 peft_model.py:817-819 indexes past_key_values[0][layer_idx] (key/value axis of size 2)
+        if cfg["model_type"] in ("gemma2", "gemma3_text") and layers != 2:
+            # peft 0.19.1 peft_model.py:817-819: past_key_values is a tuple of one (2, b, heads, n, d) tensor per layer
             raise UnsupportedCombinationError(
-                f"prefix_tuning on {cfg['model_type']} with {layers} layers fails in PEFT 0.19.1 (IndexError while "
-                "building the Gemma cache from the prefix, peft_model.py:819); it cannot be trained as is"
+                f"prefix_tuning on {cfg['model_type']} with {layers} layers fails in PEFT 0.19.1: get_prompt fills the "
+                "Gemma cache with past_key_values[0][layer_idx] and past_key_values[1][layer_idx] over a tuple of one "
+                "(2, batch, heads, tokens, head_dim) tensor per layer, an IndexError unless there are exactly 2 layers "
+                "(peft_model.py:819); it cannot be trained as is: use prompt_tuning, p_tuning or LoRA"
             )
         n = self.num_virtual_tokens
         out_dim = layers * 2 * token_dim
