@@ -390,6 +390,9 @@ _DRAWN = [
     ('phi3-dora-one-layer-gate-bound-until-mlp-returns', {'model_type': 'phi3', 'hidden_size': 24, 'num_hidden_layers': 3, 'num_attention_heads': 3, 'num_key_value_heads': 1, 'intermediate_size': 156, 'vocab_size': 268, 'max_position_embeddings': 128, 'original_max_position_embeddings': 128},
      {'name': 'lora', 'r': 5, 'lora_alpha': 8, 'target_modules': ['embed_tokens', 'down_proj'], 'layers_to_transform': 1, 'bias': 'lora_only', 'use_dora': True},
      {'batch_size': 1, 'seq_len': 18, 'dtype': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'sdpa'}),
+    ('llama-prefix-projection-accumulation-encoder-grads-added', {'model_type': 'llama', 'hidden_size': 40, 'num_hidden_layers': 1, 'num_attention_heads': 4, 'num_key_value_heads': 4, 'head_dim': 24, 'intermediate_size': 196, 'vocab_size': 64, 'attention_bias': True, 'max_position_embeddings': 128},
+     {'name': 'prefix_tuning', 'num_virtual_tokens': 8, 'prefix_projection': True, 'encoder_hidden_size': 29},
+     {'batch_size': 1, 'seq_len': 5, 'dtype': 'fp16', 'gradient_checkpointing': False, 'attn_implementation': 'sdpa', 'gradient_accumulation_steps': 4}),
 ]
 
 

@@ -1641,10 +1641,12 @@ def _prefix_backward(ctx: Ctx, method: Method, base: Poly, kv_dim: int) -> list:
         grad_in = rows * (ehs * 4)
         w2 = Poly.const(ehs * width * 4 + width * 4)
         out.append(("backward: ", "prefix_encoder.transform.2 gradients", grad + grad_in + w2))
-        after = base + grad_in + w2  # the fp32 gradient goes
+        # (under gradient accumulation transform.2's weight gradients were added into .grad and freed)
+        kept = w2 if ctx.g.accumulating is None else ZERO
+        after = base + grad_in + kept  # the fp32 gradient goes
         out.append(("backward: ", "prefix_encoder tanh backward", after + grad_in))
         w1 = Poly.const(td * ehs * 4 + ehs * 4)
-        out.append(("backward: ", "prefix_encoder.transform.0 gradients", base + w2 + grad_in + rows * (td * 4) + w1 - grad_in))
+        out.append(("backward: ", "prefix_encoder.transform.0 gradients", base + kept + grad_in + rows * (td * 4) + w1 - grad_in))
     else:
         out.append(("backward: ", "prefix_encoder embedding gradient",
                     grad + Poly.const(ctx.kv_extra * 2 * ctx.layout.num_layers * kv_dim * 4)))
