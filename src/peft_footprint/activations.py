@@ -99,15 +99,25 @@ class ActivationModel:
         plan, packed, degrees = self.moments
         if not packed:
             return out
-        if self._rows is None:  # once per model: the exact coefficient rows, and each column's largest magnitude
+        if self._rows is None:  # once per model: the exact coefficient rows, as floats and their magnitudes
             rows = coefficient_matrix(packed)
-            self._rows = (rows, np.abs(rows).max(axis=0).tolist())
-        rows, col_max = self._rows
+            m = rows.astype(np.float64)
+            self._rows = (rows, m, np.abs(m))
+        rows, m, m_abs = self._rows
         ints = [b**i * s**j for i in range(4) for j in range(4)]
-        if sum([c * x for c, x in zip(col_max, ints)]) < 1 << 62:
-            best = _largest_exact(rows, [x if c else 0 for c, x in zip(col_max, ints)], plan)  # (unused: 0)
-        else:
-            best = _largest_screened(rows, ints, plan)
+        mono = np.array(ints, dtype=np.float64)
+        approx = m @ mono
+        err = m_abs @ mono * 1e-14 + 1.0  # float64 rounding of the sums, generously
+        # each group's (phase's, profile's, starts') largest shortlisted in float64, decided on exact integers
+        floor = np.maximum.reduceat(approx - err, plan.firsts)
+        close = np.flatnonzero(approx + err >= floor[plan.group])
+        group = plan.group_list
+        best: dict[int, tuple[int, int]] = {}
+        for k, row in zip(close.tolist(), rows[close].tolist()):  # ascending: a tie keeps the first
+            v = sum([c * x for c, x in zip(row, ints) if c])
+            g = group[k]
+            if g not in best or v > best[g][1]:
+                best[g] = (k, v)
         g = 0
         for kind, _, _ in plan.kinds:
             k, v = best[g]
@@ -122,38 +132,6 @@ class ActivationModel:
             self._live.clear()
         self._live[(b, s)] = out
         return dict(out)
-
-
-def _largest_exact(rows: np.ndarray, ints: list, plan) -> dict[int, tuple[int, int]]:
-    """Each group's (phase's, profile's, starts') first largest moment and its value, from int64 products that
-    cannot overflow (every partial sum is within the columns' largest magnitudes times the monomials)."""
-    vals = (rows @ np.array(ints, dtype=np.int64)).tolist()
-    bounds = plan.firsts.tolist() + [len(vals)]
-    best = {}
-    for g in range(len(bounds) - 1):
-        lo = bounds[g]
-        seg = vals[lo:bounds[g + 1]]
-        v = max(seg)
-        best[g] = (lo + seg.index(v), v)  # a tie keeps the first
-    return best
-
-
-def _largest_screened(rows: np.ndarray, ints: list, plan) -> dict[int, tuple[int, int]]:
-    """The same where int64 could overflow: shortlisted in float64, decided on exact Python integers."""
-    m = rows.astype(np.float64)
-    mono = np.array(ints, dtype=np.float64)
-    approx = m @ mono
-    err = np.abs(m) @ mono * 1e-14 + 1.0  # float64 rounding of the sums, generously
-    floor = np.maximum.reduceat(approx - err, plan.firsts)
-    close = np.flatnonzero(approx + err >= floor[plan.group])
-    group = plan.group_list
-    best: dict[int, tuple[int, int]] = {}
-    for k, row in zip(close.tolist(), rows[close].tolist()):  # ascending: a tie keeps the first
-        v = sum([c * x for c, x in zip(row, ints) if c])
-        g = group[k]
-        if g not in best or v > best[g][1]:
-            best[g] = (k, v)
-    return best
 
 
 @dataclass(eq=False)
@@ -430,7 +408,7 @@ def _absmax(numel: int) -> Poly:
 
 def _flat_tokens(ctx: Ctx, lin: Linear) -> bool:
     """Does the linear see the tokens flattened to 2-D, (batch * seq, in)? OPT's fc1 and fc2 (OPTDecoderLayer)."""
-    return ctx.cfg["model_type"] == "opt" and lin.role in ("up", "down") and lin.path in ("fc1", "fc2")
+    return ctx.cfg["model_type"] == "opt" and lin.path in ("fc1", "fc2")
 
 
 def _linear4bit(ctx: Ctx, x: T, lin: Linear, b_rg: bool) -> T:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import re
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import replace
 from itertools import accumulate, repeat
-from operator import itemgetter
 
 from .dtypes import nbytes
+from .trace import getter
 
 _ST_DTYPE = {"fp32": "F32", "bf16": "BF16", "fp16": "F16", "uint8": "U8", "int8": "I8", "fp8": "F8_E4M3"}
 PEFT_PREFIX = "base_model.model."
@@ -60,7 +61,7 @@ def _counted(tensors: list, key) -> tuple[int, list[int]] | None:
 _PLANS: dict[tuple, tuple | None] = {}
 
 
-def _planned(tensors: list, key) -> tuple[int, list[int]] | None:
+def _planned(tensors: list, key) -> tuple[int, Sequence[int]] | None:
     """What _counted gives, from a plan kept per list of names (a table of the same structure with other sizes
     has the same names and order): the characters besides the shapes' digits, each tensor's number of entries,
     and which tensor each entry of the file is. The order is _counted's own, read off the tensors marked with
@@ -75,7 +76,7 @@ def _planned(tensors: list, key) -> tuple[int, list[int]] | None:
             marked = _counted([replace(t, stored_bytes=k) for k, t in enumerate(tensors)], key)
             entries = [len(t.names()) for t in tensors]
             fixed = counted[0] - sum(n * _shape_digits(t) for n, t in zip(entries, tensors))
-            plan = (fixed, entries, _getter(marked[1]))
+            plan = (fixed, entries, getter(marked[1]))
         if len(_PLANS) > 4096:
             _PLANS.clear()
         _PLANS[plan_key] = plan
@@ -88,14 +89,6 @@ def _planned(tensors: list, key) -> tuple[int, list[int]] | None:
 
 def _shape_digits(t) -> int:
     return sum(map(len, map(str, t.shape)))
-
-
-def _getter(order: list[int]):
-    """``lambda xs: [xs[k] for k in order]``, at C speed."""
-    if len(order) > 1:
-        get = itemgetter(*order)
-        return lambda xs: list(get(xs))
-    return lambda xs: [xs[k] for k in order]
 
 
 def _entry_chars(t) -> int:

@@ -195,8 +195,8 @@ class Replay:
                 guards.append(k)
             add((k, codes[on_ints(fn, fn)], i, j))
         self._ops, self._fns, self._start, self._me = ops, tuple(codes), start, me
-        self._guards = _getter(guards)
-        self._out = _getter(results)
+        self._guards = getter(guards)
+        self._out = getter(results)
 
     def __call__(self, *values: int) -> tuple | None:
         vals = self._start[:]
@@ -236,7 +236,7 @@ def _one(k: int) -> Any:
     return lambda vals: (vals[k],)
 
 
-def _getter(slots: list) -> Any:
+def getter(slots: list) -> Any:
     """``lambda vals: tuple(vals[k] for k in slots)``, at C speed for two or more."""
     if len(slots) > 1:
         return operator.itemgetter(*slots)
