@@ -393,6 +393,9 @@ _DRAWN = [
     ('llama-prefix-projection-accumulation-encoder-grads-added', {'model_type': 'llama', 'hidden_size': 40, 'num_hidden_layers': 1, 'num_attention_heads': 4, 'num_key_value_heads': 4, 'head_dim': 24, 'intermediate_size': 196, 'vocab_size': 64, 'attention_bias': True, 'max_position_embeddings': 128},
      {'name': 'prefix_tuning', 'num_virtual_tokens': 8, 'prefix_projection': True, 'encoder_hidden_size': 29},
      {'batch_size': 1, 'seq_len': 5, 'dtype': 'fp16', 'gradient_checkpointing': False, 'attn_implementation': 'sdpa', 'gradient_accumulation_steps': 4}),
+    ('qwen2-full-one-layer-checkpointing-input-freed-before-embedding-backward', {'model_type': 'qwen2', 'hidden_size': 48, 'num_hidden_layers': 1, 'num_attention_heads': 6, 'num_key_value_heads': 6, 'intermediate_size': 56, 'vocab_size': 1146, 'tie_word_embeddings': True, 'max_position_embeddings': 128},
+     {'name': 'full'},
+     {'batch_size': 3, 'seq_len': 14, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': True, 'attn_implementation': 'sdpa'}),
 ]
 
 

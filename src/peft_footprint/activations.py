@@ -1497,12 +1497,16 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
     out = [("backward: ", nodes[n].name, p) for n, p in run.moments]
     labels = [n == loss.fn for n, _ in run.moments]  # the loss node's own moments: it still keeps the labels
     first = max((n for n in run.start_of if lo <= n < hi), default=None)  # the top layer's first node in backward
-    if len(sigs) < 2 or first is None:
-        return out, [], run.end, labels, ZERO
 
     def kept_input(x_in: T, in_held: bool) -> Poly:  # a checkpoint keeps its layer's input until the layer's
         # backward is done (or the recompute's graph, until the layer below's recompute)
         return x_in.bytes() if gc and x_in.sid is not None and not in_held else ZERO
+
+    if len(sigs) < 2 and first is not None:  # the one layer is the bottom one too: its checkpoint's input (the
+        # embeddings' output) is gone once its backward is done, as the bottom layer's is below (``delta``)
+        return out, [], run.end - kept_input(top_in, in_held), labels, ZERO
+    if len(sigs) < 2 or first is None:
+        return out, [], run.end, labels, ZERO
 
     start = run.start_of[first]
     top_delta = run.end - start - kept_input(top_in, in_held)
