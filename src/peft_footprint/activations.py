@@ -87,6 +87,12 @@ class ActivationModel:
             moments=(plan, tuple(v + by_flag[f].v if f else v for v, f in zip(packed, flags)),
                      tuple((max(db, by_flag[f].db), max(ds, by_flag[f].ds)) if f else (db, ds) for (db, ds), f in zip(degrees, flags))))
 
+    def at(self, b: int, s: int) -> dict[str, Any]:
+        """The activations at batch ``b`` and length ``s``: in all, by component, of a steady layer, and of the top
+        layer by component (what estimate() reports)."""
+        return {"activations": int(self.activations(b, s)), "terms": {k: int(p_(b, s)) for k, p_ in self.terms.items()},
+                "per_layer": int(self.per_layer(b, s)), "layer_terms": {k: int(p_(b, s)) for k, p_ in self.layer_terms.items()}}
+
     def live_at(self, b: int, s: int) -> dict[str, int]:
         """Live bytes beyond weights + optimizer state at batch ``b`` and length ``s``, exactly: at the end of
         forward, and at the largest moment of each phase there (the forward of the top layer and the head, their
@@ -2101,19 +2107,107 @@ def structured_activation_model(spec, method: Method, train, sliding_active: boo
 
     return replayed(_STRUCTURES, _SEEN, (*structure_key(spec, method), sliding_active, batch_one, train_key), spec, method,
                     lambda: activation_model(spec, method, train, sliding_active, batch_one), record,
-                    lambda rec, packed: _model(rec.names, rec.degrees, packed))
+                    lambda rec, packed: _model(rec.names, rec.degrees, packed), lazy=_Replayed)
 
 
-def replayed(store: dict, seen: set, key: tuple, spec, method: Method, plain, record, from_replay) -> Any:
+class _Replayed:
+    """The activation model of a replayed structure, kept as its recording and leaves (their guards hold).
+    estimate() reads it at one (batch, length): the recording is evaluated at that point (trace.Replay.point),
+    no polynomial is made or decoded, and the answers are those of the full model at that point. Anything else
+    (the polynomials: sweep(), ``peak_candidates``) makes the full model first (:class:`ActivationModel`)."""
+
+    __slots__ = ("_rec", "_leaves", "_tokens", "_full", "_points")
+
+    def __init__(self, rec: _Recording, leaves: list, tokens: int | None = None):
+        self._rec, self._leaves, self._tokens = rec, leaves, tokens  # tokens: the batch-1 model's virtual tokens
+        self._full: ActivationModel | None = None
+        self._points: dict = {}
+
+    def model(self) -> ActivationModel:
+        if self._full is None:
+            full = _model(self._rec.names, self._rec.degrees, self._rec.replay(*self._leaves))
+            self._full = full if self._tokens is None else full.with_batch_one_labels(self._tokens)
+        return self._full
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.model(), name)
+
+    def __eq__(self, other: object) -> bool:
+        return self.model() == (other.model() if isinstance(other, _Replayed) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def with_batch_one_labels(self, virtual_tokens: int) -> _Replayed:
+        """:meth:`ActivationModel.with_batch_one_labels`, at each point."""
+        return _Replayed(self._rec, self._leaves, virtual_tokens)
+
+    def _point(self, b: int, s: int) -> tuple:
+        """The outputs at (b, s), and the batch-1 labels' difference there (0 for a model of larger batches)."""
+        hit = self._points.get((b, s))
+        if hit is None:
+            values = self._rec.replay.point(self._leaves, b, s)
+            d = both = 0
+            if self._tokens is not None:  # (as with_batch_one_labels adds them)
+                seq = s + self._tokens
+                d, both = (seq + 1) * 8 - b * seq * 8, b * seq * -8
+            if len(self._points) > 64:
+                self._points.clear()
+            hit = self._points[(b, s)] = (values, d, both)
+        return hit
+
+    def at(self, b: int, s: int) -> dict[str, Any]:
+        values, d, _ = self._point(b, s)
+        term_names, layer_names = self._rec.names[0], self._rec.names[1]
+        nt, nl = len(term_names), len(layer_names)
+        terms = dict(zip(term_names, values[1:1 + nt]))
+        if d and _component("shift_labels") in terms:
+            terms[_component("shift_labels")] += d
+        return {"activations": values[0] + d, "terms": terms, "per_layer": values[1 + nt],
+                "layer_terms": dict(zip(layer_names, values[2 + nt:2 + nt + nl]))}
+
+    def live_at(self, b: int, s: int) -> dict[str, int]:
+        """:meth:`ActivationModel.live_at`, from the moments' values at this point: of each phase and each kind
+        of layer's profile and starts, the first of the largest."""
+        values, d, both = self._point(b, s)
+        term_names, layer_names, moment_names, block_names, labels = self._rec.names
+        head = 2 + len(term_names) + len(layer_names)
+        out = {"end of forward": values[0] + d}
+        if len(values) == head:
+            return out
+        moments = list(values[head:])
+        if d:
+            for k, flag in enumerate(labels):
+                if flag:
+                    moments[k] += d if flag == 1 else both
+        plan = _plan(moment_names, block_names)
+        first_max = moments.__getitem__
+        for kind, lo, hi in plan.kinds:
+            k = max(range(lo, hi), key=first_max)
+            _put(out, kind, plan.names[k][1], moments[k])
+        for ops, (p0, p1), (s0, s1), js in plan.blocks:
+            m = max(range(p0, p1), key=first_max)
+            st = max(range(s0, s1), key=first_max)
+            _put(out, _below(js[st - s0]), ops[m - p0], moments[st] + moments[m])
+        return out
+
+
+def replayed(store: dict, seen: set, key: tuple, spec, method: Method, plain, record, from_replay, lazy=None) -> Any:
     """The recording policy, for any pass with traced inputs (:func:`traced_inputs`): the first of a structure
     ``key`` runs ``plain()``, the second ``record()`` (its result and its :class:`_Recording`, None when the
     tape could not check what was read), later ones ``from_replay(recording, outputs)`` from the first
-    recording whose guards hold. A structure whose guards keep failing (``_MAX_RECORDINGS`` recordings) runs
+    recording whose guards hold (or, given ``lazy``, ``lazy(recording, leaves)`` once the guards are checked,
+    the outputs not computed). A structure whose guards keep failing (``_MAX_RECORDINGS`` recordings) runs
     plainly again. The cyclic collector is paused while a pass runs."""
     recordings = store.get(key)
     for rec in recordings or ():
         leaves = rec.leaves(spec.cfg, spec.layout, method)
         if leaves is None:
+            continue
+        if lazy is not None:
+            if rec.replay.check(*leaves):
+                return lazy(rec, leaves)
             continue
         outputs = rec.replay(*leaves)
         if outputs is not None:

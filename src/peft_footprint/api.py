@@ -228,7 +228,8 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
     # ---- activations and peak ----------------------------------------------------------------
     act = _activations(spec, meth, train)
     b, s = train.batch_size, train.seq_len
-    activations = int(act.activations(b, s))
+    point = act.at(b, s)
+    activations = point["activations"]
     peak_live, peak_at, candidates = _peak(act, train, step_bytes, grads)
     static = weights + table.buffer_bytes + optim
     peak = static + peak_live
@@ -257,9 +258,9 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
             "retained_outputs_bytes": retained,
             "persistent_bytes": weights + table.buffer_bytes + grads + optim + retained,
             "activations_bytes": activations,
-            "activations_breakdown": {name: int(p(b, s)) for name, p in act.terms.items()},
-            "activations_per_layer_bytes": int(act.per_layer(b, s)),
-            "activations_per_layer_breakdown": {name: int(p(b, s)) for name, p in act.layer_terms.items()},
+            "activations_breakdown": point["terms"],
+            "activations_per_layer_bytes": point["per_layer"],
+            "activations_per_layer_breakdown": point["layer_terms"],
             "peak_bytes": peak,
             "peak_at": peak_at,
             "peak_candidates": candidates,

@@ -130,19 +130,10 @@ class Tape:
                 seen[key] = k
             code.append((k, fn, i, j))
         outputs = [canon(k, k) for k in outputs]
-        need = set(outputs)
-        live = []
-        for ins in reversed(code):
-            k, fn, i, j = ins
-            if k >= 0 and k not in need:
-                continue
-            live.append(ins)
-            if fn is None:
-                need.update(i)
-            else:
-                need.add(i)
-                need.add(j)
-        live.reverse()
+        # what the outputs need; what the guards need, with every operation that can fail (a division)
+        out = _needed(code, set(outputs), lambda k, fn: False)
+        checked = _needed(code, set(), lambda k, fn: k < 0 or fn in _FALLIBLE)
+        live = [ins for ins in code if id(ins) in out or id(ins) in checked]
 
         # slots renumbered densely, in order of first use (a dict keeps it); a polynomial constant becomes its
         # packed integer
@@ -151,8 +142,27 @@ class Tape:
                     0 if fn is None else dense[j]) for k, fn, i, j in live]
         leaves = [dense[k] for k in self.leaves]
         results = [dense[k] for k in outputs]
-        init = [getattr(v, "v", v) for v in map(self.init.__getitem__, dense)]
-        return Replay(init, leaves, program, results)
+        values = list(map(self.init.__getitem__, dense))
+        init = [getattr(v, "v", v) for v in values]
+        polys = [(k, v) for k, v in enumerate(values) if hasattr(v, "db")]  # the polynomial constants' slots
+        return Replay(init, leaves, program, results, [(id(ins) in checked, id(ins) in out) for ins in live], polys)
+
+
+def _needed(code: list, need: set, root: Any) -> set[int]:
+    """The ids of the instructions of ``code`` that the slots in ``need``, or the instructions that ``root(k, fn)``
+    selects, depend on (dead-code elimination)."""
+    live = set()
+    for ins in reversed(code):
+        k, fn, i, j = ins
+        if not root(k, fn) and k not in need:
+            continue
+        live.add(id(ins))
+        if fn is None:
+            need.update(i)
+        else:
+            need.add(i)
+            need.add(j)
+    return live
 
 
 class _Numbering(dict):
@@ -174,44 +184,76 @@ class Replay:
     tracking at its first scan; with the functions in them, hundreds of thousands of them over a process's
     recordings were scanned at every full collection (gen-2 pauses of 50-120 ms in a sweep)."""
 
-    __slots__ = ("leaves", "_ops", "_fns", "_start", "_me", "_guards", "_out")
+    __slots__ = ("leaves", "_ops", "_checks", "_outputs", "_fns", "_start", "_me", "_guards", "_out", "_polys")
 
-    def __init__(self, init: list, leaves: list, program: list, results: list):
+    def __init__(self, init: list, leaves: list, program: list, results: list, parts: list, polys: list):
         self.leaves = leaves
         start = list(init)
         me = len(start)  # the slot that holds the slot list itself (what a sum's getter reads)
         start.append(None)
-        ops, guards = [], []
+        ops, checks, outputs, guards = [], [], [], []
         codes = _Numbering()  # each function's number: an instruction is a tuple of ints, which the collector untracks
-        add, on_ints = ops.append, _ON_INTS.get
-        for k, fn, i, j in program:
+        on_ints = _ON_INTS.get
+        for (k, fn, i, j), (checked, out) in zip(program, parts):
             if fn is None:
                 start.append(operator.itemgetter(*i) if len(i) > 1 else _one(i[0]))
-                add((k, codes[_sum_of], len(start) - 1, me))
-                continue
-            if k < 0:
-                k = len(start)
-                start.append(None)
-                guards.append(k)
-            add((k, codes[on_ints(fn, fn)], i, j))
-        self._ops, self._fns, self._start, self._me = ops, tuple(codes), start, me
+                ins = (k, codes[_sum_of], len(start) - 1, me)
+            else:
+                if k < 0:
+                    k = len(start)
+                    start.append(None)
+                    guards.append(k)
+                ins = (k, codes[on_ints(fn, fn)], i, j)
+            ops.append(ins)
+            if checked:
+                checks.append(ins)
+            if out:
+                outputs.append(ins)
+        self._ops, self._checks, self._outputs = ops, checks, outputs
+        self._fns, self._start, self._me = tuple(codes), start, me
         self._guards = getter(guards)
         self._out = getter(results)
+        self._polys = [(k, p.untraced()) for k, p in polys]
 
-    def __call__(self, *values: int) -> tuple | None:
-        vals = self._start[:]
+    def _run(self, vals: list, ops: list) -> bool:
         vals[self._me] = vals
-        for k, v in zip(self.leaves, values):
-            vals[k] = v
         fns = self._fns
         try:
-            for k, f, i, j in self._ops:
+            for k, f, i, j in ops:
                 vals[k] = fns[f](vals[i], vals[j])
         except (ValueError, ZeroDivisionError, OverflowError):  # on values some guard rejects
-            return None
+            return False
         finally:
             vals[self._me] = None  # no cycle through the list
-        if not all(self._guards(vals)):
+        return True
+
+    def _with(self, values: tuple) -> list:
+        vals = self._start[:]
+        for k, v in zip(self.leaves, values):
+            vals[k] = v
+        return vals
+
+    def __call__(self, *values: int) -> tuple | None:
+        vals = self._with(values)
+        if not self._run(vals, self._ops) or not all(self._guards(vals)):
+            return None
+        return self._out(vals)
+
+    def check(self, *values: int) -> bool:
+        """Do the guards hold for these leaves? Only what the guards read runs (and every division): a small part
+        of the program."""
+        vals = self._with(values)
+        return self._run(vals, self._checks) and all(self._guards(vals))
+
+    def point(self, values: tuple, b: int, s: int) -> tuple | None:
+        """The outputs at batch ``b`` and length ``s`` -- each polynomial's value there -- for leaves whose guards
+        hold (:meth:`check`): evaluating at a point commutes with ``+``, ``-`` and ``*``, so the same instructions
+        run on plain integers, each polynomial constant replaced by its value. No packed integer is made, and
+        the outputs need no decoding."""
+        vals = self._with(values)
+        for k, p in self._polys:
+            vals[k] = p(b, s)
+        if not self._run(vals, self._outputs):
             return None
         return self._out(vals)
 
@@ -245,7 +287,8 @@ def getter(slots: list) -> Any:
     return lambda vals: ()
 
 
-_ON_INTS = {_const: _first}  # on packed integers a constant polynomial is the integer itself
+_ON_INTS = {_const: _first}  # on packed integers (and at a point) a constant polynomial is the integer itself
+_FALLIBLE = {operator.floordiv, operator.mod}  # what can fail on other values (a division by zero): checked first
 _COMMUTATIVE = {operator.add, operator.mul, operator.eq, operator.ne}
 _REFLEXIVE = {operator.eq, operator.le, operator.ge}
 
