@@ -396,6 +396,15 @@ _DRAWN = [
     ('qwen2-full-one-layer-checkpointing-input-freed-before-embedding-backward', {'model_type': 'qwen2', 'hidden_size': 48, 'num_hidden_layers': 1, 'num_attention_heads': 6, 'num_key_value_heads': 6, 'intermediate_size': 56, 'vocab_size': 1146, 'tie_word_embeddings': True, 'max_position_embeddings': 128},
      {'name': 'full'},
      {'batch_size': 3, 'seq_len': 14, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': True, 'attn_implementation': 'sdpa'}),
+    ('gpt-neox-full-one-layer-rotary-freed-by-its-backward', {'model_type': 'gpt_neox', 'hidden_size': 32, 'num_hidden_layers': 1, 'num_attention_heads': 8, 'intermediate_size': 293, 'vocab_size': 224, 'max_position_embeddings': 64, 'tie_word_embeddings': True},
+     {'name': 'full'},
+     {'batch_size': 4, 'seq_len': 3, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'eager', 'optimizer': 'lion'}),
+    ('olmo2-lora-one-kv-head-autocast-eager-batch-1-full-size-v-gradient', {'model_type': 'olmo2', 'hidden_size': 64, 'num_hidden_layers': 1, 'num_attention_heads': 8, 'num_key_value_heads': 1, 'intermediate_size': 87, 'vocab_size': 499, 'max_position_embeddings': 128},
+     {'name': 'lora', 'r': 8, 'lora_alpha': 32, 'target_modules': ['q_proj', 'v_proj', 'gate_proj', 'k_proj', 'up_proj'], 'modules_to_save': ['norm', 'final_layer_norm']},
+     {'batch_size': 1, 'seq_len': 69, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': True, 'attn_implementation': 'eager'}),
+    ('gemma-qlora-embedding-copy-fp32-embed-scale', {'model_type': 'gemma', 'hidden_size': 20, 'num_hidden_layers': 3, 'num_attention_heads': 2, 'num_key_value_heads': 2, 'head_dim': 16, 'intermediate_size': 44, 'vocab_size': 3218, 'max_position_embeddings': 128},
+     {'name': 'qlora', 'r': 5, 'lora_alpha': 16, 'modules_to_save': ['embed_tokens', 'final_layer_norm']},
+     {'batch_size': 4, 'seq_len': 78, 'dtype': 'bf16', 'gradient_checkpointing': True, 'attn_implementation': 'sdpa'}),
 ]
 
 

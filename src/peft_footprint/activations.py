@@ -696,8 +696,8 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         v = g.view(v, kv_rows * (nh * d), "repeat_kv v (view)")
     elif rep > 1 and nkv == 1 and impl == "eager" and ctx.batch_one:
         # ... and eager's matmul at batch 1 too (its gradients are full-size until the expand's backward sums them)
-        k = k if k.dtype == g.autocast else g.view(k, kv_rows * (nh * d), "repeat_kv k (view)")
-        v = v if v.dtype == g.autocast else g.view(v, kv_rows * (nh * d), "repeat_kv v (view)")
+        k = g.view(k, kv_rows * (nh * d), "repeat_kv k (view)")
+        v = g.view(v, kv_rows * (nh * d), "repeat_kv v (view)")
     rg = q.rg or k.rg or v.rg
     if impl == "eager":
         # matmul reshapes its operands to (b*nh, ., .): a tensor laid out (b, s, nh, d) (a transposed view of a
@@ -1144,8 +1144,13 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     # the word embedding trains (full fine-tuning, or a modules_to_save copy): its output requires grad
     emb_trains = _embedding_trains(ctx)
     emb = word_emb = g.new(B * S * emb_dim, dtype, emb_trains or train.gradient_checkpointing, "embed_tokens")
-    if mt in ("gemma", "gemma2", "gemma3_text"):  # Gemma*TextScaledWordEmbedding: * sqrt(h) inside the module
-        emb = g.mul(emb, T(Poly.const(1), dtype, False, None), "embed scale")
+    if mt in ("gemma", "gemma2", "gemma3_text"):  # Gemma*TextScaledWordEmbedding: * embed_scale.to(weight.dtype);
+        # the buffer stays in the dtype the model was loaded in: a 0-dim copy where the weight's differs (QLoRA's
+        # fp32 embeddings), kept by the mul when the weight trains (checkpointing's hook makes the output require
+        # grad only after the module returns)
+        copied = emb_trains and _buffer_dtype(ctx) != dtype
+        scale = g.new(Poly.const(1), dtype, False, "embed scale (0-dim)").sid if copied else None
+        emb = g.mul(emb, T(Poly.const(1), dtype, False, scale), "embed scale")
         if not (mt == "gemma2" and isinstance(method, Adapter)):  # (transformers 4.x's Gemma2Model scales it itself)
             word_emb = emb
     emb_lora = _lora_embedding(ctx, emb, emb_dim)
@@ -1349,14 +1354,14 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         base = Poly.sum([st.nbytes for st in g.storages[:layer_start[highest]] if st.saved or st.output])
         prefix, there = f"layers.{first}.", f"layers.{highest}."
         extra += [("forward: ", g.storages[k].name.replace(prefix, there, 1), p_) for k, p_ in forward(g, s0, s1, base, kept)]
-    top_moments, blocks, end, labels, early = _backward_moments(g, loss, total, gc, (top_nodes, top_end, top_storages), top_in,
+    top_moments, blocks, end, labels, early, gone = _backward_moments(g, loss, total, gc, (top_nodes, top_end, top_storages), top_in,
                                                                 sigs, instances, by_kind, (below_layers, first_input, layer_nodes))
     # by the end of the step every layer's backward has freed what it kept of what came before the layers (rotary
     # cos/sin, checkpoints' inputs): the simulation, which runs one layer of each kind, leaves it in ``end`` (but what
     # went after the lowest layer of a kind, ``early``)
-    def held_before(skip) -> Poly:
+    def held_before(skip) -> Poly:  # (what the top layer's backward freed is out of ``end`` already)
         return Poly.sum([st.nbytes for k, st in enumerate(g.storages[:below_layers])
-                         if (st.saved or st.pinned) and not st.output and not skip(k, st)])
+                         if (st.saved or st.pinned) and not st.output and not skip(k, st) and k not in gone])
 
     if ctx.full:
         top_moments += _embedding_backward(ctx, end + early - held_before(lambda k, st: k == first_input), word_emb, lm.tied)
@@ -1499,6 +1504,8 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
     alive = {k for k, st in enumerate(g.storages) if st.saved or st.output}
     rc, held, in_held = _recompute(g, lo, hi, first_storage, len(g.storages), top_in) if gc else (None, ZERO, False)
     run = backward(g, loss.fn, lo, total, alive, rc)
+    # what was made before the layers and only the top layer's nodes saved is gone already (not held to the end)
+    gone = {k for k in range(before_layers[0]) if k in alive and k not in run.alive}
     nodes = g.nodes
     out = [("backward: ", nodes[n].name, p) for n, p in run.moments]
     labels = [n == loss.fn for n, _ in run.moments]  # the loss node's own moments: it still keeps the labels
@@ -1510,9 +1517,9 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
 
     if len(sigs) < 2 and first is not None:  # the one layer is the bottom one too: its checkpoint's input (the
         # embeddings' output) is gone once its backward is done, as the bottom layer's is below (``delta``)
-        return out, [], run.end - kept_input(top_in, in_held), labels, ZERO
+        return out, [], run.end - kept_input(top_in, in_held), labels, ZERO, gone
     if len(sigs) < 2 or first is None:
-        return out, [], run.end, labels, ZERO
+        return out, [], run.end, labels, ZERO, gone
 
     start = run.start_of[first]
     top_delta = run.end - start - kept_input(top_in, in_held)
@@ -1554,7 +1561,7 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
         own = [(name, p - freed if n < n_free else p) for (name, p), n in zip(profiles[sigs[0]], at_node[sigs[0]])]
         blocks = [(prof, [jp for jp in js if jp[0] != 0]) for prof, js in blocks]
         blocks = [b_ for b_ in blocks if b_[1]] + [(own, [jp for jp in starts[sigs[0]] if jp[0] == 0])]
-    return out, blocks, end, labels, early
+    return out, blocks, end, labels, early, gone
 
 
 def _bottom_frees(g: Graph, sig: tuple, ranges: dict, before_layers: tuple) -> tuple | None:

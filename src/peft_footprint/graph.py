@@ -357,6 +357,7 @@ class Backward:
     moments: list  # (node index, Poly of live bytes)
     end: Poly  # live bytes when the simulated nodes are done
     start_of: dict  # node index -> live bytes when it started
+    alive: set = field(default_factory=set)  # the storages alive then
 
 
 def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompute: tuple | None = None,
@@ -554,7 +555,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             if j is not None and j >= lo and deps.get(j) == 0:
                 deps[j] = -1
                 heapq.heappush(ready, -j)
-    return Backward(moments, live, start_of)
+    return Backward(moments, live, start_of, alive)
 
 
 def forward(g: Graph, first: int, end: int, base: Poly, kept, held_before: bool = True,
