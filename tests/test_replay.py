@@ -172,6 +172,31 @@ def test_tape_guards_and_arithmetic():
     assert replay(1024, 0) is None  # 1024 // 0 raises inside: a miss
 
 
+def test_tape_checks_guards_alone_and_evaluates_at_a_point():
+    """Replay.check runs what the guards and the divisions need; Replay.point the outputs on plain integers at one
+    (batch, length), each polynomial constant replaced by its value there: equal to the packed outputs evaluated."""
+    tape = trace.Tape()
+    trace.start(tape)
+    try:
+        h, n, r = tape.leaf(4096), tape.leaf(32), tape.leaf(16)
+        q = B * S * h
+        same = q == B * S * (n * 128)  # a guard on polynomials (two sizes compared)
+        x = q * 2 + Poly.const(h * r) - B * (h // n) + S * S * n
+        y = Poly.sum([x, B * r, -(S * 3)])
+    finally:
+        trace.stop()
+    assert same
+    replay = tape.compile([x.r, y.r])
+    assert len(replay._checks) < len(replay._ops)  # the outputs' arithmetic is not checked
+    for leaves in [(4096, 32, 16), (8192, 64, 3), (1280, 10, 1)]:
+        assert replay.check(*leaves)
+        packed = replay(*leaves)
+        for b, s in [(1, 1), (3, 17), (2**20, 2**31)]:
+            assert replay.point(leaves, b, s) == tuple(Poly._raw(v, 1, 2)(b, s) for v in packed)
+    assert not replay.check(4096, 16, 16)  # q == B*S*(n*128) no longer holds
+    assert not replay.check(4096, 0, 16)  # 4096 // 0: a miss, found by the check
+
+
 def test_a_config_read_wholesale_is_not_recorded():
     """Code that iterates the config could depend on anything in it: such a pass is computed, never replayed."""
     tape = trace.Tape()

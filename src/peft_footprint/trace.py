@@ -9,8 +9,11 @@ each linear module's in/out features, the method's rank or virtual tokens. While
 For another configuration of the same structure, the :class:`Replay` that :meth:`Tape.compile` makes re-runs
 only those instructions (hundreds of big-integer operations instead of the whole pass) and checks every guard
 on the way: any guard that comes out differently rejects the replay, and the pass runs in full. Replaying is
-exact by construction: the same operations on the same kind of values. activations.structured_activation_model
-decides which integers are leaves and keys the recordings by structure.
+exact by construction: the same operations on the same kind of values. It can also check the guards alone (a
+tenth of the instructions) and then evaluate the outputs at one (batch, length): the same instructions on plain
+integers, each polynomial constant replaced by its value there, since evaluating a polynomial at a point
+commutes with ``+``, ``-`` and ``*``. activations.structured_activation_model decides which integers are leaves
+and keys the recordings by structure.
 """
 
 from __future__ import annotations
@@ -177,7 +180,9 @@ class Replay:
     """A merged tape over plain integers: call it with the leaves' values. It runs the instructions as one
     uniform loop, ``slot k = f(slot i, slot j)``: a sum's items are gathered by an ``operator.itemgetter`` held
     in a slot, and each guard's outcome lands in a slot of its own, all checked at the end (an operation that
-    fails on values some guard rejects, a division by zero, is a miss too). It returns None on a miss. The big-integer operations
+    fails on values some guard rejects, a division by zero, is a miss too). It returns None on a miss.
+    :meth:`check` runs only what the guards and the divisions need; :meth:`point` then runs only what the
+    outputs need, at one (batch, length). The big-integer operations
     dominate: a straight-line function generated from the same instructions ran only 15 % faster and cost
     several ms to compile. It keeps only what its calls run (not the program it was made from): every
     instruction kept is a tuple of four integers (its function by number), which the cyclic collector stops
