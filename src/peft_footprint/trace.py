@@ -56,13 +56,14 @@ class Tape:
     """Instructions over numbered slots: ``(k, fn, i, j)`` sets slot k to ``fn(slot i, slot j)`` (``fn`` None: k is
     the sum of the slots in the tuple i); ``(-1, fn, i, j)`` is a guard, ``fn(slot i, slot j)`` must be true."""
 
-    __slots__ = ("init", "code", "leaves", "_consts", "opaque", "memo")
+    __slots__ = ("init", "code", "leaves", "_consts", "_polys", "opaque", "memo")
 
     def __init__(self) -> None:
         self.init: list = []  # a slot's value before replay: the constants (None for leaves and results)
         self.code: list[tuple] = []
         self.leaves: list[int] = []
         self._consts: dict[tuple, int] = {}
+        self._polys: list[int] = []  # the slots of the polynomial constants
         self.opaque = False  # something was read that the tape cannot check: never replay it
         self.memo: dict = {}  # what caches keyed on the traced inputs keep while the pass runs (and no longer)
 
@@ -85,6 +86,8 @@ class Tape:
         if k is None:
             k = self._consts[key] = len(self.init)
             self.init.append(x)
+            if len(key) == 4:
+                self._polys.append(k)
         return k
 
     def op(self, fn: Any, a: Any, b: Any) -> int:
@@ -133,10 +136,24 @@ class Tape:
                 seen[key] = k
             code.append((k, fn, i, j))
         outputs = [canon(k, k) for k in outputs]
-        # what the outputs need; what the guards need, with every operation that can fail (a division)
-        out = _needed(code, set(outputs), lambda k, fn: False)
-        checked = _needed(code, set(), lambda k, fn: k < 0 or fn in _FALLIBLE)
-        live = [ins for ins in code if id(ins) in out or id(ins) in checked]
+        # in one pass backwards: what the outputs need, and what the guards need with every operation that can
+        # fail (a division); what neither needs is dropped
+        need_out, need_check = set(outputs), set()
+        kept = []
+        for ins in reversed(code):
+            k, fn, i, j = ins
+            out = k >= 0 and k in need_out
+            checked = k < 0 or fn in _FALLIBLE or k in need_check
+            if not (out or checked):
+                continue
+            kept.append((ins, checked, out))
+            deps = i if fn is None else (i, j)
+            if out:
+                need_out.update(deps)
+            if checked:
+                need_check.update(deps)
+        kept.reverse()
+        live = [ins for ins, _, _ in kept]
 
         # slots renumbered densely, in order of first use (a dict keeps it); a polynomial constant becomes its
         # packed integer
@@ -145,27 +162,9 @@ class Tape:
                     0 if fn is None else dense[j]) for k, fn, i, j in live]
         leaves = [dense[k] for k in self.leaves]
         results = [dense[k] for k in outputs]
-        values = list(map(self.init.__getitem__, dense))
-        init = [getattr(v, "v", v) for v in values]
-        polys = [(k, v) for k, v in enumerate(values) if hasattr(v, "db")]  # the polynomial constants' slots
-        return Replay(init, leaves, program, results, [(id(ins) in checked, id(ins) in out) for ins in live], polys)
-
-
-def _needed(code: list, need: set, root: Any) -> set[int]:
-    """The ids of the instructions of ``code`` that the slots in ``need``, or the instructions that ``root(k, fn)``
-    selects, depend on (dead-code elimination)."""
-    live = set()
-    for ins in reversed(code):
-        k, fn, i, j = ins
-        if not root(k, fn) and k not in need:
-            continue
-        live.add(id(ins))
-        if fn is None:
-            need.update(i)
-        else:
-            need.add(i)
-            need.add(j)
-    return live
+        init = [getattr(v, "v", v) for v in map(self.init.__getitem__, dense)]
+        polys = [(dense[k], self.init[k]) for k in self._polys if k in dense]  # the polynomial constants' slots
+        return Replay(init, leaves, program, results, [(checked, out) for _, checked, out in kept], polys)
 
 
 class _Numbering(dict):
