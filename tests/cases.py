@@ -480,6 +480,16 @@ _ADAPTER_DRAWN = [
      {"dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 3, "seq_len": 17}),
     ("gemma2", 3, {"name": "adapter", "config": "double_seq_bn", "non_linearity": "tanh", "reduction_factor": 4},
      {"dtype": "bf16", "attn_implementation": "sdpa", "batch_size": 2, "seq_len": 9}),
+    # stop 19's draws: the adapter's own LayerNorms train weight and bias; without original_ln_after the block's
+    # residual is not added after the adapter
+    ("gemma3_text", 3, {"name": "adapter", "config": "houlsby", "reduction_factor": 4, "ln_after": True, "scaling": "channel"},
+     {"dtype": "bf16", "attn_implementation": "eager", "batch_size": 3, "seq_len": 28}),
+    ("qwen2", 2, {"name": "adapter", "config": "seq_bn", "ln_before": True, "use_gating": True},
+     {"dtype": "fp32", "attn_implementation": "sdpa", "gradient_checkpointing": True, "batch_size": 1, "seq_len": 6}),
+    ("mistral", 2, {"name": "adapter", "config": "double_seq_bn", "original_ln_after": False},
+     {"dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 1, "seq_len": 12}),
+    ("gpt2", 3, {"name": "adapter", "config": "double_seq_bn", "original_ln_after": False},
+     {"dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 2, "seq_len": 5}),
 ]
 
 

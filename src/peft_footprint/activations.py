@@ -277,7 +277,7 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
         x = normed
     x_down = x  # adapter_down = [LayerNorm(h) (ln_before), Linear, activation]; the gate reads x itself
     if m.ln_before:
-        x_down = layer_norm(ctx, x, w_rg=True, name=f"{place}_adapter norm_before")
+        x_down = layer_norm(ctx, x, w_rg=True, name=f"{place}_adapter norm_before", copied=True)
     down = g.linear(x_down, ctx.rows, r, w_rg=True, b_rg=True, name=f"{place}_adapter down", in_features=h)
     act = m.setting("non_linearity") or "relu"
     if act.lower() in ("relu", "tanh", "sigmoid"):
@@ -299,11 +299,20 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
     if not m.ln_after:
         out = g.add(out, skip, f"{place}_adapter residual")
     elif m.adapter_residual_before_ln:  # adapter_norm_after: LayerNorm(h), after the residual or before it
-        out = layer_norm(ctx, g.add(out, skip, f"{place}_adapter residual"), w_rg=True, name=f"{place}_adapter norm_after")
+        out = layer_norm(ctx, g.add(out, skip, f"{place}_adapter residual"), w_rg=True, name=f"{place}_adapter norm_after", copied=True)
     else:
-        out = g.add(layer_norm(ctx, out, w_rg=True, name=f"{place}_adapter norm_after"), skip, f"{place}_adapter residual")
+        out = g.add(layer_norm(ctx, out, w_rg=True, name=f"{place}_adapter norm_after", copied=True), skip, f"{place}_adapter residual")
     g.touch(given, a, up)  # the adapter layer's argument; what Adapter.forward returns besides its output
     return out
+
+
+def _adds_residual(ctx: Ctx, place: str) -> bool:
+    """Is the block's residual added after the branch at ``place``? AdapterHub's post_forward adds it only with
+    ``original_ln_after`` (the default) where an adapter ran there; without it the adapter's output goes on alone
+    (its own residual add, of its input, is in :func:`bottleneck`)."""
+    m = ctx.method
+    return not (isinstance(m, Adapter) and m.setting({"attention": "mh_adapter", "output": "output_adapter"}[place])
+                and not m.original_ln_after)
 
 
 def _setup(ctx: Ctx) -> None:
@@ -872,7 +881,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
                   contiguous=(cat_rotary, cat_rotary or bool(ctx.kv_extra), bool(ctx.kv_extra)))
     if mt == "phi3" and impl == "sdpa":
         a = g.copy(a, "attn out contiguous")
-    def close(o: T, residual: T, norm_name: str) -> T:
+    def close(o: T, residual: T, norm_name: str, place: str) -> T:
         """A branch's output: Olmo2's / Gemma2's post-norm, Granite's residual multiplier, the residual add."""
         if post_norm_only:
             o = rms_norm(ctx, o, h, w_rg=norm_rg or _copied(ctx, norm_name, i), style="olmo2", name=norm_name)
@@ -880,13 +889,13 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
             o = rms_norm(ctx, o, h, w_rg=norm_rg or _copied(ctx, norm_name, i), style=style, name=norm_name)
         if mt == "granite":  # hidden_states * residual_multiplier (a Python float)
             o = g.mul(o, None, "residual_multiplier")
-        return g.add(residual, o, "residual add")
+        return g.add(residual, o, "residual add") if _adds_residual(ctx, place) else o
 
     o = bottleneck(ctx, linear(ctx, a, _lin(layout, "o"), i), "attention", residual)
     g.touch(hs, q, k, v)
     if ctx.adapter_hooked:  # the adapter ran in a hook of o_proj's call: its argument was alive throughout
         g.touch(a)
-    x = residual = close(o, residual, "post_attention_layernorm")
+    x = residual = close(o, residual, "post_attention_layernorm", "attention")
     if ctx.adapter_hooked:  # adapters' pre-hook on the next norm keeps it in the ForwardContext
         g.storages[x.sid].handed_on = True
     if post_norm_only:
@@ -920,7 +929,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     g.touch(hs, bound)
     if ctx.adapter_hooked:  # (in a hook of down_proj's call)
         g.touch(m)
-    out = close(o, residual, "post_feedforward_layernorm")
+    out = close(o, residual, "post_feedforward_layernorm", "output")
     g.touch(ctx.attn_weights)  # the decoder layer's `hidden_states, _ = self.self_attn(...)`: until it returns
     g.scope = ""
     return out
@@ -1001,11 +1010,11 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         g.touch(ctx.attn_weights)  # the block holds what its attention returned until it returns
         g.scope = ""
         return out
-    x = g.add(residual, o, "residual add")
+    x = g.add(residual, o, "residual add") if _adds_residual(ctx, "attention") else o
     residual = x
     m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm", copied=mlp_norm)
     mlp_out = bottleneck(ctx, _ln_mlp(ctx, m_in, i, resid_p), "output", residual)
-    out = g.add(residual, mlp_out, "residual add")
+    out = g.add(residual, mlp_out, "residual add") if _adds_residual(ctx, "output") else mlp_out
     if mt == "gpt2":  # GPT2Block's attn_output (after its dropout) and ln_2's output live until the block returns
         g.touch(attn_output, m_in)
     g.touch(ctx.attn_weights)  # the block holds what its attention returned until it returns

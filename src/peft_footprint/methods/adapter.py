@@ -79,6 +79,11 @@ class Adapter(Method):
                 f"AdapterHub adapters 1.3.0 cannot wrap model_type {mt!r} (adapters.init: 'not pre-supported'); "
                 f"bottleneck adapters are supported for: {', '.join(SUPPORTED)}"
             )
+        if mt in HOOKED and not self.original_ln_after:
+            raise UnsupportedCombinationError(
+                f"adapter.original_ln_after=False on {mt}: AdapterHub's plugin interface for it (layer hooking) refuses "
+                "it ('Unsupported configuration for bottleneck layer hooking mode: original_ln_after=False'); "
+                f"it is supported on {', '.join(t for t in SUPPORTED if t not in HOOKED)}")
         h = cfg["hidden_size"]
         d = self.bottleneck(h)
         places = [p for p, on in (("attention_adapters", self.setting("mh_adapter")), ("output_adapters", self.setting("output_adapter"))) if on]
