@@ -405,6 +405,9 @@ _DRAWN = [
     ('gemma-qlora-embedding-copy-fp32-embed-scale', {'model_type': 'gemma', 'hidden_size': 20, 'num_hidden_layers': 3, 'num_attention_heads': 2, 'num_key_value_heads': 2, 'head_dim': 16, 'intermediate_size': 44, 'vocab_size': 3218, 'max_position_embeddings': 128},
      {'name': 'qlora', 'r': 5, 'lora_alpha': 16, 'modules_to_save': ['embed_tokens', 'final_layer_norm']},
      {'batch_size': 4, 'seq_len': 78, 'dtype': 'bf16', 'gradient_checkpointing': True, 'attn_implementation': 'sdpa'}),
+    ('gemma3-qlora-one-kv-head-autocast-casts-the-stride-0-view', {'model_type': 'gemma3_text', 'hidden_size': 96, 'num_hidden_layers': 3, 'num_attention_heads': 6, 'num_key_value_heads': 1, 'head_dim': 12, 'intermediate_size': 57, 'vocab_size': 130, 'sliding_window': 8, 'max_position_embeddings': 256},
+     {'name': 'qlora', 'r': 12, 'target_modules': ['o_proj', 'up_proj', 'gate_proj'], 'layers_to_transform': [0], 'bnb_4bit_compute_dtype': 'fp16'},
+     {'batch_size': 6, 'seq_len': 124, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'eager'}),
 ]
 
 

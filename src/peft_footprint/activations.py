@@ -703,10 +703,15 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         # full-size copy
         k = g.view(k, kv_rows * (nh * d), "repeat_kv k (view)")
         v = g.view(v, kv_rows * (nh * d), "repeat_kv v (view)")
-    elif rep > 1 and nkv == 1 and impl == "eager" and ctx.batch_one:
-        # ... and eager's matmul at batch 1 too (its gradients are full-size until the expand's backward sums them)
-        k = g.view(k, kv_rows * (nh * d), "repeat_kv k (view)")
-        v = g.view(v, kv_rows * (nh * d), "repeat_kv v (view)")
+    viewed = [False, False]  # eager: k, v taken as the stride-0 view itself
+    if rep > 1 and nkv == 1 and impl == "eager":
+        # ... and eager's matmul at batch 1 too, or autocast's cast of the view where the dtype differs (a full-size
+        # copy, matmul's operand as it is): its gradient is full-size until the expand's backward sums it
+        viewed = [ctx.batch_one or bool(g.autocast and x.dtype != g.autocast) for x in (k, v)]
+        if viewed[0]:
+            k = g.view(k, kv_rows * (nh * d), "repeat_kv k (view)")
+        if viewed[1]:
+            v = g.view(v, kv_rows * (nh * d), "repeat_kv v (view)")
     rg = q.rg or k.rg or v.rg
     if impl == "eager":
         # matmul reshapes its operands to (b*nh, ., .): a tensor laid out (b, s, nh, d) (a transposed view of a
@@ -724,7 +729,8 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             k2 = g.autocast_input(held[0], "k")
         else:
             k = g.autocast_input(k, "k")
-            k2 = k if (contiguous[1] and not stride0) or one else g.copy(T(kv_rows * (nh * d), k.dtype, k.rg, k.sid, k.fn), "k transpose copy")
+            k2 = k if (contiguous[1] and not stride0) or one or viewed[0] else \
+                g.copy(T(kv_rows * (nh * d), k.dtype, k.rg, k.sid, k.fn), "k transpose copy")
         q_dtype = q.dtype  # softmax(...).to(query.dtype): fp32 where a q_norm with fp32 weights promoted it
         q = g.autocast_input(q, "q")
         q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
@@ -754,7 +760,8 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             v2 = g.autocast_input(held[1], "v")
         else:
             v = g.autocast_input(v, "v")
-            v2 = v if (contiguous[2] and not stride0) or one else g.copy(T(kv_rows * (nh * d), v.dtype, v.rg, v.sid, v.fn), "v reshape copy")
+            v2 = v if (contiguous[2] and not stride0) or one or viewed[1] else \
+                g.copy(T(kv_rows * (nh * d), v.dtype, v.rg, v.sid, v.fn), "v reshape copy")
         out = _matmul(g, g.autocast_input(probs, "probs"), v2, b_seq * (nh * d), "attn out")
         g.touch(mask_value)  # (a local of eager_attention_forward: until it returns)
         out = g.copy(out, "attn out transpose")
