@@ -2166,22 +2166,24 @@ class _Replayed:
         """:meth:`ActivationModel.with_batch_one_labels`, at each point."""
         return _Replayed(self._rec, self._leaves, virtual_tokens)
 
-    def _point(self, b: int, s: int) -> tuple:
-        """The outputs at (b, s), and the batch-1 labels' difference there (0 for a model of larger batches)."""
+    def _point(self, b: int, s: int) -> tuple[dict, dict]:
+        """(:meth:`at`, :meth:`live_at`) at (b, s), from one evaluation of the recording there (kept for a few
+        shapes; the outputs themselves are not)."""
         hit = self._points.get((b, s))
         if hit is None:
             values = self._rec.replay.point(self._leaves, b, s)
+            if values is None:  # (cannot happen: what can fail ran in the check) the full model answers
+                return self.model().at(b, s), self.model().live_at(b, s)
             d = both = 0
-            if self._tokens is not None:  # (as with_batch_one_labels adds them)
+            if self._tokens is not None:  # the batch-1 labels' difference (as with_batch_one_labels adds it)
                 seq = s + self._tokens
                 d, both = (seq + 1) * 8 - b * seq * 8, b * seq * -8
-            if len(self._points) > 64:
+            if len(self._points) > 32:
                 self._points.clear()
-            hit = self._points[(b, s)] = (values, d, both)
+            hit = self._points[(b, s)] = (self._at(values, d), self._live(values, d, both))
         return hit
 
-    def at(self, b: int, s: int) -> dict[str, Any]:
-        values, d, _ = self._point(b, s)
+    def _at(self, values: tuple, d: int) -> dict[str, Any]:
         term_names, layer_names = self._rec.names[0], self._rec.names[1]
         nt, nl = len(term_names), len(layer_names)
         terms = dict(zip(term_names, values[1:1 + nt]))
@@ -2190,15 +2192,38 @@ class _Replayed:
         return {"activations": values[0] + d, "terms": terms, "per_layer": values[1 + nt],
                 "layer_terms": dict(zip(layer_names, values[2 + nt:2 + nt + nl]))}
 
-    def live_at(self, b: int, s: int) -> dict[str, int]:
-        """:meth:`ActivationModel.live_at`, from the moments' values at this point: of each phase and each kind
-        of layer's profile and starts, the first of the largest."""
-        values, d, both = self._point(b, s)
+    def _live(self, values: tuple, d: int, both: int) -> dict[str, int]:
+        """Of each phase and each kind of layer's profile and starts, the first of the largest moments (as
+        :meth:`ActivationModel.live_at` picks them)."""
         term_names, layer_names, moment_names, block_names, labels = self._rec.names
         head = 2 + len(term_names) + len(layer_names)
         out = {"end of forward": values[0] + d}
         if len(values) == head:
             return out
+        moments = list(values[head:])
+        if d:
+            for k, flag in enumerate(labels):
+                if flag:
+                    moments[k] += d if flag == 1 else both
+        plan = _plan(moment_names, block_names)
+        first_max = moments.__getitem__
+        for kind, lo, hi in plan.kinds:
+            k = max(range(lo, hi), key=first_max)
+            _put(out, kind, plan.names[k][1], moments[k])
+        for ops, (p0, p1), (s0, s1), js in plan.blocks:
+            m = max(range(p0, p1), key=first_max)
+            st = max(range(s0, s1), key=first_max)
+            _put(out, _below(js[st - s0]), ops[m - p0], moments[st] + moments[m])
+        return out
+
+    def at(self, b: int, s: int) -> dict[str, Any]:
+        """:meth:`ActivationModel.at`, from the recording evaluated at this point."""
+        at = self._point(b, s)[0]
+        return {**at, "terms": dict(at["terms"]), "layer_terms": dict(at["layer_terms"])}
+
+    def live_at(self, b: int, s: int) -> dict[str, int]:
+        """:meth:`ActivationModel.live_at`, from the moments' values at this point."""
+        return dict(self._point(b, s)[1])
         moments = list(values[head:])
         if d:
             for k, flag in enumerate(labels):
