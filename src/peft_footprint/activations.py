@@ -2224,21 +2224,6 @@ class _Replayed:
     def live_at(self, b: int, s: int) -> dict[str, int]:
         """:meth:`ActivationModel.live_at`, from the moments' values at this point."""
         return dict(self._point(b, s)[1])
-        moments = list(values[head:])
-        if d:
-            for k, flag in enumerate(labels):
-                if flag:
-                    moments[k] += d if flag == 1 else both
-        plan = _plan(moment_names, block_names)
-        first_max = moments.__getitem__
-        for kind, lo, hi in plan.kinds:
-            k = max(range(lo, hi), key=first_max)
-            _put(out, kind, plan.names[k][1], moments[k])
-        for ops, (p0, p1), (s0, s1), js in plan.blocks:
-            m = max(range(p0, p1), key=first_max)
-            st = max(range(s0, s1), key=first_max)
-            _put(out, _below(js[st - s0]), ops[m - p0], moments[st] + moments[m])
-        return out
 
 
 def replayed(store: dict, seen: set, key: tuple, spec, method: Method, plain, record, from_replay, lazy=None) -> Any:
