@@ -325,6 +325,7 @@ def _measure(request):
         t1 = time.time()
         pre = list(params) + list(_opt_state_tensors(opt)) + list(model.buffers()) + [ids]
         tracker = _live_storage_tracker(pre)
+        tracker.keep_peak_listing = "names" in what
         with tracker:
             tracker.phase = "forward"
             out = model(input_ids=ids, labels=ids, use_cache=False)
@@ -344,6 +345,10 @@ def _measure(request):
         res["peak_bytes"] = res["weights_bytes"] + res["optimizer_bytes"] + tracker.peak
         res["peak_live_bytes"] = tracker.peak
         res["peak_phase"] = tracker.peak_phase
+        if "names" in what:  # what was alive at the peak (as tests/harness/measure.py lists it)
+            res["live_at_peak"] = [{"op": i[0] if i else None, "shape": list(i[1]) if i else None, "dtype": i[2] if i else None,
+                                    "phase": i[3] if i else None, "bytes": n} for i, n in tracker.peak_listing]
+            res["peak_op"] = tracker.peak_op
         res["live_bytes"] = dict(tracker.snapshots)
         res["step_seconds"] = round(time.time() - t1, 3)
     res["seconds"] = round(time.time() - t0, 3)
