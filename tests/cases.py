@@ -493,15 +493,25 @@ _ADAPTER_DRAWN = [
      {"dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 1, "seq_len": 12}),
     ("gpt2", 3, {"name": "adapter", "config": "double_seq_bn", "original_ln_after": False},
      {"dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True, "batch_size": 2, "seq_len": 5}),
+    # other sizes too: the attention's and the MLP's locals are gone before AdapterHub's own Llama/Mistral/GPT-2
+    # integrations run the adapter; transformers 4.x's Gemma2Model holds the unscaled embeddings
+    ('mistral', 1, {'name': 'adapter', 'config': 'pfeiffer', 'ln_before': True, 'adapter_residual_before_ln': True},
+     {'dtype': 'fp32', 'attn_implementation': 'eager', 'batch_size': 2, 'seq_len': 11, 'gradient_checkpointing': True},
+     {'hidden_size': 60, 'num_attention_heads': 6, 'num_key_value_heads': 3, 'intermediate_size': 91, 'vocab_size': 132}),
+    ('gemma2', 1, {'name': 'adapter', 'config': 'pfeiffer', 'non_linearity': 'tanh', 'ln_before': True, 'ln_after': True, 'adapter_residual_before_ln': True},
+     {'dtype': 'fp32', 'attn_implementation': 'eager', 'batch_size': 1, 'seq_len': 29},
+     {'hidden_size': 32, 'num_attention_heads': 4, 'num_key_value_heads': 4, 'head_dim': 24, 'intermediate_size': 273, 'vocab_size': 153}),
 ]
 
 
 def adapter_drawn_cases() -> list[tuple[str, dict, dict, dict]]:
-    """(label, config, method, training) of the drawn adapter setups: TINY configs at another depth."""
+    """(label, config, method, training) of the drawn adapter setups: TINY configs at another depth (and other sizes
+    where given)."""
     out = []
-    for mt, layers, method, training in _ADAPTER_DRAWN:
+    for mt, layers, method, training, *sizes in _ADAPTER_DRAWN:
         cfg = {k: v for k, v in TINY[mt].items() if k != "layer_types"}
         cfg["n_layer" if "n_layer" in cfg else "num_hidden_layers"] = layers
+        cfg.update(*sizes)
         options = "-".join(f"{k}={v}" for k, v in method.items() if k not in ("name", "config"))
         label = f"{mt}-L{layers}-{method['config']}{'-' + options if options else ''}-{training['dtype']}-{training['attn_implementation']}"
         out.append((label + ("-ckpt" if training.get("gradient_checkpointing") else ""), cfg, method, training))

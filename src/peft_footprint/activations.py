@@ -898,10 +898,12 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
             o = g.mul(o, None, "residual_multiplier")
         return g.add(residual, o, "residual add") if _adds_residual(ctx, place) else o
 
-    o = bottleneck(ctx, linear(ctx, a, _lin(layout, "o"), i), "attention", residual)
-    g.touch(hs, q, k, v)
-    if ctx.adapter_hooked:  # the adapter ran in a hook of o_proj's call: its argument was alive throughout
-        g.touch(a)
+    o = linear(ctx, a, _lin(layout, "o"), i)
+    if not ctx.adapter_hooked:  # the attention returns before an adapter of AdapterHub's own integration runs
+        g.touch(hs, q, k, v)
+    o = bottleneck(ctx, o, "attention", residual)
+    if ctx.adapter_hooked:  # the adapter ran in a hook of o_proj's call: the attention's locals and o_proj's
+        g.touch(hs, q, k, v, a)  # argument were alive throughout
     x = residual = close(o, residual, "post_attention_layernorm", "attention")
     if ctx.adapter_hooked:  # adapters' pre-hook on the next norm keeps it in the ForwardContext
         g.storages[x.sid].handed_on = True
@@ -932,10 +934,12 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         up = linear(ctx, hs, _lin(layout, "up"), i)
         m = g.mul(act, up, "act*up")
         down = _lin(layout, "down")
-    o = bottleneck(ctx, linear(ctx, m, down, i), "output", residual)
-    g.touch(hs, bound)
+    o = linear(ctx, m, down, i)
+    if not ctx.adapter_hooked:  # (the MLP returns first)
+        g.touch(hs, bound)
+    o = bottleneck(ctx, o, "output", residual)
     if ctx.adapter_hooked:  # (in a hook of down_proj's call)
-        g.touch(m)
+        g.touch(hs, bound, m)
     out = close(o, residual, "post_feedforward_layernorm", "output")
     g.touch(ctx.attn_weights)  # the decoder layer's `hidden_states, _ = self.self_attn(...)`: until it returns
     g.scope = ""
@@ -1003,9 +1007,9 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     held = (qkv,) if mt == "gpt_neox" else ()
     if isinstance(ctx.method, Adapter):  # adapters' GPT-2 block runs its adapters on what the attention and
         # the MLP return (after their dropout); the adapter's last add is the residual add
+        g.touch(a, q, k, v, *held)  # (the attention has returned)
         o = attn_output = ctx.drop(o, resid_p, "resid dropout")
         o = bottleneck(ctx, o, "attention", residual)
-        g.touch(a, q, k, v, *held)
     else:
         g.touch(a, q, k, v, *held)
         o = attn_output = ctx.drop(o, resid_p, "resid dropout")
@@ -1196,7 +1200,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     if mt == "granite":  # * embedding_multiplier (a Python float) in the model's forward: a new tensor
         emb = g.mul(emb, None, "embedding_multiplier")
     # the base model's forward holds inputs_embeds, the position ids and the attention masks until it returns
-    ctx.scope.append(emb)
+    # (transformers 4.x's Gemma2Model, under AdapterHub, scales inputs_embeds itself: it holds the unscaled ones)
+    ctx.scope.append(word_emb if mt == "gemma2" and isinstance(method, Adapter) else emb)
     if mt not in ("gpt2", "opt"):  # (theirs: _ln_embeddings)
         ctx.positions = g.new(seq, "int64", False, "position ids")
         ctx.scope.append(ctx.positions)
