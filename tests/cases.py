@@ -408,6 +408,9 @@ _DRAWN = [
     ('gemma3-qlora-one-kv-head-autocast-casts-the-stride-0-view', {'model_type': 'gemma3_text', 'hidden_size': 96, 'num_hidden_layers': 3, 'num_attention_heads': 6, 'num_key_value_heads': 1, 'head_dim': 12, 'intermediate_size': 57, 'vocab_size': 130, 'sliding_window': 8, 'max_position_embeddings': 256},
      {'name': 'qlora', 'r': 12, 'target_modules': ['o_proj', 'up_proj', 'gate_proj'], 'layers_to_transform': [0], 'bnb_4bit_compute_dtype': 'fp16'},
      {'batch_size': 6, 'seq_len': 124, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'eager'}),
+    ('gpt-neox-qdora-fp16-compute-on-bf16-promotes-base-minus-bias', {'model_type': 'gpt_neox', 'hidden_size': 60, 'num_hidden_layers': 3, 'num_attention_heads': 6, 'intermediate_size': 140, 'vocab_size': 381, 'max_position_embeddings': 256},
+     {'name': 'qlora', 'r': 4, 'target_modules': 'all-linear', 'bnb_4bit_compute_dtype': 'fp16', 'prepare_model_for_kbit_training': False, 'use_dora': True},
+     {'batch_size': 2, 'seq_len': 99, 'dtype': 'bf16', 'gradient_checkpointing': True, 'attn_implementation': 'eager'}),
 ]
 
 

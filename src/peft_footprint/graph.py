@@ -33,9 +33,9 @@ def esize(dtype: str) -> int:
 def promote(a: str, b: str) -> str:
     if a == b:
         return a
-    if "fp32" in (a, b):
-        return "fp32"
-    return a  # bf16 x fp16 does not occur here
+    if "fp32" in (a, b) or {a, b} == {"bf16", "fp16"}:  # (torch: bf16 with fp16 gives fp32; QLoRA's fp16 compute
+        return "fp32"  # dtype on a bf16 model)
+    return a
 
 
 @dataclass(slots=True)
@@ -289,8 +289,8 @@ class Graph:
         else:
             prog.append(("r", i, out.numel * esize(t.dtype), t.bytes()))
 
-    def add(self, a: T, b: T | None = None, name: str = "add", numel: Poly | None = None) -> T:
-        dtype = a.dtype if b is None else promote(a.dtype, b.dtype)
+    def add(self, a: T, b: T | None = None, name: str = "add", numel: Poly | None = None, dtype: str | None = None) -> T:
+        dtype = dtype or (a.dtype if b is None else promote(a.dtype, b.dtype))
         rg = a.rg or (b is not None and b.rg)
         out = self.new(numel if numel is not None else a.numel, dtype, rg, name)
         prog: list = []
