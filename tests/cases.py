@@ -411,6 +411,9 @@ _DRAWN = [
     ('gpt-neox-qdora-fp16-compute-on-bf16-promotes-base-minus-bias', {'model_type': 'gpt_neox', 'hidden_size': 60, 'num_hidden_layers': 3, 'num_attention_heads': 6, 'intermediate_size': 140, 'vocab_size': 381, 'max_position_embeddings': 256},
      {'name': 'qlora', 'r': 4, 'target_modules': 'all-linear', 'bnb_4bit_compute_dtype': 'fp16', 'prepare_model_for_kbit_training': False, 'use_dora': True},
      {'batch_size': 2, 'seq_len': 99, 'dtype': 'bf16', 'gradient_checkpointing': True, 'attn_implementation': 'eager'}),
+    ('llama-lora-embedding-copy-adafactor-steps-it-before-the-layers', {'model_type': 'llama', 'hidden_size': 40, 'num_hidden_layers': 5, 'num_attention_heads': 4, 'num_key_value_heads': 4, 'head_dim': 12, 'intermediate_size': 258, 'vocab_size': 3176, 'attention_bias': True, 'max_position_embeddings': 128},
+     {'name': 'lora', 'r': 6, 'lora_alpha': 3.5, 'lora_dropout': 0.1, 'bias': 'lora_only', 'modules_to_save': ['lm_head', 'embed_tokens']},
+     {'batch_size': 1, 'seq_len': 28, 'dtype': 'bf16', 'gradient_checkpointing': True, 'attn_implementation': 'eager', 'optimizer': 'adafactor'}),
 ]
 
 

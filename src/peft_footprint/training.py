@@ -208,7 +208,8 @@ def _adafactor_step_bytes(tensors) -> int:
         return (4 if half else 2) * n * 4, factors
 
     def front(t) -> int | None:  # where a module registered before the decoder layers comes (None: after them)
-        module = t.name.rsplit(".", 2)[-2] if "." in t.name else t.name
+        name = t.name.replace(".modules_to_save.", ".")  # (a trainable copy sits where its module is)
+        module = name.rsplit(".", 2)[-2] if "." in name else name
         if "*" in t.name or (module == "final_layer_norm" and ".decoder." not in t.name):  # OPT's decoder: before
             return None
         return _BEFORE_LAYERS.index(module) if module in _BEFORE_LAYERS else None
