@@ -72,11 +72,7 @@ class ActivationModel:
         loss's shifted labels are a contiguous slice, so the padded labels themselves, one position longer, are
         kept. The difference, (s + 1) - b*s positions of int64, is added wherever the labels are alive; the
         result is exact at batch 1, where it is used."""
-        seq = S + virtual_tokens
-        d = (seq + 1) * 8 - B * seq * 8
-        # where the padded labels are alive too (while the loss function runs), they are the batch-1 labels:
-        # the copy goes
-        both = B * seq * -8
+        d, both = _batch_one_labels(virtual_tokens)
         plan, packed, degrees = self.moments
         flags = self.labels + (0,) * (len(packed) - len(self.labels))
         by_flag = {1: d, 2: both}
@@ -124,20 +120,34 @@ class ActivationModel:
             g = group[k]
             if g not in best or v > best[g][1]:
                 best[g] = (k, v)
-        g = 0
-        for kind, _, _ in plan.kinds:
-            k, v = best[g]
-            _put(out, kind, plan.names[k][1], v)
-            g += 1
-        for ops, (p0, _), (s0, _), js in plan.blocks:
-            (m_k, m_v), (s_k, s_v) = best[g], best[g + 1]
-            j = js[s_k - s0]
-            _put(out, _below(j), ops[m_k - p0], s_v + m_v)
-            g += 2
+        _put_largest(out, plan, best)
         if len(self._live) > 64:
             self._live.clear()
         self._live[(b, s)] = out
         return dict(out)
+
+
+def _batch_one_labels(virtual_tokens: int) -> tuple[Poly, Poly]:
+    """The batch-1 model's differences (:meth:`ActivationModel.with_batch_one_labels`): where the shifted labels are
+    alive, and where the padded labels are alive too (while the loss function runs: they are the batch-1 labels,
+    and the copy goes)."""
+    seq = S + virtual_tokens
+    return (seq + 1) * 8 - B * seq * 8, B * seq * -8
+
+
+def _put_largest(out: dict, plan: _Plan, best: dict[int, tuple[int, Any]]) -> None:
+    """Each phase's largest moment, and each kind of lower layer's (its profile's largest plus its layers' largest
+    start), into ``out``; ``best``: each group of ``plan`` (phases, then each block's profile and starts) as
+    (the moment's index, its value)."""
+    g = 0
+    for kind, _, _ in plan.kinds:
+        k, v = best[g]
+        _put(out, kind, plan.names[k][1], v)
+        g += 1
+    for ops, (p0, _), (s0, _), js in plan.blocks:
+        (m_k, m_v), (s_k, s_v) = best[g], best[g + 1]
+        _put(out, _below(js[s_k - s0]), ops[m_k - p0], s_v + m_v)
+        g += 2
 
 
 @dataclass(eq=False)
@@ -260,7 +270,7 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
     m = ctx.method
     if not isinstance(m, Adapter):
         return x
-    if not m.setting({"attention": "mh_adapter", "output": "output_adapter"}[place]):
+    if not _adapter_at(m, place):
         return x
     g, h = ctx.g, ctx.cfg["hidden_size"]
     r = m.bottleneck(h)
@@ -311,8 +321,12 @@ def _adds_residual(ctx: Ctx, place: str) -> bool:
     ``original_ln_after`` (the default) where an adapter ran there; without it the adapter's output goes on alone
     (its own residual add, of its input, is in :func:`bottleneck`)."""
     m = ctx.method
-    return not (isinstance(m, Adapter) and m.setting({"attention": "mh_adapter", "output": "output_adapter"}[place])
-                and not m.original_ln_after)
+    return not (isinstance(m, Adapter) and _adapter_at(m, place) and not m.original_ln_after)
+
+
+def _adapter_at(m: Adapter, place: str) -> bool:
+    """Does the adapter have a bottleneck at ``place`` ("attention": mh_adapter, "output": output_adapter)?"""
+    return m.setting({"attention": "mh_adapter", "output": "output_adapter"}[place])
 
 
 def _setup(ctx: Ctx) -> None:
@@ -2183,9 +2197,8 @@ class _Replayed:
             if values is None:  # (cannot happen: what can fail ran in the check) the full model answers
                 return self.model().at(b, s), self.model().live_at(b, s)
             d = both = 0
-            if self._tokens is not None:  # the batch-1 labels' difference (as with_batch_one_labels adds it)
-                seq = s + self._tokens
-                d, both = (seq + 1) * 8 - b * seq * 8, b * seq * -8
+            if self._tokens is not None:  # the batch-1 labels' differences (as with_batch_one_labels adds them)
+                d, both = (p_(b, s) for p_ in _batch_one_labels(self._tokens))
             if len(self._points) > 32:
                 self._points.clear()
             hit = self._points[(b, s)] = (self._at(values, d), self._live(values, d, both))
@@ -2214,14 +2227,12 @@ class _Replayed:
                 if flag:
                     moments[k] += d if flag == 1 else both
         plan = _plan(moment_names, block_names)
-        first_max = moments.__getitem__
-        for kind, lo, hi in plan.kinds:
-            k = max(range(lo, hi), key=first_max)
-            _put(out, kind, plan.names[k][1], moments[k])
-        for ops, (p0, p1), (s0, s1), js in plan.blocks:
-            m = max(range(p0, p1), key=first_max)
-            st = max(range(s0, s1), key=first_max)
-            _put(out, _below(js[st - s0]), ops[m - p0], moments[st] + moments[m])
+        bounds = plan.firsts.tolist() + [len(moments)]
+        best = {}
+        for g in range(len(bounds) - 1):  # max keeps the first of the largest
+            k = max(range(bounds[g], bounds[g + 1]), key=moments.__getitem__)
+            best[g] = (k, moments[k])
+        _put_largest(out, plan, best)
         return out
 
     def at(self, b: int, s: int) -> dict[str, Any]:
