@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import trace
+from .act_fns import act_field, act_fn
 
 from .architectures import Layout, Linear
 from .graph import Graph, Node, Storage, T, backward, esize, forward, promote, winners_matrix
@@ -773,6 +774,7 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         probs = g.to(probs32, q_dtype, "probs cast")
         if not g.autocast:  # the variable it was bound to, until .to(query.dtype) returns (a no-op under autocast:
             g.touch(attn_weights)  # query is in the model's dtype; the cast above is the next matmul's)
+        probs = ctx.drop(probs, attention_dropout(ctx.cfg), "attn dropout")  # F.dropout(attn_weights, p=dropout)
         if held:
             v2 = g.autocast_input(held[1], "v")
         else:
@@ -803,6 +805,11 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
     out = g.node(out, [q, k, v], prog, saved, "sdpa")
     g.touch(*held)
     return out
+
+
+def attention_dropout(cfg: dict[str, Any]) -> float:
+    """The dropout on the attention probabilities in training (GPT-2's attn_pdrop defaults to 0.1)."""
+    return _p(cfg, "attn_pdrop", default=0.1) if cfg["model_type"] == "gpt2" else _p(cfg, "attention_dropout")
 
 
 def _matmul(g: Graph, a: T, b: T, numel: Poly, name: str) -> T:
@@ -915,12 +922,19 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
             o = g.mul(o, None, "residual_multiplier")
         return g.add(residual, o, "residual add") if _adds_residual(ctx, place) else o
 
+    # residual dropouts: StarCoder2's inside its attention and MLP (after o_proj / c_proj), Phi-3's on what they
+    # return (resid_attn_dropout / resid_mlp_dropout)
+    inner_p = _p(cfg, "residual_dropout") if mt == "starcoder2" else 0.0
+    outer_p = _p(cfg, "resid_pdrop") if mt == "phi3" else 0.0
     o = linear(ctx, a, _lin(layout, "o"), i)
     if not ctx.adapter_hooked:  # the attention returns before an adapter of AdapterHub's own integration runs
+        o = ctx.drop(o, inner_p, "attn residual dropout")
         g.touch(hs, q, k, v)
     o = bottleneck(ctx, o, "attention", residual)
     if ctx.adapter_hooked:  # the adapter ran in a hook of o_proj's call: the attention's locals and o_proj's
+        o = ctx.drop(o, inner_p, "attn residual dropout")
         g.touch(hs, q, k, v, a)  # argument were alive throughout
+    o = ctx.drop(o, outer_p, "resid_attn_dropout")
     x = residual = close(o, residual, "post_attention_layernorm", "attention")
     if ctx.adapter_hooked:  # adapters' pre-hook on the next norm keeps it in the ForwardContext
         g.storages[x.sid].handed_on = True
@@ -937,26 +951,29 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         # and with it all of its storage) stays bound until forward returns, after down_proj
         gu = linear(ctx, hs, _lin(layout, "gate_up"), i)
         gate, up = g.split(gu, [ctx.rows * cfg["intermediate_size"]] * 2, "gate_up chunk")
-        act = g.unary_saves_input(gate, "act")
+        act = _act(ctx, gate)
         m = g.mul(up, act, "gate*up")
         down = _lin(layout, "down")
         bound = gate
     elif mt == "starcoder2":
         up = linear(ctx, hs, _lin(layout, "up"), i)
-        m = g.unary_saves_input(up, "gelu")
+        m = _act(ctx, up)
         down = _lin(layout, "down")
     else:  # down_proj(act_fn(gate_proj(x)) * up_proj(x)): the activation runs before up_proj
         gate = linear(ctx, hs, _lin(layout, "gate"), i)
-        act = g.unary_saves_input(gate, "act")
+        act = _act(ctx, gate)
         up = linear(ctx, hs, _lin(layout, "up"), i)
         m = g.mul(act, up, "act*up")
         down = _lin(layout, "down")
     o = linear(ctx, m, down, i)
     if not ctx.adapter_hooked:  # (the MLP returns first)
+        o = ctx.drop(o, inner_p, "mlp residual dropout")
         g.touch(hs, bound)
     o = bottleneck(ctx, o, "output", residual)
     if ctx.adapter_hooked:  # (in a hook of down_proj's call)
+        o = ctx.drop(o, inner_p, "mlp residual dropout")
         g.touch(hs, bound, m)
+    o = ctx.drop(o, outer_p, "resid_mlp_dropout")
     out = close(o, residual, "post_feedforward_layernorm", "output")
     g.touch(ctx.attn_weights)  # the decoder layer's `hidden_states, _ = self.self_attn(...)`: until it returns
     g.scope = ""
@@ -975,6 +992,15 @@ def _p(cfg: dict[str, Any], *names: str, default: float = 0.0) -> float:
     return default
 
 
+_LN_NAMES = {"gpt2": ("ln_1", "ln_2"), "gpt_neox": ("input_layernorm", "post_attention_layernorm"),
+             "opt": ("self_attn_layer_norm", "final_layer_norm")}
+
+
+def _ln_affine(cfg: dict[str, Any]) -> bool:
+    """Do the LayerNorms have a weight and a bias? (OPT's layer_norm_elementwise_affine)"""
+    return cfg["model_type"] != "opt" or bool(cfg.get("layer_norm_elementwise_affine", True))
+
+
 def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) -> T:
     cfg, layout, g = ctx.cfg, ctx.layout, ctx.g
     mt = cfg["model_type"]
@@ -986,9 +1012,14 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     kv_len = None
     residual = x
     # the layer's two norms, as modules (ln_1/ln_2, input_layernorm/post_attention_layernorm, OPT's
-    # self_attn_layer_norm/final_layer_norm): copies when modules_to_save covers them
-    attn_norm, mlp_norm = (_copied(ctx, n_, i) for n_ in dict.fromkeys(q_.path.rsplit(".", 1)[0] for q_ in layout.layer_params))
-    a = layer_norm(ctx, x, w_rg=norm_rg, name="attn norm", copied=attn_norm)
+    # self_attn_layer_norm/final_layer_norm): copies when modules_to_save covers them. OPT's may have no weight
+    # and bias (layer_norm_elementwise_affine=False), and OPT-350m's come after the residual adds
+    # (do_layer_norm_before=False)
+    if not _ln_affine(cfg):
+        norm_rg = False
+    attn_norm, mlp_norm = (_ln_affine(cfg) and _copied(ctx, n_, i) for n_ in _LN_NAMES[mt])
+    post_ln = mt == "opt" and not cfg.get("do_layer_norm_before", True)
+    a = x if post_ln else layer_norm(ctx, x, w_rg=norm_rg, name="attn norm", copied=attn_norm)
     if mt in ("gpt2", "gpt_neox"):
         qkv = linear(ctx, a, _lin(layout, "qkv"), i)
         if mt == "gpt_neox" and qkv.rg:  # view -> transpose(1, 2) -> chunk: the chunks' gradients come back
@@ -1039,10 +1070,14 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         g.scope = ""
         return out
     x = g.add(residual, o, "residual add") if _adds_residual(ctx, "attention") else o
+    if post_ln:
+        x = layer_norm(ctx, x, w_rg=norm_rg, name="attn norm", copied=attn_norm)
     residual = x
-    m_in = layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm", copied=mlp_norm)
+    m_in = x if post_ln else layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm", copied=mlp_norm)
     mlp_out = bottleneck(ctx, _ln_mlp(ctx, m_in, i, resid_p), "output", residual)
     out = g.add(residual, mlp_out, "residual add") if _adds_residual(ctx, "output") else mlp_out
+    if post_ln:
+        out = layer_norm(ctx, out, w_rg=norm_rg, name="mlp norm", copied=mlp_norm)
     if mt == "gpt2":  # GPT2Block's attn_output (after its dropout) and ln_2's output live until the block returns
         g.touch(attn_output, m_in)
     g.touch(ctx.attn_weights)  # the block holds what its attention returned until it returns
@@ -1050,27 +1085,22 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     return out
 
 
+def _act(ctx: Ctx, x: T) -> T:
+    """The MLP's activation function (act_fns.py), by the name in the field its model type reads."""
+    name = ctx.cfg.get(act_field(ctx.cfg["model_type"]))
+    return act_fn(ctx.g, x, name, cuda_autocast=bool(ctx.g.autocast) and ctx.device == "cuda")
+
+
 def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float) -> T:
     g, cfg, layout = ctx.g, ctx.cfg, ctx.layout
     up = linear(ctx, x, _lin(layout, "up"), i)
-    act_name = cfg.get("activation_function") or cfg.get("hidden_act") or "gelu"
-    if act_name == "gelu_new":  # 0.5*x*(1+tanh(c*(x+0.044715*x^3))) in Python ops
-        half = g.mul(up, None, "0.5*x")
-        cube = g.mul(g.unary_saves_input(up, "pow", temps=2), None, "0.044715*x^3")
-        inner = g.mul(g.add(up, cube, "x+0.044715*x^3"), None, "c*(...)")
-        th = g.unary_saves_output(inner, "tanh")
-        one = g.add(th, None, "1+tanh")
-        act = g.mul(half, one, "gelu_new out")
-    elif act_name == "relu":
-        act = g.unary_saves_output(up, "relu")
-    else:
-        act = g.unary_saves_input(up, act_name)
-    o = linear(ctx, act, _lin(layout, "down"), i)
+    o = linear(ctx, _act(ctx, up), _lin(layout, "down"), i)
     if cfg["model_type"] != "opt":  # GPT-2's hidden_states / GPT-NeoX's MLP module call hold the norm's output;
         g.touch(x)  # OPT's layer calls fc1 itself and rebinds it
     if cfg["model_type"] == "gpt2":
         return ctx.drop(o, resid_p, "mlp dropout")
-    return ctx.drop(o, resid_p, "ffn dropout") if cfg["model_type"] == "opt" else o
+    # OPT's dropout after fc2; GPT-NeoX's post_mlp_dropout on what the MLP returns
+    return ctx.drop(o, resid_p, "ffn dropout" if cfg["model_type"] == "opt" else "post_mlp_dropout")
 
 
 def _embedding_trains(ctx: Ctx, kind: str = "embedding") -> bool:
@@ -1109,7 +1139,7 @@ def _ln_embeddings(ctx: Ctx, emb: T) -> T:
         ctx.scope[:] = [t for t in ctx.scope if t is not emb] + [x, pos, pe, g.new(Poly.const(1), "fp32", False, "layerdrop rand")]
         out = g.add(x, T(pe.numel, pe.dtype, pe.rg, None), "embeds+positions", numel=ctx.rows * cfg["hidden_size"])
         return out
-    return emb
+    return ctx.drop(emb, _p(cfg, "hidden_dropout"), "emb_dropout")  # GPT-NeoX's emb_dropout(inputs_embeds)
 
 
 # ---- whole model ---------------------------------------------------------------------------------
@@ -1259,6 +1289,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     ln_family = mt in ("gpt2", "gpt_neox", "opt")
     if ln_family:
         emb = _ln_embeddings(ctx, emb)
+    elif mt == "starcoder2":  # the model's forward: dropout(inputs_embeds, embedding_dropout)
+        emb = ctx.drop(emb, _p(cfg, "embedding_dropout"), "embedding dropout")
     layer_fn = layernorm_family_layer if ln_family else llama_family_layer
     gc = train.gradient_checkpointing
     if gc and not emb_trains:
@@ -1703,7 +1735,7 @@ def _final(ctx: Ctx, x: T) -> T:
         return layer_norm(ctx, x, w_rg=ctx.full or ctx.norm_bias, name="final norm", copied=copied)
     if mt == "opt":
         if ctx.cfg["do_layer_norm_before"] and not ctx.cfg["_remove_final_layer_norm"]:
-            x = layer_norm(ctx, x, w_rg=ctx.full or ctx.norm_bias, name="final norm", copied=copied)
+            x = layer_norm(ctx, x, w_rg=_ln_affine(ctx.cfg) and (ctx.full or ctx.norm_bias), name="final norm", copied=copied)
         proj = next((m for m in ctx.layout.outer_linears if m.role == "project_out"), None)
         return linear(ctx, x, proj, None) if proj else x
     style = {"gemma": "gemma", "gemma2": "gemma", "gemma3_text": "gemma", "olmo2": "olmo2"}.get(mt, "llama")

@@ -17,7 +17,7 @@ from .poly import evaluate
 from .model import ModelSpec, load_model
 from .storage import safetensors_file_bytes
 from .result import SCHEMA_VERSION, Estimate
-from .activations import ActivationModel, structured_activation_model
+from .activations import ActivationModel, attention_dropout, structured_activation_model
 from .compute import compute_terms
 from .tables import build_table
 from .hardware import load_hardware
@@ -152,6 +152,22 @@ def _refuse(spec: ModelSpec, meth: Method, train: TrainingSpec) -> None:
         raise UnsupportedCombinationError(
             f"training.attn_implementation={train.attn_implementation!r}: transformers has no such kernel for "
             f"{spec.model_type}; available: {', '.join(spec.arch.attn_implementations)}"
+        )
+    if (spec.model_type == "gpt2" and spec.cfg.get("reorder_and_upcast_attn") and train.attn_implementation == "eager"
+            and (train.dtype != "fp32" or train.mixed_precision)):
+        raise UnsupportedCombinationError(
+            "reorder_and_upcast_attn=True with eager attention in half precision: GPT-2's upcast attention (an fp32 "
+            "baddbmm of fp32 copies of q and k) is not modelled by this estimate (in fp32 it is the plain path, which "
+            "is); use attn_implementation='sdpa', which ignores the option, or dtype='fp32'"
+        )
+    p_attn = attention_dropout(spec.cfg)
+    if train.device == "cpu" and train.attn_implementation != "eager" and p_attn > 0:
+        field = "attn_pdrop" if spec.model_type == "gpt2" else "attention_dropout"
+        raise UnsupportedCombinationError(
+            f"{field}={p_attn} with attn_implementation={train.attn_implementation!r} on device='cpu': PyTorch's CPU "
+            "sdpa falls back to its math kernel when it drops out, which this estimate does not model (on CUDA the "
+            f"fused kernels drop out without keeping a mask, and that is modelled); use attn_implementation='eager', "
+            f"device='cuda', or {field}=0"
         )
     if meth.prefix_tokens() and train.gradient_checkpointing:
         raise UnsupportedCombinationError(

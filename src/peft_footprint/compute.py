@@ -311,7 +311,7 @@ class _Walker:
         self.layer_mm, self.layer_fwd = [], FlopTerms()
         lin = {m.role: m for m in layout.layer_linears}
         pre = f"{layout.layer_prefix}.{i}."
-        norms = [p.path.rsplit(".", 1)[0] for p in layout.layer_params if p.path.endswith(".weight")]
+        norms = [p.path.rsplit(".", 1)[0] for p in layout.layer_params if p.path.endswith(".weight")] or ["", ""]  # (OPT without affine LayerNorms: none named)
         attn_norm, mlp_norm = norms[0], norms[1]
         x_rg = h_rg or mv.norm_trainable(spec, attn_norm, layer=i)
         if "qkv" in lin:

@@ -41,7 +41,8 @@ class InvalidConfigError(PeftFootprintError):
 
 
 class UnsupportedCombinationError(PeftFootprintError):
-    """Options that transformers, PEFT or AdapterHub refuse to combine."""
+    """Options that transformers, PEFT or AdapterHub refuse to combine (or, where the message says so, that this
+    estimate does not model)."""
 
 
 def did_you_mean(value: object, choices: Iterable[str]) -> str:

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..act_fns import act_field, check_act
 from ..errors import InvalidConfigError
 
 
@@ -151,7 +152,7 @@ class Architecture:
     has_kv_heads_field: ClassVar[bool] = True
     head_dim_always_in_config: ClassVar[bool] = False
     # fields where an explicit null means something other than the default (e.g. no sliding window)
-    nullable: ClassVar[frozenset[str]] = frozenset({"sliding_window"})
+    nullable: ClassVar[frozenset[str]] = frozenset({"sliding_window", "attn_logit_softcapping", "final_logit_softcapping"})
 
     # ---- reading a config -------------------------------------------------------------------
     @classmethod
@@ -198,9 +199,8 @@ class Architecture:
         for name, (low, high) in REAL_FIELDS.items():
             if cfg.get(name) is not None:
                 cfg[name] = _real_in(name, cfg[name], low, high)
-        for name in ("hidden_act", "activation_function"):
-            if cfg.get(name) is not None and not isinstance(cfg[name], str):
-                raise InvalidConfigError(name, cfg[name], "expected the name of an activation function (a string)")
+        act = act_field(cls.model_type)  # the field the MLP reads its activation from
+        cfg[act] = check_act(act, cfg.get(act))
         for name in ("rope_parameters", "rope_scaling"):
             if cfg.get(name) is not None and not isinstance(cfg[name], dict):
                 raise InvalidConfigError(name, cfg[name], "expected a dict (or null)")

@@ -11,7 +11,7 @@ class Gemma2(Architecture):
     defaults = dict(
         hidden_size=2304, num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
         intermediate_size=9216, vocab_size=256000, max_position_embeddings=8192, tie_word_embeddings=True,
-        attention_bias=False, hidden_act="gelu_pytorch_tanh", sliding_window=4096, query_pre_attn_scalar=256,
+        attention_bias=False, hidden_act="gelu_pytorch_tanh", hidden_activation="gelu_pytorch_tanh", sliding_window=4096, query_pre_attn_scalar=256,
         final_logit_softcapping=30.0, attn_logit_softcapping=50.0,
     )
     # flash-attention 2 supports the softcapping since 2.6; transformers allows all three kernels

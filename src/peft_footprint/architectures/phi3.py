@@ -12,6 +12,11 @@ class Phi3(Architecture):
     )
 
     @classmethod
+    def layer_types(cls, cfg):  # Phi3Model masks every layer with create_sliding_window_causal_mask when it has one
+        kind = "sliding_attention" if cfg.get("sliding_window") else "full_attention"
+        return [kind] * cfg["num_hidden_layers"]
+
+    @classmethod
     def layout(cls, cfg):
         h, hd, nh, nkv, i = cfg["hidden_size"], cfg["head_dim"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["intermediate_size"]
         linears = (  # in the order Phi3Attention registers them (o_proj first): what an optimizer steps through
