@@ -439,6 +439,57 @@ def drawn_cases() -> list[tuple[str, dict, dict, dict]]:
     return [(label, dict(cfg, pad_token_id=0, bos_token_id=1, eos_token_id=2), method, training) for label, cfg, method, training in _DRAWN]
 
 
+# ---- architecture config fields (stop 20) --------------------------------------------------------------
+# one step each, options varied between them (method, dtype, autocast, kernel, checkpointing, batch 1)
+_FIELD_STEPS = [
+    ({"name": "lora", "r": 3, "target_modules": "all-linear"},
+     {"batch_size": 2, "seq_len": 9, "dtype": "bf16", "attn_implementation": "sdpa", "gradient_checkpointing": False}),
+    ({"name": "full"}, {"batch_size": 2, "seq_len": 7, "dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True}),
+    ({"name": "ia3", "target_modules": "all-linear", "feedforward_modules": []},
+     {"batch_size": 3, "seq_len": 6, "dtype": "fp32", "mixed_precision": "bf16", "attn_implementation": "eager", "gradient_checkpointing": False}),
+    ({"name": "prompt_tuning", "num_virtual_tokens": 3},
+     {"batch_size": 1, "seq_len": 8, "dtype": "fp16", "attn_implementation": "sdpa", "gradient_checkpointing": False}),
+]
+_FIELDS = {
+    "starcoder2-residual-dropout": ("starcoder2", {"residual_dropout": 0.1}),
+    "starcoder2-embedding-dropout": ("starcoder2", {"embedding_dropout": 0.1}),
+    "starcoder2-attention-dropout": ("starcoder2", {"attention_dropout": 0.1}),
+    "gpt-neox-hidden-dropout-parallel": ("gpt_neox", {"hidden_dropout": 0.1}),
+    "gpt-neox-hidden-dropout-sequential": ("gpt_neox", {"hidden_dropout": 0.1, "use_parallel_residual": False}),
+    "phi3-resid-dropout": ("phi3", {"resid_pdrop": 0.1}),
+    "phi3-sliding-window": ("phi3", {"sliding_window": 5}),
+    "gemma2-no-final-softcapping": ("gemma2", {"final_logit_softcapping": None}),
+    "gemma2-no-attention-softcapping": ("gemma2", {"attn_logit_softcapping": None}),
+    "opt-post-layernorm": ("opt", {"do_layer_norm_before": False}),
+    "opt-layernorm-without-weights": ("opt", {"layer_norm_elementwise_affine": False}),
+    "gpt2-attention-dropout": ("gpt2", {"attn_pdrop": 0.1}),
+    "llama-attention-dropout": ("llama", {"attention_dropout": 0.1}),
+    "qwen2-attention-dropout": ("qwen2", {"attention_dropout": 0.1}),
+    "gemma2-attention-dropout": ("gemma2", {"attention_dropout": 0.1}),
+    "gpt2-upcast-attention-fp32": ("gpt2", {"reorder_and_upcast_attn": True, "scale_attn_by_inverse_layer_idx": True}),
+}
+
+
+def config_field_cases() -> list[tuple[str, dict, dict, dict]]:
+    """Every MLP activation function the estimate models, on a gated MLP (Llama) and a plain one (GPT-2), and config
+    fields that change what a step keeps, each over the steps above: (label, config, method, training)."""
+    from peft_footprint.act_fns import ACT_FNS, act_field
+
+    out = [(f"{mt}-{act}", dict(TINY[mt], **{act_field(mt): act}), *_FIELD_STEPS[i % len(_FIELD_STEPS)])
+           for mt in ("llama", "gpt2") for i, act in enumerate(sorted(ACT_FNS))]
+    for label, (mt, fields) in _FIELDS.items():
+        for i, (method, training) in enumerate(_FIELD_STEPS):
+            cfg = dict(TINY[mt], **fields)
+            if mt == "opt" and method["name"] == "prompt_tuning":
+                method = dict(method, token_dim=cfg["word_embed_proj_dim"])  # (PEFT's default token_dim is hidden_size)
+            if fields.get("attn_pdrop", fields.get("attention_dropout")) and training["attn_implementation"] == "sdpa":
+                training = dict(training, attn_implementation="eager")  # (CPU sdpa drops out on its math kernel: refused)
+            if fields.get("reorder_and_upcast_attn"):  # (modelled in fp32, where it is the plain path; refused in half)
+                training = {k: v for k, v in training.items() if k != "mixed_precision"} | {"dtype": "fp32"}
+            out.append((f"{label}-{i}", cfg, method, training))
+    return out
+
+
 # ---- padded batches, and the end of full fine-tuning's backward -------------------------------------
 def padded_cases() -> list[tuple[str, dict, dict, dict]]:
     """A batch whose attention_mask pads (training.padding_mask): transformers builds an explicit mask, and sdpa

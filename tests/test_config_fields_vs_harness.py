@@ -9,72 +9,21 @@ from __future__ import annotations
 import pytest
 
 import peft_footprint as pf
-from peft_footprint.act_fns import ACT_FNS, act_field
-from tests.cases import TINY
+from tests.cases import TINY, config_field_cases
 
 from tests.harness.measure import measure  # noqa: E402 - the test extras install torch, transformers, peft
 
-# one step each, options varied between them (method, dtype, autocast, kernel, checkpointing, batch 1)
-STEPS = [
-    ({"name": "lora", "r": 3, "target_modules": "all-linear"},
-     {"batch_size": 2, "seq_len": 9, "dtype": "bf16", "attn_implementation": "sdpa"}),
-    ({"name": "full"}, {"batch_size": 2, "seq_len": 7, "dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True}),
-    ({"name": "ia3", "target_modules": "all-linear", "feedforward_modules": []},
-     {"batch_size": 3, "seq_len": 6, "dtype": "fp32", "mixed_precision": "bf16", "attn_implementation": "eager"}),
-    ({"name": "prompt_tuning", "num_virtual_tokens": 3}, {"batch_size": 1, "seq_len": 8, "dtype": "fp16", "attn_implementation": "sdpa"}),
-]
+CASES = config_field_cases()
 
 
-def _exact(cfg: dict, method: dict, training: dict) -> None:
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_config_fields(case):
+    """Every activation function (a gated MLP, Llama; a plain one, GPT-2) and each config field, over steps with
+    varied options: activations and peak to the byte."""
+    _, cfg, method, training = case
     est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
     got = measure(cfg, method, training, what=("activations", "peak"))
     assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
-
-
-ACT_CASES = [pytest.param(mt, name, i % len(STEPS), id=f"{mt}-{name}")
-             for mt in ("llama", "gpt2") for i, name in enumerate(sorted(ACT_FNS))]
-
-
-@pytest.mark.parametrize("mt, act, step", ACT_CASES)
-def test_every_activation_function(mt, act, step):
-    """ACT2FN[name] as the MLP's activation: a gated MLP (Llama) and a plain one (GPT-2)."""
-    cfg = dict(TINY[mt], **{act_field(mt): act})
-    _exact(cfg, *STEPS[step])
-
-
-FIELD_CASES = {
-    "starcoder2-residual-dropout": ("starcoder2", {"residual_dropout": 0.1}),
-    "starcoder2-embedding-dropout": ("starcoder2", {"embedding_dropout": 0.1}),
-    "starcoder2-attention-dropout": ("starcoder2", {"attention_dropout": 0.1}),
-    "gpt-neox-hidden-dropout-parallel": ("gpt_neox", {"hidden_dropout": 0.1}),
-    "gpt-neox-hidden-dropout-sequential": ("gpt_neox", {"hidden_dropout": 0.1, "use_parallel_residual": False}),
-    "phi3-resid-dropout": ("phi3", {"resid_pdrop": 0.1}),
-    "phi3-sliding-window": ("phi3", {"sliding_window": 5}),
-    "gemma2-no-final-softcapping": ("gemma2", {"final_logit_softcapping": None}),
-    "gemma2-no-attention-softcapping": ("gemma2", {"attn_logit_softcapping": None}),
-    "opt-post-layernorm": ("opt", {"do_layer_norm_before": False}),
-    "opt-layernorm-without-weights": ("opt", {"layer_norm_elementwise_affine": False}),
-    "gpt2-attention-dropout": ("gpt2", {"attn_pdrop": 0.1}),
-    "llama-attention-dropout": ("llama", {"attention_dropout": 0.1}),
-    "qwen2-attention-dropout": ("qwen2", {"attention_dropout": 0.1}),
-    "gemma2-attention-dropout": ("gemma2", {"attention_dropout": 0.1}),
-    "gpt2-upcast-attention-fp32": ("gpt2", {"reorder_and_upcast_attn": True, "scale_attn_by_inverse_layer_idx": True}),
-}
-CASES = [pytest.param(mt, fields, i, id=f"{label}-{i}") for label, (mt, fields) in FIELD_CASES.items() for i in range(len(STEPS))]
-
-
-@pytest.mark.parametrize("mt, fields, step", CASES)
-def test_config_fields(mt, fields, step):
-    method, training = STEPS[step]
-    cfg = dict(TINY[mt], **fields)
-    if mt == "opt" and method["name"] == "prompt_tuning":
-        method = dict(method, token_dim=cfg["word_embed_proj_dim"])  # (PEFT's token_dim is hidden_size)
-    attn_dropout = fields.get("attn_pdrop", fields.get("attention_dropout", 0))
-    if attn_dropout and training["attn_implementation"] == "sdpa":
-        training = dict(training, attn_implementation="eager")  # (CPU sdpa drops out on its math kernel: refused below)
-    if fields.get("reorder_and_upcast_attn"):  # (modelled in fp32, where it is the plain path; refused below)
-        training = {k: v for k, v in training.items() if k != "mixed_precision"} | {"dtype": "fp32"}
-    _exact(cfg, method, training)
 
 
 @pytest.mark.parametrize("fields", [{"do_layer_norm_before": False}, {"layer_norm_elementwise_affine": False}])
@@ -135,3 +84,21 @@ def test_cuda_autocast_runs_pow_in_fp32():
     assert cuda - cpu == cfg["n_layer"] * 6 * elements
     # the CPU side is what the harness measures
     assert cpu == measure(cfg, {"name": "lora"}, training, what=("activations",))["activations_bytes"]
+
+
+@pytest.mark.parametrize("method_id", ["full", "prefix_tuning", "prompt_tuning"])
+def test_phi3_sliding_window_caps_the_generation_cache(method_id):
+    """Phi-3 with a sliding_window (Phi-3-mini-4k has 2047): DynamicCache(config=...) makes every layer a sliding
+    one, which keeps the last sliding_window - 1 positions (prefix tuning's cache is PEFT's own, uncapped)."""
+    from peft_footprint.inference import generate_kv_cache_bytes
+    from peft_footprint.methods import load_method
+    from peft_footprint.model import load_model
+    from tests.cases import peft_methods
+
+    cfg = dict(TINY["phi3"], sliding_window=5)
+    method = peft_methods("phi3")[method_id]
+    spec, m = load_model(cfg), load_method(method)
+    for b, prompt, new in ((3, 5, 4), (2, 11, 9)):
+        got = measure(cfg, method, {"dtype": "fp32", "batch_size": 1, "seq_len": 4}, what=("kv_cache",),
+                      inference={"batch_size": b, "prompt_len": prompt, "new_tokens": new})
+        assert generate_kv_cache_bytes(spec, m, b, prompt, new, "fp32") == got["kv_cache_bytes"]

@@ -16,7 +16,7 @@ warnings.filterwarnings("ignore")
 import peft_footprint as pf  # noqa: E402
 from tests.harness.measure_adapters import measure_adapters_batch  # noqa: E402
 from peft_footprint.methods.adapter import SUPPORTED as ADAPTER_TYPES  # noqa: E402
-from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, adapter_drawn_cases, embedding_end_cases, padded_cases, TINY, act_cases, drawn_cases, outside_cases, peft_methods, vocab_cases  # noqa: E402
+from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, adapter_drawn_cases, config_field_cases, embedding_end_cases, padded_cases, TINY, act_cases, drawn_cases, outside_cases, peft_methods, vocab_cases  # noqa: E402
 from tests.harness.measure import measure  # noqa: E402
 
 
@@ -75,6 +75,14 @@ def main() -> None:
         tag = (f"{training['dtype']} {training['attn_implementation']} {'ckpt' if training['gradient_checkpointing'] else '-'} "
                f"{training.get('optimizer', 'adamw')} b{training['batch_size']} s{training['seq_len']}")
         extra_rows.append(f"| {cfg['model_type']} | {label} | {tag} | {ea:+.2f} % | {ep:+.2f} % | {est['peak_at']} / {got['peak_phase']} |")
+
+    field_rows = []
+    for label, cfg, method, training in config_field_cases():
+        ea, ep, est, got = _compare(cfg, method, training)
+        tag = (f"{method['name']} {training['dtype']}{'+' + training['mixed_precision'] if training.get('mixed_precision') else ''} "
+               f"{training['attn_implementation']} {'ckpt' if training['gradient_checkpointing'] else '-'} "
+               f"b{training['batch_size']} s{training['seq_len']}")
+        field_rows.append(f"| {cfg['model_type']} | {label} | {tag} | {ea:+.2f} % | {ep:+.2f} % | {est['peak_at']} / {got['peak_phase']} |")
 
     adapter_rows = []
     adapter_cases = [(mid, TINY[mt], ADAPTER_METHODS[mid], options) for mt in ADAPTER_TYPES for mid in ADAPTER_METHODS
@@ -140,6 +148,17 @@ def main() -> None:
         "| model_type | case | dtype attention checkpointing optimizer shape | activations error | peak error | peak at (estimate / measured) |",
         "| --- | --- | --- | --- | --- | --- |",
         *extra_rows,
+        "",
+        "## Architecture config fields",
+        "",
+        "Every MLP activation function the estimate models (transformers' ACT2FN names: a gated MLP, Llama, and a",
+        "plain one, GPT-2), and config fields that change what a step keeps: residual, embedding and attention",
+        "dropouts, OPT's post-LayerNorm layers and LayerNorms without weights, Gemma 2's soft-capping off, Phi-3's",
+        "sliding window (tests/test_config_fields_vs_harness.py holds them to the byte):",
+        "",
+        "| model_type | case | method dtype attention checkpointing shape | activations error | peak error | peak at (estimate / measured) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *field_rows,
         "",
         "## Bottleneck adapters (AdapterHub)",
         "",
