@@ -432,6 +432,12 @@ _DRAWN = [
     ('opt-ia3-post-layernorm-checkpointing', {'model_type': 'opt', 'hidden_size': 16, 'num_hidden_layers': 2, 'num_attention_heads': 4, 'ffn_dim': 103, 'vocab_size': 210, 'word_embed_proj_dim': 16, 'max_position_embeddings': 64, 'dropout': 0.0, 'do_layer_norm_before': False, 'enable_bias': False},
      {'name': 'ia3', 'modules_to_save': ['lm_head']},
      {'batch_size': 5, 'seq_len': 12, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': True, 'attn_implementation': 'eager', 'optimizer': 'sgd_momentum'}),
+    ('qwen2-qlora-lm-head-sliding-layers-build-the-full-mask-too', {'model_type': 'qwen2', 'hidden_size': 18, 'num_hidden_layers': 2, 'num_attention_heads': 3, 'num_key_value_heads': 1, 'intermediate_size': 77, 'vocab_size': 102, 'tie_word_embeddings': True, 'max_position_embeddings': 128, 'use_sliding_window': True, 'max_window_layers': 0},
+     {'name': 'qlora', 'r': 2, 'lora_alpha': 32, 'target_modules': ['lm_head']},
+     {'batch_size': 2, 'seq_len': 72, 'dtype': 'fp32', 'gradient_checkpointing': False, 'attn_implementation': 'eager', 'optimizer': 'adam'}),
+    ('granite-prefix-attention-dropout-branch-bound-through-the-residual-add', {'model_type': 'granite', 'hidden_size': 64, 'num_hidden_layers': 2, 'num_attention_heads': 4, 'num_key_value_heads': 1, 'intermediate_size': 40, 'vocab_size': 137, 'tie_word_embeddings': True, 'max_position_embeddings': 128, 'mlp_bias': False, 'attention_dropout': 0.1, 'attention_bias': False},
+     {'name': 'prefix_tuning', 'num_virtual_tokens': 25, 'prefix_projection': True, 'encoder_hidden_size': 19},
+     {'batch_size': 5, 'seq_len': 50, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'eager', 'gradient_accumulation_steps': 4}),
 ]
 
 

@@ -918,9 +918,12 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
             o = rms_norm(ctx, o, h, w_rg=norm_rg or _copied(ctx, norm_name, i), style="olmo2", name=norm_name)
         elif sandwich:
             o = rms_norm(ctx, o, h, w_rg=norm_rg or _copied(ctx, norm_name, i), style=style, name=norm_name)
-        if mt == "granite":  # hidden_states * residual_multiplier (a Python float)
-            o = g.mul(o, None, "residual_multiplier")
-        return g.add(residual, o, "residual add") if _adds_residual(ctx, place) else o
+        branch = o
+        if mt == "granite":  # residual + hidden_states * residual_multiplier (a Python float): the branch's output
+            o = g.mul(o, None, "residual_multiplier")  # stays bound to hidden_states until the add returns
+        out = g.add(residual, o, "residual add") if _adds_residual(ctx, place) else o
+        g.touch(branch)
+        return out
 
     # residual dropouts: StarCoder2's inside its attention and MLP (after o_proj / c_proj), Phi-3's on what they
     # return (resid_attn_dropout / resid_mlp_dropout)
@@ -1259,8 +1262,10 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
                 g.save(ctx.positions)
             ctx.positions = g.new(B * seq, "int64", False, "position ids repeated")
             ctx.scope.append(ctx.positions)
-    # Gemma2/3 build the mask of both kinds (full and sliding) whatever their layers use
-    kinds = set(layer_types) | ({"full_attention", "sliding_attention"} if mt in ("gemma2", "gemma3_text") else set())
+    # Gemma2/3 build the mask of both kinds (full and sliding) whatever their layers use; Qwen2/3 the full one
+    # whatever their layers use, and the sliding one too where a layer slides
+    kinds = set(layer_types) | ({"full_attention", "sliding_attention"} if mt in ("gemma2", "gemma3_text") else
+                                {"full_attention"} if mt in ("qwen2", "qwen3") else set())
     masks: dict[str, T] = {}
     ctx.mask_always = isinstance(method, Adapter) and train.attn_implementation != "flash_attention_2"  # (flash: no mask)
     ctx.adapter_hooked = isinstance(method, Adapter) and mt in HOOKED
