@@ -438,6 +438,12 @@ _DRAWN = [
     ('granite-prefix-attention-dropout-branch-bound-through-the-residual-add', {'model_type': 'granite', 'hidden_size': 64, 'num_hidden_layers': 2, 'num_attention_heads': 4, 'num_key_value_heads': 1, 'intermediate_size': 40, 'vocab_size': 137, 'tie_word_embeddings': True, 'max_position_embeddings': 128, 'mlp_bias': False, 'attention_dropout': 0.1, 'attention_bias': False},
      {'name': 'prefix_tuning', 'num_virtual_tokens': 25, 'prefix_projection': True, 'encoder_hidden_size': 19},
      {'batch_size': 5, 'seq_len': 50, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'eager', 'gradient_accumulation_steps': 4}),
+    ('opt-ia3-post-layernorm-residual-bound-through-the-last-norm-recompute', {'model_type': 'opt', 'hidden_size': 48, 'num_hidden_layers': 2, 'num_attention_heads': 8, 'ffn_dim': 48, 'vocab_size': 163, 'word_embed_proj_dim': 16, 'max_position_embeddings': 64, 'do_layer_norm_before': False, 'activation_function': 'gelu', 'enable_bias': True},
+     {'name': 'ia3'},
+     {'batch_size': 7, 'seq_len': 12, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': True, 'attn_implementation': 'eager', 'padding_mask': True, 'gradient_accumulation_steps': 4, 'optimizer': 'adamw_8bit'}),
+    ('phi3-lora-adafactor-steps-the-final-norm-copy-before-lm-head', {'model_type': 'phi3', 'hidden_size': 64, 'num_hidden_layers': 1, 'num_attention_heads': 4, 'num_key_value_heads': 2, 'intermediate_size': 229, 'vocab_size': 100, 'max_position_embeddings': 128, 'original_max_position_embeddings': 128, 'hidden_act': 'silu', 'embd_pdrop': 0.0, 'resid_pdrop': 0.0, 'partial_rotary_factor': 1.0},
+     {'name': 'lora', 'r': 7, 'lora_alpha': 32, 'target_modules': 'all-linear', 'bias': 'lora_only', 'modules_to_save': ['norm', 'lm_head']},
+     {'batch_size': 2, 'seq_len': 4, 'dtype': 'fp32', 'gradient_checkpointing': True, 'attn_implementation': 'sdpa', 'padding_mask': True, 'optimizer': 'adafactor'}),
 ]
 
 

@@ -1079,8 +1079,9 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     m_in = x if post_ln else layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm", copied=mlp_norm)
     mlp_out = bottleneck(ctx, _ln_mlp(ctx, m_in, i, resid_p), "output", residual)
     out = g.add(residual, mlp_out, "residual add") if _adds_residual(ctx, "output") else mlp_out
-    if post_ln:
+    if post_ln:  # (the layer's `residual`, the first norm's output, is bound until the layer returns)
         out = layer_norm(ctx, out, w_rg=norm_rg, name="mlp norm", copied=mlp_norm)
+        g.touch(residual)
     if mt == "gpt2":  # GPT2Block's attn_output (after its dropout) and ln_2's output live until the block returns
         g.touch(attn_output, m_in)
     g.touch(ctx.attn_weights)  # the block holds what its attention returned until it returns

@@ -216,7 +216,10 @@ def _adafactor_step_bytes(tensors) -> int:
 
     embeddings = sorted((t for t in tensors if front(t) is not None), key=front)
     layers = [t for t in tensors if "*" in t.name]
-    rest = [t for t in tensors if front(t) is None and "*" not in t.name]
+    # after the layers: what the base model registers (its final norm) before the causal-LM head (lm_head /
+    # embed_out, registered after the base model)
+    rest = sorted((t for t in tensors if front(t) is None and "*" not in t.name),
+                  key=lambda t: t.name.split(".", 1)[0] in ("lm_head", "embed_out"))
     count = max((t.count for t in layers), default=0)
     best, prev = 0, 0
     # (two layers in a row show every consecutive pair of the layers')
