@@ -588,6 +588,15 @@ _ADAPTER_DRAWN = [
     ('gemma2', 1, {'name': 'adapter', 'config': 'pfeiffer', 'non_linearity': 'tanh', 'ln_before': True, 'ln_after': True, 'adapter_residual_before_ln': True},
      {'dtype': 'fp32', 'attn_implementation': 'eager', 'batch_size': 1, 'seq_len': 29},
      {'hidden_size': 32, 'num_attention_heads': 4, 'num_key_value_heads': 4, 'head_dim': 24, 'intermediate_size': 273, 'vocab_size': 153}),
+    # stop 20: attention dropout in eager attention (adapters' own Llama attention takes its copied q, k and v as
+    # they are), and GPT-2 with another activation and its dropouts
+    ("llama", 2, {"name": "adapter", "config": "seq_bn", "scaling": "channel", "adapter_residual_before_ln": True},
+     {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 2, "seq_len": 19},
+     {"hidden_size": 32, "num_attention_heads": 8, "num_key_value_heads": 8, "head_dim": 16, "intermediate_size": 57,
+      "vocab_size": 12, "attention_dropout": 0.1}),
+    ("gpt2", 2, {"name": "adapter", "config": "pfeiffer", "reduction_factor": 3},
+     {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 2, "seq_len": 11, "gradient_checkpointing": True},
+     {"attn_pdrop": 0.1, "resid_pdrop": 0.1, "activation_function": "gelu_fast"}),
 ]
 
 

@@ -907,9 +907,12 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     impl = ctx.attn
     mask = bool(ctx.kv_extra) or ctx.padding_mask or (layer_type == "sliding_attention" and ctx.sliding_active) or ctx.mask_always
     cat_rotary = mt == "phi3"  # phi3's rotary ends in torch.cat: contiguous q and k
+    # (adapters' own Llama/Mistral attention copied q, k and v laid out (b, heads, s, d): eager's matmuls take them
+    # as they are)
+    own = isinstance(ctx.method, Adapter) and not ctx.adapter_hooked
     a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, kv_len=kv_len,
                   softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping")),
-                  contiguous=(cat_rotary, cat_rotary or bool(ctx.kv_extra), bool(ctx.kv_extra)))
+                  contiguous=(cat_rotary or own, cat_rotary or own or bool(ctx.kv_extra), own or bool(ctx.kv_extra)))
     if mt == "phi3" and impl == "sdpa":
         a = g.copy(a, "attn out contiguous")
     def close(o: T, residual: T, norm_name: str, place: str) -> T:
