@@ -597,6 +597,13 @@ _ADAPTER_DRAWN = [
     ("gpt2", 2, {"name": "adapter", "config": "pfeiffer", "reduction_factor": 3},
      {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 2, "seq_len": 11, "gradient_checkpointing": True},
      {"attn_pdrop": 0.1, "resid_pdrop": 0.1, "activation_function": "gelu_fast"}),
+    ("mistral", 1, {"name": "adapter", "config": "pfeiffer", "ln_before": True},
+     {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 3, "seq_len": 17, "gradient_checkpointing": True},
+     {"intermediate_size": 8, "vocab_size": 40}),
+    ("llama", 1, {"name": "adapter", "config": "double_seq_bn", "reduction_factor": 5, "ln_before": True, "original_ln_after": False},
+     {"dtype": "bf16", "attn_implementation": "eager", "batch_size": 4, "seq_len": 21, "gradient_checkpointing": True},
+     {"hidden_size": 80, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 90,
+      "vocab_size": 248, "hidden_act": "gelu_python"}),
 ]
 
 

@@ -981,7 +981,9 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         g.touch(hs, bound, m)
     o = ctx.drop(o, outer_p, "resid_mlp_dropout")
     out = close(o, residual, "post_feedforward_layernorm", "output")
-    g.touch(ctx.attn_weights)  # the decoder layer's `hidden_states, _ = self.self_attn(...)`: until it returns
+    # the decoder layer's `hidden_states, _ = self.self_attn(...)`, and its `residual` (which an adapter with
+    # original_ln_after=False does not add): until it returns
+    g.touch(ctx.attn_weights, residual)
     g.scope = ""
     return out
 
