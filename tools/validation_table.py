@@ -166,7 +166,7 @@ def main() -> None:
         "checkpointing is the non-reentrant kind the estimate models, the optimizer foreach AdamW as on CUDA. The",
         "first 63 rows: every supported model type x three adapter setups x three steps; then setups drawn at other",
         "depths, shapes and adapter options (docs/notes/adapters.md section 5c). tests/test_adapters_vs_harness.py",
-        "holds every row to 0.5 %.",
+        "holds every row to the byte.",
         "",
         "| model_type | method | dtype attention checkpointing shape | activations error | peak error | peak at (estimate / measured) |",
         "| --- | --- | --- | --- | --- | --- |",
