@@ -604,6 +604,15 @@ _ADAPTER_DRAWN = [
      {"dtype": "bf16", "attn_implementation": "eager", "batch_size": 4, "seq_len": 21, "gradient_checkpointing": True},
      {"hidden_size": 80, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 90,
       "vocab_size": 248, "hidden_act": "gelu_python"}),
+    # GPT-2's scale_attn_weights=False (transformers 4.x divides by no 0-dim tensor) and scale_attn_by_inverse_layer_idx
+    ("gpt2", 5, {"name": "adapter", "config": "houlsby", "reduction_factor": 5, "ln_after": True, "scaling": 0.5, "original_ln_after": False},
+     {"dtype": "bf16", "attn_implementation": "eager", "batch_size": 3, "seq_len": 22},
+     {"n_embd": 80, "n_head": 8, "vocab_size": 258, "scale_attn_weights": False, "activation_function": "gelu_new", "embd_pdrop": 0.0,
+      "tie_word_embeddings": False}),
+    ("gpt2", 5, {"name": "adapter", "config": "pfeiffer", "ln_after": True},
+     {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 2, "seq_len": 11, "gradient_checkpointing": True},
+     {"n_embd": 18, "n_head": 3, "vocab_size": 135, "activation_function": "quick_gelu", "scale_attn_weights": False,
+      "scale_attn_by_inverse_layer_idx": True}),
 ]
 
 

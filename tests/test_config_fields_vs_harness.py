@@ -64,6 +64,10 @@ def test_what_is_not_modelled_is_refused():
     # GPT-2's upcast attention in half precision
     with pytest.raises(pf.UnsupportedCombinationError, match="reorder_and_upcast_attn=True"):
         pf.estimate(dict(TINY["gpt2"], reorder_and_upcast_attn=True), "lora", {"attn_implementation": "eager", "dtype": "bf16"})
+    # ... and GPT-2's upcast attention under AdapterHub's transformers 4.x, in any precision
+    with pytest.raises(pf.UnsupportedCombinationError, match="reorder_and_upcast_attn=True"):
+        pf.estimate(dict(TINY["gpt2"], reorder_and_upcast_attn=True), {"name": "adapter"},
+                    {"attn_implementation": "eager", "dtype": "fp32", "seq_len": 16})
     # neither is refused where it is modelled
     short = {"seq_len": 16}
     pf.estimate(dict(TINY["gpt2"], attn_pdrop=0.1), "lora", {**short, "attn_implementation": "sdpa"})  # CUDA kernels

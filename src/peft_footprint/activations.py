@@ -758,7 +758,10 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         if isinstance(ctx.method, Adapter) and ctx.cfg["model_type"] == "gpt2":
             # transformers 4.57's GPT-2 (AdapterHub's stack): scores / torch.full([], sqrt(d)), whose backward keeps
             # the 0-dim divisor; then torch.where(causal, scores, mask_value), mask_value a 0-dim local
-            scores = g.mul(scores, g.new(Poly.const(1), scores.dtype, False, "attn scale (0-dim)"), "scores / scale")
+            if ctx.cfg.get("scale_attn_weights", True):
+                scores = g.mul(scores, g.new(Poly.const(1), scores.dtype, False, "attn scale (0-dim)"), "scores / scale")
+            if ctx.cfg.get("scale_attn_by_inverse_layer_idx"):  # / float(layer_idx + 1)
+                scores = g.mul(scores, None, "scores / (layer_idx + 1)")
             mask_value = g.new(Poly.const(1), scores.dtype, False, "mask value (0-dim)")
             scores = g.unary_no_save(scores, "where(causal, scores, mask_value)")
         else:
