@@ -613,6 +613,11 @@ _ADAPTER_DRAWN = [
      {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 2, "seq_len": 11, "gradient_checkpointing": True},
      {"n_embd": 18, "n_head": 3, "vocab_size": 135, "activation_function": "quick_gelu", "scale_attn_weights": False,
       "scale_attn_by_inverse_layer_idx": True}),
+    # the plugin interface's ForwardContext holds the top layer's input and post-attention residual through the loss
+    ("gemma2", 5, {"name": "adapter", "config": "pfeiffer", "reduction_factor": 2, "scaling": 0.5, "residual_before_ln": False},
+     {"dtype": "bf16", "attn_implementation": "sdpa", "batch_size": 4, "seq_len": 28},
+     {"hidden_size": 48, "num_attention_heads": 3, "num_key_value_heads": 1, "head_dim": 12, "intermediate_size": 110, "vocab_size": 71,
+      "query_pre_attn_scalar": 7, "attention_bias": True, "tie_word_embeddings": False, "hidden_activation": "gelu"}),
 ]
 
 

@@ -1408,6 +1408,10 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         g.accumulating = frozenset({lm.path} if lm.tied and ctx.full else ())
     loss = _loss(ctx, logits, v)
     g.touch(*ctx.cache, *g.held)
+    if ctx.adapter_hooked:  # AdapterHub's ForwardContext holds the top layer's input and its post-attention residual
+        # (what its adapters were handed) until the CausalLM's forward returns
+        g.touch(top_in, *[T(ZERO, "fp32", False, k) for k in range(top_storages, len(g.storages))
+                          if g.storages[k].name == f"layers.{top}.residual add"][:1])
     g.touch(x)  # the CausalLM's forward holds the last hidden states (and the model's output) until it returns
 
     total = g.alive_bytes()
