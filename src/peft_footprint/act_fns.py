@@ -1,7 +1,7 @@
 """The MLP's activation function, ``ACT2FN[name](x)`` as transformers runs it (transformers/activations.py),
 as graph ops: what each keeps for backward and what it makes on the way.
 
-Each entry was held against the CPU harness (tests/test_act_fns.py). A name transformers knows but whose memory
+Each entry is held against the CPU harness (tests/test_config_fields_vs_harness.py). A name transformers knows but whose memory
 is not modelled here (a learned activation, or one used in no decoder MLP) is refused with the names that are.
 
 Under CUDA autocast ``pow`` is on the float32 list (PyTorch's autocast op reference): the Python GELU formulas
@@ -29,8 +29,8 @@ def _identity(g: Graph, x: T, name: str, fp32_pow: bool) -> T:
     return x
 
 
-def _cube(g: Graph, x: T, name: str, fp32_pow: bool) -> T:
-    """``torch.pow(x, 3)``: keeps its input (autocast's fp32 copy on CUDA)."""
+def _pow(g: Graph, x: T, name: str, fp32_pow: bool) -> T:
+    """``torch.pow(x, 3)`` or ``torch.square(x)``: keeps its input (autocast's fp32 copy on CUDA)."""
     xp = g.to(x, "fp32", f"{name} pow autocast") if fp32_pow else x
     return g.unary_saves_input(xp, f"{name} pow", temps=2)
 
@@ -38,7 +38,7 @@ def _cube(g: Graph, x: T, name: str, fp32_pow: bool) -> T:
 def _gelu_tanh_formula(g: Graph, x: T, name: str, fp32_pow: bool) -> T:
     """gelu_new / gelu_accurate / gelu_python_tanh: ``0.5 * x * (1 + tanh(c * (x + 0.044715 * x**3)))``."""
     half = g.mul(x, None, f"{name} 0.5*x")
-    cube = g.mul(_cube(g, x, name, fp32_pow), None, f"{name} 0.044715*x^3")
+    cube = g.mul(_pow(g, x, name, fp32_pow), None, f"{name} 0.044715*x^3")
     inner = g.mul(g.add(x, cube, f"{name} x+0.044715*x^3"), None, f"{name} c*(...)")
     th = g.unary_saves_output(inner, f"{name} tanh")
     return g.mul(half, g.add(th, None, f"{name} 1+tanh"), f"{name} out")
@@ -71,7 +71,7 @@ def _quick_gelu(g: Graph, x: T, name: str, fp32_pow: bool) -> T:
 def _relu2(g: Graph, x: T, name: str, fp32_pow: bool) -> T:
     """``square(relu(x))``: relu keeps its output, square (a pow) keeps it too."""
     r = g.unary_saves_output(x, f"{name} relu")
-    return _cube(g, r, f"{name} square", fp32_pow)
+    return _pow(g, r, f"{name} square", fp32_pow)
 
 
 # name -> builder(graph, x, name, fp32_pow): transformers' ACT2FN names that a decoder MLP may use

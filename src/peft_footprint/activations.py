@@ -810,9 +810,15 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
     return out
 
 
+def attention_dropout_field(model_type: str) -> str:
+    """The config field of the dropout on the attention probabilities."""
+    return "attn_pdrop" if model_type == "gpt2" else "attention_dropout"
+
+
 def attention_dropout(cfg: dict[str, Any]) -> float:
     """The dropout on the attention probabilities in training (GPT-2's attn_pdrop defaults to 0.1)."""
-    return _p(cfg, "attn_pdrop", default=0.1) if cfg["model_type"] == "gpt2" else _p(cfg, "attention_dropout")
+    mt = cfg["model_type"]
+    return _p(cfg, attention_dropout_field(mt), default=0.1 if mt == "gpt2" else 0.0)
 
 
 def _matmul(g: Graph, a: T, b: T, numel: Poly, name: str) -> T:
@@ -884,7 +890,8 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         k = linear(ctx, hs, _lin(layout, "k"), i)
         k = _qk_norm(ctx, k, nkv, d, norm_rg or _copied(ctx, "self_attn.k_norm", i), style, "k_norm")
         v = linear(ctx, hs, _lin(layout, "v"), i)
-    if isinstance(ctx.method, Adapter) and not ctx.adapter_hooked:  # adapters' own Llama/Mistral attention:
+    own = isinstance(ctx.method, Adapter) and not ctx.adapter_hooked  # adapters' own Llama/Mistral integration
+    if own:  # adapters' own Llama/Mistral attention:
         # match_attn_matrices_for_parallel repeats q, k and v (by 1: copies) before the rotary
         q, k, v = g.copy(q, "q repeat"), g.copy(k, "k repeat"), g.copy(v, "v repeat")
     rot = _derived(cfg, "rotary_dim")
@@ -912,7 +919,6 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     cat_rotary = mt == "phi3"  # phi3's rotary ends in torch.cat: contiguous q and k
     # (adapters' own Llama/Mistral attention copied q, k and v laid out (b, heads, s, d): eager's matmuls take them
     # as they are)
-    own = isinstance(ctx.method, Adapter) and not ctx.adapter_hooked
     a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, kv_len=kv_len,
                   softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping")),
                   contiguous=(cat_rotary or own, cat_rotary or own or bool(ctx.kv_extra), own or bool(ctx.kv_extra)))
@@ -1026,9 +1032,9 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     # self_attn_layer_norm/final_layer_norm): copies when modules_to_save covers them. OPT's may have no weight
     # and bias (layer_norm_elementwise_affine=False), and OPT-350m's come after the residual adds
     # (do_layer_norm_before=False)
-    if not _ln_affine(cfg):
-        norm_rg = False
-    attn_norm, mlp_norm = (_ln_affine(cfg) and _copied(ctx, n_, i) for n_ in _LN_NAMES[mt])
+    affine = _ln_affine(cfg)
+    norm_rg = norm_rg and affine
+    attn_norm, mlp_norm = (affine and _copied(ctx, n_, i) for n_ in _LN_NAMES[mt])
     post_ln = mt == "opt" and not cfg.get("do_layer_norm_before", True)
     a = x if post_ln else layer_norm(ctx, x, w_rg=norm_rg, name="attn norm", copied=attn_norm)
     if mt in ("gpt2", "gpt_neox"):

@@ -17,7 +17,7 @@ from .poly import evaluate
 from .model import ModelSpec, load_model
 from .storage import safetensors_file_bytes
 from .result import SCHEMA_VERSION, Estimate
-from .activations import ActivationModel, attention_dropout, structured_activation_model
+from .activations import ActivationModel, attention_dropout, attention_dropout_field, structured_activation_model
 from .compute import compute_terms
 from .tables import build_table
 from .hardware import load_hardware
@@ -163,7 +163,7 @@ def _refuse(spec: ModelSpec, meth: Method, train: TrainingSpec) -> None:
         )
     p_attn = attention_dropout(spec.cfg)
     if train.device == "cpu" and train.attn_implementation != "eager" and p_attn > 0:
-        field = "attn_pdrop" if spec.model_type == "gpt2" else "attention_dropout"
+        field = attention_dropout_field(spec.model_type)
         raise UnsupportedCombinationError(
             f"{field}={p_attn} with attn_implementation={train.attn_implementation!r} on device='cpu': PyTorch's CPU "
             "sdpa falls back to its math kernel when it drops out, which this estimate does not model (on CUDA the "
