@@ -444,6 +444,12 @@ _DRAWN = [
     ('phi3-lora-adafactor-steps-the-final-norm-copy-before-lm-head', {'model_type': 'phi3', 'hidden_size': 64, 'num_hidden_layers': 1, 'num_attention_heads': 4, 'num_key_value_heads': 2, 'intermediate_size': 229, 'vocab_size': 100, 'max_position_embeddings': 128, 'original_max_position_embeddings': 128, 'hidden_act': 'silu', 'embd_pdrop': 0.0, 'resid_pdrop': 0.0, 'partial_rotary_factor': 1.0},
      {'name': 'lora', 'r': 7, 'lora_alpha': 32, 'target_modules': 'all-linear', 'bias': 'lora_only', 'modules_to_save': ['norm', 'lm_head']},
      {'batch_size': 2, 'seq_len': 4, 'dtype': 'fp32', 'gradient_checkpointing': True, 'attn_implementation': 'sdpa', 'padding_mask': True, 'optimizer': 'adafactor'}),
+    ('opt-qlora-bias-gradient-accumulated-after-the-input-buffer-add', {'model_type': 'opt', 'hidden_size': 30, 'num_hidden_layers': 2, 'num_attention_heads': 3, 'ffn_dim': 144, 'vocab_size': 57, 'word_embed_proj_dim': 40, 'max_position_embeddings': 256},
+     {'name': 'qlora', 'r': 4, 'target_modules': ['fc2'], 'bnb_4bit_use_double_quant': True, 'bnb_4bit_compute_dtype': 'fp32', 'bias': 'lora_only'},
+     {'batch_size': 1, 'seq_len': 66, 'dtype': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'sdpa', 'padding_mask': True, 'gradient_accumulation_steps': 2}),
+    ('gpt-neox-qlora-relu2-input-bound-through-the-square', {'model_type': 'gpt_neox', 'hidden_size': 60, 'num_hidden_layers': 1, 'num_attention_heads': 6, 'intermediate_size': 280, 'vocab_size': 101, 'max_position_embeddings': 64, 'hidden_act': 'relu2', 'attention_bias': True, 'tie_word_embeddings': True},
+     {'name': 'qlora', 'r': 11, 'lora_alpha': 16, 'lora_dropout': 0.1, 'target_modules': ['embed_out']},
+     {'batch_size': 4, 'seq_len': 21, 'dtype': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'eager', 'padding_mask': True, 'optimizer': 'adafactor'}),
 ]
 
 

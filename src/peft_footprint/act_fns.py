@@ -92,8 +92,11 @@ def act_field(model_type: str) -> str:
 
 
 def act_fn(g: Graph, x: T, name: str, *, cuda_autocast: bool, label: str = "act") -> T:
-    """``ACT2FN[name](x)``; ``cuda_autocast``: under CUDA autocast (where pow runs in fp32)."""
-    return ACT_FNS[name](g, x, label, cuda_autocast)
+    """``ACT2FN[name](x)``; ``cuda_autocast``: under CUDA autocast (where pow runs in fp32). The module's argument
+    stays bound until it returns: through every op of a formula (relu2's square runs with relu's input alive)."""
+    out = ACT_FNS[name](g, x, label, cuda_autocast)
+    g.touch(x)
+    return out
 
 
 def check_act(field: str, value: Any) -> str:

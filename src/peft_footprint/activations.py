@@ -1417,7 +1417,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     if ctx.adapter_hooked:  # AdapterHub's ForwardContext holds the top layer's input and its post-attention residual
         # (what its adapters were handed) until the CausalLM's forward returns
         g.touch(top_in, *[T(ZERO, "fp32", False, k) for k in range(top_storages, len(g.storages))
-                          if g.storages[k].name == f"layers.{top}.residual add"][:1])
+                          if g.storages[k].handed_on][:1])
     g.touch(x)  # the CausalLM's forward holds the last hidden states (and the model's output) until it returns
 
     total = g.alive_bytes()

@@ -455,7 +455,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
         if gathered is not None:
             gout = [ZERO, 1]
         temps = ZERO
-        added = ZERO  # parameters' gradients that AccumulateGrad adds into their .grad, right after the node returns
+        added = ZERO  # parameters' gradients that AccumulateGrad adds into their .grad, once the node's outputs are handed on
         outs: list = []
         reduce: list = []  # (input, gradient, its bytes once summed or cast): validate_outputs, after the node returns
         summed: list = []  # parameters' gradients made larger than the parameter ("v" events)
@@ -513,9 +513,6 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             if key in params or accumulating is not None:  # accumulated into the .grad there
                 added = added + small
             params.add(key)
-        if added:
-            live = live - added
-            grew[0] = False
         release(gout)
         for obj in gathered or ():
             release(obj)
@@ -527,10 +524,11 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 alive.discard(sid)
                 live = live - st.nbytes
                 grew[0] = False
+        late = []  # gradients added into a parameter's .grad in place, by its AccumulateGrad
         for k, obj in outs:
             j = node.inputs[k]
-            if j == -2 and accumulating is not None:  # added into the parameter's .grad in place
-                release(obj)
+            if j == -2 and accumulating is not None:
+                late.append(obj)
                 continue
             if j is None or j < lo:  # a leaf's .grad or the layers below: stays
                 continue
@@ -550,6 +548,12 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 release(obj)
                 buffers[j] = new
             deps[j] -= 1
+        # the engine hands every output on (adding into input buffers) before the parameters' AccumulateGrad run
+        for obj in late:
+            release(obj)
+        if added:
+            live = live - added
+            grew[0] = False
         for k, _ in outs:
             j = node.inputs[k]
             if j is not None and j >= lo and deps.get(j) == 0:
