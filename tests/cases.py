@@ -450,6 +450,9 @@ _DRAWN = [
     ('gpt-neox-qlora-relu2-input-bound-through-the-square', {'model_type': 'gpt_neox', 'hidden_size': 60, 'num_hidden_layers': 1, 'num_attention_heads': 6, 'intermediate_size': 280, 'vocab_size': 101, 'max_position_embeddings': 64, 'hidden_act': 'relu2', 'attention_bias': True, 'tie_word_embeddings': True},
      {'name': 'qlora', 'r': 11, 'lora_alpha': 16, 'lora_dropout': 0.1, 'target_modules': ['embed_out']},
      {'batch_size': 4, 'seq_len': 21, 'dtype': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'eager', 'padding_mask': True, 'optimizer': 'adafactor'}),
+    ('olmo2-lora-head-autocast-rotary-casts-both-back-as-it-returns', {'model_type': 'olmo2', 'hidden_size': 64, 'num_hidden_layers': 1, 'num_attention_heads': 4, 'num_key_value_heads': 4, 'intermediate_size': 164, 'vocab_size': 97, 'tie_word_embeddings': False, 'attention_bias': False, 'max_position_embeddings': 64},
+     {'name': 'lora', 'r': 6, 'lora_alpha': 8, 'lora_dropout': 0.1, 'target_modules': ['lm_head']},
+     {'batch_size': 2, 'seq_len': 51, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'sdpa'}),
 ]
 
 

@@ -655,16 +655,14 @@ def _qk_norm(ctx: Ctx, x: T, heads: int, d: int, w_rg: bool, style: str, name: s
     return x
 
 
-def rotary(ctx: Ctx, x: T, heads: int, d: int, cos: T, sin: T, rot_dim: int, out_dtype: str | None = None) -> T:
-    """x*cos + rotate_half(x)*sin (in the promoted dtype of x and cos, unless the model casts back); partial
-    rotary rotates the first rot_dim channels and cats the rest."""
+def rotary(ctx: Ctx, x: T, heads: int, d: int, cos: T, sin: T, rot_dim: int) -> T:
+    """x*cos + rotate_half(x)*sin (in the promoted dtype of x and cos); partial rotary rotates the first rot_dim
+    channels and cats the rest."""
     g = ctx.g
     xr = x if rot_dim == d else g.view(x, ctx.rows * (heads * rot_dim), "rotary slice")
     out = _rotate(ctx, xr, heads, rot_dim, cos, sin)
     if rot_dim != d:
         out = _rotary_cat(ctx, out, g.view(x, ctx.rows * (heads * (d - rot_dim)), "rotary pass"), heads, d)
-    if out_dtype and out.dtype != out_dtype:
-        out = g.to(out, out_dtype, "rotary cast")
     return out
 
 
@@ -900,8 +898,12 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     if mt == "phi3":
         q, k = rotary_sliced(ctx, q, k, nh, nkv, d, cos, sin, rot, cats_last=False)
     else:
-        q = rotary(ctx, q, nh, d, cos, sin, rot, back)
-        k = rotary(ctx, k, nkv, d, cos, sin, rot, back)
+        q = rotary(ctx, q, nh, d, cos, sin, rot)
+        k = rotary(ctx, k, nkv, d, cos, sin, rot)
+        if back:  # Olmo2's ``return q_embed.to(q_type), k_embed.to(k_type)``: both cast as it returns
+            q_embed, k_embed = q, k
+            q, k = g.to(q_embed, back, "rotary cast"), g.to(k_embed, back, "rotary cast")
+            g.touch(q_embed, k_embed)
     g.touch(q_in, k_in)  # apply_rotary_pos_emb's arguments: alive until it returns both
     if ctx.kv_extra:  # prefix tuning: cache.update cats the virtual keys/values in front
         kv_len = ctx.seq + _prefix_kept(ctx, layer_type)
