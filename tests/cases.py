@@ -453,6 +453,9 @@ _DRAWN = [
     ('olmo2-lora-head-autocast-rotary-casts-both-back-as-it-returns', {'model_type': 'olmo2', 'hidden_size': 64, 'num_hidden_layers': 1, 'num_attention_heads': 4, 'num_key_value_heads': 4, 'intermediate_size': 164, 'vocab_size': 97, 'tie_word_embeddings': False, 'attention_bias': False, 'max_position_embeddings': 64},
      {'name': 'lora', 'r': 6, 'lora_alpha': 8, 'lora_dropout': 0.1, 'target_modules': ['lm_head']},
      {'batch_size': 2, 'seq_len': 51, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'sdpa'}),
+    ('olmo2-lora-head-eager-fp16-autocast-softmax-cast-holds-the-scores', {'model_type': 'olmo2', 'hidden_size': 12, 'num_hidden_layers': 1, 'num_attention_heads': 2, 'num_key_value_heads': 2, 'intermediate_size': 99, 'vocab_size': 61, 'max_position_embeddings': 128, 'attention_bias': False, 'tie_word_embeddings': False},
+     {'name': 'lora', 'r': 6, 'target_modules': ['lm_head']},
+     {'batch_size': 5, 'seq_len': 61, 'dtype': 'fp32', 'mixed_precision': 'fp16', 'gradient_checkpointing': False, 'attn_implementation': 'eager'}),
 ]
 
 
@@ -470,6 +473,10 @@ _FIELD_STEPS = [
      {"batch_size": 3, "seq_len": 6, "dtype": "fp32", "mixed_precision": "bf16", "attn_implementation": "eager", "gradient_checkpointing": False}),
     ({"name": "prompt_tuning", "num_virtual_tokens": 3},
      {"batch_size": 1, "seq_len": 8, "dtype": "fp16", "attn_implementation": "sdpa", "gradient_checkpointing": False}),
+    # frozen layers: only the head trains, so the layers run without autograd and the forward's own lifetimes (what
+    # a statement or a function binds, what an op reads while it runs) set its moments
+    ({"name": "lora", "r": 2, "target_modules": ["<head>"]},
+     {"batch_size": 2, "seq_len": 9, "dtype": "fp32", "mixed_precision": "bf16", "attn_implementation": "eager", "gradient_checkpointing": False}),
 ]
 _FIELDS = {
     "starcoder2-residual-dropout": ("starcoder2", {"residual_dropout": 0.1}),
@@ -487,7 +494,7 @@ _FIELDS = {
     "llama-attention-dropout": ("llama", {"attention_dropout": 0.1}),
     "qwen2-attention-dropout": ("qwen2", {"attention_dropout": 0.1}),
     "gemma2-attention-dropout": ("gemma2", {"attention_dropout": 0.1}),
-    "gpt2-upcast-attention-fp32": ("gpt2", {"reorder_and_upcast_attn": True, "scale_attn_by_inverse_layer_idx": True}),
+    "gpt2-upcast-attention": ("gpt2", {"reorder_and_upcast_attn": True, "scale_attn_by_inverse_layer_idx": True}),
 }
 
 
@@ -496,17 +503,24 @@ def config_field_cases() -> list[tuple[str, dict, dict, dict]]:
     fields that change what a step keeps, each over the steps above: (label, config, method, training)."""
     from peft_footprint.act_fns import ACT_FNS, act_field
 
-    out = [(f"{mt}-{act}", dict(TINY[mt], **{act_field(mt): act}), *_FIELD_STEPS[i % len(_FIELD_STEPS)])
+    def step(mt: str, i: int) -> tuple[dict, dict]:
+        method, training = _FIELD_STEPS[i]
+        if method.get("target_modules") == ["<head>"]:
+            method = dict(method, target_modules=["embed_out" if mt == "gpt_neox" else "lm_head"])
+        return method, training
+
+    out = [(f"{mt}-{act}", dict(TINY[mt], **{act_field(mt): act}), *step(mt, i % len(_FIELD_STEPS)))
            for mt in ("llama", "gpt2") for i, act in enumerate(sorted(ACT_FNS))]
     for label, (mt, fields) in _FIELDS.items():
-        for i, (method, training) in enumerate(_FIELD_STEPS):
+        for i in range(len(_FIELD_STEPS)):
+            method, training = step(mt, i)
             cfg = dict(TINY[mt], **fields)
             if mt == "opt" and method["name"] == "prompt_tuning":
                 method = dict(method, token_dim=cfg["word_embed_proj_dim"])  # (PEFT's default token_dim is hidden_size)
             if fields.get("attn_pdrop", fields.get("attention_dropout")) and training["attn_implementation"] == "sdpa":
                 training = dict(training, attn_implementation="eager")  # (CPU sdpa drops out on its math kernel: refused)
-            if fields.get("reorder_and_upcast_attn"):  # (modelled in fp32, where it is the plain path; refused in half)
-                training = {k: v for k, v in training.items() if k != "mixed_precision"} | {"dtype": "fp32"}
+            if fields.get("reorder_and_upcast_attn"):  # (the option acts on eager attention only)
+                training = dict(training, attn_implementation="eager")
             out.append((f"{label}-{i}", cfg, method, training))
     return out
 

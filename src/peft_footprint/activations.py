@@ -705,8 +705,9 @@ def rotary_sliced(ctx: Ctx, q: T, k: T, nh: int, nkv: int, d: int, cos: T, sin: 
 
 def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: str, mask: bool, softcap: bool = False,
               kv_len: Poly | None = None, gqa_ok: bool = True, contiguous: tuple[bool, bool, bool] = (False, False, False),
-              softmax_fp32: bool = True) -> T:
-    """Scaled dot-product attention as transformers calls it; returns the (b, s, nh*d) input of o_proj."""
+              softmax_fp32: bool = True, upcast: bool = False) -> T:
+    """Scaled dot-product attention as transformers calls it; returns the (b, s, nh*d) input of o_proj. ``upcast``:
+    GPT-2's eager ``_upcast_and_reordered_attn`` (``reorder_and_upcast_attn``)."""
     g = ctx.g
     b_seq = ctx.rows  # b * S
     kvl = kv_len if kv_len is not None else ctx.seq
@@ -738,20 +739,32 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         # returns); each matmul casts its operands under autocast when it runs
         one = ctx.batch_one
         held: list = []
+        bound: list = []  # the upcast path's reshaped q and k
         # one kv head: repeat_kv is a stride-0 view, copied by each matmul when it runs (if b > 1)
         stride0 = rep > 1 and nkv == 1
-        if rep > 1 and not stride0:
+        probs_n = b_seq * kvl * nh  # b * nh * s * kv
+        if upcast:  # attn_weights = torch.empty(b * nh, s, kv, fp32); q, k = query.reshape(...), key.transpose(-1,
+            # -2).reshape(...) (locals until it returns); with autocast off, baddbmm(attn_weights, q.float(), k.float(),
+            # beta=0, alpha=scaling): no scaling op, and the preallocated tensor is bound until baddbmm returns
+            empty = g.new(probs_n, "fp32", False, "upcast attn_weights (empty)")
+            q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
+            k2 = k if contiguous[1] or one else g.copy(T(kv_rows * (nh * d), k.dtype, k.rg, k.sid, k.fn), "k transpose copy")
+            bound = [q2, k2]
+            q_dtype = v.dtype  # attn_weights.type(value.dtype)
+            scores = _matmul(g, g.to(q2, "fp32", "q float"), g.to(k2, "fp32", "k float"), probs_n, "scores (baddbmm)")
+            g.touch(empty)
+        elif rep > 1 and not stride0:
             held = [_repeat_kv(g, k, kv_rows * (nh * d), "repeat_kv k"), _repeat_kv(g, v, kv_rows * (nh * d), "repeat_kv v")]
             k2 = g.autocast_input(held[0], "k")
         else:
             k = g.autocast_input(k, "k")
             k2 = k if (contiguous[1] and not stride0) or one or viewed[0] else \
                 g.copy(T(kv_rows * (nh * d), k.dtype, k.rg, k.sid, k.fn), "k transpose copy")
-        q_dtype = q.dtype  # softmax(...).to(query.dtype): fp32 where a q_norm with fp32 weights promoted it
-        q = g.autocast_input(q, "q")
-        q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
-        probs_n = b_seq * kvl * nh  # b * nh * s * kv
-        scores = _matmul(g, q2, k2, probs_n, "scores")  # keeps each operand for the other's gradient
+        if not upcast:
+            q_dtype = q.dtype  # softmax(...).to(query.dtype): fp32 where a q_norm with fp32 weights promoted it
+            q = g.autocast_input(q, "q")
+            q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
+            scores = _matmul(g, q2, k2, probs_n, "scores")  # keeps each operand for the other's gradient
         mask_value = None
         if isinstance(ctx.method, Adapter) and ctx.cfg["model_type"] == "gpt2":
             # transformers 4.57's GPT-2 (AdapterHub's stack): scores / torch.full([], sqrt(d)), whose backward keeps
@@ -762,7 +775,7 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
                 scores = g.mul(scores, None, "scores / (layer_idx + 1)")
             mask_value = g.new(Poly.const(1), scores.dtype, False, "mask value (0-dim)")
             scores = g.unary_no_save(scores, "where(causal, scores, mask_value)")
-        else:
+        elif not upcast:
             scores = g.mul(scores, None, "scores * scaling")
         if softcap:
             t1 = g.unary_no_save(scores, "softcap div")
@@ -773,8 +786,11 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             scores = g.to(scores, "fp32", "scores fp32")
         probs32 = g.unary_saves_output(scores, "softmax")
         probs = g.to(probs32, q_dtype, "probs cast")
-        if not g.autocast:  # the variable it was bound to, until .to(query.dtype) returns (a no-op under autocast:
-            g.touch(attn_weights)  # query is in the model's dtype; the cast above is the next matmul's)
+        if (not g.autocast or probs is not probs32) and ctx.cfg["model_type"] != "gpt2":
+            # softmax(...).to(query.dtype), one statement: the variable it was bound to lives until the cast returns
+            # (under autocast a no-op where query is in the model's dtype, fp32; OLMo2's q_norm and rotary cast make
+            # it the autocast dtype). GPT-2 rebinds attn_weights to the softmax first
+            g.touch(attn_weights)
         probs = ctx.drop(probs, attention_dropout(ctx.cfg), "attn dropout")  # F.dropout(attn_weights, p=dropout)
         if held:
             v2 = g.autocast_input(held[1], "v")
@@ -783,7 +799,7 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             v2 = v if (contiguous[2] and not stride0) or one or viewed[1] else \
                 g.copy(T(kv_rows * (nh * d), v.dtype, v.rg, v.sid, v.fn), "v reshape copy")
         out = _matmul(g, g.autocast_input(probs, "probs"), v2, b_seq * (nh * d), "attn out")
-        g.touch(mask_value)  # (a local of eager_attention_forward: until it returns)
+        g.touch(mask_value, *bound)  # (locals of the attention function: until it returns)
         out = g.copy(out, "attn out transpose")
         g.touch(*held)
         ctx.attn_weights = probs
@@ -1065,7 +1081,8 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     neox = mt == "gpt_neox"  # rotary ends in torch.cat: contiguous q and k
     att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=bool(ctx.kv_extra) or ctx.padding_mask or ctx.mask_always, kv_len=kv_len,
                     contiguous=(neox, neox or bool(ctx.kv_extra), bool(ctx.kv_extra)),
-                    softmax_fp32=mt != "gpt2" or bool(g.autocast))  # autocast runs softmax in fp32
+                    softmax_fp32=mt != "gpt2" or bool(g.autocast),  # autocast runs softmax in fp32
+                    upcast=mt == "gpt2" and impl == "eager" and bool(cfg.get("reorder_and_upcast_attn")))
     if mt == "gpt_neox" and impl == "sdpa":
         att = g.copy(att, "attn out contiguous")
     o = linear(ctx, att, _lin(layout, "o"), i)

@@ -154,12 +154,11 @@ def _refuse(spec: ModelSpec, meth: Method, train: TrainingSpec) -> None:
             f"{spec.model_type}; available: {', '.join(spec.arch.attn_implementations)}"
         )
     if (spec.model_type == "gpt2" and spec.cfg.get("reorder_and_upcast_attn") and train.attn_implementation == "eager"
-            and (train.dtype != "fp32" or train.mixed_precision or meth.name == "adapter")):
+            and meth.name == "adapter"):
         raise UnsupportedCombinationError(
-            "reorder_and_upcast_attn=True with eager attention in half precision (or under AdapterHub's transformers "
-            "4.x): GPT-2's upcast attention (an fp32 baddbmm of fp32 copies of q and k) is not modelled by this "
-            "estimate (with PEFT in fp32 it is the plain path, which is); use attn_implementation='sdpa', which "
-            "ignores the option, or dtype='fp32'"
+            "reorder_and_upcast_attn=True with eager attention under AdapterHub's transformers 4.x: its GPT-2 upcast "
+            "attention (an fp32 baddbmm, then torch.where with the causal mask) is not modelled by this estimate (it "
+            "is with PEFT on transformers 5); use attn_implementation='sdpa', which ignores the option"
         )
     p_attn = attention_dropout(spec.cfg)
     if train.device == "cpu" and train.attn_implementation != "eager" and p_attn > 0:

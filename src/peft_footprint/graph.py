@@ -198,7 +198,7 @@ class Graph:
                 self.node(xc, [x], [("g", 0, x.bytes())], name=name + " autocast input")
                 x = xc
             out = self.new(rows * out_features, ac, x.rg or w_rg or b_rg, name)
-            self.touch(frozen_bias)
+            self.touch(frozen_bias, wc)  # (the op's arguments, alive while it runs, whether or not it saves them)
             prog = []
             if w_rg and wc is not None:
                 prog.append(("g", 1, Poly.const(inf * out_features * esize(ac))))

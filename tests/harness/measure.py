@@ -545,9 +545,8 @@ def _vocab_size(model) -> int:
 
 
 def _autocast(t):
-    if t["mixed_precision"]:
-        dt = _dtype(t["dtype"]) if _dtype(t["dtype"]) != torch.float32 else torch.bfloat16
-        return torch.autocast("cpu", dtype=dt)
+    if t["mixed_precision"]:  # "bf16" or "fp16" (True: bf16)
+        return torch.autocast("cpu", dtype=torch.bfloat16 if t["mixed_precision"] is True else _dtype(t["mixed_precision"]))
     return contextlib.nullcontext()
 
 

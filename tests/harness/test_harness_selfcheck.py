@@ -211,3 +211,12 @@ def test_tiny_llama_qlora_static():
     # prepare_model_for_kbit_training (the default) upcasts every non-quantised parameter to fp32
     r2 = measure(LLAMA, {"name": "qlora", "r": 8}, TRAIN)
     assert r2["weights_bytes"] == 4 * unquantised + linear // 2 + 4 * lora
+
+
+@pytest.mark.parametrize("mp,dtype", [("fp16", "float16"), ("bf16", "bfloat16")])
+def test_autocast_runs_in_the_mixed_precision_asked_for(mp, dtype):
+    """training.mixed_precision picks autocast's dtype: fp32 weights, the matmuls' outputs in fp16 or bf16."""
+    r = measure(LLAMA, {"name": "full"}, {"batch_size": 2, "seq_len": 5, "dtype": "fp32", "mixed_precision": mp},
+                what=("activations", "names"))
+    dtypes = {e["dtype"] for e in r["live_at_end_of_forward"]}
+    assert dtype in dtypes and ({"float16", "bfloat16"} - {dtype}).isdisjoint(dtypes)
