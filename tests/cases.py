@@ -456,6 +456,12 @@ _DRAWN = [
     ('olmo2-lora-head-eager-fp16-autocast-softmax-cast-holds-the-scores', {'model_type': 'olmo2', 'hidden_size': 12, 'num_hidden_layers': 1, 'num_attention_heads': 2, 'num_key_value_heads': 2, 'intermediate_size': 99, 'vocab_size': 61, 'max_position_embeddings': 128, 'attention_bias': False, 'tie_word_embeddings': False},
      {'name': 'lora', 'r': 6, 'target_modules': ['lm_head']},
      {'batch_size': 5, 'seq_len': 61, 'dtype': 'fp32', 'mixed_precision': 'fp16', 'gradient_checkpointing': False, 'attn_implementation': 'eager'}),
+    ('gpt2-lora-head-block-binds-ln1-output-attention-its-qkv-through-resid-dropout', {'model_type': 'gpt2', 'n_embd': 80, 'n_layer': 1, 'n_head': 8, 'n_positions': 64, 'vocab_size': 49, 'attn_pdrop': 0.0, 'tie_word_embeddings': True, 'n_inner': 37, 'scale_attn_by_inverse_layer_idx': False},
+     {'name': 'lora', 'r': 7, 'target_modules': ['lm_head'], 'lora_dropout': 0.1, 'use_dora': False},
+     {'batch_size': 2, 'seq_len': 29, 'dtype': 'fp32', 'gradient_checkpointing': False, 'attn_implementation': 'sdpa', 'padding_mask': True}),
+    ('gemma-lora-head-padded-autocast-sdpa-additive-mask-while-the-kernel-runs', {'model_type': 'gemma', 'hidden_size': 32, 'num_hidden_layers': 1, 'num_attention_heads': 8, 'num_key_value_heads': 2, 'head_dim': 16, 'intermediate_size': 119, 'vocab_size': 59, 'max_position_embeddings': 128, 'attention_bias': True, 'tie_word_embeddings': True, 'attention_dropout': 0.0},
+     {'name': 'lora', 'r': 2, 'target_modules': ['lm_head'], 'lora_dropout': 0.1},
+     {'batch_size': 7, 'seq_len': 83, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'sdpa', 'padding_mask': True, 'optimizer': 'adamw_32bit'}),
 ]
 
 

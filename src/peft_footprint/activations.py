@@ -813,14 +813,17 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         v = _repeat_kv(g, v, kv_rows * (nh * d), "repeat_kv v")
         held = [k, v]
     q, k, v = g.autocast_input(q, "q"), g.autocast_input(k, "k"), g.autocast_input(v, "v")
+    # the additive mask sdpa makes of the bool mask it is given (convert_boolean_attn_mask): saved where it runs with
+    # autograd, else alive while the kernel runs
+    additive = g.new(b_seq * kvl, q.dtype, False, "sdpa additive mask") if mask and impl == "sdpa" and not rg else None
     out = g.new(b_seq * (nh * d), q.dtype, rg, "sdpa out")
     lse = g.new(b_seq * nh, "fp32", False, "sdpa logsumexp")
     saved = (q, k, v, out, lse)
-    if rg and mask and impl == "sdpa":  # the additive mask the kernel makes of the bool mask it is given
+    if rg and mask and impl == "sdpa":
         saved += (g.new(b_seq * kvl, q.dtype, False, "sdpa additive mask"),)
     prog = [("g", i, t.bytes()) for i, t in enumerate((q, k, v)) if t.rg]
     out = g.node(out, [q, k, v], prog, saved, "sdpa")
-    g.touch(*held)
+    g.touch(additive, *held)
     return out
 
 
@@ -1094,6 +1097,10 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         g.touch(a, q, k, v, *held)  # (the attention has returned)
         o = attn_output = ctx.drop(o, resid_p, "resid dropout")
         o = bottleneck(ctx, o, "attention", residual)
+    elif mt == "gpt2":  # GPT2Attention drops out its output before it returns (q, k and v, views of c_attn's output,
+        # are its locals until then); ln_1's output is the block's hidden_states until the residual add rebinds it
+        o = attn_output = ctx.drop(o, resid_p, "resid dropout")
+        g.touch(q, k, v)
     else:
         g.touch(a, q, k, v, *held)
         o = attn_output = ctx.drop(o, resid_p, "resid dropout")
@@ -1106,6 +1113,8 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         g.scope = ""
         return out
     x = g.add(residual, o, "residual add") if _adds_residual(ctx, "attention") else o
+    if mt == "gpt2" and not isinstance(ctx.method, Adapter):
+        g.touch(a)
     if post_ln:
         x = layer_norm(ctx, x, w_rg=norm_rg, name="attn norm", copied=attn_norm)
     residual = x
