@@ -462,6 +462,9 @@ _DRAWN = [
     ('gemma-lora-head-padded-autocast-sdpa-additive-mask-while-the-kernel-runs', {'model_type': 'gemma', 'hidden_size': 32, 'num_hidden_layers': 1, 'num_attention_heads': 8, 'num_key_value_heads': 2, 'head_dim': 16, 'intermediate_size': 119, 'vocab_size': 59, 'max_position_embeddings': 128, 'attention_bias': True, 'tie_word_embeddings': True, 'attention_dropout': 0.0},
      {'name': 'lora', 'r': 2, 'target_modules': ['lm_head'], 'lora_dropout': 0.1},
      {'batch_size': 7, 'seq_len': 83, 'dtype': 'fp32', 'mixed_precision': 'bf16', 'gradient_checkpointing': False, 'attn_implementation': 'sdpa', 'padding_mask': True, 'optimizer': 'adamw_32bit'}),
+    ('llama-qdora-bf16-compute-fp16-autocast-output-minus-bias-promotes-to-fp32', {'model_type': 'llama', 'hidden_size': 60, 'num_hidden_layers': 1, 'num_attention_heads': 6, 'num_key_value_heads': 6, 'head_dim': 24, 'intermediate_size': 108, 'vocab_size': 260, 'attention_bias': True, 'max_position_embeddings': 256},
+     {'name': 'qlora', 'r': 2, 'target_modules': ['o_proj'], 'bnb_4bit_use_double_quant': True, 'bnb_4bit_compute_dtype': 'bf16', 'use_dora': True},
+     {'batch_size': 6, 'seq_len': 34, 'dtype': 'fp32', 'mixed_precision': 'fp16', 'gradient_checkpointing': False, 'attn_implementation': 'eager', 'padding_mask': True, 'optimizer': 'lion_8bit'}),
 ]
 
 

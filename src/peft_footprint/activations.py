@@ -539,10 +539,9 @@ def _dora(ctx: Ctx, lin: Linear, path: str, base_out: T, xa: T, r: int, b_rg: bo
         bias = T(Poly.const(o), bias_dtype, b_rg, None)
         if b_rg:  # the same parameter as the linear's bias: one .grad, accumulated
             bias = g.node(bias, [None], [("w", g.scope + path + ".bias", Poly.const(o * esize(bias_dtype)))], name=f"{path} bias")
-        # (bf16 with fp16 makes fp32, as torch promotes them: QLoRA's fp16 compute dtype on a bf16 model; but under
-        # autocast a 4-bit layer's half-precision output minus the bias was measured half-precision: kept as the output's)
-        half = q4 and g.autocast and {base_out.dtype, bias_dtype} == {"bf16", "fp16"}
-        base = g.add(base_out, bias, f"{path} dora base - bias", dtype=base_out.dtype if half else None)
+        # (bf16 with fp16 makes fp32, as torch promotes them: QLoRA's fp16 compute dtype on a bf16 model, or its bf16
+        # compute dtype under fp16 autocast)
+        base = g.add(base_out, bias, f"{path} dora base - bias")
     m1 = g.add(mns, None, f"{path} dora scale-1")
     t1 = g.mul(m1, base, f"{path} dora (scale-1)*base", numel=base.numel)
     t2 = g.mul(mns, lr, f"{path} dora scale*lora", numel=lr.numel)
