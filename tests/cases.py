@@ -465,6 +465,9 @@ _DRAWN = [
     ('llama-qdora-bf16-compute-fp16-autocast-output-minus-bias-promotes-to-fp32', {'model_type': 'llama', 'hidden_size': 60, 'num_hidden_layers': 1, 'num_attention_heads': 6, 'num_key_value_heads': 6, 'head_dim': 24, 'intermediate_size': 108, 'vocab_size': 260, 'attention_bias': True, 'max_position_embeddings': 256},
      {'name': 'qlora', 'r': 2, 'target_modules': ['o_proj'], 'bnb_4bit_use_double_quant': True, 'bnb_4bit_compute_dtype': 'bf16', 'use_dora': True},
      {'batch_size': 6, 'seq_len': 34, 'dtype': 'fp32', 'mixed_precision': 'fp16', 'gradient_checkpointing': False, 'attn_implementation': 'eager', 'padding_mask': True, 'optimizer': 'lion_8bit'}),
+    ('gemma2-lora-head-eager-fp16-autocast-matmul-holds-its-cast-arguments', {'model_type': 'gemma2', 'hidden_size': 96, 'num_hidden_layers': 1, 'num_attention_heads': 6, 'num_key_value_heads': 3, 'head_dim': 16, 'intermediate_size': 70, 'vocab_size': 71, 'sliding_window': 50, 'max_position_embeddings': 128, 'attention_bias': True, 'tie_word_embeddings': False, 'final_logit_softcapping': None},
+     {'name': 'lora', 'r': 8, 'target_modules': ['lm_head']},
+     {'batch_size': 4, 'seq_len': 12, 'dtype': 'fp32', 'mixed_precision': 'fp16', 'gradient_checkpointing': False, 'attn_implementation': 'eager'}),
 ]
 
 

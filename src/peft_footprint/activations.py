@@ -764,6 +764,7 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             q = g.autocast_input(q, "q")
             q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
             scores = _matmul(g, q2, k2, probs_n, "scores")  # keeps each operand for the other's gradient
+            g.touch(q, k)  # matmul's arguments while it runs (under autocast its casts, copied by its reshapes)
         mask_value = None
         if isinstance(ctx.method, Adapter) and ctx.cfg["model_type"] == "gpt2":
             # transformers 4.57's GPT-2 (AdapterHub's stack): scores / torch.full([], sqrt(d)), whose backward keeps
@@ -798,6 +799,7 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             v2 = v if (contiguous[2] and not stride0) or one or viewed[1] else \
                 g.copy(T(kv_rows * (nh * d), v.dtype, v.rg, v.sid, v.fn), "v reshape copy")
         out = _matmul(g, g.autocast_input(probs, "probs"), v2, b_seq * (nh * d), "attn out")
+        g.touch(v)
         g.touch(mask_value, *bound)  # (locals of the attention function: until it returns)
         out = g.copy(out, "attn out transpose")
         g.touch(*held)
