@@ -468,6 +468,9 @@ _DRAWN = [
     ('gemma2-lora-head-eager-fp16-autocast-matmul-holds-its-cast-arguments', {'model_type': 'gemma2', 'hidden_size': 96, 'num_hidden_layers': 1, 'num_attention_heads': 6, 'num_key_value_heads': 3, 'head_dim': 16, 'intermediate_size': 70, 'vocab_size': 71, 'sliding_window': 50, 'max_position_embeddings': 128, 'attention_bias': True, 'tie_word_embeddings': False, 'final_logit_softcapping': None},
      {'name': 'lora', 'r': 8, 'target_modules': ['lm_head']},
      {'batch_size': 4, 'seq_len': 12, 'dtype': 'fp32', 'mixed_precision': 'fp16', 'gradient_checkpointing': False, 'attn_implementation': 'eager'}),
+    ('gemma3-lora-top-layer-no-sliding-layer-still-builds-the-sliding-mask', {'model_type': 'gemma3_text', 'hidden_size': 24, 'num_hidden_layers': 2, 'num_attention_heads': 4, 'num_key_value_heads': 1, 'head_dim': 16, 'intermediate_size': 259, 'vocab_size': 57, 'sliding_window': 8, 'max_position_embeddings': 128, 'sliding_window_pattern': 1, 'attention_bias': True, 'attn_logit_softcapping': 20.0},
+     {'name': 'lora', 'r': 7, 'target_modules': ['down_proj', 'up_proj', 'q_proj', 'gate_proj', 'k_proj', 'o_proj'], 'layers_to_transform': [1], 'lora_dropout': 0.1},
+     {'batch_size': 4, 'seq_len': 86, 'dtype': 'fp32', 'gradient_checkpointing': False, 'attn_implementation': 'sdpa'}),
 ]
 
 

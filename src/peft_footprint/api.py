@@ -86,9 +86,10 @@ _ACTS: dict[tuple, tuple[ModelSpec, ActivationModel]] = {}
 
 
 def _sliding_active(spec: ModelSpec, method: Method, seq_len: int) -> bool:
-    """Does the sequence reach a sliding window? Then transformers builds an explicit mask for those layers."""
+    """Does the sequence reach a sliding window? Then transformers builds an explicit mask for those layers (Gemma 2
+    and 3 build it whether or not a layer slides)."""
     window = spec.cfg.get("sliding_window")
-    if not window or "sliding_attention" not in spec.layer_types:
+    if not window or ("sliding_attention" not in spec.layer_types and spec.model_type not in ("gemma2", "gemma3_text")):
         return False
     return seq_len + method.virtual_tokens() + method.prefix_tokens() >= window
 
