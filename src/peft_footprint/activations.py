@@ -36,6 +36,8 @@ __all__ = ["ActivationModel", "activation_model", "structured_activation_model"]
 # models whose forward returns the cache it was given even with use_cache=False (the others return
 # `past_key_values if use_cache else None`, transformers 5.13.1): prefix tuning's keys/values stay alive there
 RETURNS_CACHE = frozenset({"llama", "gemma2", "gemma3_text", "gpt_neox", "opt", "olmo2", "granite"})
+# model types whose forward builds the attention mask of both kinds (full and sliding) whatever their layers use
+BOTH_MASKS = frozenset({"gemma2", "gemma3_text"})
 
 
 @dataclass
@@ -742,24 +744,26 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         # one kv head: repeat_kv is a stride-0 view, copied by each matmul when it runs (if b > 1)
         stride0 = rep > 1 and nkv == 1
         probs_n = b_seq * kvl * nh  # b * nh * s * kv
+        def kv_copy(t: T, name: str) -> T:  # a (b, kv, heads, d) layout copied to (b * heads, kv, d)
+            return g.copy(T(kv_rows * (nh * d), t.dtype, t.rg, t.sid, t.fn), name)
+
         if upcast:  # attn_weights = torch.empty(b * nh, s, kv, fp32); q, k = query.reshape(...), key.transpose(-1,
             # -2).reshape(...) (locals until it returns); with autocast off, baddbmm(attn_weights, q.float(), k.float(),
             # beta=0, alpha=scaling): no scaling op, and the preallocated tensor is bound until baddbmm returns
             empty = g.new(probs_n, "fp32", False, "upcast attn_weights (empty)")
             q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
-            k2 = k if contiguous[1] or one else g.copy(T(kv_rows * (nh * d), k.dtype, k.rg, k.sid, k.fn), "k transpose copy")
+            k2 = k if contiguous[1] or one else kv_copy(k, "k transpose copy")
             bound = [q2, k2]
             q_dtype = v.dtype  # attn_weights.type(value.dtype)
             scores = _matmul(g, g.to(q2, "fp32", "q float"), g.to(k2, "fp32", "k float"), probs_n, "scores (baddbmm)")
             g.touch(empty)
-        elif rep > 1 and not stride0:
-            held = [_repeat_kv(g, k, kv_rows * (nh * d), "repeat_kv k"), _repeat_kv(g, v, kv_rows * (nh * d), "repeat_kv v")]
-            k2 = g.autocast_input(held[0], "k")
         else:
-            k = g.autocast_input(k, "k")
-            k2 = k if (contiguous[1] and not stride0) or one or viewed[0] else \
-                g.copy(T(kv_rows * (nh * d), k.dtype, k.rg, k.sid, k.fn), "k transpose copy")
-        if not upcast:
+            if rep > 1 and not stride0:
+                held = [_repeat_kv(g, k, kv_rows * (nh * d), "repeat_kv k"), _repeat_kv(g, v, kv_rows * (nh * d), "repeat_kv v")]
+                k2 = g.autocast_input(held[0], "k")
+            else:
+                k = g.autocast_input(k, "k")
+                k2 = k if (contiguous[1] and not stride0) or one or viewed[0] else kv_copy(k, "k transpose copy")
             q_dtype = q.dtype  # softmax(...).to(query.dtype): fp32 where a q_norm with fp32 weights promoted it
             q = g.autocast_input(q, "q")
             q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
@@ -796,11 +800,9 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             v2 = g.autocast_input(held[1], "v")
         else:
             v = g.autocast_input(v, "v")
-            v2 = v if (contiguous[2] and not stride0) or one or viewed[1] else \
-                g.copy(T(kv_rows * (nh * d), v.dtype, v.rg, v.sid, v.fn), "v reshape copy")
+            v2 = v if (contiguous[2] and not stride0) or one or viewed[1] else kv_copy(v, "v reshape copy")
         out = _matmul(g, g.autocast_input(probs, "probs"), v2, b_seq * (nh * d), "attn out")
-        g.touch(v)
-        g.touch(mask_value, *bound)  # (locals of the attention function: until it returns)
+        g.touch(v, mask_value, *bound)  # (matmul's argument while it runs; locals of the attention function until it returns)
         out = g.copy(out, "attn out transpose")
         g.touch(*held)
         ctx.attn_weights = probs
@@ -814,14 +816,12 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         v = _repeat_kv(g, v, kv_rows * (nh * d), "repeat_kv v")
         held = [k, v]
     q, k, v = g.autocast_input(q, "q"), g.autocast_input(k, "k"), g.autocast_input(v, "v")
-    # the additive mask sdpa makes of the bool mask it is given (convert_boolean_attn_mask): saved where it runs with
-    # autograd, else alive while the kernel runs
-    additive = g.new(b_seq * kvl, q.dtype, False, "sdpa additive mask") if mask and impl == "sdpa" and not rg else None
+    # the additive mask sdpa makes of the bool mask it is given (convert_boolean_attn_mask), before the kernel runs:
+    # saved where it runs with autograd, else alive while it runs
+    additive = g.new(b_seq * kvl, q.dtype, False, "sdpa additive mask") if mask and impl == "sdpa" else None
     out = g.new(b_seq * (nh * d), q.dtype, rg, "sdpa out")
     lse = g.new(b_seq * nh, "fp32", False, "sdpa logsumexp")
-    saved = (q, k, v, out, lse)
-    if rg and mask and impl == "sdpa":
-        saved += (g.new(b_seq * kvl, q.dtype, False, "sdpa additive mask"),)
+    saved = (q, k, v, out, lse) + ((additive,) if rg and additive is not None else ())
     prog = [("g", i, t.bytes()) for i, t in enumerate((q, k, v)) if t.rg]
     out = g.node(out, [q, k, v], prog, saved, "sdpa")
     g.touch(additive, *held)
@@ -1308,7 +1308,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
             ctx.scope.append(ctx.positions)
     # Gemma2/3 build the mask of both kinds (full and sliding) whatever their layers use; Qwen2/3 the full one
     # whatever their layers use, and the sliding one too where a layer slides
-    kinds = set(layer_types) | ({"full_attention", "sliding_attention"} if mt in ("gemma2", "gemma3_text") else
+    kinds = set(layer_types) | ({"full_attention", "sliding_attention"} if mt in BOTH_MASKS else
                                 {"full_attention"} if mt in ("qwen2", "qwen3") else set())
     masks: dict[str, T] = {}
     ctx.mask_always = isinstance(method, Adapter) and train.attn_implementation != "flash_attention_2"  # (flash: no mask)
@@ -1445,8 +1445,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     g.touch(*ctx.cache, *g.held)
     if ctx.adapter_hooked:  # AdapterHub's ForwardContext holds the top layer's input and its post-attention residual
         # (what its adapters were handed) until the CausalLM's forward returns
-        g.touch(top_in, *[T(ZERO, "fp32", False, k) for k in range(top_storages, len(g.storages))
-                          if g.storages[k].handed_on][:1])
+        g.touch(top_in, next((T(ZERO, "fp32", False, k) for k in range(top_storages, len(g.storages))
+                              if g.storages[k].handed_on), None))
     g.touch(x)  # the CausalLM's forward holds the last hidden states (and the model's output) until it returns
 
     total = g.alive_bytes()

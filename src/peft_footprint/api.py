@@ -17,7 +17,7 @@ from .poly import evaluate
 from .model import ModelSpec, load_model
 from .storage import safetensors_file_bytes
 from .result import SCHEMA_VERSION, Estimate
-from .activations import ActivationModel, attention_dropout, attention_dropout_field, structured_activation_model
+from .activations import BOTH_MASKS, ActivationModel, attention_dropout, attention_dropout_field, structured_activation_model
 from .compute import compute_terms
 from .tables import build_table
 from .hardware import load_hardware
@@ -89,7 +89,7 @@ def _sliding_active(spec: ModelSpec, method: Method, seq_len: int) -> bool:
     """Does the sequence reach a sliding window? Then transformers builds an explicit mask for those layers (Gemma 2
     and 3 build it whether or not a layer slides)."""
     window = spec.cfg.get("sliding_window")
-    if not window or ("sliding_attention" not in spec.layer_types and spec.model_type not in ("gemma2", "gemma3_text")):
+    if not window or ("sliding_attention" not in spec.layer_types and spec.model_type not in BOTH_MASKS):
         return False
     return seq_len + method.virtual_tokens() + method.prefix_tokens() >= window
 
