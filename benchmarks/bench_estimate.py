@@ -7,7 +7,10 @@
   the part of it spent building the activation model from scratch (activations.activation_model). A cold call
   whose structure (architecture, module layout, method and options; not the sizes) was seen before replays the
   recorded symbolic pass (trace.py); the first of a structure runs the full pass, the second records it (these
-  three rows run in a fresh process, where no structure was seen before);
+  three rows run in a fresh process, where no structure was seen before, with the disk cache off);
+- the disk cache (cache.py): the first call of each structure in a fresh process, once with an empty cache (it
+  records the structure and writes it) and once more in a later process (it reads it); and the capacity-planning
+  sweep run twice on one cache, each run a fresh process;
 - sweep(): a batch x sequence-length grid evaluated by numpy;
 - peer: building the same model with transformers + PEFT on the meta device and counting (tests/harness,
   measure_meta: static numbers only), and the CPU harness on a tiny config (activations and peak).
@@ -130,6 +133,13 @@ def structures() -> str:
         ("estimate(), the same structure, other sizes again: replayed", by_position[2])))
 
 
+def disk_firsts() -> str:
+    """The first call of each structure of structure_calls, timed in this (fresh) process, the recordings on disk
+    (run with $PEFT_FOOTPRINT_CACHE set: a cache that an earlier process filled, or an empty one)."""
+    seconds = [each_call(pf.estimate, group[:1])[0] for group in structure_calls()]
+    return spread([s[0] for s in seconds if s])
+
+
 def planning() -> str:
     """The capacity-planning sweep, timed in this (fresh) process."""
     calls = planning_sweep()
@@ -140,10 +150,24 @@ def planning() -> str:
 
 
 def main() -> None:
-    import subprocess  # the sweep runs in a process of its own, where nothing is cached yet
+    import os
+    import subprocess  # the sweeps run in processes of their own, where nothing is cached yet
+    import tempfile
 
-    sweep_run = subprocess.run([sys.executable, __file__, "--planning"], capture_output=True, text=True, check=True)
-    planning_row = sweep_run.stdout.strip().splitlines()[-1]
+    def fresh(mode: str, cache: str = "off") -> str:
+        """The last line of this script run with ``mode`` in a fresh process, with that disk cache (cache.py)."""
+        env = {**os.environ, "PEFT_FOOTPRINT_CACHE": cache}
+        return subprocess.run([sys.executable, __file__, mode], capture_output=True, text=True, check=True,
+                              env=env).stdout.strip().splitlines()[-1]
+
+    planning_row = fresh("--planning")
+    with tempfile.TemporaryDirectory() as tmp:
+        planning_rows = [fresh("--planning", tmp), fresh("--planning", tmp)]
+    with tempfile.TemporaryDirectory() as tmp:
+        disk_rows = [fresh("--disk-firsts", tmp), fresh("--disk-firsts", tmp)]
+    from peft_footprint import cache
+
+    cache.configure(False)  # (this process: the rows below are the in-process behaviour)
     model, method, training = "meta-llama/Llama-3.1-8B", {"name": "lora", "r": 16}, {"batch_size": 4, "seq_len": 2048}
     pf.estimate(model, method, training)
     warm = per_call(lambda: pf.estimate(model, method, training), 2000)
@@ -156,8 +180,11 @@ def main() -> None:
         seconds, done = each_call(pf.estimate, calls)
         cold.append((f"estimate(), cold: {name}", spread(seconds)))
         cold.append(("  activation_model() alone, on the same calls", spread(each_call(activation_model, activation_model_calls(done))[0])))
-    structures_run = subprocess.run([sys.executable, __file__, "--structures"], capture_output=True, text=True, check=True)
+    structures_run = subprocess.run([sys.executable, __file__, "--structures"], capture_output=True, text=True, check=True,
+                                    env={**os.environ, "PEFT_FOOTPRINT_CACHE": "off"})
     cold += [tuple(line.split("\t")) for line in structures_run.stdout.strip().splitlines()[-3:]]
+    cold += [("estimate(), disk cache on, a structure never seen on this machine: recorded and written", disk_rows[0]),
+             ("estimate(), disk cache on, the same in a later process: read from disk", disk_rows[1])]
     bs, ss = np.arange(1, 1001), np.arange(64, 8256, 8)
     t = time.perf_counter()
     pf.sweep(model, "lora", batch_sizes=bs, seq_lens=ss)
@@ -167,6 +194,8 @@ def main() -> None:
         ("estimate() + hardware (latency, step time), warm", f"{warm_hw * 1e3:.3f} ms/call"),
         *cold,
         ("estimate(), a capacity-planning sweep (presets x 7 methods x checkpointing x 16 shapes)", planning_row),
+        ("  the same sweep, disk cache on, first run on this machine", planning_rows[0]),
+        ("  the same sweep, disk cache on, run again (a fresh process)", planning_rows[1]),
         (f"sweep(), {bs.size * ss.size:,} (batch, seq) points", f"{sweep_s:.3f} s ({bs.size * ss.size / sweep_s / 1e6:.1f} M configs/s)"),
     ]
     try:
@@ -193,5 +222,7 @@ if __name__ == "__main__":
         print(planning())
     elif sys.argv[1:] == ["--structures"]:
         print(structures())
+    elif sys.argv[1:] == ["--disk-firsts"]:
+        print(disk_firsts())
     else:
         main()

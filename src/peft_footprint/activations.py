@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import cache as _cache
 from . import trace
 from .act_fns import act_field, act_fn
 
@@ -2060,7 +2061,22 @@ def _loss(ctx: Ctx, logits: T, v: int) -> T:
 
 # ---- the same structure with other sizes: the recorded pass replayed ------------------------------
 
-_MISSING, _PRESENT = object(), object()
+class _Sentinel:
+    """A marker kept in a recording's reads; pickled by name (cache.py), so it is the same object when loaded."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __reduce__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_MISSING, _PRESENT = _Sentinel("_MISSING"), _Sentinel("_PRESENT")
 
 
 class _TracedCfg(dict):
@@ -2235,7 +2251,7 @@ def structured_activation_model(spec, method: Method, train, sliding_active: boo
         raw, rec = _record_pass(spec, method, train, sliding_active, batch_one)
         return _finish(*raw), rec
 
-    return replayed(_STRUCTURES, _SEEN, (*structure_key(spec, method), sliding_active, batch_one, train_key), spec, method,
+    return replayed(_STRUCTURES, _SEEN, "activations", (*structure_key(spec, method), sliding_active, batch_one, train_key), spec, method,
                     lambda: activation_model(spec, method, train, sliding_active, batch_one), record,
                     lambda rec, packed: _model(rec.names, rec.degrees, packed), lazy=_Replayed)
 
@@ -2330,14 +2346,25 @@ class _Replayed:
         return dict(self._point(b, s)[1])
 
 
-def replayed(store: dict, seen: set, key: tuple, spec, method: Method, plain, record, from_replay, lazy=None) -> Any:
+def replayed(store: dict, seen: set, kind: str, key: tuple, spec, method: Method, plain, record, from_replay,
+             lazy=None) -> Any:
     """The recording policy, for any pass with traced inputs (:func:`traced_inputs`): the first of a structure
     ``key`` runs ``plain()``, the second ``record()`` (its result and its :class:`_Recording`, None when the
     tape could not check what was read), later ones ``from_replay(recording, outputs)`` from the first
     recording whose guards hold (or, given ``lazy``, ``lazy(recording, leaves)`` once the guards are checked,
     the outputs not computed). A structure whose guards keep failing (``_MAX_RECORDINGS`` recordings) runs
-    plainly again. The cyclic collector is paused while a pass runs."""
+    plainly again. The cyclic collector is paused while a pass runs. With the disk cache on (cache.py), the
+    recordings of ``kind`` not in ``store`` are looked up on disk, a structure is recorded at its first call,
+    and each new recording is written there."""
     recordings = store.get(key)
+    disk = _cache.directory() is not None
+    if recordings is None and disk and key not in seen:
+        recordings = _cache.load(kind, key)
+        if recordings is not None:
+            if len(store) > 4096:
+                store.clear()
+            store[key] = recordings
+        seen.add(key)  # (looked up once per process)
     for rec in recordings or ():
         leaves = rec.leaves(spec.cfg, spec.layout, method)
         if leaves is None:
@@ -2349,7 +2376,7 @@ def replayed(store: dict, seen: set, key: tuple, spec, method: Method, plain, re
         outputs = rec.replay(*leaves)
         if outputs is not None:
             return from_replay(rec, outputs)
-    if (recordings is None and key not in seen) or len(recordings or ()) >= _MAX_RECORDINGS:
+    if (recordings is None and key not in seen and not disk) or len(recordings or ()) >= _MAX_RECORDINGS:
         if len(seen) > 65536:
             seen.clear()
         seen.add(key)  # (a structure whose guards keep failing is no longer recorded)
@@ -2360,7 +2387,10 @@ def replayed(store: dict, seen: set, key: tuple, spec, method: Method, plain, re
     if rec is not None:
         if len(store) > 4096:
             store.clear()
-        store.setdefault(key, []).insert(0, rec)
+        kept = store.setdefault(key, [])
+        kept.insert(0, rec)
+        if disk:
+            _cache.save(kind, key, kept)
     return result
 
 

@@ -536,7 +536,7 @@ def _structured_walk(spec, method, table, merged: bool, gc: bool, training: bool
             rec = activations._Recording(tape.compile([tape.slot(v) for v in values]), getters, dict(cfg.reads), (), [])
         return [trace._concrete(v) for v in values], rec
 
-    return activations.replayed(_WALKS, _WALKED, key, spec, method,
+    return activations.replayed(_WALKS, _WALKED, "flops", key, spec, method,
                                 lambda: _walk(spec, method_view(spec, method, table), merged, gc, training), record,
                                 lambda rec, values: list(values))
 

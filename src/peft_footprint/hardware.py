@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import cache
 from .errors import InvalidConfigError, UnknownNameError
 from .registry import Registry
 
@@ -66,8 +67,7 @@ _ALIASES = {
 
 @lru_cache(maxsize=1)
 def _load() -> Registry[Hardware]:
-    text = resources.files("peft_footprint.presets").joinpath("hardware.yaml").read_text()
-    for name, entry in (yaml.safe_load(text) or {}).items():
+    for name, entry in cache.data("hardware.yaml", _parse).items():  # (kept on disk, see cache.py)
         fields = {k: v for k, v in entry.items() if not k.startswith("_")}
         fields["source"] = entry.get("_source", "")
         fields["notes"] = entry.get("_notes", "")
@@ -76,6 +76,11 @@ def _load() -> Registry[Hardware]:
         if target in HARDWARE:
             HARDWARE._aliases[_norm(alias)] = _norm(target)
     return HARDWARE
+
+
+def _parse() -> dict:
+    text = resources.files("peft_footprint.presets").joinpath("hardware.yaml").read_text()
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
 
 
 def list_hardware() -> list[str]:

@@ -27,7 +27,7 @@ _SEEN: set[tuple] = set()
 def build_table(spec, method: Method, dtype: str) -> ParamTable:
     """``method.build(spec.layout, spec.cfg, dtype)``: built the first time a structure comes, recorded the second,
     replayed after (activations.replayed)."""
-    return replayed(_RECORDINGS, _SEEN, (*structure_key(spec, method), dtype), spec, method,
+    return replayed(_RECORDINGS, _SEEN, "tables", (*structure_key(spec, method), dtype), spec, method,
                     lambda: method.build(spec.layout, spec.cfg, dtype), lambda: _record(spec, method, dtype), _replay)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import operator
 import threading
+from array import array
 from typing import Any
 
 __all__ = ["Replay", "Sym", "Tape", "active", "record", "start", "stop"]
@@ -188,7 +189,7 @@ class Replay:
     tracking at its first scan; with the functions in them, hundreds of thousands of them over a process's
     recordings were scanned at every full collection (gen-2 pauses of 50-120 ms in a sweep)."""
 
-    __slots__ = ("leaves", "_ops", "_checks", "_outputs", "_fns", "_start", "_me", "_guards", "_out", "_polys")
+    __slots__ = ("leaves", "_ops", "_checks", "_outputs", "_fns", "_start", "_me", "_guards", "_out", "_polys", "_slots")
 
     def __init__(self, init: list, leaves: list, program: list, results: list, parts: list, polys: list):
         self.leaves = leaves
@@ -200,7 +201,7 @@ class Replay:
         on_ints = _ON_INTS.get
         for (k, fn, i, j), (checked, out) in zip(program, parts):
             if fn is None:
-                start.append(operator.itemgetter(*i) if len(i) > 1 else _one(i[0]))
+                start.append(operator.itemgetter(*i) if len(i) > 1 else _One(i[0]))
                 ins = (k, codes[_sum_of], len(start) - 1, me)
             else:
                 if k < 0:
@@ -217,7 +218,17 @@ class Replay:
         self._fns, self._start, self._me = tuple(codes), start, me
         self._guards = getter(guards)
         self._out = getter(results)
+        self._slots = (guards, list(results))  # (what the getters read: to keep the replay on disk)
         self._polys = [(k, p.untraced()) for k, p in polys]
+
+    def __reduce__(self) -> tuple:
+        """Pickled compactly (cache.py keeps recordings on disk): the instructions as four columns of 64-bit
+        integers, the checks and the outputs as their positions among them."""
+        where = {id(ins): n for n, ins in enumerate(self._ops)}
+        cols = [array("q", c).tobytes() for c in zip(*self._ops)]
+        picks = [array("q", [where[id(ins)] for ins in part]).tobytes() for part in (self._checks, self._outputs)]
+        return _rebuild, (self.leaves, cols, picks, self._fns, self._start, self._me, self._slots,
+                          [(k, p.v, p.db, p.ds) for k, p in self._polys])
 
     def _run(self, vals: list, ops: list) -> bool:
         vals[self._me] = vals
@@ -262,6 +273,24 @@ class Replay:
         return self._out(vals)
 
 
+def _rebuild(leaves: list, cols: list, picks: list, fns: tuple, start: list, me: int, slots: tuple, polys: list) -> Replay:
+    """The :class:`Replay` that ``Replay.__reduce__`` pickled."""
+    from .poly import Poly
+
+    def ints(raw: bytes) -> list:
+        a = array("q")
+        a.frombytes(raw)
+        return a.tolist()
+
+    r = Replay.__new__(Replay)
+    ops = list(zip(*map(ints, cols)))
+    r.leaves, r._ops, r._fns, r._start, r._me, r._slots = leaves, ops, fns, start, me, slots
+    r._checks, r._outputs = ([ops[n] for n in ints(raw)] for raw in picks)
+    r._guards, r._out = getter(slots[0]), getter(slots[1])
+    r._polys = [(k, Poly._raw(v, db, ds)) for k, v, db, ds in polys]
+    return r
+
+
 def _const(c: Any, _: Any) -> Any:
     """A traced integer as a constant polynomial (its packed integer is the integer itself)."""
     from .poly import Poly
@@ -277,9 +306,28 @@ def _sum_of(getter: Any, vals: list) -> Any:
     return sum(getter(vals))
 
 
-def _one(k: int) -> Any:
-    """A getter of one slot, as a tuple (what operator.itemgetter gives for two or more)."""
-    return lambda vals: (vals[k],)
+class _One:
+    """A getter of one slot, as a tuple (what operator.itemgetter gives for two or more); a class, not a closure,
+    so that a recording can be kept on disk (cache.py)."""
+
+    __slots__ = ("k",)
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def __call__(self, vals: list) -> tuple:
+        return (vals[self.k],)
+
+
+class _None:
+    """A getter of no slot."""
+
+    __slots__ = ()
+
+    def __call__(self, vals: list) -> tuple:
+        return ()
+
+
 
 
 def getter(slots: list) -> Any:
@@ -287,8 +335,8 @@ def getter(slots: list) -> Any:
     if len(slots) > 1:
         return operator.itemgetter(*slots)
     if slots:
-        return _one(slots[0])
-    return lambda vals: ()
+        return _One(slots[0])
+    return _None()
 
 
 _ON_INTS = {_const: _first}  # on packed integers (and at a point) a constant polynomial is the integer itself

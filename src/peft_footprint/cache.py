@@ -1,0 +1,212 @@
+"""Recordings kept on disk between processes.
+
+A structure's recorded pass (trace.py; activations.replayed) lives in the process that made it: every fresh
+process paid the full pass again at a structure's first call (about 5 ms) and its recording at the second
+(about 11 ms). With this cache a recording is written to disk when it is made, and a later process that meets
+the same structure loads it (well under a millisecond) instead of running the pass. While the cache is on, a
+structure is recorded at its first call (it will serve every later process), not at its second.
+
+What is kept is the same object the process keeps -- the compiled tape, its leaves' getters, the config fields it
+read, its output names -- and it is used the same way: its guards are checked against each new config, so a
+loaded recording answers only where it answers in the process that made it. A recording belongs to the code that
+made it: the cache's directory is named by a digest of the package's version, the Python version and every
+source file's name, size and modification time (the rule Python's own bytecode cache follows), so editing or
+upgrading the package starts a new directory (the four most recently used are kept). A file that cannot be read
+(truncated, from another format, written by something else) is a miss. Reading admits only the types a
+recording is made of: nothing else in a file can run.
+
+Where: ``$PEFT_FOOTPRINT_CACHE`` (a directory, or ``off``), else ``$XDG_CACHE_HOME/peft-footprint``, else
+``~/.cache/peft-footprint``; :func:`configure` sets it for the process. A directory that cannot be written turns
+the cache off for the process, silently: the estimate is the same, only slower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["configure", "directory", "clear"]
+
+FORMAT = 1  # the layout of a cache file; a change starts a new directory
+_KEEP = 4  # version directories kept (the most recently used)
+_MAX_FILES = 20_000  # recordings per kind in one version directory; beyond, nothing more is written
+_OFF = {"", "0", "off", "false", "no", "none"}
+
+_state: dict[str, Any] = {"dir": None, "resolved": False, "written": {}}
+
+
+def configure(path: str | os.PathLike | None | bool = None) -> Path | None:
+    """Set where recordings are kept for this process: a directory, ``False`` (off), or ``None`` (the default:
+    ``$PEFT_FOOTPRINT_CACHE``, ``$XDG_CACHE_HOME/peft-footprint``, ``~/.cache/peft-footprint``). Returns the
+    version directory in use (None when off)."""
+    _state["resolved"], _state["dir"], _state["written"] = False, None, {}
+    if path is False:
+        _state["resolved"] = True
+        return None
+    if path is not None and path is not True:
+        _state["base"] = Path(path)
+    else:
+        _state.pop("base", None)
+    return directory()
+
+
+def directory() -> Path | None:
+    """The version directory recordings are read from and written to (made on first use), or None when the cache
+    is off or cannot be written."""
+    if _state["resolved"]:
+        return _state["dir"]
+    _state["resolved"] = True
+    base = _state.get("base") or _default_base()
+    if base is None:
+        return None
+    try:
+        here = base / f"v{FORMAT}-{_code_digest()}"
+        if not here.is_dir():
+            here.mkdir(parents=True, exist_ok=True)
+            _prune(base, here)
+        if not os.access(here, os.W_OK | os.R_OK | os.X_OK):
+            return None
+        os.utime(here)  # (most recently used)
+    except OSError:
+        return None
+    _state["dir"] = here
+    return here
+
+
+def clear() -> None:
+    """Remove every recording kept on disk (all versions) under the configured base directory."""
+    base = _state.get("base") or _default_base()
+    if base is not None and base.is_dir():
+        for d in base.iterdir():
+            if d.is_dir() and d.name.startswith("v"):
+                shutil.rmtree(d, ignore_errors=True)
+    _state["resolved"], _state["dir"], _state["written"] = False, None, {}
+
+
+def _default_base() -> Path | None:
+    env = os.environ.get("PEFT_FOOTPRINT_CACHE")
+    if env is not None:
+        return None if env.strip().lower() in _OFF else Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    try:
+        root = Path(xdg) if xdg else Path.home() / ".cache"
+    except RuntimeError:  # no home directory
+        return None
+    return root / "peft-footprint"
+
+
+def _code_digest() -> str:
+    """The package's version, the Python version and each source file's path, size and mtime, digested."""
+    from . import __version__
+
+    pkg = Path(__file__).resolve().parent
+    h = hashlib.sha256(f"{__version__}|{sys.version_info[:3]}|{FORMAT}".encode())
+    for root, dirs, files in sorted(os.walk(pkg)):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith((".py", ".yaml")):
+                st = os.stat(os.path.join(root, name))
+                h.update(f"|{os.path.relpath(os.path.join(root, name), pkg)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def _prune(base: Path, keep: Path) -> None:
+    """Leave the ``_KEEP`` most recently used version directories."""
+    dirs = [d for d in base.iterdir() if d.is_dir() and d.name.startswith("v") and d != keep]
+    dirs.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+    for d in dirs[_KEEP - 1:]:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _file(kind: str, key: tuple) -> Path | None:
+    here = directory()
+    if here is None:
+        return None
+    return here / kind / (hashlib.sha256(repr(key).encode()).hexdigest()[:32] + ".pkl")
+
+
+def load(kind: str, key: tuple) -> list | None:
+    """The recordings kept for ``key`` of ``kind``, or None."""
+    path = _file(kind, key)
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    try:
+        stored_key, recordings = _Reader(io.BytesIO(data)).load()
+    except Exception:  # noqa: BLE001 -- whatever a foreign or damaged file raises, it is a miss
+        return None
+    if stored_key != repr(key) or type(recordings) is not list:
+        return None
+    return recordings
+
+
+def save(kind: str, key: tuple, recordings: list) -> None:
+    """Keep ``recordings`` for ``key`` of ``kind`` (atomically: a reader sees the old file or the new one)."""
+    path = _file(kind, key)
+    if path is None:
+        return
+    written = _state["written"]
+    try:
+        folder = path.parent
+        if kind not in written:
+            folder.mkdir(exist_ok=True)
+            written[kind] = sum(1 for _ in os.scandir(folder))
+        if written[kind] >= _MAX_FILES:
+            return
+        buf = io.BytesIO()
+        pickle.dump((repr(key), recordings), buf, protocol=pickle.HIGHEST_PROTOCOL)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(buf.getvalue())
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        written[kind] += 1
+    except (OSError, pickle.PicklingError, TypeError, AttributeError):
+        return  # (not writable, or a recording holding something that does not pickle: it stays in memory)
+
+
+def data(name: str, make) -> Any:
+    """``make()``, kept on disk under ``name`` (plain data only: dicts, lists, strings, numbers), so that a later
+    process reads it instead of making it again (the bundled presets: parsing their YAML costs about 15 ms)."""
+    key = ("data", name)
+    hit = load("data", key)
+    if type(hit) is list and len(hit) == 1:
+        return hit[0]
+    value = make()
+    save("data", key, [value])
+    return value
+
+
+# what a recording is made of: anything else in a file is refused
+_OPERATORS = {"add", "sub", "mul", "floordiv", "mod", "eq", "ne", "lt", "le", "gt", "ge", "itemgetter"}
+_ALLOWED = {
+    "builtins": {"getattr", "UserWarning", "DeprecationWarning", "RuntimeWarning", "FutureWarning", "Warning",
+                 "frozenset", "set", "slice", "complex"},
+    "copyreg": {"_reconstructor", "__newobj__"},
+    "operator": _OPERATORS,
+    "_operator": _OPERATORS,
+    "peft_footprint.trace": {"Replay", "_One", "_None", "_neg", "_first", "_sum_of", "_const", "_rebuild"},
+    "peft_footprint.poly": {"Poly"},
+    "peft_footprint.activations": {"_Recording", "_MISSING", "_PRESENT"},
+    "peft_footprint.errors": {"PeftFootprintWarning"},
+}
+
+
+class _Reader(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if name in _ALLOWED.get(module, ()):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a recording")

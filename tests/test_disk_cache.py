@@ -1,0 +1,257 @@
+"""Recordings kept on disk (cache.py): a later process that reads them estimates exactly what the full pass does,
+for every architecture and method; what is not a recording of this code is never used; the cache never makes an
+estimate fail."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import random
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import peft_footprint as pf
+from peft_footprint import activations, cache, compute, model, tables
+from tests.cases import TINY, peft_methods
+from tests.test_replay import ADAPTERS, OPTIONS, _clear_everything, method_variant, variant
+
+
+@pytest.fixture
+def disk(tmp_path):
+    """The disk cache on, in a directory of its own; off again after (conftest turns it off for the suite)."""
+    _clear_everything()
+    cache.configure(tmp_path / "cache")
+    yield tmp_path / "cache"
+    cache.configure(False)
+    _clear_everything()
+
+
+def _estimate(cfg: dict, method: dict, options: dict) -> dict | None:
+    training = {"batch_size": 3, "seq_len": 21, **options}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return pf.estimate(cfg, method, training).to_dict()
+        except pf.PeftFootprintError:
+            return None
+
+
+def _cases() -> list[tuple]:
+    out = []
+    for mt in TINY:
+        for mid, method in {**peft_methods(mt), **ADAPTERS}.items():
+            for options in OPTIONS[:2]:
+                out.append((mt, mid, method, options, len(out)))
+    return out
+
+
+def test_a_later_process_reads_the_recordings_and_estimates_the_same(disk, monkeypatch):
+    """Each case: a structure recorded (and written) at one config, the process's memory cleared, then another
+    config of the structure (other vocabulary, feed-forward and rank sizes) estimated from what is on disk -- equal to that config's estimate with no cache at
+    all, every field. Most of them must be answered without recording anything again."""
+    recorded = []
+    for name, mod in (("_record_pass", activations), ("_record", tables)):
+        original = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda *a, _o=original, _n=name: recorded.append(_n) or _o(*a))
+    compared = from_disk = 0
+    for mt, mid, method, options, seed in _cases():
+        rng = random.Random(seed)
+        cfg_a = variant(mt, rng)
+        cfg_b = {**cfg_a, "vocab_size": cfg_a["vocab_size"] + rng.randrange(1, 90)}  # (the same head layout)
+        for k in ("intermediate_size", "ffn_dim"):
+            if k in cfg_b:
+                cfg_b[k] = rng.randrange(16, 300)
+        meth_a, meth_b = method_variant(method, rng), method_variant(method, rng)
+        cache.configure(False)
+        _clear_everything()
+        want = _estimate(cfg_b, meth_b, options)
+        if want is None:
+            continue
+        cache.configure(disk)
+        _clear_everything()
+        _estimate(cfg_a, meth_a, options)  # recorded at its first call, and written
+        _clear_everything()  # (a new process: nothing in memory)
+        before = len(recorded)
+        got = _estimate(cfg_b, meth_b, options)
+        assert got == want, (mt, mid, options, cfg_b, meth_b)
+        compared += 1
+        from_disk += len(recorded) == before
+    assert compared > 150
+    assert from_disk > 0.8 * compared, (from_disk, compared)
+    assert {p.name for p in disk.glob("*/*")} == {"activations", "flops", "tables"}
+
+
+def test_a_fresh_process_reads_what_another_wrote(tmp_path):
+    """Three real processes: no cache, one that writes, one that reads (it records nothing): the same estimates."""
+    script = (
+        "import json, sys, warnings; warnings.simplefilter('ignore'); import peft_footprint as pf\n"
+        "import os; from peft_footprint import activations, tables\n"
+        "if os.environ.get('FORBID'): activations._record_pass = tables._record = None  # (recording would fail)\n"
+        "calls = [('meta-llama/Llama-3.1-8B', {'name': 'lora', 'r': 16}, {'gradient_checkpointing': True}),\n"
+        "         ('google/gemma-2-9b', 'ia3', {'attn_implementation': 'eager'}),\n"
+        "         ('openai-community/gpt2', {'name': 'adapter', 'config': 'seq_bn'}, {'dtype': 'fp32'}),\n"
+        "         ('Qwen/Qwen3-8B', {'name': 'qlora', 'r': 8, 'target_modules': 'all-linear'}, {'batch_size': 1}),\n"
+        "         ('facebook/opt-1.3b', {'name': 'prefix_tuning', 'num_virtual_tokens': 12}, {})]\n"
+        "out = [pf.estimate(m, meth, {'seq_len': 777, **t}, hardware='H100').to_dict() for m, meth, t in calls]\n"
+        "print(json.dumps(out))\n"
+    )
+
+    def run(where: str, forbid: str = "") -> list:
+        env = {**os.environ, "PEFT_FOOTPRINT_CACHE": where, "FORBID": forbid}
+        res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout)
+
+    plain = run("off")
+    assert run(str(tmp_path)) == plain
+    assert run(str(tmp_path), forbid="1") == plain  # read from disk: nothing recorded
+    with pytest.raises(AssertionError, match="NoneType"):
+        run(str(tmp_path / "empty"), forbid="1")  # (the check can fail: an empty cache records)
+    assert len(list(tmp_path.glob("*/activations/*.pkl"))) == 5
+    assert len(list(tmp_path.glob("*/data/*.pkl"))) == 2  # the model and hardware presets, parsed once
+
+
+def test_the_presets_are_parsed_once_per_machine(disk, monkeypatch):
+    model._presets.cache_clear()
+    first = model._presets()
+    model._presets.cache_clear()
+    monkeypatch.setattr(model, "_parse_presets", lambda: pytest.fail("the presets were parsed again"))
+    assert model._presets() == first and len(first) == len(pf.list_models()) > 30
+    model._presets.cache_clear()
+
+
+def _written(disk: Path) -> list[Path]:
+    _estimate(TINY["llama"], {"name": "lora", "r": 4}, {})
+    files = sorted(disk.glob("*/*/*.pkl"))
+    assert files
+    return files
+
+
+def test_a_damaged_or_foreign_file_is_a_miss(disk):
+    """Truncated files, garbage, and a pickle that would run a command: each is read as a miss (the command never
+    runs), and the estimate is the one computed without the cache."""
+    want = _estimate(TINY["llama"], {"name": "lora", "r": 4}, {})
+    files = _written(disk)
+    marker = disk / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    for how in ("truncated", "garbage", "evil", "other key"):
+        for f in files:
+            if how == "truncated":
+                f.write_bytes(f.read_bytes()[:100])
+            elif how == "garbage":
+                f.write_bytes(b"\x80\x05not a pickle")
+            elif how == "evil":
+                f.write_bytes(pickle.dumps(("key", [Evil()])))
+            else:
+                f.write_bytes(pickle.dumps(("('another', 'key')", [])))
+        _clear_everything()
+        assert _estimate(TINY["llama"], {"name": "lora", "r": 4}, {}) == want, how
+        assert not marker.exists()
+    with pytest.raises(pickle.UnpicklingError, match="posix.system is not part of a recording"):
+        cache._Reader(io.BytesIO(pickle.dumps(Evil()))).load()
+
+
+def test_other_code_uses_another_directory(tmp_path, monkeypatch):
+    """A recording belongs to the code that made it: a changed source file (size or mtime) or another version
+    names another directory."""
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.yaml").write_text("a: 1\n")
+    (pkg / "notes.txt").write_text("not code\n")
+    monkeypatch.setattr(cache, "__file__", str(pkg / "cache.py"))
+    base = cache._code_digest()
+    assert cache._code_digest() == base
+    (pkg / "notes.txt").write_text("still not code, longer\n")
+    assert cache._code_digest() == base
+    st = os.stat(pkg / "a.py")
+    os.utime(pkg / "a.py", ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    touched = cache._code_digest()
+    assert touched != base
+    (pkg / "sub" / "b.yaml").write_text("a: 12\n")
+    assert cache._code_digest() not in (base, touched)
+    monkeypatch.setattr(pf, "__version__", "9.9.9")
+    assert cache._code_digest() not in (base, touched)
+
+
+def test_old_version_directories_are_pruned(tmp_path):
+    for k in range(6):
+        d = tmp_path / f"v1-old{k}"
+        d.mkdir()
+        os.utime(d, (1_000_000 + k, 1_000_000 + k))
+    (tmp_path / "unrelated").mkdir()
+    here = cache.configure(tmp_path)
+    try:
+        kept = sorted(p.name for p in tmp_path.iterdir())
+        assert kept == sorted([here.name, "v1-old5", "v1-old4", "v1-old3", "unrelated"])
+        cache.clear()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["unrelated"]
+    finally:
+        cache.configure(False)
+
+
+def test_a_directory_that_cannot_be_made_turns_the_cache_off(tmp_path):
+    (tmp_path / "file").write_text("a file where the cache would go")
+    try:
+        assert cache.configure(tmp_path / "file" / "cache") is None
+        _clear_everything()
+        assert _estimate(TINY["llama"], {"name": "lora", "r": 4}, {})["training"]["peak_bytes"] > 0
+    finally:
+        cache.configure(False)
+
+
+@pytest.mark.parametrize("env, want", [({"PEFT_FOOTPRINT_CACHE": "off"}, None), ({"PEFT_FOOTPRINT_CACHE": "0"}, None),
+                                       ({"PEFT_FOOTPRINT_CACHE": "~/pfc"}, "HOME/pfc"),
+                                       ({"XDG_CACHE_HOME": "XDG"}, "XDG/peft-footprint"),
+                                       ({}, "HOME/.cache/peft-footprint")])
+def test_where_the_cache_is(env, want, monkeypatch, tmp_path):
+    monkeypatch.delenv("PEFT_FOOTPRINT_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v.replace("XDG", str(tmp_path / "xdg")))
+    try:
+        got = cache.configure(None)
+        if want is None:
+            assert got is None
+        else:
+            want = want.replace("HOME", str(tmp_path / "home")).replace("XDG", str(tmp_path / "xdg"))
+            assert got is not None and got.parent == Path(want) and got.name.startswith(f"v{cache.FORMAT}-")
+    finally:
+        cache.configure(False)
+
+
+def test_a_full_kind_writes_nothing_more(disk, monkeypatch):
+    monkeypatch.setattr(cache, "_MAX_FILES", 1)
+    _estimate(TINY["llama"], {"name": "lora", "r": 4}, {})
+    _estimate(TINY["llama"], {"name": "ia3"}, {})
+    assert len(list(disk.glob("*/activations/*.pkl"))) == 1
+    assert len(list(disk.glob("*/tables/*.pkl"))) == 1
+
+
+def test_the_compact_replay_pickle_round_trips():
+    """Replay's own pickling (four columns of integers, checks and outputs by position) gives a replay that runs
+    the same instructions: the same outputs, guards and points as the one in memory."""
+    cache.configure(False)
+    _clear_everything()
+    spec, meth = pf.ModelSpec.from_any(TINY["qwen2"]), pf.load_method({"name": "lora", "r": 4})
+    train = pf.TrainingSpec(batch_size=2, seq_len=9)
+    raw, rec = activations._record_pass(spec, meth, train, False, False)
+    again = pickle.loads(pickle.dumps(rec.replay))
+    leaves = rec.leaves(spec.cfg, spec.layout, meth)
+    assert again(*leaves) == rec.replay(*leaves) is not None
+    assert again.check(*leaves) and again.point(leaves, 3, 77) == rec.replay.point(leaves, 3, 77)
+    bad = list(leaves)
+    bad[0] += 1  # the layer count: a guard
+    assert again(*bad) is None and rec.replay(*bad) is None
+    assert compute is not None and tables is not None
