@@ -76,7 +76,7 @@ def directory() -> Path | None:
         os.utime(here)  # (most recently used)
     except OSError:
         return None
-    _state["dir"] = here
+    _state["dir"], _state["str"] = here, str(here)
     return here
 
 
@@ -125,51 +125,54 @@ def _prune(base: Path, keep: Path) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _file(kind: str, key: tuple) -> Path | None:
+def _file(kind: str, key: tuple) -> tuple[str, str] | None:
+    """The file of ``key`` of ``kind``, and the key as stored in it (its repr)."""
     here = directory()
     if here is None:
         return None
-    return here / kind / (hashlib.sha256(repr(key).encode()).hexdigest()[:32] + ".pkl")
+    r = repr(key)
+    return os.path.join(_state["str"], kind, hashlib.sha256(r.encode()).hexdigest()[:32] + ".pkl"), r
 
 
 def load(kind: str, key: tuple) -> list | None:
     """The recordings kept for ``key`` of ``kind``, or None."""
-    path = _file(kind, key)
-    if path is None:
+    where = _file(kind, key)
+    if where is None:
         return None
     try:
-        data = path.read_bytes()
+        with open(where[0], "rb") as f:
+            data = f.read()
     except OSError:
         return None
     try:
         stored_key, recordings = _Reader(io.BytesIO(data)).load()
     except Exception:  # noqa: BLE001 -- whatever a foreign or damaged file raises, it is a miss
         return None
-    if stored_key != repr(key) or type(recordings) is not list:
+    if stored_key != where[1] or type(recordings) is not list:
         return None
     return recordings
 
 
 def save(kind: str, key: tuple, recordings: list) -> None:
     """Keep ``recordings`` for ``key`` of ``kind`` (atomically: a reader sees the old file or the new one)."""
-    path = _file(kind, key)
-    if path is None:
+    where = _file(kind, key)
+    if where is None:
         return
     written = _state["written"]
     try:
-        folder = path.parent
+        folder = os.path.dirname(where[0])
         if kind not in written:
-            folder.mkdir(exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             written[kind] = sum(1 for _ in os.scandir(folder))
         if written[kind] >= _MAX_FILES:
             return
         buf = io.BytesIO()
-        pickle.dump((repr(key), recordings), buf, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump((where[1], recordings), buf, protocol=pickle.HIGHEST_PROTOCOL)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(buf.getvalue())
-            os.replace(tmp, path)
+            os.replace(tmp, where[0])
         except BaseException:
             os.unlink(tmp)
             raise

@@ -222,12 +222,10 @@ class Replay:
         self._polys = [(k, p.untraced()) for k, p in polys]
 
     def __reduce__(self) -> tuple:
-        """Pickled compactly (cache.py keeps recordings on disk): the instructions as four columns of 64-bit
-        integers, the checks and the outputs as their positions among them."""
-        where = {id(ins): n for n, ins in enumerate(self._ops)}
-        cols = [array("q", c).tobytes() for c in zip(*self._ops)]
-        picks = [array("q", [where[id(ins)] for ins in part]).tobytes() for part in (self._checks, self._outputs)]
-        return _rebuild, (self.leaves, cols, picks, self._fns, self._start, self._me, self._slots,
+        """Pickled compactly (cache.py keeps recordings on disk): each list of instructions (all, the checks', the
+        outputs') as four columns of 32-bit integers, read back as :class:`_Columns`."""
+        cols = [[array("i", c).tobytes() for c in zip(*part)] for part in (self._ops, self._checks, self._outputs)]
+        return _rebuild, (self.leaves, cols, self._fns, self._start, self._me, self._slots,
                           [(k, p.v, p.db, p.ds) for k, p in self._polys])
 
     def _run(self, vals: list, ops: list) -> bool:
@@ -273,22 +271,41 @@ class Replay:
         return self._out(vals)
 
 
-def _rebuild(leaves: list, cols: list, picks: list, fns: tuple, start: list, me: int, slots: tuple, polys: list) -> Replay:
+def _rebuild(leaves: list, cols: list, fns: tuple, start: list, me: int, slots: tuple, polys: list) -> Replay:
     """The :class:`Replay` that ``Replay.__reduce__`` pickled."""
     from .poly import Poly
 
-    def ints(raw: bytes) -> list:
-        a = array("q")
-        a.frombytes(raw)
-        return a.tolist()
-
     r = Replay.__new__(Replay)
-    ops = list(zip(*map(ints, cols)))
-    r.leaves, r._ops, r._fns, r._start, r._me, r._slots = leaves, ops, fns, start, me, slots
-    r._checks, r._outputs = ([ops[n] for n in ints(raw)] for raw in picks)
+    r.leaves, r._fns, r._start, r._me, r._slots = leaves, fns, start, me, slots
+    r._ops, r._checks, r._outputs = (_Columns(part) for part in cols)
     r._guards, r._out = getter(slots[0]), getter(slots[1])
     r._polys = [(k, Poly._raw(v, db, ds)) for k, v, db, ds in polys]
     return r
+
+
+class _Columns:
+    """A list of instructions read from disk, as four columns of integers (arrays: no Python object per
+    instruction until they are read). The first pass over it zips the columns; a later one makes the tuples once
+    (what a recording made in the process holds), which later passes run a third faster."""
+
+    __slots__ = ("cols", "rows")
+
+    def __init__(self, raw: list) -> None:
+        self.cols = []
+        for b in raw:
+            a = array("i")
+            a.frombytes(b)
+            self.cols.append(a)
+        self.rows: list | None | bool = None  # None: not read yet; False: read once; then the tuples
+
+    def __iter__(self) -> Any:
+        rows = self.rows
+        if rows is None:
+            self.rows = False
+            return zip(*self.cols)
+        if rows is False:
+            rows = self.rows = list(zip(*self.cols))
+        return iter(rows)
 
 
 def _const(c: Any, _: Any) -> Any:
