@@ -258,3 +258,42 @@ def test_the_compact_replay_pickle_round_trips():
     bad = list(leaves)
     bad[0] += 1  # the layer count: a guard
     assert again(*bad) is None and rec.replay(*bad) is None
+
+
+def test_the_cache_command(disk, capsys):
+    from peft_footprint.cli import main
+
+    _estimate(TINY["llama"], {"name": "lora", "r": 4}, {})
+    assert main(["cache", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["directory"] == str(cache.directory()) and info["files"] == len(list(disk.glob("*/*/*.pkl"))) == 3
+    assert info["bytes"] == sum(p.stat().st_size for p in disk.glob("*/*/*.pkl")) > 10_000
+    assert main(["cache"]) == 0 and "3 recordings" in capsys.readouterr().out
+    assert main(["cache", "--clear", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == 0 and not list(disk.glob("*/*/*.pkl"))
+    cache.configure(False)
+    assert main(["cache"]) == 0 and "off" in capsys.readouterr().out
+
+
+def test_the_warnings_a_build_gave_are_given_again_from_disk(disk):
+    """A parameter table's recording keeps the warnings its build gave (a target name that matches nothing);
+    read from disk, it gives them again, as the uncached build does."""
+    method = {"name": "lora", "r": 4, "target_modules": ["q_proj", "nothing_here"]}
+
+    def said() -> list:
+        _clear_everything()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pf.estimate(TINY["llama"], method, {"batch_size": 2, "seq_len": 9})
+        return sorted({(type(w.message).__name__, str(w.message)) for w in caught})
+
+    cache.configure(False)
+    want = said()
+    assert want and "nothing_here" in want[0][1]
+    cache.configure(disk)
+    assert said() == want  # recorded and written
+    original, tables._record = tables._record, None  # (recording again would fail: what follows is read from disk)
+    try:
+        assert said() == want
+    finally:
+        tables._record = original

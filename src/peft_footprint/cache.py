@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["configure", "directory", "clear"]
+__all__ = ["clear", "configure", "directory", "info"]
 
 FORMAT = 1  # the layout of a cache file; a change starts a new directory
 _KEEP = 4  # version directories kept (the most recently used)
@@ -88,6 +88,17 @@ def clear() -> None:
             if d.is_dir() and d.name.startswith("v"):
                 shutil.rmtree(d, ignore_errors=True)
     _state["resolved"], _state["dir"], _state["written"] = False, None, {}
+
+
+def info() -> dict:
+    """Where the cache is, and how many recordings (and bytes) this version's directory holds."""
+    here = directory()
+    if here is None:
+        return {"directory": None, "files": 0, "bytes": 0, "versions": 0}
+    files = [p for p in here.glob("*/*.pkl") if p.is_file()]
+    versions = sum(1 for d in here.parent.iterdir() if d.is_dir() and d.name.startswith("v"))
+    return {"directory": str(here), "files": len(files), "bytes": sum(p.stat().st_size for p in files),
+            "versions": versions}
 
 
 def _default_base() -> Path | None:
@@ -196,13 +207,10 @@ def data(name: str, make) -> Any:
 # what a recording is made of: anything else in a file is refused
 _OPERATORS = {"add", "sub", "mul", "floordiv", "mod", "eq", "ne", "lt", "le", "gt", "ge", "itemgetter"}
 _ALLOWED = {
-    "builtins": {"getattr", "UserWarning", "DeprecationWarning", "RuntimeWarning", "FutureWarning", "Warning",
-                 "frozenset", "set", "slice", "complex"},
-    "copyreg": {"_reconstructor", "__newobj__"},
+    "builtins": {"UserWarning"},
     "operator": _OPERATORS,
     "_operator": _OPERATORS,
-    "peft_footprint.trace": {"Replay", "_One", "_None", "_neg", "_first", "_sum_of", "_const", "_rebuild"},
-    "peft_footprint.poly": {"Poly"},
+    "peft_footprint.trace": {"_rebuild", "_One", "_neg", "_first", "_sum_of"},
     "peft_footprint.activations": {"_Recording", "_MISSING", "_PRESENT"},
     "peft_footprint.errors": {"PeftFootprintWarning"},
 }

@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--recommend", action="store_true", help="list the methods and settings that fit, least memory first")
     f.add_argument("--exit-code", action="store_true", help="exit 3 when the run does not fit")
     f.add_argument("--progress", action="store_true", help="show progress on stderr")
+    k = sub.add_parser("cache", help="where recorded structures are kept on disk, how many, how large; --clear empties it")
+    k.add_argument("--clear", action="store_true", help="remove every kept recording (all versions)")
+    k.add_argument("--json", action="store_true")
     for name, helptext in (("list-models", "bundled model presets"), ("list-methods", "fine-tuning methods"),
                            ("list-hardware", "GPU presets"), ("list-architectures", "supported model_type values"),
                            ("list-optimizers", "optimizers")):
@@ -267,10 +270,28 @@ def _batch(inp) -> int:
     return (inp["training"] or {}).get("batch_size", 1)
 
 
+def _cache(args) -> int:
+    from . import cache
+
+    if args.clear:
+        cache.clear()
+    info = cache.info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    elif info["directory"] is None:
+        print("the disk cache is off (PEFT_FOOTPRINT_CACHE=off, or its directory cannot be written)")
+    else:
+        print(f"{info['directory']}: {info['files']} recordings, {info['bytes'] / 2**20:.1f} MiB "
+              f"(this version; {info['versions']} version directories kept)")
+    return EXIT_OK
+
+
 def run(args) -> int:
     if args.command.startswith("list-"):
         _list(args.command, args.json)
         return EXIT_OK
+    if args.command == "cache":
+        return _cache(args)
     inp = _inputs(args)
     if args.command == "estimate":
         from .api import estimate
