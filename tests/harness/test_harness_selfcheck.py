@@ -220,3 +220,26 @@ def test_autocast_runs_in_the_mixed_precision_asked_for(mp, dtype):
                 what=("activations", "names"))
     dtypes = {e["dtype"] for e in r["live_at_end_of_forward"]}
     assert dtype in dtypes and ({"float16", "bfloat16"} - {dtype}).isdisjoint(dtypes)
+
+
+_TORCH_NAME = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gemma2", "opt"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("method", [{"name": "full"}, {"name": "lora", "r": 4}, {"name": "prompt_tuning", "num_virtual_tokens": 3}])
+def test_the_harness_runs_in_the_dtype_asked_for(model_type, dtype, method):
+    """training.dtype sets the model's parameters and the forward's tensors: every frozen parameter in that dtype,
+    trainable ones in it or fp32 (PEFT keeps adapters in fp32 on a half base), and the forward's floating tensors
+    in it or fp32 (norm and loss upcasts) -- never the other half type. (Stop 21 found the harness running
+    fp16 autocast as bf16, silent because both are 2 bytes; this holds the plain dtypes the same way.)"""
+    want = _TORCH_NAME[dtype]
+    r = measure(TINY_CONFIGS[model_type], method, {"batch_size": 2, "seq_len": 5, "dtype": dtype}, what=("activations", "names"))
+    frozen = {d for d, v in r["params_by_dtype"].items() if v["params"] > v["trainable_params"]}
+    trainable = {d for d, v in r["params_by_dtype"].items() if v["trainable_params"]}
+    assert (frozen or {want}) == {want}, r["params_by_dtype"]
+    assert trainable and trainable <= {want, "float32"}, r["params_by_dtype"]
+    if method["name"] == "full":
+        assert trainable == {want}
+    floating = {e["dtype"] for e in r["live_at_end_of_forward"]} - {"int64", "bool", "int32", "uint8"}
+    assert want in floating and floating <= {want, "float32"}, floating
