@@ -52,7 +52,8 @@ def _cases() -> list[tuple]:
 
 
 def test_a_later_process_reads_the_recordings_and_estimates_the_same(disk, monkeypatch):
-    """Each case: a structure recorded (and written) at one config, the process's memory cleared, then another
+    """Each case: a structure computed (and marked) at one config, then recorded (and written) by a second
+    process (the memory cleared), then, the memory cleared again, another
     config of the structure (other vocabulary, feed-forward and rank sizes) estimated from what is on disk -- equal to that config's estimate with no cache at
     all, every field. Most of them must be answered without recording anything again."""
     recorded = []
@@ -75,8 +76,10 @@ def test_a_later_process_reads_the_recordings_and_estimates_the_same(disk, monke
             continue
         cache.configure(disk)
         _clear_everything()
-        _estimate(cfg_a, meth_a, options)  # recorded at its first call, and written
+        _estimate(cfg_a, meth_a, options)  # computed, and marked on disk
         _clear_everything()  # (a new process: nothing in memory)
+        _estimate(cfg_a, meth_a, options)  # the mark found: recorded, and written
+        _clear_everything()
         before = len(recorded)
         got = _estimate(cfg_b, meth_b, options)
         assert got == want, (mt, mid, options, cfg_b, meth_b)
@@ -88,7 +91,8 @@ def test_a_later_process_reads_the_recordings_and_estimates_the_same(disk, monke
 
 
 def test_a_fresh_process_reads_what_another_wrote(tmp_path):
-    """Three real processes: no cache, one that writes, one that reads (it records nothing): the same estimates."""
+    """Real processes: no cache; one that computes and marks; one that records and writes; one that reads (it
+    is forbidden to record): the same estimates."""
     script = (
         "import json, sys, warnings; warnings.simplefilter('ignore'); import peft_footprint as pf\n"
         "import os; from peft_footprint import activations, tables\n"
@@ -109,10 +113,11 @@ def test_a_fresh_process_reads_what_another_wrote(tmp_path):
         return json.loads(res.stdout)
 
     plain = run("off")
-    assert run(str(tmp_path)) == plain
-    assert run(str(tmp_path), forbid="1") == plain  # read from disk: nothing recorded
+    assert run(str(tmp_path)) == plain  # computed, marked
     with pytest.raises(AssertionError, match="NoneType"):
-        run(str(tmp_path / "empty"), forbid="1")  # (the check can fail: an empty cache records)
+        run(str(tmp_path), forbid="1")  # marked: this one records (the check can fail)
+    assert run(str(tmp_path)) == plain  # recorded, written
+    assert run(str(tmp_path), forbid="1") == plain  # read from disk: nothing recorded
     assert len(list(tmp_path.glob("*/activations/*.pkl"))) == 5
     assert len(list(tmp_path.glob("*/data/*.pkl"))) == 2  # the model and hardware presets, parsed once
 
@@ -127,7 +132,9 @@ def test_the_presets_are_parsed_once_per_machine(disk, monkeypatch):
 
 
 def _written(disk: Path) -> list[Path]:
-    _estimate(TINY["llama"], {"name": "lora", "r": 4}, {})
+    for _ in range(2):  # computed and marked, then recorded and written
+        _clear_everything()
+        _estimate(TINY["llama"], {"name": "lora", "r": 4}, {})
     files = sorted(disk.glob("*/*/*.pkl"))
     assert files
     return files
@@ -263,7 +270,7 @@ def test_the_compact_replay_pickle_round_trips():
 def test_the_cache_command(disk, capsys):
     from peft_footprint.cli import main
 
-    _estimate(TINY["llama"], {"name": "lora", "r": 4}, {})
+    _written(disk)
     assert main(["cache", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["directory"] == str(cache.directory()) and info["files"] == len(list(disk.glob("*/*/*.pkl"))) == 3
@@ -291,9 +298,34 @@ def test_the_warnings_a_build_gave_are_given_again_from_disk(disk):
     want = said()
     assert want and "nothing_here" in want[0][1]
     cache.configure(disk)
-    assert said() == want  # recorded and written
+    assert said() == want  # computed, marked
+    assert said() == want  # recorded, written
     original, tables._record = tables._record, None  # (recording again would fail: what follows is read from disk)
     try:
         assert said() == want
     finally:
         tables._record = original
+
+
+def test_first_marks_second_records_third_reads(disk, monkeypatch):
+    """On a machine, as in a process: a structure's first call runs the plain pass and leaves a mark (an empty
+    list), the second records and writes, the third reads -- whichever processes they come in."""
+
+    def stored() -> list:
+        return [cache._Reader(io.BytesIO(p.read_bytes())).load()[1] for p in sorted(disk.glob("*/*/*.pkl"))]
+
+    plain = []
+    monkeypatch.setattr(activations, "activation_model", lambda *a, _o=activations.activation_model: plain.append(1) or _o(*a))
+    want = _estimate(TINY["gemma2"], {"name": "lora", "r": 4}, {})
+    assert plain and stored() and all(r == [] for r in stored())
+    _clear_everything()
+    assert _estimate(TINY["gemma2"], {"name": "lora", "r": 2}, {}) is not None
+    assert all(len(r) == 1 and isinstance(r[0], activations._Recording) for r in stored())
+    _clear_everything()
+    n, files = len(plain), stored()
+    original, activations._record_pass = activations._record_pass, None
+    try:
+        assert _estimate(TINY["gemma2"], {"name": "lora", "r": 4}, {}) == want
+    finally:
+        activations._record_pass = original
+    assert len(plain) == n and len(stored()) == len(files)

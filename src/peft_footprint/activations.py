@@ -2353,18 +2353,22 @@ def replayed(store: dict, seen: set, kind: str, key: tuple, spec, method: Method
     tape could not check what was read), later ones ``from_replay(recording, outputs)`` from the first
     recording whose guards hold (or, given ``lazy``, ``lazy(recording, leaves)`` once the guards are checked,
     the outputs not computed). A structure whose guards keep failing (``_MAX_RECORDINGS`` recordings) runs
-    plainly again. The cyclic collector is paused while a pass runs. With the disk cache on (cache.py), the
-    recordings of ``kind`` not in ``store`` are looked up on disk, a structure is recorded at its first call,
-    and each new recording is written there."""
+    plainly again. The cyclic collector is paused while a pass runs. With the disk cache on (cache.py), "first"
+    and "second" are on this machine, not in this process: a structure not in ``store`` is looked up on disk
+    (its recordings of ``kind``; or an empty list, the mark its first call left), and each new recording is
+    written there."""
     recordings = store.get(key)
     disk = _cache.directory() is not None
     if recordings is None and disk and key not in seen:
-        recordings = _cache.load(kind, key)
-        if recordings is not None:
+        found = _cache.load(kind, key)
+        if found:
             if len(store) > 4096:
                 store.clear()
-            store[key] = recordings
-        seen.add(key)  # (looked up once per process)
+            store[key] = recordings = found
+        elif found is not None:  # computed once before, on this machine: recorded now
+            seen.add(key)
+        else:
+            _cache.save(kind, key, [])  # the mark: the next call, in whichever process, records it
     for rec in recordings or ():
         leaves = rec.leaves(spec.cfg, spec.layout, method)
         if leaves is None:
@@ -2376,7 +2380,7 @@ def replayed(store: dict, seen: set, kind: str, key: tuple, spec, method: Method
         outputs = rec.replay(*leaves)
         if outputs is not None:
             return from_replay(rec, outputs)
-    if (recordings is None and key not in seen and not disk) or len(recordings or ()) >= _MAX_RECORDINGS:
+    if (recordings is None and key not in seen) or len(recordings or ()) >= _MAX_RECORDINGS:
         if len(seen) > 65536:
             seen.clear()
         seen.add(key)  # (a structure whose guards keep failing is no longer recorded)

@@ -1,10 +1,11 @@
 """Recordings kept on disk between processes.
 
-A structure's recorded pass (trace.py; activations.replayed) lives in the process that made it: every fresh
+A structure's recorded pass (trace.py; activations.replayed) lived in the process that made it: every fresh
 process paid the full pass again at a structure's first call (about 5 ms) and its recording at the second
 (about 11 ms). With this cache a recording is written to disk when it is made, and a later process that meets
-the same structure loads it (well under a millisecond) instead of running the pass. While the cache is on, a
-structure is recorded at its first call (it will serve every later process), not at its second.
+the same structure reads it (about a millisecond) instead of running the pass. The policy is the process's,
+counted on this machine: a structure's first call runs the plain pass and leaves a mark (an empty file), the
+next call -- in this process or a later one -- records it and writes the recording, every later one reads it.
 
 What is kept is the same object the process keeps -- the compiled tape, its leaves' getters, the config fields it
 read, its output names -- and it is used the same way: its guards are checked against each new config, so a
