@@ -309,23 +309,31 @@ def test_the_warnings_a_build_gave_are_given_again_from_disk(disk):
 
 def test_first_marks_second_records_third_reads(disk, monkeypatch):
     """On a machine, as in a process: a structure's first call runs the plain pass and leaves a mark (an empty
-    list), the second records and writes, the third reads -- whichever processes they come in."""
+    file), the second records and writes, the third reads -- whichever processes they come in."""
+    files = {}
 
     def stored() -> list:
-        return [cache._Reader(io.BytesIO(p.read_bytes())).load()[1] for p in sorted(disk.glob("*/*/*.pkl"))]
+        return [(p.stat().st_size, cache.load(kind, key)) for (kind, key), p in sorted(files.items(), key=str)]
 
+    original_load = cache.load
+
+    def loading(kind, key):
+        files[(kind, key)] = Path(cache._file(kind, key)[0])
+        return original_load(kind, key)
+
+    monkeypatch.setattr(cache, "load", loading)
     plain = []
     monkeypatch.setattr(activations, "activation_model", lambda *a, _o=activations.activation_model: plain.append(1) or _o(*a))
     want = _estimate(TINY["gemma2"], {"name": "lora", "r": 4}, {})
-    assert plain and stored() and all(r == [] for r in stored())
+    assert plain and len(files) >= 3 and all(size == 0 and got == [] for size, got in stored())
     _clear_everything()
     assert _estimate(TINY["gemma2"], {"name": "lora", "r": 2}, {}) is not None
-    assert all(len(r) == 1 and isinstance(r[0], activations._Recording) for r in stored())
+    assert all(size > 1000 and len(got) == 1 and isinstance(got[0], activations._Recording) for size, got in stored())
     _clear_everything()
-    n, files = len(plain), stored()
+    n, before = len(plain), stored()
     original, activations._record_pass = activations._record_pass, None
     try:
         assert _estimate(TINY["gemma2"], {"name": "lora", "r": 4}, {}) == want
     finally:
         activations._record_pass = original
-    assert len(plain) == n and len(stored()) == len(files)
+    assert len(plain) == n and [size for size, _ in stored()] == [size for size, _ in before]

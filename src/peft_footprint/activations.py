@@ -2368,7 +2368,7 @@ def replayed(store: dict, seen: set, kind: str, key: tuple, spec, method: Method
         elif found is not None:  # computed once before, on this machine: recorded now
             seen.add(key)
         else:
-            _cache.save(kind, key, [])  # the mark: the next call, in whichever process, records it
+            _cache.mark(kind, key)  # the next call, in whichever process, records it
     for rec in recordings or ():
         leaves = rec.leaves(spec.cfg, spec.layout, method)
         if leaves is None:

@@ -156,6 +156,8 @@ def load(kind: str, key: tuple) -> list | None:
             data = f.read()
     except OSError:
         return None
+    if not data:
+        return []  # the mark of a structure computed once (:func:`mark`)
     try:
         stored_key, recordings = _Reader(io.BytesIO(data)).load()
     except Exception:  # noqa: BLE001 -- whatever a foreign or damaged file raises, it is a miss
@@ -165,22 +167,32 @@ def load(kind: str, key: tuple) -> list | None:
     return recordings
 
 
+def mark(kind: str, key: tuple) -> None:
+    """Leave the mark of a structure computed once on this machine: an empty file (:func:`load` reads it as no
+    recordings), made only where nothing is yet."""
+    where = _file(kind, key)
+    if where is None:
+        return
+    try:
+        if _room(kind, where[0]):
+            with open(where[0], "xb"):
+                pass
+            _state["written"][kind] += 1
+    except OSError:
+        return
+
+
 def save(kind: str, key: tuple, recordings: list) -> None:
     """Keep ``recordings`` for ``key`` of ``kind`` (atomically: a reader sees the old file or the new one)."""
     where = _file(kind, key)
     if where is None:
         return
-    written = _state["written"]
     try:
-        folder = os.path.dirname(where[0])
-        if kind not in written:
-            os.makedirs(folder, exist_ok=True)
-            written[kind] = sum(1 for _ in os.scandir(folder))
-        if written[kind] >= _MAX_FILES:
+        if not _room(kind, where[0]):
             return
         buf = io.BytesIO()
         pickle.dump((where[1], recordings), buf, protocol=pickle.HIGHEST_PROTOCOL)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(where[0]), suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(buf.getvalue())
@@ -188,9 +200,19 @@ def save(kind: str, key: tuple, recordings: list) -> None:
         except BaseException:
             os.unlink(tmp)
             raise
-        written[kind] += 1
+        _state["written"][kind] += 1
     except (OSError, pickle.PicklingError, TypeError, AttributeError):
         return  # (not writable, or a recording holding something that does not pickle: it stays in memory)
+
+
+def _room(kind: str, path: str) -> bool:
+    """Whether ``kind``'s folder (made the first time) may take another file: fewer than ``_MAX_FILES``."""
+    written = _state["written"]
+    if kind not in written:
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        written[kind] = sum(1 for _ in os.scandir(folder))
+    return written[kind] < _MAX_FILES
 
 
 def data(name: str, make) -> Any:
