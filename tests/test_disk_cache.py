@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 import warnings
+import zlib
 from pathlib import Path
 
 import pytest
@@ -157,10 +158,10 @@ def test_a_damaged_or_foreign_file_is_a_miss(disk):
                 f.write_bytes(f.read_bytes()[:100])
             elif how == "garbage":
                 f.write_bytes(b"\x80\x05not a pickle")
-            elif how == "evil":
-                f.write_bytes(pickle.dumps(("key", [Evil()])))
+            elif how == "evil":  # (compressed as the cache writes its files: it reaches the reader)
+                f.write_bytes(zlib.compress(pickle.dumps(("key", [Evil()]))))
             else:
-                f.write_bytes(pickle.dumps(("('another', 'key')", [])))
+                f.write_bytes(zlib.compress(pickle.dumps(("('another', 'key')", [1]))))
         _clear_everything()
         assert _estimate(TINY["llama"], {"name": "lora", "r": 4}, {}) == want, how
         assert not marker.exists()
@@ -274,7 +275,7 @@ def test_the_cache_command(disk, capsys):
     assert main(["cache", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["directory"] == str(cache.directory()) and info["files"] == len(list(disk.glob("*/*/*.pkl"))) == 3
-    assert info["bytes"] == sum(p.stat().st_size for p in disk.glob("*/*/*.pkl")) > 10_000
+    assert info["bytes"] == sum(p.stat().st_size for p in disk.glob("*/*/*.pkl")) > 3_000
     assert main(["cache"]) == 0 and "3 recordings" in capsys.readouterr().out
     assert main(["cache", "--clear", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["files"] == 0 and not list(disk.glob("*/*/*.pkl"))

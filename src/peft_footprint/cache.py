@@ -30,14 +30,15 @@ import pickle
 import shutil
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 __all__ = ["clear", "configure", "directory", "info"]
 
-FORMAT = 1  # the layout of a cache file; a change starts a new directory
+FORMAT = 2  # the layout of a cache file (a zlib-compressed pickle); a change starts a new directory
 _KEEP = 4  # version directories kept (the most recently used)
-_MAX_FILES = 20_000  # recordings per kind in one version directory; beyond, nothing more is written
+_MAX_FILES = 10_000  # files per kind in one version directory (about 100 MB at most); beyond, nothing more is written
 _OFF = {"", "0", "off", "false", "no", "none"}
 
 _state: dict[str, Any] = {"dir": None, "resolved": False, "written": {}}
@@ -159,7 +160,7 @@ def load(kind: str, key: tuple) -> list | None:
     if not data:
         return []  # the mark of a structure computed once (:func:`mark`)
     try:
-        stored_key, recordings = _Reader(io.BytesIO(data)).load()
+        stored_key, recordings = _Reader(io.BytesIO(zlib.decompress(data))).load()
     except Exception:  # noqa: BLE001 -- whatever a foreign or damaged file raises, it is a miss
         return None
     if stored_key != where[1] or type(recordings) is not list:
@@ -190,12 +191,11 @@ def save(kind: str, key: tuple, recordings: list) -> None:
     try:
         if not _room(kind, where[0]):
             return
-        buf = io.BytesIO()
-        pickle.dump((where[1], recordings), buf, protocol=pickle.HIGHEST_PROTOCOL)
+        data = zlib.compress(pickle.dumps((where[1], recordings), protocol=pickle.HIGHEST_PROTOCOL), 6)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(where[0]), suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(buf.getvalue())
+                f.write(data)
             os.replace(tmp, where[0])
         except BaseException:
             os.unlink(tmp)
