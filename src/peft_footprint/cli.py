@@ -281,8 +281,10 @@ def _cache(args) -> int:
     elif info["directory"] is None:
         print("the disk cache is off (PEFT_FOOTPRINT_CACHE=off, or its directory cannot be written)")
     else:
-        print(f"{info['directory']}: {info['files']} recordings, {info['bytes'] / 2**20:.1f} MiB "
-              f"(this version; {info['versions']} version directories kept)")
+        from .units import fmt_bytes
+
+        print(f"{info['directory']}: {info['files']} files, {fmt_bytes(info['bytes'])} "
+              f"(this version of the code; {info['versions']} version directories kept)")
     return EXIT_OK
 
 
