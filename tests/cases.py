@@ -659,11 +659,46 @@ _ADAPTER_DRAWN = [
 ]
 
 
+# AdapterHub's leave_out (layers with no adapters; those below the lowest adapter run without autograd): the two
+# classes found at stop 22 -- sdpa_attention_forward's contiguous copy of the output of a kernel given adapters'
+# repeated (b, heads, s, d) q (it shows where a frozen layer's attention sets the peak), and a checkpointed layer
+# freeing what the layer above held in adapters' ForwardContext (hooked models: the layer above may be of the
+# other kind) -- and the layouts around them
+_LEAVE_OUT = [
+    ("llama", 2, {"name": "adapter", "config": "seq_bn", "leave_out": [0, 5], "reduction_factor": 8},
+     {"dtype": "fp32", "batch_size": 1, "seq_len": 9, "attn_implementation": "sdpa"},
+     {"hidden_size": 72, "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 136, "vocab_size": 131}),
+    ("mistral", 3, {"name": "adapter", "config": "double_seq_bn", "leave_out": [0, 1]},
+     {"dtype": "bf16", "batch_size": 2, "seq_len": 9, "attn_implementation": "sdpa"}),
+    ("qwen3", 3, {"name": "adapter", "config": "double_seq_bn", "leave_out": [2]},
+     {"dtype": "fp32", "batch_size": 1, "seq_len": 5, "attn_implementation": "eager", "gradient_checkpointing": True}),
+    ("qwen3", 3, {"name": "adapter", "config": "double_seq_bn", "leave_out": [1]},
+     {"dtype": "fp32", "batch_size": 1, "seq_len": 5, "attn_implementation": "eager", "gradient_checkpointing": True}),
+    ("qwen2", 3, {"name": "adapter", "config": "double_seq_bn", "leave_out": [0]},
+     {"dtype": "fp32", "batch_size": 1, "seq_len": 5, "attn_implementation": "eager", "gradient_checkpointing": True}),
+    ("gemma2", 3, {"name": "adapter", "config": "double_seq_bn", "leave_out": [2]},
+     {"dtype": "fp32", "batch_size": 1, "seq_len": 5, "attn_implementation": "eager", "gradient_checkpointing": True}),
+    ("gemma3_text", 4, {"name": "adapter", "config": "seq_bn", "leave_out": [0, 1, 2]},
+     {"dtype": "bf16", "batch_size": 2, "seq_len": 9, "attn_implementation": "sdpa", "gradient_checkpointing": True}),
+    ("gpt2", 3, {"name": "adapter", "config": "double_seq_bn", "leave_out": [1], "reduction_factor": 4},
+     {"dtype": "fp32", "batch_size": 3, "seq_len": 7, "attn_implementation": "eager"}),
+]
+
+
+def leave_out_cases() -> list[tuple[str, dict, dict, dict]]:
+    """(label, config, method, training) of the leave_out setups, as :func:`adapter_drawn_cases`."""
+    return _drawn(_LEAVE_OUT)
+
+
 def adapter_drawn_cases() -> list[tuple[str, dict, dict, dict]]:
     """(label, config, method, training) of the drawn adapter setups: TINY configs at another depth (and other sizes
     where given)."""
+    return _drawn(_ADAPTER_DRAWN)
+
+
+def _drawn(rows: list) -> list[tuple[str, dict, dict, dict]]:
     out = []
-    for mt, layers, method, training, *sizes in _ADAPTER_DRAWN:
+    for mt, layers, method, training, *sizes in rows:
         cfg = {k: v for k, v in TINY[mt].items() if k != "layer_types"}
         cfg["n_layer" if "n_layer" in cfg else "num_hidden_layers"] = layers
         cfg.update(*sizes)

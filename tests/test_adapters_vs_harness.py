@@ -3,11 +3,13 @@ transformers 4.x: tests/harness/adapters_env.py builds it on first use)."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 import peft_footprint as pf
 from peft_footprint.methods.adapter import HOOKED, SUPPORTED
-from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, TINY, adapter_drawn_cases
+from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, TINY, adapter_drawn_cases, leave_out_cases
 from tests.harness.measure_adapters import measure_adapters_batch
 
 METHODS = ADAPTER_METHODS
@@ -103,3 +105,41 @@ def test_adapter_drawn_activations_and_peak(measured_drawn, case):
     est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
     assert est["activations_bytes"] == got["activations_bytes"]
     assert est["peak_bytes"] == got["peak_bytes"]
+
+
+LEAVE_OUT = leave_out_cases()
+
+
+@pytest.fixture(scope="module")
+def measured_leave_out():
+    requests = [{"config": cfg, "method": method, "training": training, "what": ["static", "activations", "peak"]}
+                for _, cfg, method, training in LEAVE_OUT]
+    return dict(zip([d[0] for d in LEAVE_OUT], measure_adapters_batch(requests)))
+
+
+@pytest.mark.parametrize("case", LEAVE_OUT, ids=lambda c: c[0])
+def test_leave_out_exact(measured_leave_out, case):
+    """AdapterHub's leave_out: no adapters in the listed layers (an index past the last is ignored, with a
+    warning). Parameters, gradients, optimizer state, adapter bytes, activations and peak exact to the byte."""
+    label, cfg, method, training = case
+    got = measured_leave_out[label]
+    assert "error" not in got, got.get("error")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = pf.estimate(cfg, method, {**training, "device": "cpu"}).to_dict()
+    past = [i for i in method["leave_out"] if i >= cfg.get("num_hidden_layers", cfg.get("n_layer"))]
+    assert any("past the last layer" in str(w.message) for w in caught) == bool(past)
+    mine = {"total_params": est["total_params"], "trainable_params": est["trainable_params"],
+            **{k: est["training"][k] for k in ("weights_bytes", "gradients_bytes", "optimizer_bytes")},
+            "adapter_bytes": est["storage"]["adapter_bytes"]}
+    assert mine == {k: got[k] for k in KEYS}
+    assert est["training"]["activations_bytes"] == got["activations_bytes"]
+    assert est["training"]["peak_bytes"] == got["peak_bytes"]
+
+
+def test_leave_out_every_layer_or_a_negative_index_is_refused():
+    with pytest.raises(pf.UnsupportedCombinationError, match="every layer of the 2 is left out"):
+        pf.estimate(TINY["llama"], {"name": "adapter", "leave_out": [0, 1]}, {"seq_len": 9})
+    with pytest.raises(pf.InvalidConfigError, match="leave_out lists layer indices"):
+        pf.load_method({"name": "adapter", "leave_out": [-1]})
+    assert pf.load_method({"name": "adapter", "leave_out": 1}).leave_out == [1]

@@ -54,7 +54,8 @@ def method_variant(method: dict, rng: random.Random) -> dict:
 
 
 ADAPTERS = {"seq_bn": {"name": "adapter", "config": "seq_bn"},
-            "double_seq_bn_rf5": {"name": "adapter", "config": "double_seq_bn", "reduction_factor": 5}}
+            "double_seq_bn_rf5": {"name": "adapter", "config": "double_seq_bn", "reduction_factor": 5},
+            "double_seq_bn_leave_out_0": {"name": "adapter", "config": "double_seq_bn", "leave_out": [0]}}
 
 
 def _more(mt: str) -> dict:

@@ -254,6 +254,7 @@ class Ctx:
     # layer whose attention has inputs that require grad), additive in the model's dtype for eager
     mask_always: bool = False
     adapter_hooked: bool = False  # adapters runs through its plugin interface's hooks (methods.adapter.HOOKED)
+    layer: int = 0  # the decoder layer being built
     norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
     cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
     # eager attention returns its probabilities (attn_weights), which the decoder layer holds until it returns
@@ -274,7 +275,7 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
     m = ctx.method
     if not isinstance(m, Adapter):
         return x
-    if not _adapter_at(m, place):
+    if not _adapter_at(m, place, ctx.layer):
         return x
     g, h = ctx.g, ctx.cfg["hidden_size"]
     r = m.bottleneck(h)
@@ -325,12 +326,13 @@ def _adds_residual(ctx: Ctx, place: str) -> bool:
     ``original_ln_after`` (the default) where an adapter ran there; without it the adapter's output goes on alone
     (its own residual add, of its input, is in :func:`bottleneck`)."""
     m = ctx.method
-    return not (isinstance(m, Adapter) and _adapter_at(m, place) and not m.original_ln_after)
+    return not (isinstance(m, Adapter) and _adapter_at(m, place, ctx.layer) and not m.original_ln_after)
 
 
-def _adapter_at(m: Adapter, place: str) -> bool:
-    """Does the adapter have a bottleneck at ``place`` ("attention": mh_adapter, "output": output_adapter)?"""
-    return m.setting({"attention": "mh_adapter", "output": "output_adapter"}[place])
+def _adapter_at(m: Adapter, place: str, layer: int) -> bool:
+    """Does the adapter have a bottleneck at ``place`` ("attention": mh_adapter, "output": output_adapter) of decoder
+    layer ``layer`` (not in ``leave_out``)?"""
+    return m.setting({"attention": "mh_adapter", "output": "output_adapter"}[place]) and m.in_layer(layer)
 
 
 def _setup(ctx: Ctx) -> None:
@@ -825,7 +827,12 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
     saved = (q, k, v, out, lse) + ((additive,) if rg and additive is not None else ())
     prog = [("g", i, t.bytes()) for i, t in enumerate((q, k, v)) if t.rg]
     out = g.node(out, [q, k, v], prog, saved, "sdpa")
-    g.touch(additive, *held)
+    g.touch(additive)  # (made and freed inside the op)
+    if contiguous[0] and impl == "sdpa":  # sdpa_attention_forward's ``attn_output.transpose(1, 2).contiguous()``:
+        # the kernel's output follows q's layout, so a q laid out (b, heads, s, d) -- Phi-3's rotary cat, adapters'
+        # own Llama/Mistral repeat -- gives an output whose transpose is copied, while repeat_kv's copies are alive
+        out = g.copy(out, "attn out contiguous")
+    g.touch(*held)
     return out
 
 
@@ -945,8 +952,6 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, kv_len=kv_len,
                   softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping")),
                   contiguous=(cat_rotary or own, cat_rotary or own or bool(ctx.kv_extra), own or bool(ctx.kv_extra)))
-    if mt == "phi3" and impl == "sdpa":
-        a = g.copy(a, "attn out contiguous")
     def close(o: T, residual: T, norm_name: str, place: str) -> T:
         """A branch's output: Olmo2's / Gemma2's post-norm, Granite's residual multiplier, the residual add."""
         if post_norm_only:
@@ -1367,7 +1372,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
             top_nodes, top_storages = first_node, before
         # layers that see the same input and the same method wrapping behave identically: replay the first
         sig = (x.rg, x.dtype, layer_types[i], tuple(i in v for v in ctx.lora.values()),
-               tuple(i in v[0] for v in ctx.ia3.values()))
+               tuple(i in v[0] for v in ctx.ia3.values()), isinstance(method, Adapter) and method.in_layer(i))
+        ctx.layer = i
         if getattr(ctx.method, "rank_pattern", None):  # LoRA's rank can differ from layer to layer
             sig += tuple(ctx.method.rank_key(ctx.layout.layer_path(i, p_)) for p_ in ctx.lora)  # type: ignore[attr-defined]
         if sig in memo and i != top:
@@ -1647,44 +1653,67 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
 
     start = run.start_of[first]
     top_delta = run.end - start - kept_input(top_in, in_held)
-    if held:  # a layer below frees what the one above it held: the top's profile as a lower layer's
-        run = backward(g, loss.fn, lo, total, alive, rc[:6] + (held,))
-    profiles = {sigs[-1]: [(nodes[n].name, p - start) for n, p in run.moments if lo <= n < hi]}
-    at_node = {sigs[-1]: [n for n, _ in run.moments if lo <= n < hi]}
-    ranges = {sigs[-1]: (lo, hi)}
-    delta = {sigs[-1]: run.end - start - kept_input(top_in, in_held)}
+    # each kind's checkpoint recompute (and what it holds past its backward, for the layer below to free); where
+    # kinds alternate (adapters' leave_out), a layer frees what the one above it held, not what it holds itself:
+    # profiles are kept per (kind, kind above)
+    recomputes = {sigs[-1]: (rc, held, in_held)}
     for sig in dict.fromkeys(sigs[:-1]):
-        if sig in profiles:
+        if sig not in recomputes:
+            f0, f1, s0, s1, x_in, x_out = instances[sig]
+            needs = x_out.fn is not None and f0 <= x_out.fn < f1
+            recomputes[sig] = (_recompute(g, f0, f1, s0, s1, x_in) if gc and needs else (None, ZERO, False)) if needs else None
+    frees = {sig: rec[1] if rec is not None else ZERO for sig, rec in recomputes.items()}
+    holds = {sig: bool(f) for sig, f in frees.items()}  # (one check per kind)
+
+    def key_of(j: int) -> tuple:  # layer j's profile: its kind, and the kind above it where that one holds bytes
+        return sigs[j], sigs[j + 1] if holds[sigs[j + 1]] else None
+
+    profiles: dict[tuple, list] = {}
+    at_node: dict[tuple, list] = {}
+    ranges = {sigs[-1]: (lo, hi)}
+    delta: dict[tuple, Poly] = {}
+    for j in range(len(sigs) - 1):
+        sig, key = sigs[j], key_of(j)
+        if key in profiles:
+            continue
+        freed = frees[key[1]] if key[1] is not None else ZERO
+        if sig == sigs[-1]:  # the top's kind as a lower layer: its profile from the loss, as the top's
+            rc_, _, in_held_ = recomputes[sig]
+            r = backward(g, loss.fn, lo, total, alive, rc_[:6] + (freed,)) if freed else run
+            profiles[key] = [(nodes[n].name, p - start) for n, p in r.moments if lo <= n < hi]
+            at_node[key] = [n for n, _ in r.moments if lo <= n < hi]
+            delta[key] = r.end - start - kept_input(top_in, in_held_)
+            continue
+        if recomputes[sig] is None:  # nothing in it requires grad
+            profiles[key], delta[key] = [], ZERO
             continue
         f0, f1, s0, s1, x_in, x_out = instances[sig]
-        if x_out.fn is None or not (f0 <= x_out.fn < f1):  # nothing in it requires grad
-            profiles[sig], delta[sig] = [], ZERO
-            continue
-        rc, held, in_held = _recompute(g, f0, f1, s0, s1, x_in) if gc else (None, ZERO, False)
-        r = backward(g, x_out.fn, f0, ZERO, alive, rc[:6] + (held,) if held else rc, first_grad=x_out.bytes())
+        rc_, _, in_held_ = recomputes[sig]
+        r = backward(g, x_out.fn, f0, ZERO, alive, rc_[:6] + (freed,) if freed else rc_, first_grad=x_out.bytes())
         at = r.start_of[max(n for n in r.start_of if f0 <= n < f1)]
-        profiles[sig] = [(nodes[n].name, p - at) for n, p in r.moments if f0 <= n < f1]
-        at_node[sig], ranges[sig] = [n for n, _ in r.moments if f0 <= n < f1], (f0, f1)
-        delta[sig] = r.end - at - kept_input(x_in, in_held)
+        profiles[key] = [(nodes[n].name, p - at) for n, p in r.moments if f0 <= n < f1]
+        at_node[key], ranges[sig] = [n for n, _ in r.moments if f0 <= n < f1], (f0, f1)
+        delta[key] = r.end - at - kept_input(x_in, in_held_)
     lowest: dict = {}
     for j, sig in enumerate(sigs):
         lowest.setdefault(sig[2], j)
     early = ZERO
     starts: dict[tuple, list] = {}
     for j in range(len(sigs) - 2, -1, -1):  # live bytes as layer j's backward starts
-        start = start + (top_delta if j == len(sigs) - 2 else delta[sigs[j + 1]])
+        start = start + (top_delta if j == len(sigs) - 2 else delta[key_of(j + 1)])
         if by_kind and lowest[sigs[j + 1][2]] == j + 1:  # the last checkpoint of that kind is gone
             freed = Poly.sum(by_kind.get(sigs[j + 1][2], []))
             start, early = start - freed, early + freed
-        starts.setdefault(sigs[j], []).append((j, start))
-    end = start + delta[sigs[0]]  # the bottom layer's backward done
-    blocks = [(profiles[sig], js[::-1]) for sig, js in starts.items() if profiles[sig]]
-    bottom = _bottom_frees(g, sigs[0], ranges, before_layers) if not gc and profiles.get(sigs[0]) else None
+        starts.setdefault(key_of(j), []).append((j, start))
+    bottom_key = key_of(0)
+    end = start + delta[bottom_key]  # the bottom layer's backward done
+    blocks = [(profiles[key], js[::-1]) for key, js in starts.items() if profiles[key]]
+    bottom = _bottom_frees(g, sigs[0], ranges, before_layers) if not gc and profiles.get(bottom_key) else None
     if bottom is not None:  # the bottom layer gets a profile of its own
         n_free, freed = bottom
-        own = [(name, p - freed if n < n_free else p) for (name, p), n in zip(profiles[sigs[0]], at_node[sigs[0]])]
+        own = [(name, p - freed if n < n_free else p) for (name, p), n in zip(profiles[bottom_key], at_node[bottom_key])]
         blocks = [(prof, [jp for jp in js if jp[0] != 0]) for prof, js in blocks]
-        blocks = [b_ for b_ in blocks if b_[1]] + [(own, [jp for jp in starts[sigs[0]] if jp[0] == 0])]
+        blocks = [b_ for b_ in blocks if b_[1]] + [(own, [jp for jp in starts[bottom_key] if jp[0] == 0])]
     return out, blocks, end, labels, early, gone
 
 

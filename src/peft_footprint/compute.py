@@ -191,8 +191,15 @@ class _MethodView:
         return hit[0] if hit is not None and layer in hit[1] else None
 
     def _layer_wraps(self, layout) -> list[tuple]:
-        """Per decoder layer: which of its linears LoRA wraps, IA3's kind on each, and whose weight trains. Layers
-        with the same wrapping (and the same input grad state) add identical FLOPs."""
+        """Per decoder layer: which of its linears LoRA wraps, IA3's kind on each, and whose weight trains (and
+        whether it has bottleneck adapters, where ``leave_out`` leaves some out). Layers with the same wrapping
+        (and the same input grad state) add identical FLOPs."""
+        wraps = self._linear_wraps(layout)
+        if self.adapter is not None and self.adapter.leave_out:
+            return [w + (self.adapter.in_layer(i),) for i, w in enumerate(wraps)]
+        return wraps
+
+    def _linear_wraps(self, layout) -> list[tuple]:
         n, rels = layout.num_layers, [m.path for m in layout.layer_linears]
         # weight_trainable(f"{layer_prefix}.{i}.{rel}"): every layer's for full fine-tuning, otherwise only a
         # trainable name spelled out with a layer index matches (the table's "*" names never do)
@@ -333,7 +340,7 @@ class _Walker:
         self.bwd.add("A", att * (int(q_rg) + int(k_rg) + int(p_rg) + int(v_rg)))
         o_rg = self.linear(lin["o"], p_rg or v_rg, i, pre + lin["o"].path)
         attn_out = o_rg or (len(norms) == 4 and mv.norm_trainable(spec, norms[1], layer=i))
-        if self.mv.adapter is not None and self.mv.adapter.setting("mh_adapter"):
+        if self.mv.adapter is not None and self.mv.adapter.setting("mh_adapter") and self.mv.adapter.in_layer(i):
             attn_out = self._adapter(attn_out) or attn_out
         parallel = cfg["model_type"] == "gpt_neox" and cfg.get("use_parallel_residual", True)
         h2 = h_rg or attn_out
@@ -348,7 +355,7 @@ class _Walker:
         else:
             mid = self.linear(lin["up"], x_rg, i, pre + lin["up"].path)
         out = self.linear(lin["down"], mid, i, pre + lin["down"].path)
-        if self.mv.adapter is not None and self.mv.adapter.setting("output_adapter"):
+        if self.mv.adapter is not None and self.mv.adapter.setting("output_adapter") and self.mv.adapter.in_layer(i):
             out = self._adapter(out) or out
         if self.gc:
             rec = self.layer_fwd.copy()
@@ -615,8 +622,9 @@ def training_time_terms(spec, method, table, training, hardware, eff: dict | Non
         kernels += count * 3 * IA3_KERNELS
     if mv.adapter is not None:
         places = int(bool(mv.adapter.setting("mh_adapter"))) + int(bool(mv.adapter.setting("output_adapter")))
-        adapter_bytes += places * n * T * 12 * spec.cfg["hidden_size"] * e
-        kernels += 3 * places * n * ADAPTER_KERNELS
+        with_adapters = len(mv.adapter.adapter_layers(n)) if mv.adapter.leave_out else n
+        adapter_bytes += places * with_adapters * T * 12 * spec.cfg["hidden_size"] * e
+        kernels += 3 * places * with_adapters * ADAPTER_KERNELS
     adapter_s = adapter_bytes * accum / bw
     passes = OPTIMIZER_PASSES.get(training.optimizer, 20) + CLIP_PASSES
     opt_bytes = sum(t.numel * t.count * nbytes(t.dtype) for t in table.trainable) * passes

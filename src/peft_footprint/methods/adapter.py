@@ -7,6 +7,7 @@ dtype (their forward needs matching dtypes)."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -51,11 +52,30 @@ class Adapter(Method):
     scaling: float | str = 1.0
     use_gating: bool = False
     dropout: float = 0.0
+    leave_out: list[int] = Field(default_factory=list)  # layers (from 0) that get no adapter (BnConfig.leave_out)
 
     @field_validator("config", mode="before")
     @classmethod
     def _lower(cls, v):
         return v.lower() if isinstance(v, str) else v
+
+    @field_validator("leave_out", mode="before")
+    @classmethod
+    def _layer_list(cls, v):
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = [v]
+        if isinstance(v, (list, tuple)) and any(not isinstance(i, int) or isinstance(i, bool) or i < 0 for i in v):
+            bad = next(i for i in v if not isinstance(i, int) or isinstance(i, bool) or i < 0)
+            raise ValueError(f"leave_out lists layer indices, integers from 0 (AdapterHub counts layers from 0); got {bad!r}")
+        return sorted(set(v)) if isinstance(v, (list, tuple)) else v
+
+    def in_layer(self, i: int) -> bool:
+        """Does decoder layer ``i`` get adapters (it is not in ``leave_out``)?"""
+        return i not in self.leave_out
+
+    def adapter_layers(self, num_layers: int) -> list[int]:
+        """The layers that get adapters."""
+        return [i for i in range(num_layers) if i not in self.leave_out]
 
     def setting(self, key):
         value = getattr(self, key)
@@ -86,27 +106,40 @@ class Adapter(Method):
                 f"it is supported on {', '.join(t for t in SUPPORTED if t not in HOOKED)}")
         h = cfg["hidden_size"]
         d = self.bottleneck(h)
+        n, which = layout.num_layers, None  # (a traced size where no layer is left out: any depth replays)
+        if self.leave_out:
+            layers = self.adapter_layers(layout.num_layers)
+            if not layers:
+                raise UnsupportedCombinationError(
+                    f"adapter.leave_out={self.leave_out}: every layer of the {layout.num_layers} is left out, so there "
+                    "is no adapter to train (AdapterHub adds none, and the backward has nothing that requires grad)")
+            past = [i for i in self.leave_out if i >= layout.num_layers]
+            if past:
+                warnings.warn(f"adapter.leave_out: {past} past the last layer ({layout.num_layers - 1}); AdapterHub "
+                              "ignores them", stacklevel=2)
+            if len(layers) < layout.num_layers:
+                n, which = len(layers), tuple(layers)
         places = [p for p, on in (("attention_adapters", self.setting("mh_adapter")), ("output_adapters", self.setting("output_adapter"))) if on]
         tensors = []
         for place in places:
             prefix = f"{layout.layer_prefix}.*.{place}.adapters.{{name}}"
             tensors += [
-                Tensor(f"{prefix}.adapter_down.0.weight", (d, h), dtype, layout.num_layers, True, "adapter"),
-                Tensor(f"{prefix}.adapter_down.0.bias", (d,), dtype, layout.num_layers, True, "adapter"),
-                Tensor(f"{prefix}.adapter_up.weight", (h, d), dtype, layout.num_layers, True, "adapter"),
-                Tensor(f"{prefix}.adapter_up.bias", (h,), dtype, layout.num_layers, True, "adapter"),
+                Tensor(f"{prefix}.adapter_down.0.weight", (d, h), dtype, n, True, "adapter", layers=which),
+                Tensor(f"{prefix}.adapter_down.0.bias", (d,), dtype, n, True, "adapter", layers=which),
+                Tensor(f"{prefix}.adapter_up.weight", (h, d), dtype, n, True, "adapter", layers=which),
+                Tensor(f"{prefix}.adapter_up.bias", (h,), dtype, n, True, "adapter", layers=which),
             ]
             if self.ln_before:
-                tensors += [Tensor(f"{prefix}.adapter_norm_before.{w}", (h,), dtype, layout.num_layers, True, "adapter") for w in ("weight", "bias")]
+                tensors += [Tensor(f"{prefix}.adapter_norm_before.{w}", (h,), dtype, n, True, "adapter", layers=which) for w in ("weight", "bias")]
             if self.ln_after:
-                tensors += [Tensor(f"{prefix}.adapter_norm_after.{w}", (h,), dtype, layout.num_layers, True, "adapter") for w in ("weight", "bias")]
+                tensors += [Tensor(f"{prefix}.adapter_norm_after.{w}", (h,), dtype, n, True, "adapter", layers=which) for w in ("weight", "bias")]
             if self.scaling == "learned":
-                tensors.append(Tensor(f"{prefix}.scaling", (1,), dtype, layout.num_layers, True, "adapter"))
+                tensors.append(Tensor(f"{prefix}.scaling", (1,), dtype, n, True, "adapter", layers=which))
             elif self.scaling == "channel":
-                tensors.append(Tensor(f"{prefix}.scaling", (h,), dtype, layout.num_layers, True, "adapter"))
+                tensors.append(Tensor(f"{prefix}.scaling", (h,), dtype, n, True, "adapter", layers=which))
             if self.use_gating:
                 tensors += [
-                    Tensor(f"{prefix}.gate.weight", (1, h), dtype, layout.num_layers, True, "adapter"),
-                    Tensor(f"{prefix}.gate.bias", (1,), dtype, layout.num_layers, True, "adapter"),
+                    Tensor(f"{prefix}.gate.weight", (1, h), dtype, n, True, "adapter", layers=which),
+                    Tensor(f"{prefix}.gate.bias", (1,), dtype, n, True, "adapter", layers=which),
                 ]
         return ParamTable(tensors=base_tensors(layout, dtype) + tensors, saved=list(tensors))
