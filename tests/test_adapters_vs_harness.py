@@ -88,11 +88,16 @@ def test_adapter_activations_and_peak(measured_steps, case):
 DRAWN = adapter_drawn_cases()
 
 
+def _measure_steps(cases: list) -> dict:
+    """Each (label, config, method, training) case measured by AdapterHub (static numbers, activations, peak)."""
+    requests = [{"config": cfg, "method": method, "training": training, "what": ["static", "activations", "peak"]}
+                for _, cfg, method, training in cases]
+    return dict(zip([c[0] for c in cases], measure_adapters_batch(requests)))
+
+
 @pytest.fixture(scope="module")
 def measured_drawn():
-    requests = [{"config": cfg, "method": method, "training": training, "what": ["static", "activations", "peak"]}
-                for _, cfg, method, training in DRAWN]
-    return dict(zip([d[0] for d in DRAWN], measure_adapters_batch(requests)))
+    return _measure_steps(DRAWN)
 
 
 @pytest.mark.parametrize("case", DRAWN, ids=lambda c: c[0])
@@ -112,9 +117,7 @@ LEAVE_OUT = leave_out_cases()
 
 @pytest.fixture(scope="module")
 def measured_leave_out():
-    requests = [{"config": cfg, "method": method, "training": training, "what": ["static", "activations", "peak"]}
-                for _, cfg, method, training in LEAVE_OUT]
-    return dict(zip([d[0] for d in LEAVE_OUT], measure_adapters_batch(requests)))
+    return _measure_steps(LEAVE_OUT)
 
 
 @pytest.mark.parametrize("case", LEAVE_OUT, ids=lambda c: c[0])

@@ -1661,7 +1661,7 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
         if sig not in recomputes:
             f0, f1, s0, s1, x_in, x_out = instances[sig]
             needs = x_out.fn is not None and f0 <= x_out.fn < f1
-            recomputes[sig] = (_recompute(g, f0, f1, s0, s1, x_in) if gc and needs else (None, ZERO, False)) if needs else None
+            recomputes[sig] = (_recompute(g, f0, f1, s0, s1, x_in) if gc else (None, ZERO, False)) if needs else None
     frees = {sig: rec[1] if rec is not None else ZERO for sig, rec in recomputes.items()}
     holds = {sig: bool(f) for sig, f in frees.items()}  # (one check per kind)
 
