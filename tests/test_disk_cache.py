@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import peft_footprint as pf
-from peft_footprint import activations, cache, model, tables
+from peft_footprint import activations, cache, model, presets, tables
 from tests.cases import TINY, peft_methods
 from tests.test_replay import ADAPTERS, OPTIONS, _clear_everything, method_variant, variant
 
@@ -127,7 +127,7 @@ def test_the_presets_are_parsed_once_per_machine(disk, monkeypatch):
     model._presets.cache_clear()
     first = model._presets()
     model._presets.cache_clear()
-    monkeypatch.setattr(model, "_parse_presets", lambda: pytest.fail("the presets were parsed again"))
+    monkeypatch.setattr(presets, "parse", lambda name: pytest.fail(f"{name} was parsed again"))
     assert model._presets() == first and len(first) == len(pf.list_models()) > 30
     model._presets.cache_clear()
 

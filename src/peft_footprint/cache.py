@@ -86,9 +86,8 @@ def clear() -> None:
     """Remove every recording kept on disk (all versions) under the configured base directory."""
     base = _state.get("base") or _default_base()
     if base is not None and base.is_dir():
-        for d in base.iterdir():
-            if d.is_dir() and d.name.startswith("v"):
-                shutil.rmtree(d, ignore_errors=True)
+        for d in _versions(base):
+            shutil.rmtree(d, ignore_errors=True)
     _state["resolved"], _state["dir"], _state["written"] = False, None, {}
 
 
@@ -98,7 +97,7 @@ def info() -> dict:
     if here is None:
         return {"directory": None, "files": 0, "bytes": 0, "versions": 0}
     files = [p for p in here.glob("*/*.pkl") if p.is_file()]
-    versions = sum(1 for d in here.parent.iterdir() if d.is_dir() and d.name.startswith("v"))
+    versions = len(_versions(here.parent))
     return {"directory": str(here), "files": len(files), "bytes": sum(p.stat().st_size for p in files),
             "versions": versions}
 
@@ -132,10 +131,14 @@ def _code_digest() -> str:
 
 def _prune(base: Path, keep: Path) -> None:
     """Leave the ``_KEEP`` most recently used version directories."""
-    dirs = [d for d in base.iterdir() if d.is_dir() and d.name.startswith("v") and d != keep]
-    dirs.sort(key=lambda d: d.stat().st_mtime, reverse=True)
+    dirs = sorted((d for d in _versions(base) if d != keep), key=lambda d: d.stat().st_mtime, reverse=True)
     for d in dirs[_KEEP - 1:]:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _versions(base: Path) -> list[Path]:
+    """The version directories under ``base`` (``v<format>-<digest>``)."""
+    return [d for d in base.iterdir() if d.is_dir() and d.name.startswith("v")]
 
 
 def _file(kind: str, key: tuple) -> tuple[str, str] | None:

@@ -4,13 +4,11 @@ sheets, cited there)."""
 from __future__ import annotations
 
 from functools import lru_cache
-from importlib import resources
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from . import cache
+from . import presets
 from .errors import InvalidConfigError, UnknownNameError
 from .registry import Registry
 
@@ -67,7 +65,7 @@ _ALIASES = {
 
 @lru_cache(maxsize=1)
 def _load() -> Registry[Hardware]:
-    for name, entry in cache.data("hardware.yaml", _parse).items():  # (kept on disk, see cache.py)
+    for name, entry in presets.load("hardware.yaml").items():
         fields = {k: v for k, v in entry.items() if not k.startswith("_")}
         fields["source"] = entry.get("_source", "")
         fields["notes"] = entry.get("_notes", "")
@@ -76,11 +74,6 @@ def _load() -> Registry[Hardware]:
         if target in HARDWARE:
             HARDWARE._aliases[_norm(alias)] = _norm(target)
     return HARDWARE
-
-
-def _parse() -> dict:
-    text = resources.files("peft_footprint.presets").joinpath("hardware.yaml").read_text()
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
 
 
 def list_hardware() -> list[str]:

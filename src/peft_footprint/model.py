@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 from functools import cached_property, lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from . import cache
+from . import presets
 from .architectures import ARCHITECTURES, Architecture, Layout
 from .errors import InvalidConfigError, PeftFootprintError, UnknownNameError, UnsupportedCombinationError
 
@@ -19,14 +16,7 @@ __all__ = ["ModelSpec", "list_models", "load_model"]
 
 @lru_cache(maxsize=1)
 def _presets() -> dict[str, dict[str, Any]]:
-    return cache.data("models.yaml", _parse_presets)  # (parsing costs about 15 ms: kept on disk, see cache.py)
-
-
-def _parse_presets() -> dict[str, dict[str, Any]]:
-    text = resources.files("peft_footprint.presets").joinpath("models.yaml").read_text()
-    # libyaml's parser where PyYAML has it (5x faster on the first call; the same safe constructors)
-    data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
-    return {k: {f: v for f, v in cfg.items() if not f.startswith("_")} for k, cfg in data.items()}
+    return {k: {f: v for f, v in cfg.items() if not f.startswith("_")} for k, cfg in presets.load("models.yaml").items()}
 
 
 def list_models() -> list[str]:

@@ -345,8 +345,6 @@ class _None:
         return ()
 
 
-
-
 def getter(slots: list) -> Any:
     """``lambda vals: tuple(vals[k] for k in slots)``, at C speed for two or more."""
     if len(slots) > 1:
