@@ -559,6 +559,38 @@ def embedding_end_cases() -> list[tuple[str, dict, dict, dict]]:
             for mt in TINY for tie in (True, False)]
 
 
+_EMBEDDING_BACKWARD = [
+    ("llama", False, {"dtype": "bf16"}), ("llama", False, {"dtype": "bf16", "gradient_accumulation_steps": 2}),
+    ("llama", True, {"dtype": "fp32", "gradient_checkpointing": True}), ("gpt2", False, {"dtype": "fp32", "mixed_precision": "bf16"}),
+    ("gpt2", True, {"dtype": "bf16", "gradient_accumulation_steps": 4}), ("gemma", False, {"dtype": "fp16", "gradient_checkpointing": True}),
+    ("opt", False, {"dtype": "fp32", "gradient_accumulation_steps": 2, "gradient_checkpointing": True}),
+    ("qwen3", True, {"dtype": "fp32", "mixed_precision": "fp16", "gradient_accumulation_steps": 2}),
+    # a modules_to_save copy of the learned positions: its embedding backward runs first, its gradient stays
+    ("gpt2", False, {"dtype": "fp32", "modules_to_save": ["wpe"]}),
+    ("opt", False, {"dtype": "bf16", "modules_to_save": ["embed_positions"], "gradient_checkpointing": True}),
+    ("opt", False, {"dtype": "fp32", "modules_to_save": ["embed_positions"], "gradient_accumulation_steps": 2}),
+]
+
+
+def embedding_backward_cases() -> list[tuple[str, dict, dict, dict]]:
+    """LoRA / DoRA on the input embedding with a 3,001-token vocabulary, 1 x 3 tokens and SGD: the embedding's
+    backward, after every layer's, sets the peak (lora_embedding_A's gradient cloned in its layout). The rank
+    is over DoRA's forward temporaries (vocab x width). (label, config, method, training)."""
+    out = []
+    for mt, dora, options in _EMBEDDING_BACKWARD:
+        options = dict(options)
+        emb, other = ("wte", "c_attn") if mt == "gpt2" else ("embed_tokens", "q_proj")
+        method = {"name": "lora", "r": 256 if dora else 64, "use_dora": dora, "target_modules": [emb, other]}
+        if "modules_to_save" in options:
+            method["modules_to_save"] = options.pop("modules_to_save")
+        label = "-".join([mt, "dora" if dora else "lora", "embedding", *map(str, options.values()),
+                          *method.get("modules_to_save", [])])
+        training = {"batch_size": 1, "seq_len": 3, "optimizer": "sgd", "attn_implementation": "sdpa",
+                    "gradient_checkpointing": False, **options}
+        out.append((label, dict(TINY[mt], vocab_size=3001), method, training))
+    return out
+
+
 # ---- bottleneck adapters (AdapterHub, measured in its own virtualenv) ----------------------------------
 ADAPTER_METHODS = {
     "seq_bn": {"name": "adapter", "config": "seq_bn"},

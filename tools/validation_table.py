@@ -16,7 +16,7 @@ warnings.filterwarnings("ignore")
 import peft_footprint as pf  # noqa: E402
 from tests.harness.measure_adapters import measure_adapters_batch  # noqa: E402
 from peft_footprint.methods.adapter import SUPPORTED as ADAPTER_TYPES  # noqa: E402
-from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, adapter_drawn_cases, leave_out_cases, config_field_cases, embedding_end_cases, padded_cases, TINY, act_cases, drawn_cases, outside_cases, peft_methods, vocab_cases  # noqa: E402
+from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, adapter_drawn_cases, leave_out_cases, config_field_cases, embedding_backward_cases, embedding_end_cases, padded_cases, TINY, act_cases, drawn_cases, outside_cases, peft_methods, vocab_cases  # noqa: E402
 from tests.harness.measure import measure  # noqa: E402
 
 
@@ -70,7 +70,7 @@ def main() -> None:
         outside_rows.append(f"| {cfg['model_type']} | {label} (drawn) | {tag} | {ea:+.2f} % | {ep:+.2f} % | {est['peak_at']} / {got['peak_phase']} |")
 
     extra_rows = []
-    for label, cfg, method, training in padded_cases() + embedding_end_cases():
+    for label, cfg, method, training in padded_cases() + embedding_end_cases() + embedding_backward_cases():
         ea, ep, est, got = _compare(cfg, method, training)
         tag = (f"{training['dtype']} {training['attn_implementation']} {'ckpt' if training['gradient_checkpointing'] else '-'} "
                f"{training.get('optimizer', 'adamw')} b{training['batch_size']} s{training['seq_len']}")
@@ -139,11 +139,13 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- |",
         *outside_rows,
         "",
-        "## Padded batches, and the end of full fine-tuning",
+        "## Padded batches, and the end of the step's backward",
         "",
         "A batch with an attention_mask that pads (`padding_mask=True`; the harness pads the first sample's last",
-        "position), and full fine-tuning with SGD at a small shape, tied and untied, where the word embedding's",
-        "backward at the very end of the step sets the peak (tests/test_activations_vs_harness.py):",
+        "position); full fine-tuning with SGD at a small shape, tied and untied, where the word embedding's",
+        "backward at the very end of the step sets the peak; and LoRA / DoRA on the input embedding at 1 x 3 tokens",
+        "with a 3,001-token vocabulary, where its backward (lora_embedding_A's gradient, cloned in its layout)",
+        "does (tests/test_activations_vs_harness.py):",
         "",
         "| model_type | case | dtype attention checkpointing optimizer shape | activations error | peak error | peak at (estimate / measured) |",
         "| --- | --- | --- | --- | --- | --- |",

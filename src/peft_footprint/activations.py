@@ -1156,6 +1156,13 @@ def _ln_mlp(ctx: Ctx, x: T, i: int, resid_p: float) -> T:
     return ctx.drop(o, resid_p, "ffn dropout" if cfg["model_type"] == "opt" else "post_mlp_dropout")
 
 
+def _copies(ctx: Ctx, *kinds: str) -> Poly:
+    """The bytes of the modules_to_save copies of the outer parameters of these kinds (embedding,
+    position_embedding): their weight gradients' bytes."""
+    return Poly.sum([Poly.const(math.prod(q.shape) * esize(ctx.dtype)) for q in ctx.layout.outer_params
+                     if q.kind in kinds and _copied(ctx, q.path.rsplit(".", 1)[0], None)])
+
+
 def _embedding_trains(ctx: Ctx, kind: str = "embedding") -> bool:
     """Does the word embedding (or GPT-2's / OPT's learned position embedding, ``kind="position_embedding"``)
     train: full fine-tuning, or a modules_to_save copy?"""
@@ -1190,8 +1197,9 @@ def _ln_embeddings(ctx: Ctx, emb: T) -> T:
         # inputs_embeds is rebound to project_in's output; the decoder holds it, the positions and the last layer's
         # LayerDrop draw (torch.rand([]) per layer in training) until it returns
         ctx.scope[:] = [t for t in ctx.scope if t is not emb] + [x, pos, pe, g.new(Poly.const(1), "fp32", False, "layerdrop rand")]
-        out = g.add(x, T(pe.numel, pe.dtype, pe.rg, None), "embeds+positions", numel=ctx.rows * cfg["hidden_size"])
-        return out
+        # (a trained copy's embedding backward takes the gradient; its weight gradient is counted with the copies')
+        pe_in = g.node(T(pe.numel, pe.dtype, pe.rg, None), [None], [], name="embed_positions")
+        return g.add(x, pe_in, "embeds+positions", numel=ctx.rows * cfg["hidden_size"])
     return ctx.drop(emb, _p(cfg, "hidden_dropout"), "emb_dropout")  # GPT-NeoX's emb_dropout(inputs_embeds)
 
 
@@ -1355,7 +1363,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         g.keep(word_emb)
         if word_emb.sid is not None:
             g.leaf_inputs.add(word_emb.sid)
-    x = emb
+    x = x_first = emb
     per_layer_polys: list[Poly] = []
     memo: dict[tuple, tuple] = {}
     sigs: list[tuple] = []  # each layer's kind
@@ -1503,10 +1511,18 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         top_moments += _prefix_backward(ctx, method, end + early - shared - cats * layout.num_layers, kv_dim)
     elif emb_trains or _embedding_trains(ctx, "position_embedding"):  # modules_to_save copies of the word and/or
         # position embeddings: their weight gradients come last (the positions' first; untied: copies)
-        weights = Poly.sum([Poly.const(math.prod(q.shape) * esize(ctx.dtype)) for q in layout.outer_params
-                            if _copied(ctx, q.path.rsplit(".", 1)[0], None) and q.kind in ("embedding", "position_embedding")])
         top_moments.append(("backward: ", "embeddings' weight gradients",
-                            end + early - held_before(lambda k, st: k == first_input) + weights))
+                            end + early - held_before(lambda k, st: k == first_input) + _copies(ctx, "embedding", "position_embedding")))
+    if emb_lora is not None and x_first.fn is not None and not ctx.full:  # LoRA on the input embedding: its backward,
+        # after every layer's (and a position embedding copy's, whose gradient stays) with the gradient of the
+        # layers' input still alive; what its own nodes saved is alive until they run (the simulated backward frees it)
+        own = {sid for node in g.nodes[:layer_nodes] for sid in node.saved}
+        base = end + early - held_before(lambda k, st: k == first_input or k in own) - x_first.bytes()
+        if g.accumulating is None:
+            base = base + _copies(ctx, "position_embedding")
+        alive = {k for k, st in enumerate(g.storages) if st.saved or st.output}
+        run = backward(g, x_first.fn, 0, ZERO, alive, first_grad=x_first.bytes())
+        top_moments += [("backward: ", g.nodes[n].name, base + p_) for n, p_ in run.moments]
     # which moments hold the loss's labels (for the batch-1 model, :meth:`ActivationModel.with_batch_one_labels`)
     # (2: the padded labels too, while the loss function runs)
     hi = ctx.padded_labels_until
@@ -1976,9 +1992,7 @@ def _lora_embedding(ctx: Ctx, base: T, width: int) -> T | None:
     name = f"{hit.path} lora"
     if m.use_dora:
         return _dora_embedding(ctx, base, width, vocab, r, name, hit.path)
-    after_a = g.node(g.new(ctx.rows * r, "fp32", True, f"{name} after_A"), [], [("w", f"{name}_embedding_A", Poly.const(vocab * r * 4))],
-                     name=f"{name} embedding(A)")
-    out = g.linear(after_a, ctx.rows, width, w_rg=True, name=f"{name}_embedding_B", dtype="fp32", in_features=r)
+    out = _embedding_ab(g, ctx.rows, _embedding_views(g, vocab, r, width, name), vocab, r, width, name)
     adapter = g.mul(out, None, f"{name} scaling")
     if ctx.cfg["model_type"] in ("gemma", "gemma2", "gemma3_text"):  # * embed_scale.to(adapter_output.dtype): the
         # buffer is in the model's dtype; a 0-dim copy where that differs, kept by the mul
@@ -1988,6 +2002,30 @@ def _lora_embedding(ctx: Ctx, base: T, width: int) -> T | None:
     result = g.to(summed, base.dtype, f"{name} cast")
     g.touch(adapter)
     return result
+
+
+def _embedding_views(g: Graph, vocab: int, r: int, width: int, name: str) -> tuple[T, T]:
+    """PEFT's lora.Embedding reads its adapter through views made first, ``lora_embedding_A.T`` and
+    ``lora_embedding_B.T``: each parameter's gradient reaches its AccumulateGrad only after every node made later
+    has run (the embedding's backward among them). A's comes from embedding_dense_backward as a contiguous
+    vocab x r tensor, the transposed view's layout: AccumulateGrad clones it in A's layout (the gradient layout
+    contract) while it is still alive, two vocab x r fp32 tensors at once, which set the step's peak where
+    batch x length is small. B's (from the matmul, in B's layout) waits there too: under gradient accumulation
+    it is added into the .grad only then."""
+    a_t = g.node(T(Poly.const(vocab * r), "fp32", True, None), [None], [("c", f"{name}_embedding_A", Poly.const(vocab * r * 4))],
+                 name=f"{name} lora_embedding_A.T")
+    b_t = g.node(T(Poly.const(r * width), "fp32", True, None), [None], [("s", f"{name}_embedding_B")],
+                 name=f"{name} lora_embedding_B.T")
+    return a_t, b_t
+
+
+def _embedding_ab(g: Graph, rows: Poly, views: tuple[T, T], vocab: int, r: int, width: int, name: str) -> T:
+    """``after_A = F.embedding(ids, lora_embedding_A.T)`` (fp32, kept for B's gradient), then ``after_A @
+    lora_embedding_B.T``."""
+    a_t, b_t = views
+    after_a = g.node(g.new(rows * r, "fp32", True, f"{name} after_A"), [a_t], [("g", 0, Poly.const(vocab * r * 4))],
+                     name=f"{name} embedding(A)")
+    return g.linear(after_a, rows, width, w_rg=True, name=f"{name}_embedding_B", dtype="fp32", in_features=r, weight_view=b_t)
 
 
 def _buffer_dtype(ctx: Ctx) -> str:
@@ -2018,11 +2056,10 @@ def _dora_embedding(ctx: Ctx, base: T, width: int, vocab: int, r: int, name: str
     g.touch(scaled)
     norm = g.new(Poly.const(width), "fp32", False, f"{name} weight_norm")
     g.touch(total)
+    views = _embedding_views(g, vocab, r, width, name)  # (made by the caller, before DoRA's forward)
     mag = g.node(g.new(Poly.const(width), "fp32", True, f"{name} mag_norm_scale"), [],
                  [("w", f"{path}.lora_magnitude_vector", Poly.const(width * 4))], (norm,), name=f"{name} magnitude / weight_norm")
-    after_a = g.node(g.new(ctx.rows * r, "fp32", True, f"{name} after_A"), [], [("w", f"{name}_embedding_A", Poly.const(vocab * r * 4))],
-                     name=f"{name} embedding(A)")
-    out = g.linear(after_a, ctx.rows, width, w_rg=True, name=f"{name}_embedding_B", dtype="fp32", in_features=r)
+    out = _embedding_ab(g, ctx.rows, views, vocab, r, width, name)
     scaled_out = g.mul(mag, out, f"{name} mag_norm_scale * (after_A @ B)", numel=out.numel)
     dora = g.mul(scaled_out, None, f"{name} scaling")
     g.touch(lora_weight, *casts)

@@ -76,6 +76,11 @@ class Storage:
 #   ("w", key, bytes) a parameter's gradient (kept in .grad the first time, accumulated after)
 #   ("v", key, bytes, small) a parameter's gradient made larger than the parameter, summed to it (``small``
 #                          bytes) after the node returns
+#   ("s", key) the node is a view of a parameter, made before the op that read it (its AccumulateGrad runs once
+#                          the nodes made after the view are done): the first gradient becomes the .grad (kept); a
+#                          later one is added into the .grad in place and goes with the node
+#   ("c", key, bytes) the same, for an incoming gradient of another layout: the first is cloned in the
+#                          parameter's layout (kept as .grad) while the incoming one is alive
 @dataclass(slots=True)
 class Node:
     inputs: tuple
@@ -163,7 +168,7 @@ class Graph:
     # ---- ops ------------------------------------------------------------------------------------
     def linear(self, x: T, rows: Poly, out_features: int, *, w_rg: bool, b_rg: bool = False, name: str = "linear",
                dtype: str | None = None, in_features: int | None = None, extra_bwd: list | None = None,
-               bias_rows: Poly | None = None, bias: bool = False) -> T:
+               bias_rows: Poly | None = None, bias: bool = False, weight_view: T | None = None) -> T:
         """``x @ W.T (+ b)``: keeps x for the weight gradient when W trains (W itself is a parameter). Under
         autocast the input and the weight are cast copies (the weight's cached once per forward), and the
         copies are what is kept. ``extra_bwd``: temporaries of the backward, as its events (a dequantized 4-bit
@@ -171,7 +176,8 @@ class Graph:
         backward, and summed to the bias's shape by the engine once the node returns (bitsandbytes' MatMul4Bit:
         ``grad_output.sum(0)`` of a (batch, seq, out) gradient is (seq, out)); the int 1: made in the bias's shape
         (the sum of a 2-D gradient), the .grad as it is. ``bias``: the module has a bias (``b_rg``: a trainable
-        one)."""
+        one). ``weight_view``: the weight is read through a view made before the op (a node with an "s" event):
+        its gradient goes there."""
         ac = self.autocast
         inf = in_features or 0
         key = self.scope + name  # a parameter's gradient key
@@ -185,7 +191,7 @@ class Graph:
                 self.held.append(bias_copy)
             elif bias:  # a frozen bias's copy is not cached: it lives until the op returns
                 frozen_bias = self.new(Poly.const(out_features), ac, False, name + " autocast bias (frozen)")
-            wc = self.weight_cast(name, inf * out_features, w_rg) if in_features else None
+            wc = self.weight_cast(name, inf * out_features, w_rg, weight_view) if in_features else None
             if x.dtype != ac and x.sid in self.leaf_inputs:
                 xc = self.input_casts.get(x.sid)
                 if xc is None:
@@ -210,7 +216,9 @@ class Graph:
             return self.node(out, [x, wc if w_rg else None, bias_copy], prog, saved, name)
         out = self.new(rows * out_features, dtype or x.dtype, x.rg or w_rg or b_rg, name)
         prog = []
-        if w_rg:
+        if w_rg and weight_view is not None:
+            prog.append(("g", 1, Poly.const(inf * out_features * esize(out.dtype))))
+        elif w_rg:
             prog.append(("w", key, Poly.const(inf * out_features * esize(out.dtype))))
         bias = Poly.const(out_features * esize(out.dtype)) if b_rg else None
         if bias is not None and type(bias_rows) is int and bias_rows == 1:
@@ -228,9 +236,9 @@ class Graph:
         # saved tensors: a checkpoint does not recompute for it)
         weight = T(Poly.const(inf * out_features), out.dtype, w_rg, None)
         keeps = x.rg and extra_bwd is None
-        return self.node(out, [x], prog, ((x,) if w_rg else ()) + ((weight,) if keeps else ()), name)
+        return self.node(out, [x] if weight_view is None else [x, weight_view], prog, ((x,) if w_rg else ()) + ((weight,) if keeps else ()), name)
 
-    def weight_cast(self, name: str, numel: int, w_rg: bool) -> T:
+    def weight_cast(self, name: str, numel: int, w_rg: bool, view: T | None = None) -> T:
         """Autocast's low-precision copy of the fp32 weight of linear ``name``: made at its first matmul in the
         forward, then reused (cached, and alive until the forward returns, when the weight trains; a frozen
         weight's copy is made again by each matmul, but every module multiplies its weight once)."""
@@ -238,7 +246,8 @@ class Graph:
         wc = self.weight_casts.get(key)
         if wc is None:
             wc = self.weight_casts[key] = self.new(Poly.const(numel), self.autocast, w_rg, name + " autocast weight")
-            self.node(wc, [None], [("w", key, Poly.const(numel * 4))], name=name + " weight cast")
+            grad = ("g", 0, Poly.const(numel * 4)) if view is not None else ("w", key, Poly.const(numel * 4))
+            self.node(wc, [view], [grad], name=name + " weight cast")
             if w_rg:
                 self.held.append(wc)
         return wc
@@ -487,6 +496,14 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 live = live + ev[2]
                 push(n, live)
                 summed.append(ev)
+            elif kind == "s" or kind == "c":
+                if not (ev[1] in params or (accumulating is not None and ev[1] not in accumulating)):
+                    if kind == "s":
+                        gout[1] += 1  # (the .grad's reference: never released)
+                    else:
+                        live = live + ev[2]
+                        push(n, live)
+                params.add(ev[1])
             else:  # "w"
                 live = live + ev[2]
                 push(n, live)
