@@ -583,8 +583,10 @@ def embedding_backward_cases() -> list[tuple[str, dict, dict, dict]]:
         method = {"name": "lora", "r": 256 if dora else 64, "use_dora": dora, "target_modules": [emb, other]}
         if "modules_to_save" in options:
             method["modules_to_save"] = options.pop("modules_to_save")
-        label = "-".join([mt, "dora" if dora else "lora", "embedding", *map(str, options.values()),
-                          *method.get("modules_to_save", [])])
+        tags = {"mixed_precision": "autocast-{}", "gradient_checkpointing": "ckpt", "gradient_accumulation_steps": "accum{}"}
+        label = "-".join([mt, "dora" if dora else "lora", "embedding", options["dtype"],
+                          *(tags[k].format(v) for k, v in options.items() if k in tags),
+                          *("save-" + m for m in method.get("modules_to_save", []))])
         training = {"batch_size": 1, "seq_len": 3, "optimizer": "sgd", "attn_implementation": "sdpa",
                     "gradient_checkpointing": False, **options}
         out.append((label, dict(TINY[mt], vocab_size=3001), method, training))
