@@ -593,6 +593,45 @@ def embedding_backward_cases() -> list[tuple[str, dict, dict, dict]]:
     return out
 
 
+_OPT_PROJ = {"model_type": "opt", "hidden_size": 24, "num_hidden_layers": 6, "num_attention_heads": 4, "ffn_dim": 32,
+             "vocab_size": 844, "word_embed_proj_dim": 32, "max_position_embeddings": 4096, **IDS}
+_GPT2_LONG = {"model_type": "gpt2", "n_embd": 24, "n_layer": 2, "n_head": 4, "n_positions": 4096, "vocab_size": 844,
+              "attn_pdrop": 0.0, **IDS}
+_POSITION_COPIES = [  # (label, config, modules_to_save, gradient_checkpointing)
+    ("opt-proj-word-copy-ckpt", _OPT_PROJ, ["embed_tokens"], True),
+    ("opt-proj-position-copy-ckpt", _OPT_PROJ, ["embed_positions"], True),
+    ("opt-proj-position-copy", _OPT_PROJ, ["embed_positions"], False),
+    ("opt-position-copy-ckpt", {k: v for k, v in _OPT_PROJ.items() if k != "word_embed_proj_dim"}, ["embed_positions"], True),
+    ("gpt2-position-copy-ckpt", _GPT2_LONG, ["wpe"], True),
+    ("gpt2-position-copy", _GPT2_LONG, ["wpe"], False),
+]
+
+
+def position_copy_cases() -> list[tuple[str, dict, dict, dict]]:
+    """modules_to_save copies of the word or learned-position embedding with LoRA, 1 x 3 tokens, SGD, 4,096
+    positions: the copies' weight gradients, after every layer's backward, set the peak. A positions-only copy's
+    backward runs with its indices and the word embeddings' output gradient alive (OPT-350m's project_in: its
+    input's gradient). (label, config, method, training)"""
+    return [(label, cfg, {"name": "lora", "r": 1, "modules_to_save": saved},
+             {"batch_size": 1, "seq_len": 3, "dtype": "bf16", "attn_implementation": "eager", "optimizer": "sgd",
+              "gradient_checkpointing": gc}) for label, cfg, saved, gc in _POSITION_COPIES]
+
+
+def one_token_query_cases() -> list[tuple[str, dict, dict, dict]]:
+    """Prefix tuning on a sequence of one token: with the prefix's cache the keys are longer than the query, yet
+    transformers builds no sdpa mask for a one-token query (_ignore_causal_mask_sdpa) unless a batch pads or a
+    window slides. (label, config, method, training)"""
+    out = []
+    for mt, options in (("llama", {"dtype": "bf16"}), ("starcoder2", {"dtype": "bf16"}), ("qwen2", {"dtype": "fp16", "batch_size": 3}),
+                        ("gpt2", {"dtype": "fp32", "mixed_precision": "bf16"}), ("opt", {"dtype": "bf16", "padding_mask": True}),
+                        ("mistral", {"dtype": "bf16"}), ("phi3", {"dtype": "bf16", "gradient_accumulation_steps": 2})):
+        cfg = dict(TINY[mt], sliding_window=4) if mt in ("mistral", "starcoder2") else TINY[mt]  # (the window: 11 + 1 keys)
+        method = {"name": "prefix_tuning", "num_virtual_tokens": 11, "prefix_projection": mt == "gpt2"}
+        training = {"batch_size": 2, "seq_len": 1, "attn_implementation": "sdpa", "gradient_checkpointing": False, **options}
+        out.append((f"{mt}-prefix-one-token-{'-'.join(map(str, options.values()))}", cfg, method, training))
+    return out
+
+
 # ---- bottleneck adapters (AdapterHub, measured in its own virtualenv) ----------------------------------
 ADAPTER_METHODS = {
     "seq_bn": {"name": "adapter", "config": "seq_bn"},

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 import peft_footprint as pf
-from tests.cases import TINY, act_cases, drawn_cases, embedding_backward_cases, embedding_end_cases, outside_cases, padded_cases
+from tests.cases import (TINY, act_cases, drawn_cases, embedding_backward_cases, embedding_end_cases, outside_cases, padded_cases,
+                         one_token_query_cases, position_copy_cases)
 
 from tests.harness.measure import measure  # noqa: E402 - the test extras install torch, transformers, peft
 
@@ -317,6 +318,45 @@ def test_lora_on_the_input_embedding_backward_sets_the_peak(case):
     got = measure(cfg, method, training, what=("activations", "peak"))
     assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
     assert est["peak_at"].startswith("backward: ") and "embedding" in est["peak_at"]
+
+
+@pytest.mark.parametrize("case", position_copy_cases(), ids=[c[0] for c in position_copy_cases()])
+def test_embedding_copies_weight_gradients_set_the_peak(case):
+    """modules_to_save copies of the embeddings: their weight gradients come after every layer's backward. A
+    copy of the learned positions alone runs its backward while its saved indices live and, under checkpointing,
+    after the word embeddings' output (a leaf then) got its .grad: a clone of the gradient the sum hands both
+    its inputs, or OPT's project_in's input gradient (wider). Found by a random draw (-48 B); 24-168 B low
+    before."""
+    _, cfg, method, training = case
+    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
+    got = measure(cfg, method, training, what=("activations", "peak"))
+    assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
+    assert est["peak_at"] == "backward: embeddings' weight gradients"
+
+
+@pytest.mark.parametrize("case", one_token_query_cases(), ids=[c[0] for c in one_token_query_cases()])
+def test_prefix_tuning_with_a_one_token_query(case):
+    """transformers builds no sdpa mask for a one-token query (no per-layer additive mask, and sdpa's GQA path)
+    where nothing pads and no window slides, even with a prefix's cache. Found by a random draw: activations
+    0.5-133 % high before."""
+    _, cfg, method, training = case
+    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
+    got = measure(cfg, method, training, what=("activations", "peak"))
+    assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
+
+
+@pytest.mark.parametrize("mt", ["llama", "phi3"])
+def test_prefix_tuning_with_a_one_token_query_in_fp32_known_gap(mt):
+    """The known gap of the one-token query (docs/notes/activations.md, stop 23): in fp32, where the prefix's
+    gathered gradients set the peak, the estimate is 256-480 B per sequence low on these models (the size of the
+    token part of the bottom layer's key and value gradients; not yet traced). Activations exact; peak within
+    0.3 %."""
+    cfg, method = TINY[mt], {"name": "prefix_tuning", "num_virtual_tokens": 11}
+    training = {"batch_size": 2, "seq_len": 1, "dtype": "fp32", "attn_implementation": "sdpa"}
+    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
+    got = measure(cfg, method, training, what=("activations", "peak"))
+    assert est["activations_bytes"] == got["activations_bytes"]
+    assert abs(est["peak_bytes"] - got["peak_bytes"]) <= 0.003 * got["peak_bytes"]
 
 
 @pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])

@@ -25,6 +25,21 @@ def test_sweep_matches_estimate(model, method):
     assert grid["fits"].dtype == bool and grid["peak_bytes"].shape == (len(BS), len(SS))
 
 
+@pytest.mark.parametrize("model", ["meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-v0.1"])
+@pytest.mark.parametrize("options", [{}, {"padding_mask": True}, {"attn_implementation": "eager"}])
+def test_sweep_matches_estimate_at_a_one_token_query(model, options):
+    """A prefix's cache with a one-token query: under sdpa, unpadded, transformers builds no mask (the activation
+    model of length 1 is its own); sweep picks it at length 1 and the usual one elsewhere, as estimate() does."""
+    method = {"name": "prefix_tuning", "num_virtual_tokens": 11}
+    bs, ss = [1, 2], [1, 2, 9]
+    grid = pf.sweep(model, method, options, batch_sizes=bs, seq_lens=ss)
+    for i, b in enumerate(bs):
+        for j, s in enumerate(ss):
+            est = pf.estimate(model, method, {**options, "batch_size": b, "seq_len": s}).training
+            for key in ("activations_bytes", "peak_bytes"):
+                assert int(grid[key][i, j]) == est[key], (key, b, s)
+
+
 def test_sweep_is_monotonic_and_rejects_bad_grids():
     grid = pf.sweep("meta-llama/Llama-3.1-8B", "lora", batch_sizes=np.arange(1, 9), seq_lens=np.arange(128, 4097, 128))
     assert (np.diff(grid["peak_bytes"], axis=0) > 0).all() and (np.diff(grid["peak_bytes"], axis=1) > 0).all()

@@ -242,6 +242,9 @@ class Ctx:
     lora_dropout: float = 0.0
     attn: str = "sdpa"
     sliding_active: bool = False  # sequence reaches the sliding window: transformers builds a mask
+    # a query of one token (sequence length 1, no virtual tokens): transformers skips the sdpa mask it would build
+    # for a prefix's cache (_ignore_causal_mask_sdpa), where nothing pads and no window slides
+    query_one: bool = False
     batch_one: bool = False  # batch size 1: eager attention's matmuls fold (1, heads) without copying; the loss's labels
     padding_mask: bool = False  # batches come with an attention_mask
     q4: str | None = None  # QLoRA: the 4-bit layers' compute dtype
@@ -262,6 +265,7 @@ class Ctx:
     attn_weights: T | None = None
     scope: list = field(default_factory=list)  # what the base model's forward holds until it returns (embeddings, masks)
     positions: T | None = None  # the position ids the base model makes (an input of every checkpointed layer)
+    position_indices: int = -1  # the storage a trained learned-position embedding keeps for its backward
     prefix: T | None = None  # prefix tuning's past_key_values for all layers
 
     def drop(self, x: T, p: float, name: str) -> T:
@@ -707,6 +711,12 @@ def rotary_sliced(ctx: Ctx, q: T, k: T, nh: int, nkv: int, d: int, cos: T, sin: 
     return out[0], out[1]
 
 
+def _prefix_mask(ctx: Ctx) -> bool:
+    """Does a prefix's cache make transformers build an sdpa mask (keys longer than the queries)? Not for a query
+    of one token (:attr:`Ctx.query_one`)."""
+    return bool(ctx.kv_extra) and not ctx.query_one
+
+
 def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: str, mask: bool, softcap: bool = False,
               kv_len: Poly | None = None, gqa_ok: bool = True, contiguous: tuple[bool, bool, bool] = (False, False, False),
               softmax_fp32: bool = True, upcast: bool = False) -> T:
@@ -945,7 +955,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     else:
         kv_len = None
     impl = ctx.attn
-    mask = bool(ctx.kv_extra) or ctx.padding_mask or (layer_type == "sliding_attention" and ctx.sliding_active) or ctx.mask_always
+    mask = _prefix_mask(ctx) or ctx.padding_mask or (layer_type == "sliding_attention" and ctx.sliding_active) or ctx.mask_always
     cat_rotary = mt == "phi3"  # phi3's rotary ends in torch.cat: contiguous q and k
     # (adapters' own Llama/Mistral attention copied q, k and v laid out (b, heads, s, d): eager's matmuls take them
     # as they are)
@@ -1089,7 +1099,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
             g.keep(v)
         ctx.cache += [k, v]
     neox = mt == "gpt_neox"  # rotary ends in torch.cat: contiguous q and k
-    att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=bool(ctx.kv_extra) or ctx.padding_mask or ctx.mask_always, kv_len=kv_len,
+    att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=_prefix_mask(ctx) or ctx.padding_mask or ctx.mask_always, kv_len=kv_len,
                     contiguous=(neox, neox or bool(ctx.kv_extra), bool(ctx.kv_extra)),
                     softmax_fp32=mt != "gpt2" or bool(g.autocast),  # autocast runs softmax in fp32
                     upcast=mt == "gpt2" and impl == "eager" and bool(cfg.get("reorder_and_upcast_attn")))
@@ -1178,6 +1188,7 @@ def _ln_embeddings(ctx: Ctx, emb: T) -> T:
         pos = ctx.positions = g.new(ctx.seq, "int64", False, "position ids")
         if trains:
             g.save(pos)  # the wpe embedding keeps its indices for its weight gradient
+            ctx.position_indices = pos.sid
         ctx.scope += [pos, g.new(ctx.seq * cfg["hidden_size"], ctx.dtype, False, "position embeddings")]  # wpe: (1, s, h)
         x = g.add(emb, None, "wte+wpe", numel=emb.numel)
         x.rg = emb.rg or trains
@@ -1190,7 +1201,9 @@ def _ln_embeddings(ctx: Ctx, emb: T) -> T:
             ctx.scope.append(g.new(B * kv, "fp32", False, "attention mask ones"))
         pos = ctx.positions = g.new(B * kv, "int64", False, "position ids")
         if trains:  # OPTLearnedPositionalEmbedding looks up position_ids + 2: the embedding keeps those indices
-            g.save(g.new(B * ctx.seq, "int64", False, "position ids + offset"))
+            indices = g.new(B * ctx.seq, "int64", False, "position ids + offset")
+            g.save(indices)
+            ctx.position_indices = indices.sid
         pe = g.new(ctx.rows * cfg["hidden_size"], ctx.dtype, trains, "position embeddings")  # in the weights' dtype
         proj = next((m for m in layout.outer_linears if m.role == "project_in"), None)
         x = linear(ctx, emb, proj, None) if proj else emb
@@ -1230,13 +1243,14 @@ def _derived(cfg: dict[str, Any], name: str) -> Any:
     return _DERIVED[name](cfg)
 
 
-def activation_model(spec, method: Method, train, sliding_active: bool = False, batch_one: bool = False) -> ActivationModel:
+def activation_model(spec, method: Method, train, sliding_active: bool = False, batch_one: bool = False,
+                     query_one: bool = False) -> ActivationModel:
     """The activation polynomials of ``spec`` trained with ``method`` (the whole symbolic pass, nothing cached)."""
-    return _finish(*_build(spec.cfg, spec.layout, spec.layer_types, method, train, sliding_active, batch_one))
+    return _finish(*_build(spec.cfg, spec.layout, spec.layer_types, method, train, sliding_active, batch_one, query_one))
 
 
 def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: Method, train, sliding_active: bool,
-           batch_one: bool) -> tuple:
+           batch_one: bool, query_one: bool = False) -> tuple:
     """The symbolic pass: (activations, their terms, a steady layer's, its terms, every moment of the step as
     (kind, op, live bytes)); the peak candidates are picked from the moments by :func:`_finish`."""
     mt = cfg["model_type"]
@@ -1253,7 +1267,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     ctx = Ctx(g=g, cfg=cfg, layout=layout, method=method, dtype=dtype, rows=rows, seq=seq,
               kv_extra=method.prefix_tokens(), device=device, full=method.name == "full",
               attn="eager" if train.attn_implementation == "eager" else "sdpa", sliding_active=sliding_active,
-              padding_mask=train.padding_mask, batch_one=batch_one)  # flash_attention_2 saves what sdpa's flash kernel saves
+              padding_mask=train.padding_mask, batch_one=batch_one, query_one=query_one)  # flash_attention_2 saves what sdpa's flash kernel saves
     _setup(ctx)
     if isinstance(method, QLoRA):
         ctx.q4 = method.bnb_4bit_compute_dtype or train.weight_dtype
@@ -1331,7 +1345,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         kv = seq + _prefix_kept(ctx, kind)
         if ctx.attn == "eager":  # additive, in the model's dtype
             masks[kind] = g.new(B * seq * kv, dtype, False, f"causal mask ({kind})")
-        elif ctx.kv_extra or ctx.padding_mask or ctx.mask_always or (kind == "sliding_attention" and sliding_active):  # sdpa: bool, where built
+        elif _prefix_mask(ctx) or ctx.padding_mask or ctx.mask_always or (kind == "sliding_attention" and sliding_active):  # sdpa: bool, where built
             # no padding: batch dim 1 (but OPT always makes a 2-D mask of ones, which the mask is combined with)
             rows_mask = B * seq if (ctx.padding_mask or ctx.mask_always or mt == "opt") else seq
             masks[kind] = g.new(rows_mask * kv, "bool", False, f"attention mask ({kind})")
@@ -1511,8 +1525,21 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         top_moments += _prefix_backward(ctx, method, end + early - shared - cats * layout.num_layers, kv_dim)
     elif emb_trains or _embedding_trains(ctx, "position_embedding"):  # modules_to_save copies of the word and/or
         # position embeddings: their weight gradients come last (the positions' first; untied: copies)
-        top_moments.append(("backward: ", "embeddings' weight gradients",
-                            end + early - held_before(lambda k, st: k == first_input) + _copies(ctx, "embedding", "position_embedding")))
+        proj = next((m for m in layout.outer_linears if m.role == "project_in"), None)
+        if emb_trains:  # the word embedding's backward, the last: the positions' indices are gone
+            base = end + early - held_before(lambda k, st: k == first_input)
+            if proj is not None:  # OPT's project_in ran backward first: its input's gradient (the word embeddings'
+                # output's) replaces the layers' input's
+                base = base + ctx.rows * ((proj.in_features - proj.out_features) * esize(ctx.dtype))
+        else:  # the positions' backward, with its indices and the gradient of the layers' input alive
+            base = end + early - held_before(lambda k, st: k == first_input or k == ctx.position_indices)
+            if word_emb.rg and proj is not None:  # project_in's backward ran first: its input's gradient is the
+                # word embeddings' output's .grad (that output is a leaf under checkpointing)
+                base = base + ctx.rows * (proj.in_features * esize(ctx.dtype))
+            elif word_emb.rg and emb_lora is None:  # that leaf's AccumulateGrad ran first, on the gradient the sum
+                # hands both of its inputs: shared, it is cloned
+                base = base + word_emb.bytes()
+        top_moments.append(("backward: ", "embeddings' weight gradients", base + _copies(ctx, "embedding", "position_embedding")))
     if emb_lora is not None and x_first.fn is not None and not ctx.full:  # LoRA on the input embedding: its backward,
         # after every layer's (and a position embedding copy's, whose gradient stays) with the gradient of the
         # layers' input still alive; what its own nodes saved is alive until they run (the simulated backward frees it)
@@ -2308,17 +2335,19 @@ _SEEN: set[tuple] = set()  # structures computed once: the second one is recorde
 _MAX_RECORDINGS = 4  # recordings of one structure (their guards differ); beyond, the pass runs in full
 
 
-def structured_activation_model(spec, method: Method, train, sliding_active: bool, batch_one: bool, train_key: str) -> ActivationModel:
+def structured_activation_model(spec, method: Method, train, sliding_active: bool, batch_one: bool, train_key: str,
+                                query_one: bool = False) -> ActivationModel:
     """:func:`activation_model`, replaying the recorded pass of an earlier call with the same structure (model
     type, layer types, module layout, method and options; any sizes) when all its guards hold. A structure is
     recorded the second time it comes (recording costs about a third more than computing)."""
 
     def record() -> tuple:
-        raw, rec = _record_pass(spec, method, train, sliding_active, batch_one)
+        raw, rec = _record_pass(spec, method, train, sliding_active, batch_one, query_one)
         return _finish(*raw), rec
 
-    return replayed(_STRUCTURES, _SEEN, "activations", (*structure_key(spec, method), sliding_active, batch_one, train_key), spec, method,
-                    lambda: activation_model(spec, method, train, sliding_active, batch_one), record,
+    key = (*structure_key(spec, method), sliding_active, batch_one, train_key) + (("query one",) if query_one else ())
+    return replayed(_STRUCTURES, _SEEN, "activations", key, spec, method,
+                    lambda: activation_model(spec, method, train, sliding_active, batch_one, query_one), record,
                     lambda rec, packed: _model(rec.names, rec.degrees, packed), lazy=_Replayed)
 
 
@@ -2516,13 +2545,13 @@ def structure_key(spec, method: Method) -> tuple:
     return (*_once_per(spec, _model_key), _once_per(method, _method_key))
 
 
-def _record_pass(spec, method: Method, train, sliding_active: bool, batch_one: bool) -> tuple:
+def _record_pass(spec, method: Method, train, sliding_active: bool, batch_one: bool, query_one: bool = False) -> tuple:
     """The symbolic pass with the sizes as leaves of a tape; the recording (None if something was read that the
     tape cannot check)."""
     tape, getters, cfg, traced_layout, traced_method = traced_inputs(spec, method)
     trace.start(tape)
     try:
-        raw = _build(cfg, traced_layout, list(spec.layer_types), traced_method, train, sliding_active, batch_one)
+        raw = _build(cfg, traced_layout, list(spec.layer_types), traced_method, train, sliding_active, batch_one, query_one)
     finally:
         trace.stop()
     if tape.opaque:

@@ -94,8 +94,15 @@ def _sliding_active(spec: ModelSpec, method: Method, seq_len: int) -> bool:
     return seq_len + method.virtual_tokens() + method.prefix_tokens() >= window
 
 
+def _query_one(method: Method, train: TrainingSpec, seq_len: int) -> bool:
+    """A query of one token with a prefix's cache, under sdpa, unpadded: transformers builds no mask then
+    (_ignore_causal_mask_sdpa), where every longer query gets one (activations.Ctx.query_one)."""
+    return (seq_len == 1 and method.prefix_tokens() > 0 and method.virtual_tokens() == 0
+            and train.attn_implementation == "sdpa" and not train.padding_mask)
+
+
 def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: bool | None = None,
-                 batch_one: bool | None = None) -> ActivationModel:
+                 batch_one: bool | None = None, query_one: bool | None = None) -> ActivationModel:
     """The activation polynomials, cached per (model, method, training options other than batch and length);
     batch size 1 has a second set (eager attention's matmuls need no copies then, and the loss keeps the padded
     labels themselves)."""
@@ -103,10 +110,12 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: 
         sliding = _sliding_active(spec, method, train.seq_len)
     if batch_one is None:
         batch_one = train.batch_size == 1
+    if query_one is None:
+        query_one = _query_one(method, train, train.seq_len)
     # (the pass reads gradient accumulation only as on or off: a tied lm_head's gradient waits for the embedding's)
     options = train.model_dump_json(exclude={"batch_size", "seq_len", "optimizer", "retain_outputs", "use_cache",
                                              "gradient_accumulation_steps"}) + ("+accumulating" if train.gradient_accumulation_steps > 1 else "")
-    key = (id(spec), method_key(method), sliding, batch_one, options)
+    key = (id(spec), method_key(method), sliding, batch_one, query_one, options)
     hit = _ACTS.get(key)
     if hit is not None and hit[0] is spec:
         return hit[1]
@@ -114,9 +123,9 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: 
         _ACTS.clear()
     # only the loss's labels differ (but adapters' Mistral repeats its position ids to a batch > 1): no pass of its own
     if batch_one and train.attn_implementation != "eager" and not (method.name == "adapter" and spec.cfg["model_type"] == "mistral"):
-        model = _activations(spec, method, train, sliding, False).with_batch_one_labels(method.virtual_tokens())
+        model = _activations(spec, method, train, sliding, False, query_one).with_batch_one_labels(method.virtual_tokens())
     else:
-        model = structured_activation_model(spec, method, train, sliding, batch_one, options)
+        model = structured_activation_model(spec, method, train, sliding, batch_one, options, query_one)
     _ACTS[key] = (spec, model)
     return model
 
@@ -319,7 +328,7 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
     if bs.size == 0 or ss.size == 0 or (bs <= 0).any() or (ss <= 0).any():
         raise InvalidConfigError("batch_sizes/seq_lens", "empty or non-positive", "give positive integers")
     b, s = np.meshgrid(bs, ss, indexing="ij")
-    big = _activations(spec, meth, train, False, False).activations(int(bs.max()), int(ss.max())) + 4 * spec.num_params * 8
+    big = _activations(spec, meth, train, False, False, False).activations(int(bs.max()), int(ss.max())) + 4 * spec.num_params * 8
     if big > 2**62:  # beyond int64: exact Python integers in object arrays
         b, s = b.astype(object), s.astype(object)
     table = _table(spec, meth, train.weight_dtype)
@@ -331,15 +340,18 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
     acts = np.zeros_like(b)
     live = np.zeros_like(b)
     ones = (False, True) if (bs == 1).any() else (False,)
-    for sliding, one in ((sl, o) for sl in ((False, True) if window else (False,)) for o in ones):
+    queries = (False, True) if (ss == 1).any() and _query_one(meth, train, 1) else (False,)
+    for sliding, one, query_one in ((sl, o, q) for sl in ((False, True) if window else (False,)) for o in ones for q in queries):
         mask = (s + extra >= window) if window else np.ones_like(b, dtype=bool)
         if not sliding and window:
             mask = ~mask
         if len(ones) > 1:
             mask = mask & ((b == 1) if one else (b != 1))
+        if len(queries) > 1:
+            mask = mask & ((s == 1) if query_one else (s != 1))
         if not mask.any():
             continue
-        act = _activations(spec, meth, train, sliding, one)
+        act = _activations(spec, meth, train, sliding, one, query_one)
         every = mask.all()
         bm, sm = (b, s) if every else (b[mask], s[mask])  # only the points this model covers
         cands = _live_candidates(act, step_bytes, grads, bm, sm, train.gradient_accumulation_steps > 1)
