@@ -887,6 +887,11 @@ def _lin(layout: Layout, role: str) -> Linear | None:
     return None
 
 
+def _project_in(layout: Layout) -> Linear | None:
+    """OPT's project_in (``word_embed_proj_dim`` != ``hidden_size``): the word embeddings' projection, or None."""
+    return next((m for m in layout.outer_linears if m.role == "project_in"), None)
+
+
 def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) -> T:
     cfg, layout, g = ctx.cfg, ctx.layout, ctx.g
     mt = cfg["model_type"]
@@ -1205,7 +1210,7 @@ def _ln_embeddings(ctx: Ctx, emb: T) -> T:
             g.save(indices)
             ctx.position_indices = indices.sid
         pe = g.new(ctx.rows * cfg["hidden_size"], ctx.dtype, trains, "position embeddings")  # in the weights' dtype
-        proj = next((m for m in layout.outer_linears if m.role == "project_in"), None)
+        proj = _project_in(layout)
         x = linear(ctx, emb, proj, None) if proj else emb
         # inputs_embeds is rebound to project_in's output; the decoder holds it, the positions and the last layer's
         # LayerDrop draw (torch.rand([]) per layer in training) until it returns
@@ -1525,7 +1530,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         top_moments += _prefix_backward(ctx, method, end + early - shared - cats * layout.num_layers, kv_dim)
     elif emb_trains or _embedding_trains(ctx, "position_embedding"):  # modules_to_save copies of the word and/or
         # position embeddings: their weight gradients come last (the positions' first; untied: copies)
-        proj = next((m for m in layout.outer_linears if m.role == "project_in"), None)
+        proj = _project_in(layout)
         if emb_trains:  # the word embedding's backward, the last: the positions' indices are gone
             base = end + early - held_before(lambda k, st: k == first_input)
             if proj is not None:  # OPT's project_in ran backward first: its input's gradient (the word embeddings'
@@ -1547,8 +1552,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         base = end + early - held_before(lambda k, st: k == first_input or k in own) - x_first.bytes()
         if g.accumulating is None:
             base = base + _copies(ctx, "position_embedding")
-        alive = {k for k, st in enumerate(g.storages) if st.saved or st.output}
-        run = backward(g, x_first.fn, 0, ZERO, alive, first_grad=x_first.bytes())
+        run = backward(g, x_first.fn, 0, ZERO, g.alive_ids(), first_grad=x_first.bytes())
         top_moments += [("backward: ", g.nodes[n].name, base + p_) for n, p_ in run.moments]
     # which moments hold the loss's labels (for the batch-1 model, :meth:`ActivationModel.with_batch_one_labels`)
     # (2: the padded labels too, while the loss function runs)
@@ -1674,7 +1678,7 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
     node): what only the layers' nodes save of those (rotary cos/sin, an sdpa mask) goes inside the bottom layer's
     backward, after the last of its nodes that saves it (without checkpointing)."""
     lo, hi, first_storage = top
-    alive = {k for k, st in enumerate(g.storages) if st.saved or st.output}
+    alive = g.alive_ids()
     rc, held, in_held = _recompute(g, lo, hi, first_storage, len(g.storages), top_in) if gc else (None, ZERO, False)
     run = backward(g, loss.fn, lo, total, alive, rc)
     # what was made before the layers and only the top layer's nodes saved is gone already (not held to the end)
@@ -1793,7 +1797,7 @@ def _embedding_backward(ctx: Ctx, end: Poly, word_emb: T, tied: bool) -> list:
     weight = size("embedding")
     if fresh:
         end = end + size("position_embedding")
-    proj = next((m for m in ctx.layout.outer_linears if m.role == "project_in"), None)
+    proj = _project_in(ctx.layout)
     if proj is not None:  # OPT's project_in ran backward before them: its weight gradient made, its input's gradient
         # (the word embeddings' output's) in place of the wider one the simulation leaves at the layers' input
         e = esize(ctx.dtype)

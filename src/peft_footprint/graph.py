@@ -133,6 +133,10 @@ class Graph:
     def alive(self) -> list[Storage]:
         return [s for s in self.storages if s.saved or s.output]
 
+    def alive_ids(self) -> set[int]:
+        """The ids of :meth:`alive`'s storages."""
+        return {k for k, s in enumerate(self.storages) if s.saved or s.output}
+
     def alive_bytes(self) -> Poly:
         return Poly.sum(s.nbytes for s in self.storages if s.saved or s.output)
 
@@ -408,6 +412,9 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     live = live + buffers[root][0]
     ready = [-root]
 
+    def in_place(key: str) -> bool:  # a parameter's gradient added into an existing .grad (and then freed)
+        return key in params or (accumulating is not None and key not in accumulating)
+
     grew = [False]  # nothing freed since the last moment: a new one bounds it and replaces it
     recomputed: set[int] = set()  # saved storages the checkpoint recomputed
     held = set(recompute[5]) if recompute else set()
@@ -497,7 +504,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
                 push(n, live)
                 summed.append(ev)
             elif kind == "s" or kind == "c":
-                if not (ev[1] in params or (accumulating is not None and ev[1] not in accumulating)):
+                if not in_place(ev[1]):
                     if kind == "s":
                         gout[1] += 1  # (the .grad's reference: never released)
                     else:
@@ -507,7 +514,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             else:  # "w"
                 live = live + ev[2]
                 push(n, live)
-                if ev[1] in params or (accumulating is not None and ev[1] not in accumulating):
+                if in_place(ev[1]):
                     added = added + ev[2]
                 params.add(ev[1])
         live = unpacked(node, live)
