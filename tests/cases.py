@@ -632,6 +632,73 @@ def one_token_query_cases() -> list[tuple[str, dict, dict, dict]]:
     return out
 
 
+
+_ONE_TOKEN = [  # (model type, method, training options): batch 4 x 1 token
+    ("gpt_neox", {"name": "ia3"}, {"dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True}),
+    ("gpt_neox", {"name": "ia3"}, {"dtype": "fp32", "attn_implementation": "eager"}),
+    ("gpt_neox", {"name": "ia3"}, {"dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": True}),
+    ("gpt_neox", {"name": "lora", "r": 4}, {"dtype": "fp32", "attn_implementation": "eager", "gradient_checkpointing": True}),
+    ("llama", {"name": "lora", "r": 4}, {"dtype": "bf16", "attn_implementation": "eager"}),
+    ("qwen3", {"name": "full"}, {"dtype": "fp32", "mixed_precision": "bf16", "attn_implementation": "eager"}),
+    # sdpa: Phi-3's output transpose is contiguous already (its rotary cat lays q out (b, heads, s, d))
+    ("phi3", {"name": "ia3", "target_modules": ["o_proj", "down_proj", "gate_up_proj", "qkv_proj"],
+              "feedforward_modules": ["qkv_proj", "o_proj"]},
+     {"dtype": "fp32", "attn_implementation": "sdpa", "padding_mask": True, "gradient_checkpointing": True, "optimizer": "lion"}),
+    # slices of a projection fused along its last dim do not fold (GPT-2's q, k, v; Phi-3's v)
+    ("gpt2", {"name": "prefix_tuning", "num_virtual_tokens": 5}, {"dtype": "fp32", "attn_implementation": "eager"}),
+    ("gpt2", {"name": "lora", "r": 4}, {"dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": True}),
+    ("phi3", {"name": "full"}, {"dtype": "bf16", "attn_implementation": "eager"}),
+]
+
+
+def one_token_cases() -> list[tuple[str, dict, dict, dict]]:
+    """Sequences of one token (no virtual tokens), batch 4: a (b, heads, 1, d) tensor's transposes and reshapes are
+    views, so eager attention's matmuls copy none of q, k, v (but slices of a projection fused along its last
+    dim: GPT-2's, Phi-3's v) and the attention output's transpose is contiguous already. Found by random draws
+    (GPT-NeoX: 0.02-8 % low). (label, config, method, training)"""
+    out = []
+    for mt, method, options in _ONE_TOKEN:
+        training = {"batch_size": 4, "seq_len": 1, "gradient_checkpointing": False, "optimizer": "sgd", **options}
+        tags = [options["dtype"], options.get("mixed_precision", ""), options["attn_implementation"],
+                "padded" if options.get("padding_mask") else "", "ckpt" if options.get("gradient_checkpointing") else ""]
+        out.append(("-".join([mt, method["name"], "one-token", *filter(None, tags)]), TINY[mt], method, training))
+    return out
+
+
+def prefix_gather_cases() -> list[tuple[str, dict, dict, dict]]:
+    """Prefix tuning in fp32 with short sequences: the top layer's prefix gradients are gathered (select_backward
+    for its keys and values, then added) while every lower layer's whole concatenated key and value gradients
+    are alive, which sets the peak. (label, config, method, training)"""
+    out = []
+    for mt, layers, tokens, seq in (("llama", 2, 11, 1), ("phi3", 2, 11, 1), ("qwen3", 1, 11, 1), ("gpt_neox", 1, 5, 3),
+                                    ("opt", 2, 3, 1), ("granite", 2, 11, 1)):
+        cfg = dict(TINY[mt], num_hidden_layers=layers)
+        out.append((f"{mt}-L{layers}-prefix{tokens}-gather-s{seq}", cfg, {"name": "prefix_tuning", "num_virtual_tokens": tokens},
+                    {"batch_size": 2, "seq_len": seq, "dtype": "fp32", "attn_implementation": "sdpa", "gradient_checkpointing": False}))
+    return out
+
+
+_OPT_PROJ_LORA = {"model_type": "opt", "hidden_size": 128, "num_hidden_layers": 6, "num_attention_heads": 8, "ffn_dim": 147,
+                  "vocab_size": 423, "word_embed_proj_dim": 16, "max_position_embeddings": 64, **IDS}
+
+
+def project_in_cases() -> list[tuple[str, dict, dict, dict]]:
+    """LoRA on OPT-350m's project_in (``word_embed_proj_dim`` != ``hidden_size``; all-linear takes it): its
+    backward, after every layer's, sets the peak at a few tokens. Drawn (-2,852 B before), and around it.
+    (label, config, method, training)"""
+    out = []
+    for label, method, options in (
+            ("all-linear-bf16-ckpt", {"name": "lora", "r": 12, "lora_alpha": 32, "target_modules": "all-linear"},
+             {"dtype": "bf16", "gradient_checkpointing": True, "optimizer": "sgd_momentum"}),
+            ("project_in-fp16-ckpt-s1", {"name": "lora", "r": 12, "target_modules": ["project_in"]},
+             {"dtype": "fp16", "gradient_checkpointing": True, "seq_len": 1}),
+            ("project_in-out-fp16-ckpt-s1", {"name": "lora", "r": 12, "target_modules": ["project_in", "project_out"]},
+             {"dtype": "fp16", "gradient_checkpointing": True, "seq_len": 1})):
+        training = {"batch_size": 1, "seq_len": 2, "attn_implementation": "sdpa", "gradient_checkpointing": False, "optimizer": "sgd", **options}
+        out.append((f"opt-proj-lora-{label}", _OPT_PROJ_LORA, method, training))
+    return out
+
+
 # ---- bottleneck adapters (AdapterHub, measured in its own virtualenv) ----------------------------------
 ADAPTER_METHODS = {
     "seq_bn": {"name": "adapter", "config": "seq_bn"},
@@ -729,6 +796,12 @@ _ADAPTER_DRAWN = [
      {"dtype": "bf16", "attn_implementation": "sdpa", "batch_size": 4, "seq_len": 28},
      {"hidden_size": 48, "num_attention_heads": 3, "num_key_value_heads": 1, "head_dim": 12, "intermediate_size": 110, "vocab_size": 71,
       "query_pre_attn_scalar": 7, "attention_bias": True, "tie_word_embeddings": False, "hidden_activation": "gelu"}),
+    # stop 24: a one-token sequence under eager attention (q, k and v fold into (b * heads, 1, d) as views)
+    ("gemma2", 2, {"name": "adapter", "config": "pfeiffer", "use_gating": True},
+     {"dtype": "bf16", "attn_implementation": "eager", "batch_size": 4, "seq_len": 1, "gradient_checkpointing": True},
+     {"hidden_size": 36, "num_attention_heads": 6, "num_key_value_heads": 6, "head_dim": 24, "intermediate_size": 124,
+      "vocab_size": 178, "sliding_window": 3, "tie_word_embeddings": False, "attn_logit_softcapping": None,
+      "hidden_activation": "tanh"}),
 ]
 
 

@@ -242,9 +242,13 @@ class Ctx:
     lora_dropout: float = 0.0
     attn: str = "sdpa"
     sliding_active: bool = False  # sequence reaches the sliding window: transformers builds a mask
-    # a query of one token (sequence length 1, no virtual tokens): transformers skips the sdpa mask it would build
-    # for a prefix's cache (_ignore_causal_mask_sdpa), where nothing pads and no window slides
+    # a query of one token (sequence length 1, no virtual tokens; api._query_one): eager's matmuls fold it (and the
+    # keys, without a prefix) into (b * heads, 1, d) as views, and the attention output's transpose is contiguous
+    # already
     query_one: bool = False
+    # ... under sdpa, unpadded, with a prefix: transformers skips the mask it would build for the prefix's cache
+    # (_ignore_causal_mask_sdpa) where no window slides
+    one_token_unmasked: bool = False
     batch_one: bool = False  # batch size 1: eager attention's matmuls fold (1, heads) without copying; the loss's labels
     padding_mask: bool = False  # batches come with an attention_mask
     q4: str | None = None  # QLoRA: the 4-bit layers' compute dtype
@@ -713,15 +717,17 @@ def rotary_sliced(ctx: Ctx, q: T, k: T, nh: int, nkv: int, d: int, cos: T, sin: 
 
 def _prefix_mask(ctx: Ctx) -> bool:
     """Does a prefix's cache make transformers build an sdpa mask (keys longer than the queries)? Not for a query
-    of one token (:attr:`Ctx.query_one`)."""
-    return bool(ctx.kv_extra) and not ctx.query_one
+    of one token (:attr:`Ctx.one_token_unmasked`)."""
+    return bool(ctx.kv_extra) and not ctx.one_token_unmasked
 
 
 def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: str, mask: bool, softcap: bool = False,
               kv_len: Poly | None = None, gqa_ok: bool = True, contiguous: tuple[bool, bool, bool] = (False, False, False),
-              softmax_fp32: bool = True, upcast: bool = False) -> T:
+              softmax_fp32: bool = True, upcast: bool = False, folds: tuple[bool, bool, bool] = (True, True, True)) -> T:
     """Scaled dot-product attention as transformers calls it; returns the (b, s, nh*d) input of o_proj. ``upcast``:
-    GPT-2's eager ``_upcast_and_reordered_attn`` (``reorder_and_upcast_attn``)."""
+    GPT-2's eager ``_upcast_and_reordered_attn`` (``reorder_and_upcast_attn``). ``folds``: whether q, k and v, one
+    token long, fold (b, heads) into one dim as views: not where they are slices of a projection fused along its
+    last dim (GPT-2's c_attn, Phi-3's qkv_proj: the batch's stride spans all three)."""
     g = ctx.g
     b_seq = ctx.rows  # b * S
     kvl = kv_len if kv_len is not None else ctx.seq
@@ -752,6 +758,10 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         # eager_attention_forward repeats k and v in their own dtype (key_states, value_states: held until it
         # returns); each matmul casts its operands under autocast when it runs
         one = ctx.batch_one
+        # a one-token query: (b, heads, 1, d) folds into (b * heads, 1, d) whatever its layout; so do the keys and
+        # values where they have one token too (no prefix), but a stride-0 repeat of one kv head
+        q_one = ctx.query_one and folds[0]
+        k_one, v_one = (ctx.query_one and not ctx.kv_extra and not (rep > 1 and nkv == 1) and f for f in folds[1:])
         held: list = []
         bound: list = []  # the upcast path's reshaped q and k
         # one kv head: repeat_kv is a stride-0 view, copied by each matmul when it runs (if b > 1)
@@ -764,8 +774,8 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             # -2).reshape(...) (locals until it returns); with autocast off, baddbmm(attn_weights, q.float(), k.float(),
             # beta=0, alpha=scaling): no scaling op, and the preallocated tensor is bound until baddbmm returns
             empty = g.new(probs_n, "fp32", False, "upcast attn_weights (empty)")
-            q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
-            k2 = k if contiguous[1] or one else kv_copy(k, "k transpose copy")
+            q2 = q if contiguous[0] or one or q_one else g.copy(q, "q reshape")
+            k2 = k if contiguous[1] or one or k_one else kv_copy(k, "k transpose copy")
             bound = [q2, k2]
             q_dtype = v.dtype  # attn_weights.type(value.dtype)
             scores = _matmul(g, g.to(q2, "fp32", "q float"), g.to(k2, "fp32", "k float"), probs_n, "scores (baddbmm)")
@@ -776,10 +786,10 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
                 k2 = g.autocast_input(held[0], "k")
             else:
                 k = g.autocast_input(k, "k")
-                k2 = k if (contiguous[1] and not stride0) or one or viewed[0] else kv_copy(k, "k transpose copy")
+                k2 = k if (contiguous[1] and not stride0) or one or viewed[0] or k_one else kv_copy(k, "k transpose copy")
             q_dtype = q.dtype  # softmax(...).to(query.dtype): fp32 where a q_norm with fp32 weights promoted it
             q = g.autocast_input(q, "q")
-            q2 = q if contiguous[0] or one else g.copy(q, "q reshape")
+            q2 = q if contiguous[0] or one or q_one else g.copy(q, "q reshape")
             scores = _matmul(g, q2, k2, probs_n, "scores")  # keeps each operand for the other's gradient
             g.touch(q, k)  # matmul's arguments while it runs (under autocast its casts, copied by its reshapes)
         mask_value = None
@@ -813,10 +823,11 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             v2 = g.autocast_input(held[1], "v")
         else:
             v = g.autocast_input(v, "v")
-            v2 = v if (contiguous[2] and not stride0) or one or viewed[1] else kv_copy(v, "v reshape copy")
+            v2 = v if (contiguous[2] and not stride0) or one or viewed[1] or v_one else kv_copy(v, "v reshape copy")
         out = _matmul(g, g.autocast_input(probs, "probs"), v2, b_seq * (nh * d), "attn out")
         g.touch(v, mask_value, *bound)  # (matmul's argument while it runs; locals of the attention function until it returns)
-        out = g.copy(out, "attn out transpose")
+        if not ctx.query_one:  # (b, heads, 1, d) transposed is contiguous already
+            out = g.copy(out, "attn out transpose")
         g.touch(*held)
         ctx.attn_weights = probs
         return out
@@ -838,9 +849,10 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
     prog = [("g", i, t.bytes()) for i, t in enumerate((q, k, v)) if t.rg]
     out = g.node(out, [q, k, v], prog, saved, "sdpa")
     g.touch(additive)  # (made and freed inside the op)
-    if contiguous[0] and impl == "sdpa":  # sdpa_attention_forward's ``attn_output.transpose(1, 2).contiguous()``:
-        # the kernel's output follows q's layout, so a q laid out (b, heads, s, d) -- Phi-3's rotary cat, adapters'
-        # own Llama/Mistral repeat -- gives an output whose transpose is copied, while repeat_kv's copies are alive
+    if contiguous[0] and impl == "sdpa" and not ctx.query_one:  # sdpa_attention_forward's ``attn_output.transpose(1,
+        # 2).contiguous()``: the kernel's output follows q's layout, so a q laid out (b, heads, s, d) -- Phi-3's rotary
+        # cat, adapters' own Llama/Mistral repeat -- gives an output whose transpose is copied, while repeat_kv's
+        # copies are alive (but for a one-token query: contiguous already)
         out = g.copy(out, "attn out contiguous")
     g.touch(*held)
     return out
@@ -966,7 +978,8 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     # as they are)
     a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, kv_len=kv_len,
                   softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping")),
-                  contiguous=(cat_rotary or own, cat_rotary or own or bool(ctx.kv_extra), own or bool(ctx.kv_extra)))
+                  contiguous=(cat_rotary or own, cat_rotary or own or bool(ctx.kv_extra), own or bool(ctx.kv_extra)),
+                  folds=(True, True, mt != "phi3"))  # (Phi-3's v: a slice of qkv_proj's output)
     def close(o: T, residual: T, norm_name: str, place: str) -> T:
         """A branch's output: Olmo2's / Gemma2's post-norm, Granite's residual multiplier, the residual add."""
         if post_norm_only:
@@ -1107,7 +1120,8 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=_prefix_mask(ctx) or ctx.padding_mask or ctx.mask_always, kv_len=kv_len,
                     contiguous=(neox, neox or bool(ctx.kv_extra), bool(ctx.kv_extra)),
                     softmax_fp32=mt != "gpt2" or bool(g.autocast),  # autocast runs softmax in fp32
-                    upcast=mt == "gpt2" and impl == "eager" and bool(cfg.get("reorder_and_upcast_attn")))
+                    upcast=mt == "gpt2" and impl == "eager" and bool(cfg.get("reorder_and_upcast_attn")),
+                    folds=(mt != "gpt2",) * 3)  # (GPT-2's q, k, v: slices of c_attn's output; GPT-NeoX's fold)
     if mt == "gpt_neox" and impl == "sdpa":
         att = g.copy(att, "attn out contiguous")
     o = linear(ctx, att, _lin(layout, "o"), i)
@@ -1272,7 +1286,9 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     ctx = Ctx(g=g, cfg=cfg, layout=layout, method=method, dtype=dtype, rows=rows, seq=seq,
               kv_extra=method.prefix_tokens(), device=device, full=method.name == "full",
               attn="eager" if train.attn_implementation == "eager" else "sdpa", sliding_active=sliding_active,
-              padding_mask=train.padding_mask, batch_one=batch_one, query_one=query_one)  # flash_attention_2 saves what sdpa's flash kernel saves
+              padding_mask=train.padding_mask, batch_one=batch_one, query_one=query_one,
+              one_token_unmasked=query_one and train.attn_implementation == "sdpa" and not train.padding_mask)
+    # (flash_attention_2 saves what sdpa's flash kernel saves)
     _setup(ctx)
     if isinstance(method, QLoRA):
         ctx.q4 = method.bnb_4bit_compute_dtype or train.weight_dtype
@@ -1527,7 +1543,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         # the prefix encoder's own saved tensors are still alive)
         cats = Poly.sum([st.nbytes for st in g.storages[top_storages:] if st.name.endswith(("prefix cat k", "prefix cat v"))])
         shared = held_before(lambda k, st: st.name.startswith("prefix"))
-        top_moments += _prefix_backward(ctx, method, end + early - shared - cats * layout.num_layers, kv_dim)
+        top_moments += _prefix_backward(ctx, method, end + early - shared - cats * layout.num_layers, kv_dim, cats)
     elif emb_trains or _embedding_trains(ctx, "position_embedding"):  # modules_to_save copies of the word and/or
         # position embeddings: their weight gradients come last (the positions' first; untied: copies)
         proj = _project_in(layout)
@@ -1545,7 +1561,11 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
                 # hands both of its inputs: shared, it is cloned
                 base = base + word_emb.bytes()
         top_moments.append(("backward: ", "embeddings' weight gradients", base + _copies(ctx, "embedding", "position_embedding")))
-    if emb_lora is not None and x_first.fn is not None and not ctx.full:  # LoRA on the input embedding: its backward,
+    proj = _project_in(layout)
+    proj_lora = (proj is not None and proj.path in ctx.lora_outer
+                 and not (emb_trains or _embedding_trains(ctx, "position_embedding")))  # (with copies: not yet)
+    if (emb_lora is not None or proj_lora) and x_first.fn is not None and not ctx.full:
+        # LoRA on the input embedding or on OPT's project_in: their backward,
         # after every layer's (and a position embedding copy's, whose gradient stays) with the gradient of the
         # layers' input still alive; what its own nodes saved is alive until they run (the simulated backward frees it)
         own = {sid for node in g.nodes[:layer_nodes] for sid in node.saved}
@@ -1810,19 +1830,24 @@ def _embedding_backward(ctx: Ctx, end: Poly, word_emb: T, tied: bool) -> list:
     return out
 
 
-def _prefix_backward(ctx: Ctx, method: Method, base: Poly, kv_dim: int) -> list:
+def _prefix_backward(ctx: Ctx, method: Method, base: Poly, kv_dim: int, cats: Poly) -> list:
     """The last moments of a prefix-tuning backward, after every layer's: each layer's keys' and values' gradients
-    were gathered into one (2, b, heads, n, d) tensor (select_backward, then added); the split's backward cats them
-    all (b x n x 2L x kv, in the model's dtype), the view's backward makes the permuted gradient contiguous
-    (a clone), the cast's backward makes it fp32; then the prefix encoder's backward: the embedding's dense weight
-    gradient, or with prefix_projection the two linears' (input gradient, weight, bias) and tanh's. ``base``: what
-    else is alive after the bottom layer (outputs, the encoder's saved tensors, the other gradients): the
-    simulation's live bytes then, less each layer's whole concatenated key/value gradients, which it holds where
-    PyTorch holds the gathered (2, b, heads, n, d) ones."""
+    are gathered into one (2, b, heads, n, d) tensor (select_backward for each, then added), the top layer's
+    first: its gathered gradient is made while every lower layer's whole concatenated key and value gradients
+    (``cats`` each: the prefix's part is a view of them) are alive; the split's backward cats them all (b x n x
+    2L x kv, in the model's dtype), the view's backward makes the permuted gradient contiguous (a clone), the
+    cast's backward makes it fp32; then the prefix encoder's backward: the embedding's dense weight gradient, or
+    with prefix_projection the two linears' (input gradient, weight, bias) and tanh's. ``base``: what else is
+    alive after the bottom layer (outputs, the encoder's saved tensors, the other gradients): the simulation's
+    live bytes then, less each layer's whole concatenated key/value gradients, which it holds where PyTorch
+    holds the gathered (2, b, heads, n, d) ones."""
     e = esize(ctx.dtype)
     full = ctx.prefix.numel  # b x n x 2L x kv
     gathered = full * e
-    out = [("backward: ", "prefix split (cat of the layers' gradients)", base + gathered * 2),
+    one = B * (ctx.kv_extra * 2 * kv_dim * e)  # one layer's gathered gradient
+    out = [("backward: ", "prefix gather (the top layer's key and value gradients added)",
+            base + cats * (ctx.layout.num_layers - 1) + one * 3),
+           ("backward: ", "prefix split (cat of the layers' gradients)", base + gathered * 2),
            ("backward: ", "prefix view (contiguous)", base + gathered * 2)]
     grad = base + gathered
     if ctx.dtype != "fp32":

@@ -95,10 +95,11 @@ def _sliding_active(spec: ModelSpec, method: Method, seq_len: int) -> bool:
 
 
 def _query_one(method: Method, train: TrainingSpec, seq_len: int) -> bool:
-    """A query of one token with a prefix's cache, under sdpa, unpadded: transformers builds no mask then
-    (_ignore_causal_mask_sdpa), where every longer query gets one (activations.Ctx.query_one)."""
-    return (seq_len == 1 and method.prefix_tokens() > 0 and method.virtual_tokens() == 0
-            and train.attn_implementation == "sdpa" and not train.padding_mask)
+    """A query of one token (no virtual tokens): an activation model of its own (activations.Ctx.query_one), since
+    a (b, heads, 1, d) tensor's transposes and reshapes are views (eager's matmuls copy none of q, k, v; the
+    attention output's transpose is contiguous already), and with a prefix's cache under sdpa, unpadded,
+    transformers builds no mask (_ignore_causal_mask_sdpa), where every longer query gets one."""
+    return seq_len == 1 and method.virtual_tokens() == 0
 
 
 def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: bool | None = None,
