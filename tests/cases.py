@@ -699,6 +699,28 @@ def project_in_cases() -> list[tuple[str, dict, dict, dict]]:
     return out
 
 
+_MISTRAL_V40 = {"model_type": "mistral", "hidden_size": 96, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 3,
+                "intermediate_size": 120, "vocab_size": 40, "sliding_window": 8, "max_position_embeddings": 128,
+                "tie_word_embeddings": False, **IDS}
+_NO_QK = {"name": "lora", "r": 9, "lora_alpha": 8, "target_modules": ["lm_head", "o_proj", "up_proj", "v_proj", "gate_proj", "down_proj"],
+          "bias": "lora_only"}
+
+
+def bottom_layer_cases() -> list[tuple[str, dict, dict, dict]]:
+    """LoRA that leaves q_proj and k_proj frozen, without checkpointing: in the bottom layer (its input needs no
+    grad) q and k need none, so its rotary saves no cos/sin (the layers above freed them before its backward),
+    and sdpa's flash kernel returns the gradients of q and k all the same (freed as it returns). The bottom
+    layer's backward sets the peak here. Drawn (mistral, 1 token: +64 B, fp32 -1,408 B). (label, config,
+    method, training)"""
+    out = []
+    for dtype, b, s, padded in (("bf16", 2, 2, True), ("bf16", 1, 4, True), ("bf16", 2, 2, False), ("fp32", 1, 2, True),
+                                ("fp32", 4, 1, True)):
+        training = {"batch_size": b, "seq_len": s, "dtype": dtype, "attn_implementation": "sdpa", "padding_mask": padded,
+                    "gradient_checkpointing": False, "optimizer": "sgd_momentum"}
+        out.append((f"mistral-lora-no-qk-{dtype}-b{b}s{s}{'-padded' if padded else ''}", _MISTRAL_V40, _NO_QK, training))
+    return out
+
+
 # ---- bottleneck adapters (AdapterHub, measured in its own virtualenv) ----------------------------------
 ADAPTER_METHODS = {
     "seq_bn": {"name": "adapter", "config": "seq_bn"},

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 import peft_footprint as pf
-from tests.cases import (TINY, act_cases, drawn_cases, embedding_backward_cases, embedding_end_cases, outside_cases, padded_cases,
-                         one_token_cases, one_token_query_cases, position_copy_cases,
+from tests.cases import (TINY, act_cases, bottom_layer_cases, drawn_cases, embedding_backward_cases, embedding_end_cases,
+                         one_token_cases, one_token_query_cases, outside_cases, padded_cases, position_copy_cases,
                          prefix_gather_cases, project_in_cases)
 
 from tests.harness.measure import measure  # noqa: E402 - the test extras install torch, transformers, peft
@@ -369,6 +369,18 @@ def test_one_token_sequences(case):
     est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
     got = measure(cfg, method, training, what=("activations", "peak"))
     assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
+
+
+@pytest.mark.parametrize("case", bottom_layer_cases(), ids=[c[0] for c in bottom_layer_cases()])
+def test_bottom_layer_with_q_and_k_frozen(case):
+    """LoRA leaving q_proj and k_proj frozen: the bottom layer's rotary saves no cos/sin (gone before its backward)
+    and sdpa's flash kernel returns the gradients of q and k anyway (freed as it returns). The bottom layer's
+    backward sets the peak; 64-1,536 B off before."""
+    _, cfg, method, training = case
+    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
+    got = measure(cfg, method, training, what=("activations", "peak"))
+    assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
+    assert est["peak_at"].startswith("backward of the bottom layer")
 
 
 @pytest.mark.parametrize("case", project_in_cases(), ids=[c[0] for c in project_in_cases()])

@@ -846,7 +846,11 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
     out = g.new(b_seq * (nh * d), q.dtype, rg, "sdpa out")
     lse = g.new(b_seq * nh, "fp32", False, "sdpa logsumexp")
     saved = (q, k, v, out, lse) + ((additive,) if rg and additive is not None else ())
-    prog = [("g", i, t.bytes()) for i, t in enumerate((q, k, v)) if t.rg]
+    # a flash kernel's backward returns the gradients of all three, those no input needs freed as it returns
+    # (the CPU kernel's, measured; on CUDA, flash where nothing masks and the dtype is half, per derivatives.yaml:
+    # the memory-efficient kernel takes a grad_input_mask)
+    every = rg and (ctx.device == "cpu" or (not mask and q.dtype in ("bf16", "fp16")))
+    prog = [("g", i, t.bytes()) if t.rg else ("a", t.bytes()) for i, t in enumerate((q, k, v)) if t.rg or every]
     out = g.node(out, [q, k, v], prog, saved, "sdpa")
     g.touch(additive)  # (made and freed inside the op)
     if contiguous[0] and impl == "sdpa" and not ctx.query_one:  # sdpa_attention_forward's ``attn_output.transpose(1,
@@ -1786,7 +1790,8 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
 
 def _bottom_frees(g: Graph, sig: tuple, ranges: dict, before_layers: tuple) -> tuple | None:
     """(the node after which they go, their bytes) for the storages made before the layers that only the layers'
-    nodes save, in the bottom layer's backward (its kind's nodes stand in for it); None if there are none."""
+    nodes save, in the bottom layer's backward (its kind's nodes stand in for it; every node, where it saves none
+    of them); None if there are none."""
     count, first_input, lo = before_layers
     if sig not in ranges or not count:
         return None
@@ -1797,8 +1802,9 @@ def _bottom_frees(g: Graph, sig: tuple, ranges: dict, before_layers: tuple) -> t
            and k != first_input and k not in outer}
     f0, f1 = ranges[sig]
     savers = [n for n in range(f0, f1) if pre.intersection(nodes[n].saved)]
-    if not savers:
-        return None
+    if not savers:  # the bottom layer saves none of them (LoRA leaves its q and k frozen, and its input needs no
+        # grad): the layers above saved them, and freed them before its backward starts
+        return (f1, Poly.sum(storages[k].nbytes for k in sorted(pre))) if pre else None
     held = {sid for n in savers for sid in nodes[n].saved if sid in pre}
     return min(savers), Poly.sum(storages[k].nbytes for k in sorted(held))
 
