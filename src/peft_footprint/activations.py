@@ -758,8 +758,9 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         # eager_attention_forward repeats k and v in their own dtype (key_states, value_states: held until it
         # returns); each matmul casts its operands under autocast when it runs
         one = ctx.batch_one
-        # a one-token query: (b, heads, 1, d) folds into (b * heads, 1, d) whatever its layout; so do the keys and
-        # values where they have one token too (no prefix), but a stride-0 repeat of one kv head
+        # a one-token query: (b, heads, 1, d) folds into (b * heads, 1, d) as a view (but a slice of a projection
+        # fused along its last dim: ``folds``); so do the keys and values where they have one token too (no
+        # prefix), but a stride-0 repeat of one kv head
         q_one = ctx.query_one and folds[0]
         k_one, v_one = (ctx.query_one and not ctx.kv_extra and not (rep > 1 and nkv == 1) and f for f in folds[1:])
         held: list = []
@@ -1540,6 +1541,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         return Poly.sum([st.nbytes for k, st in enumerate(g.storages[:below_layers])
                          if (st.saved or st.pinned) and not st.output and not skip(k, st) and k not in gone])
 
+    proj = _project_in(layout)  # (OPT-350m's)
     if ctx.full:
         top_moments += _embedding_backward(ctx, end + early - held_before(lambda k, st: k == first_input), word_emb, lm.tied)
     elif ctx.kv_extra and all(_prefix_kept(ctx, t) == ctx.kv_extra for t in layer_types):
@@ -1550,7 +1552,6 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         top_moments += _prefix_backward(ctx, method, end + early - shared - cats * layout.num_layers, kv_dim, cats)
     elif emb_trains or _embedding_trains(ctx, "position_embedding"):  # modules_to_save copies of the word and/or
         # position embeddings: their weight gradients come last (the positions' first; untied: copies)
-        proj = _project_in(layout)
         if emb_trains:  # the word embedding's backward, the last: the positions' indices are gone
             base = end + early - held_before(lambda k, st: k == first_input)
             if proj is not None:  # OPT's project_in ran backward first: its input's gradient (the word embeddings'
@@ -1565,7 +1566,6 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
                 # hands both of its inputs: shared, it is cloned
                 base = base + word_emb.bytes()
         top_moments.append(("backward: ", "embeddings' weight gradients", base + _copies(ctx, "embedding", "position_embedding")))
-    proj = _project_in(layout)
     proj_lora = (proj is not None and proj.path in ctx.lora_outer
                  and not (emb_trains or _embedding_trains(ctx, "position_embedding")))  # (with copies: not yet)
     if (emb_lora is not None or proj_lora) and x_first.fn is not None and not ctx.full:
