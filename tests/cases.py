@@ -721,6 +721,29 @@ def bottom_layer_cases() -> list[tuple[str, dict, dict, dict]]:
     return out
 
 
+_GEMMA3_MIXED = {"model_type": "gemma3_text", "hidden_size": 80, "num_hidden_layers": 6, "num_attention_heads": 8,
+                 "num_key_value_heads": 8, "head_dim": 24, "intermediate_size": 278, "vocab_size": 429, "sliding_window": 8,
+                 "max_position_embeddings": 128, **IDS}
+
+
+def rotary_kind_cases() -> list[tuple[str, dict, dict, dict]]:
+    """Gemma3's two rotary pairs (local for sliding layers, global for full ones), full fine-tuning without
+    checkpointing: a pair that only one kind of layer saves goes once the lowest layer of that kind is done,
+    not once per layer of it. The embeddings' weight gradients, after every layer, set the peak. Drawn (-1,440 B:
+    five sliding layers each freed the pair). (label, config, method, training)"""
+    out = []
+    for label, layers, extra, options in (
+            ("L6-top-full-tied-bf16-eager", 6, {}, {"dtype": "bf16", "attn_implementation": "eager"}),
+            ("L7-top-sliding-tied-fp32", 7, {}, {"dtype": "fp32", "attn_implementation": "sdpa"}),
+            ("L6-untied-fp16", 6, {"tie_word_embeddings": False}, {"dtype": "fp16", "attn_implementation": "sdpa"}),
+            ("L4-alternating-bf16", 4, {"layer_types": ["sliding_attention", "full_attention"] * 2},
+             {"dtype": "bf16", "attn_implementation": "sdpa"})):
+        cfg = dict(_GEMMA3_MIXED, num_hidden_layers=layers, **extra)
+        training = {"batch_size": 3, "seq_len": 3, "gradient_checkpointing": False, "optimizer": "sgd", **options}
+        out.append((f"gemma3-full-{label}", cfg, {"name": "full"}, training))
+    return out
+
+
 # ---- bottleneck adapters (AdapterHub, measured in its own virtualenv) ----------------------------------
 ADAPTER_METHODS = {
     "seq_bn": {"name": "adapter", "config": "seq_bn"},

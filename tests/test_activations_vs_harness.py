@@ -12,7 +12,7 @@ import pytest
 import peft_footprint as pf
 from tests.cases import (TINY, act_cases, bottom_layer_cases, drawn_cases, embedding_backward_cases, embedding_end_cases,
                          one_token_cases, one_token_query_cases, outside_cases, padded_cases, position_copy_cases,
-                         prefix_gather_cases, project_in_cases)
+                         prefix_gather_cases, project_in_cases, rotary_kind_cases)
 
 from tests.harness.measure import measure  # noqa: E402 - the test extras install torch, transformers, peft
 
@@ -381,6 +381,17 @@ def test_bottom_layer_with_q_and_k_frozen(case):
     got = measure(cfg, method, training, what=("activations", "peak"))
     assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
     assert est["peak_at"].startswith("backward of the bottom layer")
+
+
+@pytest.mark.parametrize("case", rotary_kind_cases(), ids=[c[0] for c in rotary_kind_cases()])
+def test_one_kinds_rotary_pair_goes_once(case):
+    """Gemma3's rotary pair that only one kind of layer saves is freed once, after the lowest layer of that kind
+    (the first of the kind, simulated on its own, used to free it for every layer of the kind)."""
+    _, cfg, method, training = case
+    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
+    got = measure(cfg, method, training, what=("activations", "peak"))
+    assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
+    assert "embed_tokens" in est["peak_at"]
 
 
 @pytest.mark.parametrize("case", project_in_cases(), ids=[c[0] for c in project_in_cases()])

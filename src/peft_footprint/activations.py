@@ -1743,6 +1743,15 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
     at_node: dict[tuple, list] = {}
     ranges = {sigs[-1]: (lo, hi)}
     delta: dict[tuple, Poly] = {}
+    # what was made before the layers and only one kind's nodes save (Gemma3's other rotary pair): the first of
+    # the kind, run on its own, must not free it (its copies above save it too, uncounted); it goes once the
+    # lowest layer of that kind is done
+    savers_of: dict[int, list] = {}
+    for n_, node in enumerate(nodes if not gc else ()):  # (checkpointing: ``by_kind``)
+        for sid in node.saved:
+            if sid < before_layers[0] and sid in alive and sid != before_layers[1]:  # (not the layers' input)
+                savers_of.setdefault(sid, []).append(n_)
+    kind_only: dict[tuple, set] = {}
     for j in range(len(sigs) - 1):
         sig, key = sigs[j], key_of(j)
         if key in profiles:
@@ -1760,20 +1769,26 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
             continue
         f0, f1, s0, s1, x_in, x_out = instances[sig]
         rc_, _, in_held_ = recomputes[sig]
-        r = backward(g, x_out.fn, f0, ZERO, alive, rc_[:6] + (freed,) if freed else rc_, first_grad=x_out.bytes())
+        own = kind_only.setdefault(sig, {k for k, ns in savers_of.items() if all(f0 <= n_ < f1 for n_ in ns)})
+        r = backward(g, x_out.fn, f0, ZERO, alive - own, rc_[:6] + (freed,) if freed else rc_, first_grad=x_out.bytes())
         at = r.start_of[max(n for n in r.start_of if f0 <= n < f1)]
         profiles[key] = [(nodes[n].name, p - at) for n, p in r.moments if f0 <= n < f1]
         at_node[key], ranges[sig] = [n for n, _ in r.moments if f0 <= n < f1], (f0, f1)
         delta[key] = r.end - at - kept_input(x_in, in_held_)
     lowest: dict = {}
+    lowest_sig: dict = {}
     for j, sig in enumerate(sigs):
         lowest.setdefault(sig[2], j)
+        lowest_sig.setdefault(sig, j)
     early = ZERO
     starts: dict[tuple, list] = {}
     for j in range(len(sigs) - 2, -1, -1):  # live bytes as layer j's backward starts
         start = start + (top_delta if j == len(sigs) - 2 else delta[key_of(j + 1)])
         if by_kind and lowest[sigs[j + 1][2]] == j + 1:  # the last checkpoint of that kind is gone
             freed = Poly.sum(by_kind.get(sigs[j + 1][2], []))
+            start, early = start - freed, early + freed
+        if kind_only.get(sigs[j + 1]) and lowest_sig[sigs[j + 1]] == j + 1:  # ... and what only that kind saved
+            freed = Poly.sum(g.storages[k].nbytes for k in sorted(kind_only[sigs[j + 1]]))
             start, early = start - freed, early + freed
         starts.setdefault(key_of(j), []).append((j, start))
     bottom_key = key_of(0)
