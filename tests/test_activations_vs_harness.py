@@ -20,6 +20,16 @@ CASES = act_cases()
 # activations and peak are held to the byte (docs/validation.md: every case exact since stop 16; the issue asks 3 %)
 
 
+def _exact(case) -> dict:
+    """The estimate of a (label, config, method, training) case, held to the byte against the harness (activations
+    and peak); returns the estimate's training figures."""
+    _, cfg, method, training = case
+    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
+    got = measure(cfg, method, training, what=("activations", "peak"))
+    assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
+    return est
+
+
 def _id(case):
     mt, mid, _, t = case
     return f"{mt}-{mid}-{t['dtype']}{'+autocast' if t.get('mixed_precision') else ''}-{t['attn_implementation']}-{'gc' if t['gradient_checkpointing'] else 'nogc'}-b{t['batch_size']}s{t['seq_len']}"
@@ -314,10 +324,7 @@ def test_lora_on_the_input_embedding_backward_sets_the_peak(case):
     that moment, after every layer's backward, is the step's peak. Found by a random draw (-103,040 B, 9 %):
     the simulation stopped at the layers' input. (A learned position embedding's modules_to_save copy: its
     backward runs first, and its gradient stays; 8-25 % low before.)"""
-    _, cfg, method, training = case
-    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
-    got = measure(cfg, method, training, what=("activations", "peak"))
-    assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
+    est = _exact(case)
     assert est["peak_at"].startswith("backward: ") and "embedding" in est["peak_at"]
 
 
@@ -328,10 +335,7 @@ def test_embedding_copies_weight_gradients_set_the_peak(case):
     after the word embeddings' output (a leaf then) got its .grad: a clone of the gradient the sum hands both
     its inputs, or OPT's project_in's input gradient (wider). Found by a random draw (-48 B); 24-168 B low
     before."""
-    _, cfg, method, training = case
-    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
-    got = measure(cfg, method, training, what=("activations", "peak"))
-    assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
+    est = _exact(case)
     assert est["peak_at"] == "backward: embeddings' weight gradients"
 
 
@@ -340,10 +344,7 @@ def test_prefix_tuning_with_a_one_token_query(case):
     """transformers builds no sdpa mask for a one-token query (no per-layer additive mask, and sdpa's GQA path)
     where nothing pads and no window slides, even with a prefix's cache. Found by a random draw: activations
     0.5-133 % high before."""
-    _, cfg, method, training = case
-    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
-    got = measure(cfg, method, training, what=("activations", "peak"))
-    assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
+    _exact(case)
 
 
 @pytest.mark.parametrize("case", prefix_gather_cases(), ids=[c[0] for c in prefix_gather_cases()])
@@ -353,10 +354,7 @@ def test_prefix_tuning_gathers_the_top_layers_gradients_at_the_peak(case):
     key and value gradients are still alive (the prefix's part is a view of them). In fp32, with a short
     sequence, that sets the peak (docs/notes/activations.md, stop 24; the estimate was 256-480 B per sequence low
     before, having only the split's cat of all the gathered gradients)."""
-    _, cfg, method, training = case
-    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
-    got = measure(cfg, method, training, what=("activations", "peak"))
-    assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
+    est = _exact(case)
     assert est["peak_at"].startswith("backward: prefix gather")
 
 
@@ -365,10 +363,7 @@ def test_one_token_sequences(case):
     """A one-token sequence is a point of its own (like batch 1): eager attention's matmuls fold q, k and v into
     (b * heads, 1, d) as views (not GPT-2's or Phi-3's slices of a fused projection), and the attention output's
     transpose needs no copy. Found by random draws (GPT-NeoX eager: activations 0.02-8 % low)."""
-    _, cfg, method, training = case
-    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
-    got = measure(cfg, method, training, what=("activations", "peak"))
-    assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
+    _exact(case)
 
 
 @pytest.mark.parametrize("case", bottom_layer_cases(), ids=[c[0] for c in bottom_layer_cases()])
@@ -376,10 +371,7 @@ def test_bottom_layer_with_q_and_k_frozen(case):
     """LoRA leaving q_proj and k_proj frozen: the bottom layer's rotary saves no cos/sin (gone before its backward)
     and sdpa's flash kernel returns the gradients of q and k anyway (freed as it returns). The bottom layer's
     backward sets the peak; 64-1,536 B off before."""
-    _, cfg, method, training = case
-    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
-    got = measure(cfg, method, training, what=("activations", "peak"))
-    assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
+    est = _exact(case)
     assert est["peak_at"].startswith("backward of the bottom layer")
 
 
@@ -387,10 +379,7 @@ def test_bottom_layer_with_q_and_k_frozen(case):
 def test_one_kinds_rotary_pair_goes_once(case):
     """Gemma3's rotary pair that only one kind of layer saves is freed once, after the lowest layer of that kind
     (the first of the kind, simulated on its own, used to free it for every layer of the kind)."""
-    _, cfg, method, training = case
-    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
-    got = measure(cfg, method, training, what=("activations", "peak"))
-    assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
+    est = _exact(case)
     assert "embed_tokens" in est["peak_at"]
 
 
@@ -398,10 +387,7 @@ def test_one_kinds_rotary_pair_goes_once(case):
 def test_lora_on_opt_project_in_backward(case):
     """LoRA on OPT-350m's project_in: its backward runs after every layer's, below them, and is simulated (the
     graph's own engine over the nodes before the layers, as for LoRA on the input embedding)."""
-    _, cfg, method, training = case
-    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
-    got = measure(cfg, method, training, what=("activations", "peak"))
-    assert (est["activations_bytes"], est["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
+    est = _exact(case)
     assert "project_in" in est["peak_at"]
 
 
