@@ -1542,6 +1542,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
                          if (st.saved or st.pinned) and not st.output and not skip(k, st) and k not in gone])
 
     proj = _project_in(layout)  # (OPT-350m's)
+    copies = emb_trains or _embedding_trains(ctx, "position_embedding")  # modules_to_save copies of the embeddings
     if ctx.full:
         top_moments += _embedding_backward(ctx, end + early - held_before(lambda k, st: k == first_input), word_emb, lm.tied)
     elif ctx.kv_extra and all(_prefix_kept(ctx, t) == ctx.kv_extra for t in layer_types):
@@ -1550,8 +1551,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         cats = Poly.sum([st.nbytes for st in g.storages[top_storages:] if st.name.endswith(("prefix cat k", "prefix cat v"))])
         shared = held_before(lambda k, st: st.name.startswith("prefix"))
         top_moments += _prefix_backward(ctx, method, end + early - shared - cats * layout.num_layers, kv_dim, cats)
-    elif emb_trains or _embedding_trains(ctx, "position_embedding"):  # modules_to_save copies of the word and/or
-        # position embeddings: their weight gradients come last (the positions' first; untied: copies)
+    elif copies:  # modules_to_save copies of the word and/or position embeddings: their weight gradients come last
+        # (the positions' first; untied: copies)
         if emb_trains:  # the word embedding's backward, the last: the positions' indices are gone
             base = end + early - held_before(lambda k, st: k == first_input)
             if proj is not None:  # OPT's project_in ran backward first: its input's gradient (the word embeddings'
@@ -1566,8 +1567,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
                 # hands both of its inputs: shared, it is cloned
                 base = base + word_emb.bytes()
         top_moments.append(("backward: ", "embeddings' weight gradients", base + _copies(ctx, "embedding", "position_embedding")))
-    proj_lora = (proj is not None and proj.path in ctx.lora_outer
-                 and not (emb_trains or _embedding_trains(ctx, "position_embedding")))  # (with copies: not yet)
+    proj_lora = proj is not None and proj.path in ctx.lora_outer and not copies  # (with copies: not yet)
     if (emb_lora is not None or proj_lora) and x_first.fn is not None and not ctx.full:
         # LoRA on the input embedding or on OPT's project_in: their backward,
         # after every layer's (and a position embedding copy's, whose gradient stays) with the gradient of the
@@ -1784,11 +1784,13 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
     starts: dict[tuple, list] = {}
     for j in range(len(sigs) - 2, -1, -1):  # live bytes as layer j's backward starts
         start = start + (top_delta if j == len(sigs) - 2 else delta[key_of(j + 1)])
-        if by_kind and lowest[sigs[j + 1][2]] == j + 1:  # the last checkpoint of that kind is gone
-            freed = Poly.sum(by_kind.get(sigs[j + 1][2], []))
-            start, early = start - freed, early + freed
-        if kind_only.get(sigs[j + 1]) and lowest_sig[sigs[j + 1]] == j + 1:  # ... and what only that kind saved
-            freed = Poly.sum(g.storages[k].nbytes for k in sorted(kind_only[sigs[j + 1]]))
+        gone_here = []  # the last checkpoint of that kind is gone, and what only that kind saved
+        if by_kind and lowest[sigs[j + 1][2]] == j + 1:
+            gone_here += by_kind.get(sigs[j + 1][2], [])
+        if kind_only.get(sigs[j + 1]) and lowest_sig[sigs[j + 1]] == j + 1:
+            gone_here += [g.storages[k].nbytes for k in sorted(kind_only[sigs[j + 1]])]
+        if gone_here:
+            freed = Poly.sum(gone_here)
             start, early = start - freed, early + freed
         starts.setdefault(key_of(j), []).append((j, start))
     bottom_key = key_of(0)
