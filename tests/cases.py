@@ -699,6 +699,67 @@ def project_in_cases() -> list[tuple[str, dict, dict, dict]]:
     return out
 
 
+_OPT_PROJ_COPIES = {"model_type": "opt", "hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "ffn_dim": 70,
+                    "vocab_size": 301, "word_embed_proj_dim": 40, "max_position_embeddings": 64, **IDS}
+_GPT2_COPIES = {"model_type": "gpt2", "n_embd": 48, "n_layer": 2, "n_head": 4, "vocab_size": 301, "n_positions": 64, **IDS}
+
+
+def embedding_copies_cases() -> list[tuple[str, dict, dict, dict]]:
+    """modules_to_save copies of the embeddings (their weight gradients come after every layer's backward) with
+    LoRA on OPT-350m's project_in, whose backward runs before the copies' (drawn: 14 of 120 aimed draws, -511 to
+    -2,464 B), and both embeddings copied with gradient accumulation, where the positions' gradient is added into
+    its .grad and gone before the word embedding's backward (+6,144 to +12,672 B). (label, config, method, training)"""
+    lora = {"name": "lora", "r": 10, "target_modules": ["project_in"]}
+    both = {"modules_to_save": ["embed_tokens", "embed_positions"]}
+    out = []
+    for label, cfg, method, options in (
+            ("opt-proj-positions-bf16-ckpt", _OPT_PROJ_COPIES, {**lora, "modules_to_save": ["embed_positions"]},
+             {"dtype": "bf16", "gradient_checkpointing": True}),
+            ("opt-proj-dora-tokens-fp32-ckpt", _OPT_PROJ_COPIES, {**lora, "target_modules": ["project_in", "project_out"], "use_dora": True,
+                                                              "modules_to_save": ["embed_tokens"]},
+             {"dtype": "fp32", "gradient_checkpointing": True}),
+            ("opt-all-linear-both-fp16-eager", _OPT_PROJ_COPIES, {**lora, "r": 5, "target_modules": "all-linear", **both},
+             {"dtype": "fp16", "attn_implementation": "eager", "batch_size": 1, "seq_len": 2}),
+            ("opt-proj-tokens-lm_head-fp32-eager", _OPT_PROJ_COPIES, {**lora, "r": 3, "target_modules": ["project_in", "q_proj", "fc1"],
+                                                                  "modules_to_save": ["embed_tokens", "lm_head"]},
+             {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 3}),
+            ("opt-proj-both-bf16-ckpt-accumulating", _OPT_PROJ_COPIES, {**lora, **both},
+             {"dtype": "bf16", "gradient_checkpointing": True, "gradient_accumulation_steps": 2}),
+            ("opt-both-fp32-accumulating", dict(_OPT_PROJ_COPIES, word_embed_proj_dim=48), {**lora, "target_modules": ["q_proj"], **both},
+             {"dtype": "fp32", "gradient_accumulation_steps": 2}),
+            ("gpt2-both-fp32-eager-accumulating", _GPT2_COPIES, {**lora, "target_modules": ["c_attn"], "modules_to_save": ["wte", "wpe"]},
+             {"dtype": "fp32", "attn_implementation": "eager", "gradient_accumulation_steps": 2}),
+            ("gpt2-both-bf16-eager-ckpt-accumulating", _GPT2_COPIES, {**lora, "target_modules": ["c_attn"], "modules_to_save": ["wte", "wpe"]},
+             {"dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": True, "seq_len": 3, "gradient_accumulation_steps": 2})):
+        training = {"batch_size": 2, "seq_len": 1, "attn_implementation": "sdpa", "gradient_checkpointing": False, "optimizer": "sgd", **options}
+        out.append((label, cfg, method, training))
+    return out
+
+
+def adafactor_order_cases() -> list[tuple[str, dict, dict, dict]]:
+    """transformers' Adafactor steps one parameter at a time, in the order of model.parameters(); the previous
+    parameter's update is alive while the next one's first copies are made, so the order sets the step's peak
+    where a small tensor comes before a half-precision copy of the head. A layer's parameters come in the
+    order it registers its modules (OPT's k, v, q, then its norm; GPT-2's ln_1 first; the Llama family's norms
+    after the MLP), and LoRA on OPT's project_in comes before the layers, as project_in does. Drawn (OPT, +92 to
+    +3,788 B; Llama, +6,404 B) and around it. (label, config, method, training)"""
+    out = []
+    for label, cfg, method in (
+            ("opt-proj-lora-lm_head-copy", _OPT_PROJ_COPIES, {"name": "lora", "r": 11, "target_modules": "all-linear",
+                                                              "modules_to_save": ["final_layer_norm", "lm_head", "embed_positions"]}),
+            ("opt-final_layer_norm-after-fc2", TINY["opt"], {"name": "lora", "r": 9, "target_modules": ["q_proj", "fc2"],
+                                                             "modules_to_save": ["final_layer_norm", "lm_head"]}),
+            ("llama-norm-after-mlp", TINY["llama"], {"name": "lora", "r": 9, "target_modules": ["down_proj"],
+                                                     "modules_to_save": ["input_layernorm", "lm_head"]}),
+            ("gpt2-ln_2-after-attention", dict(TINY["gpt2"], attn_pdrop=0.0), {"name": "lora", "r": 12, "target_modules": ["c_attn"],
+                                                                               "modules_to_save": ["ln_2", "lm_head"]}),
+            ("phi3-norm-after-o_proj", TINY["phi3"], {"name": "lora", "r": 12, "target_modules": ["o_proj"],
+                                                      "modules_to_save": ["post_attention_layernorm", "lm_head"]})):
+        out.append((f"adafactor-{label}", cfg, method, {"batch_size": 1, "seq_len": 1, "dtype": "fp16", "attn_implementation": "sdpa",
+                                                         "gradient_checkpointing": False, "optimizer": "adafactor"}))
+    return out
+
+
 _MISTRAL_V40 = {"model_type": "mistral", "hidden_size": 96, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 3,
                 "intermediate_size": 120, "vocab_size": 40, "sliding_window": 8, "max_position_embeddings": 128,
                 "tie_word_embeddings": False, **IDS}

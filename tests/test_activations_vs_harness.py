@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 import peft_footprint as pf
-from tests.cases import (TINY, act_cases, bottom_layer_cases, drawn_cases, embedding_backward_cases, embedding_end_cases,
-                         one_token_cases, one_token_query_cases, outside_cases, padded_cases, position_copy_cases,
-                         prefix_gather_cases, project_in_cases, rotary_kind_cases)
+from tests.cases import (TINY, act_cases, adafactor_order_cases, bottom_layer_cases, drawn_cases, embedding_backward_cases,
+                         embedding_copies_cases, embedding_end_cases, one_token_cases, one_token_query_cases, outside_cases,
+                         padded_cases, position_copy_cases, prefix_gather_cases, project_in_cases, rotary_kind_cases)
 
 from tests.harness.measure import measure  # noqa: E402 - the test extras install torch, transformers, peft
 
@@ -389,6 +389,25 @@ def test_lora_on_opt_project_in_backward(case):
     graph's own engine over the nodes before the layers, as for LoRA on the input embedding)."""
     est = _exact(case)
     assert "project_in" in est["peak_at"]
+
+
+@pytest.mark.parametrize("case", embedding_copies_cases(), ids=[c[0] for c in embedding_copies_cases()])
+def test_embedding_copies_after_project_in_and_with_accumulation(case):
+    """modules_to_save copies of the embeddings: LoRA on OPT's project_in runs its backward (the graph's engine)
+    before the positions' copy, whose node autograd runs after it, and the word embeddings' output, a leaf, sums
+    the gradients project_in hands it; with gradient accumulation the positions' copy's gradient is added into its
+    .grad in place and gone when the word embedding's backward runs. The copies' backward sets the peak."""
+    est = _exact(case)
+    assert est["peak_at"] == "backward: embeddings' weight gradients"
+
+
+@pytest.mark.parametrize("case", adafactor_order_cases(), ids=[c[0] for c in adafactor_order_cases()])
+def test_adafactor_steps_the_parameters_in_registration_order(case):
+    """Adafactor's step, one parameter after another in model.parameters() order (each layer's modules as the
+    layer registers them; LoRA on OPT's project_in before the layers): the previous update, still bound, sets the
+    peak with a half-precision head copy's four fp32 copies."""
+    est = _exact(case)
+    assert est["peak_at"] == "optimizer step"
 
 
 @pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])

@@ -1229,13 +1229,14 @@ def _ln_embeddings(ctx: Ctx, emb: T) -> T:
             g.save(indices)
             ctx.position_indices = indices.sid
         pe = g.new(ctx.rows * cfg["hidden_size"], ctx.dtype, trains, "position embeddings")  # in the weights' dtype
+        # (a trained copy's embedding backward takes the gradient; its weight gradient is counted with the copies'.
+        # Its node is made before project_in's, which autograd therefore runs first)
+        pe_in = g.node(T(pe.numel, pe.dtype, pe.rg, None), [None], [], name="embed_positions")
         proj = _project_in(layout)
         x = linear(ctx, emb, proj, None) if proj else emb
         # inputs_embeds is rebound to project_in's output; the decoder holds it, the positions and the last layer's
         # LayerDrop draw (torch.rand([]) per layer in training) until it returns
         ctx.scope[:] = [t for t in ctx.scope if t is not emb] + [x, pos, pe, g.new(Poly.const(1), "fp32", False, "layerdrop rand")]
-        # (a trained copy's embedding backward takes the gradient; its weight gradient is counted with the copies')
-        pe_in = g.node(T(pe.numel, pe.dtype, pe.rg, None), [None], [], name="embed_positions")
         return g.add(x, pe_in, "embeds+positions", numel=ctx.rows * cfg["hidden_size"])
     return ctx.drop(emb, _p(cfg, "hidden_dropout"), "emb_dropout")  # GPT-NeoX's emb_dropout(inputs_embeds)
 
@@ -1543,6 +1544,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
 
     proj = _project_in(layout)  # (OPT-350m's)
     copies = emb_trains or _embedding_trains(ctx, "position_embedding")  # modules_to_save copies of the embeddings
+    proj_lora = proj is not None and proj.path in ctx.lora_outer
+    positions_left = _copies(ctx, "position_embedding") if g.accumulating is None else ZERO
     if ctx.full:
         top_moments += _embedding_backward(ctx, end + early - held_before(lambda k, st: k == first_input), word_emb, lm.tied)
     elif ctx.kv_extra and all(_prefix_kept(ctx, t) == ctx.kv_extra for t in layer_types):
@@ -1551,7 +1554,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         cats = Poly.sum([st.nbytes for st in g.storages[top_storages:] if st.name.endswith(("prefix cat k", "prefix cat v"))])
         shared = held_before(lambda k, st: st.name.startswith("prefix"))
         top_moments += _prefix_backward(ctx, method, end + early - shared - cats * layout.num_layers, kv_dim, cats)
-    elif copies:  # modules_to_save copies of the word and/or position embeddings: their weight gradients come last
+    elif copies and not proj_lora:  # modules_to_save copies of the word and/or position embeddings: their weight gradients come last
         # (the positions' first; untied: copies)
         if emb_trains:  # the word embedding's backward, the last: the positions' indices are gone
             base = end + early - held_before(lambda k, st: k == first_input)
@@ -1566,18 +1569,31 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
             elif word_emb.rg and emb_lora is None:  # that leaf's AccumulateGrad ran first, on the gradient the sum
                 # hands both of its inputs: shared, it is cloned
                 base = base + word_emb.bytes()
-        top_moments.append(("backward: ", "embeddings' weight gradients", base + _copies(ctx, "embedding", "position_embedding")))
-    proj_lora = proj is not None and proj.path in ctx.lora_outer and not copies  # (with copies: not yet)
+        # (the word embedding's moment has the positions' copy's gradient made before it: kept as its .grad, or, with
+        # gradient accumulation, added into the .grad in place and gone)
+        made = _copies(ctx, "embedding") + (positions_left if emb_trains else _copies(ctx, "position_embedding"))
+        top_moments.append(("backward: ", "embeddings' weight gradients", base + made))
     if (emb_lora is not None or proj_lora) and x_first.fn is not None and not ctx.full:
         # LoRA on the input embedding or on OPT's project_in: their backward,
         # after every layer's (and a position embedding copy's, whose gradient stays) with the gradient of the
         # layers' input still alive; what its own nodes saved is alive until they run (the simulated backward frees it)
         own = {sid for node in g.nodes[:layer_nodes] for sid in node.saved}
-        base = end + early - held_before(lambda k, st: k == first_input or k in own) - x_first.bytes()
-        if g.accumulating is None:
+        pos_copy = proj_lora and _embedding_trains(ctx, "position_embedding")
+        base = end + early - held_before(lambda k, st: k == first_input or k in own or (pos_copy and k == ctx.position_indices)) - x_first.bytes()
+        if g.accumulating is None and not proj_lora:
             base = base + _copies(ctx, "position_embedding")
-        run = backward(g, x_first.fn, 0, ZERO, g.alive_ids(), first_grad=x_first.bytes())
-        top_moments += [("backward: ", g.nodes[n].name, base + p_) for n, p_ in run.moments]
+        run = backward(g, x_first.fn, 0, ZERO, g.alive_ids(), first_grad=x_first.bytes(), sum_leaves=proj_lora and copies)
+        if proj_lora and copies:
+            pe_node = next(n for n in range(layer_nodes) if g.nodes[n].name.endswith("embed_positions")) if pos_copy else -1
+            indices = g.storages[ctx.position_indices].nbytes if pos_copy else ZERO
+            after = positions_left - indices
+            top_moments += [("backward: ", g.nodes[n].name, base + p_ + (after if n < pe_node else ZERO)) for n, p_ in run.moments]
+            if pos_copy:
+                top_moments.append(("backward: ", "embeddings' weight gradients", base + run.start_of[pe_node] + _copies(ctx, "position_embedding")))
+            if emb_trains:
+                top_moments.append(("backward: ", "embeddings' weight gradients", base + run.end - indices + _copies(ctx, "embedding") + positions_left))
+        else:
+            top_moments += [("backward: ", g.nodes[n].name, base + p_) for n, p_ in run.moments]
     # which moments hold the loss's labels (for the batch-1 model, :meth:`ActivationModel.with_batch_one_labels`)
     # (2: the padded labels too, while the loss function runs)
     hi = ctx.padded_labels_until

@@ -68,16 +68,16 @@ def _table(spec: ModelSpec, method: Method, dtype: str) -> ParamTable:
 _OPTIM: dict[tuple[int, str], tuple[ParamTable, tuple[int, int]]] = {}
 
 
-def _optimizer_bytes(table: ParamTable, optimizer: str) -> tuple[int, int]:
-    """The optimizer's state over the table's trainable tensors, and its step's transient bytes; cached per
-    (table, optimizer), like the table itself."""
+def _optimizer_bytes(table: ParamTable, optimizer: str, layout) -> tuple[int, int]:
+    """The optimizer's state over the table's trainable tensors, and its step's transient bytes (in the order of
+    the model's parameters: Layout.registration_order); cached per (table, optimizer), like the table itself."""
     key = (id(table), optimizer)
     hit = _OPTIM.get(key)
     if hit is not None and hit[0] is table:
         return hit[1]
     if len(_OPTIM) > 8192:
         _OPTIM.clear()
-    out = (optimizer_state_bytes(optimizer, table.trainable), optimizer_step_temporary_bytes(optimizer, table.trainable))
+    out = (optimizer_state_bytes(optimizer, table.trainable), optimizer_step_temporary_bytes(optimizer, table.trainable, layout.registration_order))
     _OPTIM[key] = (table, out)
     return out
 
@@ -223,7 +223,7 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
     table = _table(spec, meth, train.weight_dtype)
     weights = table.weights_bytes
     grads = table.trainable_bytes
-    optim, step_bytes = _optimizer_bytes(table, train.optimizer)
+    optim, step_bytes = _optimizer_bytes(table, train.optimizer, spec.layout)
 
     # ---- storage ----------------------------------------------------------------------------------
     serve_dtype = infer.dtype or train.weight_dtype
@@ -334,7 +334,7 @@ def sweep(model: Any, method: Any = "lora", training: Any = None, *, batch_sizes
         b, s = b.astype(object), s.astype(object)
     table = _table(spec, meth, train.weight_dtype)
     grads = table.trainable_bytes
-    optim, step_bytes = _optimizer_bytes(table, train.optimizer)
+    optim, step_bytes = _optimizer_bytes(table, train.optimizer, spec.layout)
     static = table.weights_bytes + table.buffer_bytes + optim
     window = spec.cfg.get("sliding_window") if "sliding_attention" in spec.layer_types else None
     extra = meth.virtual_tokens() + meth.prefix_tokens()

@@ -90,6 +90,7 @@ class Node:
     multi: bool = False  # several outputs (split/chunk): their gradients are gathered, not summed
     param: bool = False  # it saved a parameter (a checkpoint's recompute starts at the first such node too)
     at: int = -1  # the last storage when it was recorded (its output's, if it made one)
+    leaves: tuple | None = None  # the storage of each input that is a leaf requiring grad (None: not a leaf)
 
 
 @dataclass
@@ -158,7 +159,8 @@ class Graph:
         # (a leaf without a storage of its own), -1 for no gradient
         ins = tuple(-1 if x is None or not x.rg else -2 if x.fn is None and x.sid is None else x.fn for x in inputs)
         param = any(t is not None and t.sid is None for t in saved)
-        self.nodes.append(Node(ins, sids, tuple(prog), self.scope + name, param=param, at=now))
+        leaves = tuple(x.sid if j is None else None for x, j in zip(inputs, ins)) if None in ins else None
+        self.nodes.append(Node(ins, sids, tuple(prog), self.scope + name, param=param, at=now, leaves=leaves))
         out.fn = len(self.nodes) - 1
         return out
 
@@ -374,7 +376,7 @@ class Backward:
 
 
 def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompute: tuple | None = None,
-             first_grad: Poly | None = None) -> Backward:
+             first_grad: Poly | None = None, sum_leaves: bool = False) -> Backward:
     """Run autograd's engine over the nodes ``lo..`` reachable from node ``root`` (the loss).
 
     ``alive``: storage ids alive when backward starts (``start`` bytes in all). ``recompute``: (first node,
@@ -384,7 +386,8 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     keeps them, :class:`Storage` ``handed_on``), ``released``: the bytes the layer above held so, freed when the
     recompute makes the storage handed on. Gradients sent to nodes before ``lo`` (or to leaves) stay alive;
     they belong to the layers below. ``first_grad``: the gradient sent into ``root``, released once it is used
-    (None: the loss's, 4 bytes that torch.autograd.backward holds until it returns).
+    (None: the loss's, 4 bytes that torch.autograd.backward holds until it returns). ``sum_leaves``: a leaf that
+    several nodes send gradients to keeps one, their sum (its AccumulateGrad's input buffer), not each of them.
     """
     nodes, storages, accumulating = g.nodes, g.storages, g.accumulating
     deps: dict[int, int] = {}
@@ -415,6 +418,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     def in_place(key: str) -> bool:  # a parameter's gradient added into an existing .grad (and then freed)
         return key in params or (accumulating is not None and key not in accumulating)
 
+    leaf_grads: dict[int, list] = {}  # a leaf's gradient so far, by its storage
     grew = [False]  # nothing freed since the last moment: a new one bounds it and replaces it
     recomputed: set[int] = set()  # saved storages the checkpoint recomputed
     held = set(recompute[5]) if recompute else set()
@@ -553,6 +557,19 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
             j = node.inputs[k]
             if j == -2 and accumulating is not None:
                 late.append(obj)
+                continue
+            if j is None and sum_leaves and node.leaves is not None and node.leaves[k] is not None:
+                # a leaf's .grad: stays; a second gradient for the same leaf is summed with the first in its
+                # AccumulateGrad's input buffer (out of place: both go, the sum stays)
+                old = leaf_grads.get(node.leaves[k])
+                if old is not None:
+                    new = [old[0], 1]
+                    live = live + new[0]
+                    push(n, live)
+                    release(old)
+                    release(obj)
+                    obj = new
+                leaf_grads[node.leaves[k]] = obj
                 continue
             if j is None or j < lo:  # a leaf's .grad or the layers below: stays
                 continue

@@ -171,15 +171,16 @@ def optimizer_state_bytes(optimizer: str, tensors) -> int:
     return total + (opt.fixed_bytes if quantized else 0)
 
 
-def optimizer_step_temporary_bytes(optimizer: str, tensors) -> int:
+def optimizer_step_temporary_bytes(optimizer: str, tensors, layer_order: tuple[str, ...] = ()) -> int:
     """Transient bytes inside ``optimizer.step()``: torch's foreach Adam/AdamW (the CUDA default) builds one
     ``_foreach_sqrt(exp_avg_sq)`` list per (device, dtype) group, the size of that group's parameters. The loop
     over the groups never deletes it: a group's list is freed only once the next group's exists, so two
     consecutive groups (trainable tensors of two dtypes: LoRA's fp32 weights and a bf16 modules_to_save copy)
-    are alive together."""
+    are alive together. ``layer_order``: a layer's modules in the order it registers them (Layout.registration_order),
+    which per-parameter optimizers follow."""
     name = OPTIMIZERS.canonical(optimizer)
     if name == "adafactor":
-        return _adafactor_step_bytes(tensors)
+        return _adafactor_step_bytes(tensors, layer_order)
     if name not in ("adamw", "adam"):
         return 0
     groups: dict[str, int] = {}  # in the order torch groups them: each dtype's first tensor
@@ -194,28 +195,33 @@ def optimizer_step_temporary_bytes(optimizer: str, tensors) -> int:
 _BEFORE_LAYERS = ("embed_tokens", "embed_in", "wte", "wpe", "embed_positions", "project_out", "project_in", "final_layer_norm")
 
 
-def _adafactor_step_bytes(tensors) -> int:
+def _adafactor_step_bytes(tensors, layer_order: tuple[str, ...] = ()) -> int:
     """Transient bytes inside transformers.Adafactor's step(), which updates one parameter at a time, in fp32:
     ``grad.float()`` and ``p.float()`` of a half-precision parameter, ``grad**2`` and ``+ eps``, then the
     factored estimate (its row and column factors alive while it is made) or ``rsqrt()``, then ``-update`` for
     the add: four fp32 copies at once, five with the row/column factors. The previous parameter's update is
     still bound to ``update`` until ``(grad**2) + eps`` replaces it. The parameters in the model's order: the input
     embeddings (and what else is registered before the layers), the decoder layers one after another, then the
-    rest."""
+    rest; a layer's in the order it registers its modules (``layer_order``; what it does not name, such as
+    AdapterHub's adapters, added to the layer after, comes last)."""
     def own(t) -> tuple[int, int]:  # (fp32 copies at once, extra bytes) of one parameter's update
         n, half = _numel(t.shape), nbytes(t.dtype) < 4
         factors = _adafactor_factors(t.shape) * 4 if len(t.shape) >= 2 else 0
         return (4 if half else 2) * n * 4, factors
 
     def front(t) -> int | None:  # where a module registered before the decoder layers comes (None: after them)
-        name = t.name.replace(".modules_to_save.", ".")  # (a trainable copy sits where its module is)
-        module = name.rsplit(".", 2)[-2] if "." in name else name
-        if "*" in t.name or (module == "final_layer_norm" and ".decoder." not in t.name):  # OPT's decoder: before
+        # (a trainable copy sits where its module is, and so do an adapter's tensors on it: LoRA on project_in)
+        module = next((m for m in t.name.split(".") if m in _BEFORE_LAYERS), None)
+        if "*" in t.name or module is None or (module == "final_layer_norm" and ".decoder." not in t.name):  # OPT's decoder: before
             return None
-        return _BEFORE_LAYERS.index(module) if module in _BEFORE_LAYERS else None
+        return _BEFORE_LAYERS.index(module)
 
     embeddings = sorted((t for t in tensors if front(t) is not None), key=front)
-    layers = [t for t in tensors if "*" in t.name]
+    def registered(t) -> int:  # the position of a layer tensor's module in the layer
+        rel = t.name.split("*.", 1)[1]
+        return next((k for k, m in enumerate(layer_order) if rel.startswith(m + ".")), len(layer_order))
+
+    layers = sorted((t for t in tensors if "*" in t.name), key=registered)
     # after the layers: what the base model registers (its final norm) before the causal-LM head (lm_head /
     # embed_out, registered after the base model)
     rest = sorted((t for t in tensors if front(t) is None and "*" not in t.name),

@@ -68,6 +68,17 @@ class Layout:
     output_embedding: str  # path of the output embedding (excluded by PEFT's "all-linear")
     input_embedding: str
     containers: tuple[str, ...] = ()  # non-linear submodule names of a layer (e.g. "self_attn", "mlp")
+    # a layer's modules with parameters in the order the layer registers them (what model.parameters() and so an
+    # optimizer step through); empty: the linears in their order, then the other parameters' modules in theirs
+    layer_order: tuple[str, ...] = ()
+
+    @property
+    def registration_order(self) -> tuple[str, ...]:
+        """:attr:`layer_order`, or the linears then the other parameters' modules."""
+        if self.layer_order:
+            return self.layer_order
+        mods = [m.path for m in self.layer_linears] + [q.path.rsplit(".", 1)[0] for q in self.layer_params]
+        return tuple(dict.fromkeys(mods))
 
     def layer_path(self, i: int, rel: str) -> str:
         return f"{self.layer_prefix}.{i}.{rel}"
@@ -311,4 +322,8 @@ def llama_like(
         output_embedding="lm_head",
         input_embedding="model.embed_tokens",
         containers=("self_attn", "mlp", *norms, *(("self_attn.q_norm", "self_attn.k_norm") if qk_norm else ())),
+        # (the attention registers its q/k norms after its projections; the layer, its norms after the MLP)
+        layer_order=(*(m.path for m in linears if m.path.startswith("self_attn.")),
+                     *(("self_attn.q_norm", "self_attn.k_norm") if qk_norm else ()),
+                     *(m.path for m in linears if not m.path.startswith("self_attn.")), *norms),
     )

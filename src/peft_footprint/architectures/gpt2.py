@@ -43,4 +43,5 @@ class GPT2(Architecture):
             output_embedding="lm_head",
             input_embedding="transformer.wte",
             containers=("attn", "mlp", "ln_1", "ln_2"),
+            layer_order=("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj"),
         )

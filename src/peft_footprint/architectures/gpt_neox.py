@@ -41,4 +41,5 @@ class GPTNeoX(Architecture):
             output_embedding="embed_out",
             input_embedding="gpt_neox.embed_in",
             containers=("attention", "mlp", *norms),
+            layer_order=(*norms, *(m.path for m in linears)),
         )

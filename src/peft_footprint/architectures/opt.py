@@ -58,4 +58,6 @@ class OPT(Architecture):
             output_embedding="lm_head",
             input_embedding="model.decoder.embed_tokens",
             containers=("self_attn", "self_attn_layer_norm", "final_layer_norm"),
+            layer_order=("self_attn.k_proj", "self_attn.v_proj", "self_attn.q_proj", "self_attn.out_proj", "self_attn_layer_norm",
+                         "fc1", "fc2", "final_layer_norm"),
         )
