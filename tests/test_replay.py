@@ -276,6 +276,47 @@ def test_on_off_options_share_a_structure():
                                                              {"batch_size": 2, "seq_len": 9}).training["peak_bytes"]
 
 
+_LORA_UNREAD = [{"lora_alpha": 16}, {"lora_alpha": 3.5}, {"alpha_pattern": {"q_proj": 64, "down_proj": 2.5}}, {"use_rslora": True},
+                {"init_lora_weights": False}, {"init_lora_weights": "gaussian"}]
+
+
+@pytest.mark.parametrize("mt,method,unread", [
+    ("llama", {"name": "lora", "r": 4}, _LORA_UNREAD),
+    ("phi3", {"name": "lora", "r": 3, "target_modules": "all-linear", "use_dora": True}, _LORA_UNREAD),
+    ("gpt2", {"name": "lora", "r": 5, "lora_dropout": 0.1, "modules_to_save": ["wpe"]}, _LORA_UNREAD),
+    ("opt", {"name": "qlora", "r": 2, "target_modules": "all-linear", "bias": "lora_only"}, _LORA_UNREAD),
+    ("qwen3", {"name": "ia3"}, [{"init_ia3_weights": False}] * 3),
+    ("gemma", {"name": "prompt_tuning", "num_virtual_tokens": 3},
+     [{"prompt_tuning_init": "TEXT", "prompt_tuning_init_text": "Classify:", "tokenizer_name_or_path": "google/gemma-2b"},
+      {"prompt_tuning_init": "SAMPLE_VOCAB"}, {"prompt_tuning_init": "RANDOM", "tokenizer_name_or_path": "x"}]),
+    ("mistral", {"name": "adapter", "config": "double_seq_bn"}, [{"init_weights": "mam_adapter"}, {"init_weights": "lora"}] * 2)])
+def test_fields_no_pass_reads_share_a_structure(mt, method, unread):
+    """LoRA's scaling (lora_alpha, alpha_pattern, use_rslora) and how a method's weights are initialised change no
+    size: the structure key leaves them out (activations._UNREAD_FIELDS), so sweeping lora_alpha replays one
+    recording. This holds only while no pass reads them: each plain pass (activations, the parameter table, the
+    FLOP walk) gives the same output whatever their values, and the estimates equal those computed alone."""
+    spec = api.load_model(TINY[mt])
+    train = pf.TrainingSpec(batch_size=2, seq_len=9)
+    outputs = []
+    for extra in [{}] + unread:
+        meth = pf.load_method({**method, **extra})
+        table = meth.build(spec.layout, spec.cfg, "bf16")
+        acts = activations._outputs(*activations._build(spec.cfg, spec.layout, spec.layer_types, meth, train, False, False))
+        walk = compute._walk(spec, compute._MethodView(spec, meth, table), False, False)
+        outputs.append((acts[0], [p_.v for p_ in acts[1]], table.tensors, table.saved, walk))
+    assert all(o == outputs[0] for o in outputs[1:])
+    alone = []
+    for extra in unread:
+        _clear_everything()
+        alone.append(pf.estimate(TINY[mt], {**method, **extra}, {"batch_size": 2, "seq_len": 9}).to_dict())
+    _clear_everything()
+    for k, extra in enumerate(([{}] + unread)[:3]):  # computed, recorded, replayed: one structure
+        pf.estimate(dict(TINY[mt], vocab_size=TINY[mt]["vocab_size"] + 8 * k), {**method, **extra}, {"batch_size": 2, "seq_len": 9})
+    assert len(activations._STRUCTURES) == 1
+    assert [pf.estimate(TINY[mt], {**method, **extra}, {"batch_size": 2, "seq_len": 9}).to_dict() for extra in unread] == alone
+    assert len(activations._STRUCTURES) == 1
+
+
 def _walk_cases() -> list[tuple]:
     return [(mt, mid, method) for mt in TINY for mid, method in {**peft_methods(mt), **ADAPTERS}.items()]
 

@@ -2327,19 +2327,24 @@ _INDEX_FIELDS = frozenset({"layers_to_transform"})
 
 def _is_size(field: str, value: Any) -> bool:
     """Is the method's field an integer size (a leaf of the tape: r, num_virtual_tokens)?"""
-    return type(value) is int and field not in _INDEX_FIELDS
+    return type(value) is int and field not in _INDEX_FIELDS and field not in _UNREAD_FIELDS
 
 
 # fields that every pass reads only as on or off (graph.dropout: a mask when p > 0; compute: bool(lora_dropout))
 _ON_OFF_FIELDS = frozenset({"lora_dropout"})
+# fields that no pass reads (LoRA's scaling, alpha / r or alpha / sqrt(r), is a multiplication whatever its value;
+# how the weights are initialised changes no size): one recording serves every lora_alpha (tests/test_replay.py
+# holds each pass's output the same over these fields' values)
+_UNREAD_FIELDS = frozenset({"lora_alpha", "alpha_pattern", "use_rslora", "init_lora_weights", "init_ia3_weights", "init_weights",
+                            "prompt_tuning_init", "prompt_tuning_init_text", "tokenizer_name_or_path"})
 
 
 def _method_key(method: Method) -> tuple:
     """The method's kind and fields, its integer sizes (leaves of the tape) by name only, its on/off fields as
-    whether they are on (one recording serves lora_dropout=0.05 and 0.1)."""
+    whether they are on (one recording serves lora_dropout=0.05 and 0.1), without the fields no pass reads."""
     ints = tuple(k for k, v in method if _is_size(k, v))
     on = tuple((k, bool(v)) for k, v in method if k in _ON_OFF_FIELDS)
-    return type(method).__name__, method.model_dump_json(exclude=set(ints) | _ON_OFF_FIELDS), ints, on
+    return type(method).__name__, method.model_dump_json(exclude=set(ints) | _ON_OFF_FIELDS | _UNREAD_FIELDS), ints, on
 
 
 def _model_key(spec) -> tuple:
