@@ -760,6 +760,43 @@ def adafactor_order_cases() -> list[tuple[str, dict, dict, dict]]:
     return out
 
 
+# (config, method, options): use_cache=True, where the model's cache changes what a training step holds
+_USE_CACHE = [
+    ("mistral", {"name": "lora", "r": 4}, {"dtype": "bf16", "attn_implementation": "eager"}),
+    ("llama", {"name": "full"}, {"dtype": "fp32"}),
+    ("llama", {"name": "lora", "r": 4, "target_modules": ["lm_head"]}, {"dtype": "bf16"}),
+    ("gpt_neox", {"name": "full"}, {"dtype": "bf16"}),
+    ("phi3", {"name": "lora", "r": 4, "target_modules": "all-linear"}, {"dtype": "bf16", "padding_mask": True}),
+    ("gemma2", {"name": "lora", "r": 4}, {"dtype": "bf16", "attn_implementation": "eager"}),
+    ("mistral", {"name": "prompt_tuning", "num_virtual_tokens": 5}, {"dtype": "bf16"}),
+    # the empty entries take the keys' dtype: fp32 keys (the rotary under autocast) make the values' copy fp32
+    ("starcoder2", {"name": "lora", "r": 4, "target_modules": ["q_proj", "c_fc"]}, {"dtype": "fp32", "mixed_precision": "bf16"}),
+    ("granite", {"name": "lora", "r": 4, "use_dora": True, "target_modules": ["k_proj", "v_proj", "down_proj"]},
+     {"dtype": "bf16", "attn_implementation": "eager"}),
+    # prefix tuning: the cache PEFT passes in is returned (and held) on every model, not only those that return it anyway
+    ("qwen2", {"name": "prefix_tuning", "num_virtual_tokens": 5}, {"dtype": "fp32", "attn_implementation": "eager"}),
+    ("gpt2", {"name": "prefix_tuning", "num_virtual_tokens": 5}, {"dtype": "fp32", "attn_implementation": "eager"}),
+    ("qwen3", {"name": "prefix_tuning", "num_virtual_tokens": 5, "prefix_projection": True, "encoder_hidden_size": 12},
+     {"dtype": "bf16", "padding_mask": True}),
+]
+
+
+def use_cache_cases() -> list[tuple[str, dict, dict, dict]]:
+    """A training step with use_cache=True (transformers' default config.use_cache; checkpointing turns it off):
+    each layer's cache.update cats its keys and values onto an empty entry, copies that attention reads and that
+    the returned cache holds through backward; extra where attention keeps other tensors (GQA's repeated k and
+    v, eager's copies). Before stop 25 only the cache kept between steps was counted: 8 of 16 first cases off,
+    -16,384 to +16,384 B. (label, config, method, training)"""
+    out = []
+    for mt, method, options in _USE_CACHE:
+        cfg = dict(TINY[mt], attn_pdrop=0.0) if mt == "gpt2" else TINY[mt]
+        training = {"batch_size": 2, "seq_len": 16, "optimizer": "sgd", "use_cache": True, "gradient_checkpointing": False, **options}
+        tags = [options["dtype"], options.get("mixed_precision", ""), options.get("attn_implementation", "sdpa"),
+                "padded" if options.get("padding_mask") else ""]
+        out.append(("-".join([mt, method["name"], "use-cache", *filter(None, tags)]), cfg, method, training))
+    return out
+
+
 _MISTRAL_V40 = {"model_type": "mistral", "hidden_size": 96, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 3,
                 "intermediate_size": 120, "vocab_size": 40, "sliding_window": 8, "max_position_embeddings": 128,
                 "tie_word_embeddings": False, **IDS}

@@ -12,7 +12,8 @@ import pytest
 import peft_footprint as pf
 from tests.cases import (TINY, act_cases, adafactor_order_cases, bottom_layer_cases, drawn_cases, embedding_backward_cases,
                          embedding_copies_cases, embedding_end_cases, one_token_cases, one_token_query_cases, outside_cases,
-                         padded_cases, position_copy_cases, prefix_gather_cases, project_in_cases, rotary_kind_cases)
+                         padded_cases, position_copy_cases, prefix_gather_cases, project_in_cases, rotary_kind_cases,
+                         use_cache_cases)
 
 from tests.harness.measure import measure  # noqa: E402 - the test extras install torch, transformers, peft
 
@@ -408,6 +409,29 @@ def test_adafactor_steps_the_parameters_in_registration_order(case):
     peak with a half-precision head copy's four fp32 copies."""
     est = _exact(case)
     assert est["peak_at"] == "optimizer step"
+
+
+@pytest.mark.parametrize("case", use_cache_cases(), ids=[c[0] for c in use_cache_cases()])
+def test_a_training_step_with_the_models_own_kv_cache(case):
+    """use_cache=True: the model's cache.update copies every layer's keys and values (a cat onto an empty entry)
+    and the returned cache holds them until the outputs go, after backward."""
+    _exact(case)
+
+
+def test_use_cache_changes_nothing_under_checkpointing_and_is_refused_with_adapterhub():
+    """transformers turns use_cache off under gradient checkpointing: the same estimate as without it (and as the
+    harness measures). AdapterHub's transformers 4.x builds its cache differently per model (its own Llama/Mistral
+    attention): not modelled, so refused, naming what to pass instead."""
+    cfg, method = TINY["mistral"], {"name": "lora", "r": 4}
+    training = {"batch_size": 2, "seq_len": 16, "dtype": "bf16", "attn_implementation": "eager", "gradient_checkpointing": True, "optimizer": "sgd"}
+    on = pf.estimate(cfg, method, {**training, "use_cache": True, "device": "cpu"}).training
+    off = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
+    assert (on["activations_bytes"], on["peak_bytes"]) == (off["activations_bytes"], off["peak_bytes"])
+    got = measure(cfg, method, {**training, "use_cache": True}, what=("activations", "peak"))
+    assert (got["activations_bytes"], got["peak_bytes"]) == (on["activations_bytes"], on["peak_bytes"])
+    with pytest.raises(pf.UnsupportedCombinationError, match="use_cache=True with AdapterHub adapters"):
+        pf.estimate(cfg, {"name": "adapter"}, {"use_cache": True})
+    assert pf.estimate(cfg, {"name": "adapter"}, {"use_cache": True, "gradient_checkpointing": True}).training["peak_bytes"] > 0
 
 
 @pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])

@@ -93,17 +93,30 @@ def test_ordering_of_methods_by_reserved_memory():
 PEAK_TRAINING = dict(TRAINING, seq_len=768, padding_mask=True)
 
 
+# The run peak covers the evaluation's generation at batch 50 (max_length 800) too. Prefix tuning with 200 virtual
+# tokens and P-tuning with 20 carry those tokens in every sequence's cache there, and their measured run peaks differ
+# by exactly what that cache differs by (0.961 GiB, to 0.04 %): generation, not the training step, sets them.
+SET_BY_GENERATION = {"prefixtuning--llama-3.2-3B-lr_0.001", "prefixtuning--llama-3.2-3B-lr_0.005_zero_init",
+                     "ptuning--llama-3.2-3B-default"}
+GENERATION = {"batch_size": 50, "prompt_len": 500, "new_tokens": 300}
+
+
 def test_ordering_of_methods_by_peak():
     """The twelve experiments ordered by estimated peak (at the longest batch) exactly as by their measured
-    peak; ties in the measurement (same config, another learning rate) are ties in the estimate."""
-    rows = [(exp, pf.estimate("meta-llama/Llama-3.2-3B", _method(exp), PEAK_TRAINING).training["peak_bytes"],
+    peak; ties in the measurement (same config, another learning rate) are ties in the estimate. Pairs of
+    experiments whose run peaks the evaluation's generation sets are ordered by its KV cache instead, which
+    explains their measured gap to 0.1 %."""
+    rows = [(exp, pf.estimate("meta-llama/Llama-3.2-3B", _method(exp), PEAK_TRAINING, inference=GENERATION),
              exp["accelerator_memory_max"]) for exp in DATA["experiments"]]
     for a, est_a, meas_a in rows:
         for b, est_b, meas_b in rows:
-            if meas_a > meas_b:
-                assert est_a > est_b, (a["experiment"], b["experiment"])
+            if a["experiment"] in SET_BY_GENERATION and b["experiment"] in SET_BY_GENERATION:
+                gap = est_a.inference["kv_cache_bytes"] - est_b.inference["kv_cache_bytes"]
+                assert gap == pytest.approx(meas_a - meas_b, rel=1e-3, abs=2**20), (a["experiment"], b["experiment"])
+            elif meas_a > meas_b:
+                assert est_a.training["peak_bytes"] > est_b.training["peak_bytes"], (a["experiment"], b["experiment"])
             elif meas_a == meas_b:
-                assert est_a == est_b, (a["experiment"], b["experiment"])
+                assert est_a.training["peak_bytes"] == est_b.training["peak_bytes"], (a["experiment"], b["experiment"])
 
 
 @pytest.mark.parametrize("exp", DATA["experiments"], ids=lambda e: e["experiment"])

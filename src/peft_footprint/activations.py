@@ -264,6 +264,12 @@ class Ctx:
     layer: int = 0  # the decoder layer being built
     norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
     cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
+    # use_cache=True (without checkpointing, which turns it off): the model returns its cache, which holds what it
+    # cached until the outputs go, after backward (prefix tuning's keys and values too, on every model)
+    returns_cache: bool = False
+    # ... and builds it itself (no prefix tuning): each layer's cache.update cats its keys and values onto an empty
+    # entry (copies, which attention then reads)
+    kv_cache: bool = False
     # eager attention returns its probabilities (attn_weights), which the decoder layer holds until it returns
     # (`hidden_states, _ = self.self_attn(...)`): what the last attention() left there (None for sdpa and flash)
     attn_weights: T | None = None
@@ -897,6 +903,19 @@ def _prefix_cat(ctx: Ctx, x: T, numel: Poly, name: str) -> T:
     return ctx.g.node(out, [ctx.prefix, x], [("p", 0), ("p", 1)], name=name)
 
 
+def _cache_cat(ctx: Ctx, k: T, v: T) -> tuple[T, T]:
+    """The model's own cache (``Ctx.kv_cache``): cache.update's torch.cat of the empty entry and the layer's keys
+    and values, copies that the returned cache holds (outputs); their gradients are views of the incoming ones.
+    Both empty entries take the keys' dtype (DynamicLayer.lazy_initialization), and cat promotes: values in bf16
+    beside keys that the rotary made fp32 (autocast) are cached in fp32."""
+    out = []
+    for x, name in ((k, "cache cat k"), (v, "cache cat v")):
+        y = ctx.g.node(ctx.g.new(x.numel, promote(k.dtype, x.dtype), x.rg, name), [x], [("p", 0)], name=name)
+        ctx.g.keep(y)
+        out.append(y)
+    return out[0], out[1]
+
+
 def _lin(layout: Layout, role: str) -> Linear | None:
     for m in layout.layer_linears:
         if m.role == role:
@@ -970,12 +989,15 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         # the prefix comes in the model's dtype; torch.cat promotes
         k = _prefix_cat(ctx, k, B * kv_len * (nkv * d), "prefix cat k")
         v = _prefix_cat(ctx, v, B * kv_len * (nkv * d), "prefix cat v")
-        if cfg["model_type"] in RETURNS_CACHE:  # the cache PEFT passes in, returned by the model, holds them
-            g.keep(k)
+        if cfg["model_type"] in RETURNS_CACHE or ctx.returns_cache:  # the cache PEFT passes in, returned by the model,
+            g.keep(k)  # holds them
             g.keep(v)
         ctx.cache += [k, v]
     else:
         kv_len = None
+        if ctx.kv_cache:
+            k, v = _cache_cat(ctx, k, v)
+    cat_kv = bool(ctx.kv_extra) or ctx.kv_cache  # (k and v are a cat's contiguous output)
     impl = ctx.attn
     mask = _prefix_mask(ctx) or ctx.padding_mask or (layer_type == "sliding_attention" and ctx.sliding_active) or ctx.mask_always
     cat_rotary = mt == "phi3"  # phi3's rotary ends in torch.cat: contiguous q and k
@@ -983,7 +1005,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     # as they are)
     a = attention(ctx, q, k, v, nh=nh, nkv=nkv, d=d, impl=impl, mask=mask, kv_len=kv_len,
                   softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping")),
-                  contiguous=(cat_rotary or own, cat_rotary or own or bool(ctx.kv_extra), own or bool(ctx.kv_extra)),
+                  contiguous=(cat_rotary or own, cat_rotary or own or cat_kv, own or cat_kv),
                   folds=(True, True, mt != "phi3"))  # (Phi-3's v: a slice of qkv_proj's output)
     def close(o: T, residual: T, norm_name: str, place: str) -> T:
         """A branch's output: Olmo2's / Gemma2's post-norm, Granite's residual multiplier, the residual add."""
@@ -1117,13 +1139,16 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         kv_len = ctx.seq + ctx.kv_extra
         k = _prefix_cat(ctx, k, B * kv_len * (nh * d), "prefix cat k")
         v = _prefix_cat(ctx, v, B * kv_len * (nh * d), "prefix cat v")
-        if mt in RETURNS_CACHE:
+        if mt in RETURNS_CACHE or ctx.returns_cache:
             g.keep(k)
             g.keep(v)
         ctx.cache += [k, v]
+    elif ctx.kv_cache:
+        k, v = _cache_cat(ctx, k, v)
+    cat_kv = bool(ctx.kv_extra) or ctx.kv_cache  # (k and v are a cat's contiguous output)
     neox = mt == "gpt_neox"  # rotary ends in torch.cat: contiguous q and k
     att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=_prefix_mask(ctx) or ctx.padding_mask or ctx.mask_always, kv_len=kv_len,
-                    contiguous=(neox, neox or bool(ctx.kv_extra), bool(ctx.kv_extra)),
+                    contiguous=(neox, neox or cat_kv, cat_kv),
                     softmax_fp32=mt != "gpt2" or bool(g.autocast),  # autocast runs softmax in fp32
                     upcast=mt == "gpt2" and impl == "eager" and bool(cfg.get("reorder_and_upcast_attn")),
                     folds=(mt != "gpt2",) * 3)  # (GPT-2's q, k, v: slices of c_attn's output; GPT-NeoX's fold)
@@ -1268,6 +1293,12 @@ def _derived(cfg: dict[str, Any], name: str) -> Any:
     return _DERIVED[name](cfg)
 
 
+def returns_kv_cache(train) -> bool:
+    """Does the model's forward return a KV cache (:attr:`Ctx.returns_cache`)? With use_cache=True, unless
+    checkpointing turns it off (transformers: "use_cache=True is incompatible with gradient checkpointing")."""
+    return bool(getattr(train, "use_cache", False)) and not train.gradient_checkpointing
+
+
 def activation_model(spec, method: Method, train, sliding_active: bool = False, batch_one: bool = False,
                      query_one: bool = False) -> ActivationModel:
     """The activation polynomials of ``spec`` trained with ``method`` (the whole symbolic pass, nothing cached)."""
@@ -1293,7 +1324,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
               kv_extra=method.prefix_tokens(), device=device, full=method.name == "full",
               attn="eager" if train.attn_implementation == "eager" else "sdpa", sliding_active=sliding_active,
               padding_mask=train.padding_mask, batch_one=batch_one, query_one=query_one,
-              one_token_unmasked=query_one and train.attn_implementation == "sdpa" and not train.padding_mask)
+              one_token_unmasked=query_one and train.attn_implementation == "sdpa" and not train.padding_mask,
+              returns_cache=returns_kv_cache(train), kv_cache=returns_kv_cache(train) and not method.prefix_tokens())
     # (flash_attention_2 saves what sdpa's flash kernel saves)
     _setup(ctx)
     if isinstance(method, QLoRA):

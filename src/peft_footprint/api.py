@@ -17,7 +17,7 @@ from .poly import evaluate
 from .model import ModelSpec, load_model
 from .storage import safetensors_file_bytes
 from .result import SCHEMA_VERSION, Estimate
-from .activations import BOTH_MASKS, ActivationModel, attention_dropout, attention_dropout_field, structured_activation_model
+from .activations import BOTH_MASKS, ActivationModel, attention_dropout, attention_dropout_field, returns_kv_cache, structured_activation_model
 from .compute import compute_terms
 from .tables import build_table
 from .hardware import load_hardware
@@ -116,6 +116,8 @@ def _activations(spec: ModelSpec, method: Method, train: TrainingSpec, sliding: 
     # (the pass reads gradient accumulation only as on or off: a tied lm_head's gradient waits for the embedding's)
     options = train.model_dump_json(exclude={"batch_size", "seq_len", "optimizer", "retain_outputs", "use_cache",
                                              "gradient_accumulation_steps"}) + ("+accumulating" if train.gradient_accumulation_steps > 1 else "")
+    if returns_kv_cache(train):  # (read only where the model returns a cache)
+        options += "+kv cache"
     key = (id(spec), method_key(method), sliding, batch_one, query_one, options)
     hit = _ACTS.get(key)
     if hit is not None and hit[0] is spec:
@@ -179,6 +181,12 @@ def _refuse(spec: ModelSpec, meth: Method, train: TrainingSpec) -> None:
             "sdpa falls back to its math kernel when it drops out, which this estimate does not model (on CUDA the "
             f"fused kernels drop out without keeping a mask, and that is modelled); use attn_implementation='eager', "
             f"device='cuda', or {field}=0"
+        )
+    if meth.name == "adapter" and returns_kv_cache(train):
+        raise UnsupportedCombinationError(
+            "training.use_cache=True with AdapterHub adapters: the KV cache transformers 4.x builds in a training forward "
+            "(which AdapterHub's own attention handles for some models) is not modelled; pass use_cache=False, as "
+            "training scripts do, or turn gradient_checkpointing on, which turns the cache off"
         )
     if meth.prefix_tokens() and train.gradient_checkpointing:
         raise UnsupportedCombinationError(

@@ -563,7 +563,7 @@ def _padding_mask(ids, t):
 
 def _forward(model, ids, t, mask=None):
     with _autocast(t):
-        return model(input_ids=ids, labels=ids, use_cache=False, **({"attention_mask": mask} if mask is not None else {}))
+        return model(input_ids=ids, labels=ids, use_cache=bool(t.get("use_cache")), **({"attention_mask": mask} if mask is not None else {}))
 
 
 def measure(config: dict, method: dict | str, training: dict | None = None, *, what=("static",),

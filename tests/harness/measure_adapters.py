@@ -187,8 +187,8 @@ def _batch(model, training):
     return ids
 
 
-def _step(model, opt, ids):
-    out = model(input_ids=ids, labels=ids, use_cache=False)
+def _step(model, opt, ids, use_cache=False):
+    out = model(input_ids=ids, labels=ids, use_cache=use_cache)
     out.loss.backward()
     return out
 
@@ -302,7 +302,7 @@ def _measure(request):
     # Step 1: creates gradients and optimizer state.
     opt = torch.optim.AdamW(trainable, lr=1e-4, foreach=True)  # as on CUDA (and tests/harness/measure.py)
     ids = _batch(model, training)
-    out = _step(model, opt, ids)
+    out = _step(model, opt, ids, bool(training.get("use_cache")))
     res["loss"] = float(out.loss.detach().float())
     del out
     res["gradients_bytes"] = sum(p.grad.numel() * p.grad.element_size() for p in trainable if p.grad is not None)
@@ -328,7 +328,7 @@ def _measure(request):
         tracker.keep_peak_listing = "names" in what
         with tracker:
             tracker.phase = "forward"
-            out = model(input_ids=ids, labels=ids, use_cache=False)
+            out = model(input_ids=ids, labels=ids, use_cache=bool(training.get("use_cache")))
             loss = out.loss
             res["activations_bytes"] = tracker.snapshot("end_of_forward")
             res["logits_bytes"] = out.logits.numel() * out.logits.element_size()
