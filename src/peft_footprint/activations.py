@@ -1152,7 +1152,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
                     softmax_fp32=mt != "gpt2" or bool(g.autocast),  # autocast runs softmax in fp32
                     upcast=mt == "gpt2" and impl == "eager" and bool(cfg.get("reorder_and_upcast_attn")),
                     folds=(mt != "gpt2",) * 3)  # (GPT-2's q, k, v: slices of c_attn's output; GPT-NeoX's fold)
-    if mt == "gpt_neox" and impl == "sdpa":
+    if mt == "gpt_neox" and impl == "sdpa" and not ctx.query_one:  # (a one-token query's output is contiguous already)
         att = g.copy(att, "attn out contiguous")
     o = linear(ctx, att, _lin(layout, "o"), i)
     # GPTNeoXAttention binds the fused projection (`qkv`) until it returns, after its dense: where nothing saves its
