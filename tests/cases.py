@@ -793,7 +793,8 @@ def use_cache_cases() -> list[tuple[str, dict, dict, dict]]:
     out = []
     for mt, method, options in _USE_CACHE:
         cfg = dict(TINY[mt], attn_pdrop=0.0) if mt == "gpt2" else TINY[mt]
-        training = {"batch_size": 2, "seq_len": 16, "optimizer": "sgd", "use_cache": True, "gradient_checkpointing": False, **options}
+        training = {"batch_size": 2, "seq_len": 16, "optimizer": "sgd", "use_cache": True, "gradient_checkpointing": False,
+                    "attn_implementation": "sdpa", **options}
         tags = [options["dtype"], options.get("mixed_precision", ""), options.get("attn_implementation", "sdpa"),
                 "padded" if options.get("padding_mask") else ""]
         out.append(("-".join([mt, method["name"], "use-cache", *filter(None, tags)]), cfg, method, training))
