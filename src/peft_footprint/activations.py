@@ -903,6 +903,18 @@ def _prefix_cat(ctx: Ctx, x: T, numel: Poly, name: str) -> T:
     return ctx.g.node(out, [ctx.prefix, x], [("p", 0), ("p", 1)], name=name)
 
 
+def _prefix_kv(ctx: Ctx, k: T, v: T, numel: Poly) -> tuple[T, T]:
+    """Prefix tuning's keys and values (``numel`` elements each, the virtual positions in front), as the cache PEFT
+    passes in makes them: held until the forward returns, and through backward where the model returns that
+    cache (RETURNS_CACHE, or any model with use_cache)."""
+    k, v = _prefix_cat(ctx, k, numel, "prefix cat k"), _prefix_cat(ctx, v, numel, "prefix cat v")
+    if ctx.cfg["model_type"] in RETURNS_CACHE or ctx.returns_cache:
+        ctx.g.keep(k)
+        ctx.g.keep(v)
+    ctx.cache += [k, v]
+    return k, v
+
+
 def _cache_cat(ctx: Ctx, k: T, v: T) -> tuple[T, T]:
     """The model's own cache (``Ctx.kv_cache``): cache.update's torch.cat of the empty entry and the layer's keys
     and values, copies that the returned cache holds (outputs); their gradients are views of the incoming ones.
@@ -987,12 +999,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     if ctx.kv_extra:  # prefix tuning: cache.update cats the virtual keys/values in front
         kv_len = ctx.seq + _prefix_kept(ctx, layer_type)
         # the prefix comes in the model's dtype; torch.cat promotes
-        k = _prefix_cat(ctx, k, B * kv_len * (nkv * d), "prefix cat k")
-        v = _prefix_cat(ctx, v, B * kv_len * (nkv * d), "prefix cat v")
-        if cfg["model_type"] in RETURNS_CACHE or ctx.returns_cache:  # the cache PEFT passes in, returned by the model,
-            g.keep(k)  # holds them
-            g.keep(v)
-        ctx.cache += [k, v]
+        k, v = _prefix_kv(ctx, k, v, B * kv_len * (nkv * d))
     else:
         kv_len = None
         if ctx.kv_cache:
@@ -1137,12 +1144,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         v = linear(ctx, a, _lin(layout, "v"), i)
     if ctx.kv_extra:
         kv_len = ctx.seq + ctx.kv_extra
-        k = _prefix_cat(ctx, k, B * kv_len * (nh * d), "prefix cat k")
-        v = _prefix_cat(ctx, v, B * kv_len * (nh * d), "prefix cat v")
-        if mt in RETURNS_CACHE or ctx.returns_cache:
-            g.keep(k)
-            g.keep(v)
-        ctx.cache += [k, v]
+        k, v = _prefix_kv(ctx, k, v, B * kv_len * (nh * d))
     elif ctx.kv_cache:
         k, v = _cache_cat(ctx, k, v)
     cat_kv = bool(ctx.kv_extra) or ctx.kv_cache  # (k and v are a cat's contiguous output)
@@ -1623,7 +1625,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
             if pos_copy:
                 top_moments.append(("backward: ", "embeddings' weight gradients", base + run.start_of[pe_node] + _copies(ctx, "position_embedding")))
             if emb_trains:
-                top_moments.append(("backward: ", "embeddings' weight gradients", base + run.end - indices + _copies(ctx, "embedding") + positions_left))
+                top_moments.append(("backward: ", "embeddings' weight gradients",
+                                    base + run.end - indices + _copies(ctx, "embedding") + positions_left))
         else:
             top_moments += [("backward: ", g.nodes[n].name, base + p_) for n, p_ in run.moments]
     # which moments hold the loss's labels (for the batch-1 model, :meth:`ActivationModel.with_batch_one_labels`)
