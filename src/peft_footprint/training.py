@@ -217,8 +217,9 @@ def _adafactor_step_bytes(tensors, layer_order: tuple[str, ...] = ()) -> int:
         return _BEFORE_LAYERS.index(module)
 
     embeddings = sorted((t for t in tensors if front(t) is not None), key=front)
-    def registered(t) -> int:  # the position of a layer tensor's module in the layer
-        rel = t.name.split("*.", 1)[1]
+
+    def registered(t) -> int:  # the position of a layer tensor's module in the layer (P-tuning's LSTM layers: none)
+        rel = t.name.partition("*.")[2]
         return next((k for k, m in enumerate(layer_order) if rel.startswith(m + ".")), len(layer_order))
 
     layers = sorted((t for t in tensors if "*" in t.name), key=registered)
