@@ -435,6 +435,40 @@ def test_use_cache_changes_nothing_under_checkpointing_and_is_refused_with_adapt
     assert pf.estimate(cfg, {"name": "adapter"}, {"use_cache": True, "gradient_checkpointing": True}).training["peak_bytes"] > 0
 
 
+_RETAINED = [(mt, setting) for mt in TINY for setting in ("autocast-lora", "qlora", "autocast-prefix", "bf16-lora-ckpt")
+             if not (setting == "autocast-prefix" and mt in ("gemma2", "gemma3_text"))]
+
+
+@pytest.mark.parametrize("mt,setting", _RETAINED, ids=[f"{mt}-{s}" for mt, s in _RETAINED])
+def test_retained_outputs_are_what_the_forward_returns(mt, setting):
+    """retain_outputs with use_cache: the logits and the KV cache a training forward returns, as the real model
+    returns them: the cache in the keys' dtype (fp32 under autocast on fp32 weights where the rotary makes them,
+    or with prefix tuning; QLoRA prepared for k-bit training: fp32 logits and cache), none under checkpointing."""
+    import torch
+
+    from tests.harness import measure as M
+
+    cfg = dict(TINY[mt], attn_pdrop=0.0) if mt == "gpt2" else TINY[mt]
+    method = {"lora": {"name": "lora", "r": 2, "target_modules": "all-linear"}, "qlora": {"name": "qlora", "r": 2, "target_modules": "all-linear"},
+              "prefix": {"name": "prefix_tuning", "num_virtual_tokens": 3}}[setting.split("-")[1] if "-" in setting else setting]
+    training = {"batch_size": 2, "seq_len": 8, "use_cache": True, "retain_outputs": True,
+                "dtype": "fp32" if setting.startswith("autocast") else "bf16",
+                "mixed_precision": "bf16" if setting.startswith("autocast") else None,
+                "gradient_checkpointing": setting.endswith("ckpt")}
+    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training["retained_outputs_bytes"]
+    t = M._training_defaults({k: v for k, v in training.items() if k != "mixed_precision"} | {"mixed_precision": training["mixed_precision"] or False})
+    model, _ = M._build(cfg, method, t, "cpu", 0)
+    ids = M._inputs(model, 2, 8, "cpu", 0)
+    if t["gradient_checkpointing"]:
+        model.train()
+    with M._autocast(t):
+        out = model(input_ids=ids, labels=ids, use_cache=True)
+    cache = out.past_key_values
+    storages = {x.untyped_storage().data_ptr(): x.untyped_storage().nbytes()
+                for layer in (cache.layers if cache is not None else ()) for x in (layer.keys, layer.values)}
+    assert est == out.logits.untyped_storage().nbytes() + sum(storages.values())
+
+
 @pytest.mark.parametrize("model_type", ["gemma2", "gemma3_text"])
 def test_prefix_tuning_on_gemma_refused_where_peft_fails(model_type):
     """PEFT 0.19.1's get_prompt fills Gemma 2/3's cache from past_key_values[0][layer_idx] and

@@ -1295,6 +1295,28 @@ def _derived(cfg: dict[str, Any], name: str) -> Any:
     return _DERIVED[name](cfg)
 
 
+def hidden_dtype(method: Method, train) -> str:
+    """The hidden states' dtype: the weights', but fp32 for QLoRA prepared for k-bit training, which casts the
+    embeddings, norms and lm_head to fp32 (Linear4bit casts its input to the compute dtype and its output back)."""
+    if isinstance(method, QLoRA) and method.prepare_model_for_kbit_training:
+        return "fp32"
+    return train.weight_dtype
+
+
+def outputs_dtypes(model_type: str, method: Method, train) -> tuple[str, str]:
+    """The dtypes of what a training forward returns: the logits (autocast's where it runs the head, else the
+    hidden states') and the KV cache (use_cache), whose empty entries take the keys' dtype. Keys come out of the
+    rotary in the hidden states' dtype (cos and sin are cast to it): fp32 under autocast on fp32 weights, but for
+    GPT-2 and OPT (no rotary: k_proj's output) and Olmo2 (which casts the rotated keys back); prefix tuning's
+    virtual keys, in the weights' dtype, promote them. Measured over every architecture
+    (tests/test_activations_vs_harness.py::test_retained_outputs_are_what_the_forward_returns)."""
+    hidden = hidden_dtype(method, train)
+    cache = hidden
+    if train.mixed_precision and model_type in ("gpt2", "opt", "olmo2") and not method.prefix_tokens():
+        cache = train.mixed_precision
+    return train.mixed_precision or hidden, cache
+
+
 def returns_kv_cache(train) -> bool:
     """Does the model's forward return a KV cache (:attr:`Ctx.returns_cache`)? With use_cache=True, unless
     checkpointing turns it off (transformers: "use_cache=True is incompatible with gradient checkpointing")."""
@@ -1312,11 +1334,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     """The symbolic pass: (activations, their terms, a steady layer's, its terms, every moment of the step as
     (kind, op, live bytes)); the peak candidates are picked from the moments by :func:`_finish`."""
     mt = cfg["model_type"]
-    dtype = train.weight_dtype
-    if isinstance(method, QLoRA) and method.prepare_model_for_kbit_training:
-        # prepare_model_for_kbit_training casts embeddings, norms and lm_head to fp32: the hidden states are
-        # fp32 throughout; Linear4bit casts its input to the compute dtype and its output back (transients)
-        dtype = "fp32"
+    dtype = hidden_dtype(method, train)
     device = getattr(train, "device", "cuda")
     n_virtual = method.virtual_tokens()
     seq = S + n_virtual

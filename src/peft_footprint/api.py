@@ -17,7 +17,8 @@ from .poly import evaluate
 from .model import ModelSpec, load_model
 from .storage import safetensors_file_bytes
 from .result import SCHEMA_VERSION, Estimate
-from .activations import BOTH_MASKS, ActivationModel, attention_dropout, attention_dropout_field, returns_kv_cache, structured_activation_model
+from .activations import (BOTH_MASKS, ActivationModel, attention_dropout, attention_dropout_field, outputs_dtypes, returns_kv_cache,
+                          structured_activation_model)
 from .compute import compute_terms
 from .tables import build_table
 from .hardware import load_hardware
@@ -254,11 +255,11 @@ def estimate(model: Any, method: Any = "lora", training: Any = None, inference: 
     # ---- what the training loop keeps alive between steps ----------------------------------------
     retained = 0
     if train.retain_outputs:
-        e = nbytes(train.mixed_precision or train.weight_dtype)
+        logits, cache = outputs_dtypes(spec.model_type, meth, train)
         seq = train.seq_len + meth.virtual_tokens()
-        retained = train.batch_size * seq * spec.cfg["vocab_size"] * e  # logits
-        if train.use_cache:
-            retained += kv_cache_bytes(spec.cfg, train.batch_size, seq, e, prefix_tokens=meth.prefix_tokens())
+        retained = train.batch_size * seq * spec.cfg["vocab_size"] * nbytes(logits)
+        if returns_kv_cache(train):  # (checkpointing turns the cache off)
+            retained += kv_cache_bytes(spec.cfg, train.batch_size, seq, nbytes(cache), prefix_tokens=meth.prefix_tokens())
 
     # ---- activations and peak ----------------------------------------------------------------
     act = _activations(spec, meth, train)
