@@ -265,17 +265,17 @@ class Ctx:
     norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
     cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
     # use_cache=True (without checkpointing, which turns it off): the model returns its cache, which holds what it
-    # cached until the outputs go, after backward (prefix tuning's keys and values too, on every model)
-    returns_cache: bool = False
-    # ... and builds it itself (no prefix tuning): each layer's cache.update cats its keys and values onto an empty
+    # cached until the outputs go, after backward (prefix tuning's keys and values too, on every model). Without a
+    # prefix the model builds that cache itself: each layer's cache.update cats its keys and values onto an empty
     # entry (copies, which attention then reads)
-    kv_cache: bool = False
+    returns_cache: bool = False
     # eager attention returns its probabilities (attn_weights), which the decoder layer holds until it returns
     # (`hidden_states, _ = self.self_attn(...)`): what the last attention() left there (None for sdpa and flash)
     attn_weights: T | None = None
     scope: list = field(default_factory=list)  # what the base model's forward holds until it returns (embeddings, masks)
     positions: T | None = None  # the position ids the base model makes (an input of every checkpointed layer)
     position_indices: int = -1  # the storage a trained learned-position embedding keeps for its backward
+    position_node: int = -1  # ... and its autograd node (OPT's, made before project_in's)
     prefix: T | None = None  # prefix tuning's past_key_values for all layers
 
     def drop(self, x: T, p: float, name: str) -> T:
@@ -903,29 +903,33 @@ def _prefix_cat(ctx: Ctx, x: T, numel: Poly, name: str) -> T:
     return ctx.g.node(out, [ctx.prefix, x], [("p", 0), ("p", 1)], name=name)
 
 
-def _prefix_kv(ctx: Ctx, k: T, v: T, numel: Poly) -> tuple[T, T]:
-    """Prefix tuning's keys and values (``numel`` elements each, the virtual positions in front), as the cache PEFT
-    passes in makes them: held until the forward returns, and through backward where the model returns that
-    cache (RETURNS_CACHE, or any model with use_cache)."""
-    k, v = _prefix_cat(ctx, k, numel, "prefix cat k"), _prefix_cat(ctx, v, numel, "prefix cat v")
-    if ctx.cfg["model_type"] in RETURNS_CACHE or ctx.returns_cache:
-        ctx.g.keep(k)
-        ctx.g.keep(v)
-    ctx.cache += [k, v]
+def _cache_update(ctx: Ctx, k: T, v: T, kv_len: Poly | None, width: int) -> tuple[T, T]:
+    """A layer's cache.update, where there is a cache: the keys and values attention then reads (contiguous cats).
+
+    - Prefix tuning: the cache PEFT passes in cats the virtual keys/values in front (``kv_len`` positions of
+      ``width`` each, in the model's dtype; torch.cat promotes); it holds them until the forward returns, and
+      through backward where the model returns that cache (RETURNS_CACHE, or any model with use_cache).
+    - use_cache without a prefix (:attr:`Ctx.returns_cache`): the model's own cache cats them onto an empty entry,
+      copies that the returned cache holds (outputs). Both empty entries take the keys' dtype
+      (DynamicLayer.lazy_initialization) and cat promotes: values in bf16 beside keys that the rotary made fp32
+      (autocast) are cached in fp32.
+
+    The cats' gradients are views of the incoming ones."""
+    if ctx.kv_extra:
+        numel = B * kv_len * width
+        k, v = _prefix_cat(ctx, k, numel, "prefix cat k"), _prefix_cat(ctx, v, numel, "prefix cat v")
+        ctx.cache += [k, v]
+        if ctx.cfg["model_type"] not in RETURNS_CACHE and not ctx.returns_cache:
+            return k, v
+    elif ctx.returns_cache:
+        keys = k.dtype
+        k, v = [ctx.g.node(ctx.g.new(x.numel, promote(keys, x.dtype), x.rg, name), [x], [("p", 0)], name=name)
+                for x, name in ((k, "cache cat k"), (v, "cache cat v"))]
+    else:
+        return k, v
+    ctx.g.keep(k)
+    ctx.g.keep(v)
     return k, v
-
-
-def _cache_cat(ctx: Ctx, k: T, v: T) -> tuple[T, T]:
-    """The model's own cache (``Ctx.kv_cache``): cache.update's torch.cat of the empty entry and the layer's keys
-    and values, copies that the returned cache holds (outputs); their gradients are views of the incoming ones.
-    Both empty entries take the keys' dtype (DynamicLayer.lazy_initialization), and cat promotes: values in bf16
-    beside keys that the rotary made fp32 (autocast) are cached in fp32."""
-    out = []
-    for x, name in ((k, "cache cat k"), (v, "cache cat v")):
-        y = ctx.g.node(ctx.g.new(x.numel, promote(k.dtype, x.dtype), x.rg, name), [x], [("p", 0)], name=name)
-        ctx.g.keep(y)
-        out.append(y)
-    return out[0], out[1]
 
 
 def _lin(layout: Layout, role: str) -> Linear | None:
@@ -996,15 +1000,9 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
             q, k = g.to(q_embed, back, "rotary cast"), g.to(k_embed, back, "rotary cast")
             g.touch(q_embed, k_embed)
     g.touch(q_in, k_in)  # apply_rotary_pos_emb's arguments: alive until it returns both
-    if ctx.kv_extra:  # prefix tuning: cache.update cats the virtual keys/values in front
-        kv_len = ctx.seq + _prefix_kept(ctx, layer_type)
-        # the prefix comes in the model's dtype; torch.cat promotes
-        k, v = _prefix_kv(ctx, k, v, B * kv_len * (nkv * d))
-    else:
-        kv_len = None
-        if ctx.kv_cache:
-            k, v = _cache_cat(ctx, k, v)
-    cat_kv = bool(ctx.kv_extra) or ctx.kv_cache  # (k and v are a cat's contiguous output)
+    kv_len = ctx.seq + _prefix_kept(ctx, layer_type) if ctx.kv_extra else None  # (with a prefix's virtual positions)
+    k, v = _cache_update(ctx, k, v, kv_len, nkv * d)
+    cat_kv = bool(ctx.kv_extra) or ctx.returns_cache  # (k and v are a cat's contiguous output)
     impl = ctx.attn
     mask = _prefix_mask(ctx) or ctx.padding_mask or (layer_type == "sliding_attention" and ctx.sliding_active) or ctx.mask_always
     cat_rotary = mt == "phi3"  # phi3's rotary ends in torch.cat: contiguous q and k
@@ -1116,7 +1114,6 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     g.scope = f"layers.{i}."
     resid_p = {"gpt2": _p(cfg, "resid_pdrop", default=0.1), "opt": _p(cfg, "dropout", default=0.1)}.get(mt, _p(cfg, "hidden_dropout"))
     impl = ctx.attn
-    kv_len = None
     residual = x
     # the layer's two norms, as modules (ln_1/ln_2, input_layernorm/post_attention_layernorm, OPT's
     # self_attn_layer_norm/final_layer_norm): copies when modules_to_save covers them. OPT's may have no weight
@@ -1142,12 +1139,9 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         q = g.mul(linear(ctx, a, _lin(layout, "q"), i), None, "q * scaling")
         k = linear(ctx, a, _lin(layout, "k"), i)
         v = linear(ctx, a, _lin(layout, "v"), i)
-    if ctx.kv_extra:
-        kv_len = ctx.seq + ctx.kv_extra
-        k, v = _prefix_kv(ctx, k, v, B * kv_len * (nh * d))
-    elif ctx.kv_cache:
-        k, v = _cache_cat(ctx, k, v)
-    cat_kv = bool(ctx.kv_extra) or ctx.kv_cache  # (k and v are a cat's contiguous output)
+    kv_len = ctx.seq + ctx.kv_extra if ctx.kv_extra else None
+    k, v = _cache_update(ctx, k, v, kv_len, nh * d)
+    cat_kv = bool(ctx.kv_extra) or ctx.returns_cache  # (k and v are a cat's contiguous output)
     neox = mt == "gpt_neox"  # rotary ends in torch.cat: contiguous q and k
     att = attention(ctx, q, k, v, nh=nh, nkv=nh, d=d, impl=impl, mask=_prefix_mask(ctx) or ctx.padding_mask or ctx.mask_always, kv_len=kv_len,
                     contiguous=(neox, neox or cat_kv, cat_kv),
@@ -1259,6 +1253,7 @@ def _ln_embeddings(ctx: Ctx, emb: T) -> T:
         # (a trained copy's embedding backward takes the gradient; its weight gradient is counted with the copies'.
         # Its node is made before project_in's, which autograd therefore runs first)
         pe_in = g.node(T(pe.numel, pe.dtype, pe.rg, None), [None], [], name="embed_positions")
+        ctx.position_node = pe_in.fn if pe_in.fn is not None else -1
         proj = _project_in(layout)
         x = linear(ctx, emb, proj, None) if proj else emb
         # inputs_embeds is rebound to project_in's output; the decoder holds it, the positions and the last layer's
@@ -1345,7 +1340,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
               attn="eager" if train.attn_implementation == "eager" else "sdpa", sliding_active=sliding_active,
               padding_mask=train.padding_mask, batch_one=batch_one, query_one=query_one,
               one_token_unmasked=query_one and train.attn_implementation == "sdpa" and not train.padding_mask,
-              returns_cache=returns_kv_cache(train), kv_cache=returns_kv_cache(train) and not method.prefix_tokens())
+              returns_cache=returns_kv_cache(train))
     # (flash_attention_2 saves what sdpa's flash kernel saves)
     _setup(ctx)
     if isinstance(method, QLoRA):
@@ -1636,7 +1631,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
             base = base + _copies(ctx, "position_embedding")
         run = backward(g, x_first.fn, 0, ZERO, g.alive_ids(), first_grad=x_first.bytes(), sum_leaves=proj_lora and copies)
         if proj_lora and copies:
-            pe_node = next(n for n in range(layer_nodes) if g.nodes[n].name.endswith("embed_positions")) if pos_copy else -1
+            pe_node = ctx.position_node if pos_copy else -1
             indices = g.storages[ctx.position_indices].nbytes if pos_copy else ZERO
             after = positions_left - indices
             top_moments += [("backward: ", g.nodes[n].name, base + p_ + (after if n < pe_node else ZERO)) for n, p_ in run.moments]
