@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 import peft_footprint as pf
-from tests.cases import (TINY, act_cases, adafactor_order_cases, bottom_layer_cases, drawn_cases, embedding_backward_cases,
+from tests.cases import (TINY, act_cases, adafactor_order_cases, dora_conv1d_accumulation_cases, bottom_layer_cases, drawn_cases, embedding_backward_cases,
                          embedding_copies_cases, embedding_end_cases, one_token_cases, one_token_query_cases, outside_cases,
                          padded_cases, position_copy_cases, prefix_gather_cases, project_in_cases, rotary_kind_cases,
                          use_cache_cases)
@@ -410,6 +410,15 @@ def test_adafactor_steps_the_parameters_in_registration_order(case):
     peak with a half-precision head copy's four fp32 copies."""
     est = _exact(case)
     assert est["peak_at"] == "optimizer step"
+
+
+@pytest.mark.parametrize("case", dora_conv1d_accumulation_cases(), ids=[c[0] for c in dora_conv1d_accumulation_cases()])
+def test_dora_conv1d_transpose_leaf_gets_a_new_grad_under_accumulation(case):
+    """DoRA with dropout on GPT-2's Conv1D: PEFT's transpose() makes W.T a new Parameter in every forward, so its
+    gradient is a new .grad even under gradient accumulation (where the real parameters' are added in place), and
+    under checkpointing each layer's stays alive through the backward of the layers below, which sets the peak."""
+    est = _exact(case)
+    assert est["peak_at"].startswith("backward")
 
 
 @pytest.mark.parametrize("case", use_cache_cases(), ids=[c[0] for c in use_cache_cases()])

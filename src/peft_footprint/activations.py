@@ -582,6 +582,8 @@ def _dora_base(ctx: Ctx, xa: T, w32: T, i: int, o: int, path: str, fresh: bool =
     g, ac = ctx.g, ctx.g.autocast
     x, w = xa, w32
     key = f"{g.scope}{path} dora W.T"
+    if fresh:
+        g.fresh_leaves.add(key)
     w_in = None
     if ac:
         if x.dtype != ac:

@@ -106,6 +106,9 @@ class Graph:
     # in place and goes (a transient), except those of the parameters named here, whose gradients wait in
     # autograd's input buffer for another (a tied weight). None: no .grad exists (the first micro-batch)
     accumulating: frozenset | None = None
+    # gradients of leaves made anew by each forward (PEFT's transpose() wraps a Conv1D's W.T in a new Parameter):
+    # no .grad exists before their first gradient, under gradient accumulation too
+    fresh_leaves: set = field(default_factory=set)
     # autocast's cached casts of leaves that require grad (trainable weights and biases): alive until autocast
     # exits at the end of the forward, whether or not a node saved them (the caller touches them then)
     held: list = field(default_factory=list)
@@ -389,7 +392,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     (None: the loss's, 4 bytes that torch.autograd.backward holds until it returns). ``sum_leaves``: a leaf that
     several nodes send gradients to keeps one, their sum (its AccumulateGrad's input buffer), not each of them.
     """
-    nodes, storages, accumulating = g.nodes, g.storages, g.accumulating
+    nodes, storages, accumulating, fresh = g.nodes, g.storages, g.accumulating, g.fresh_leaves
     deps: dict[int, int] = {}
     seen = {root}
     stack = [root]
@@ -416,7 +419,7 @@ def backward(g: Graph, root: int, lo: int, start: Poly, alive: set[int], recompu
     ready = [-root]
 
     def in_place(key: str) -> bool:  # a parameter's gradient added into an existing .grad (and then freed)
-        return key in params or (accumulating is not None and key not in accumulating)
+        return key in params or (accumulating is not None and key not in accumulating and key not in fresh)
 
     leaf_grads: dict[int, list] = {}  # a leaf's gradient so far, by its storage
     grew = [False]  # nothing freed since the last moment: a new one bounds it and replaces it
