@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 import peft_footprint as pf
-from tests.cases import (TINY, act_cases, adafactor_order_cases, dora_conv1d_accumulation_cases, bottom_layer_cases, drawn_cases, embedding_backward_cases,
+from tests.cases import (TINY, act_cases, adafactor_order_cases, dora_conv1d_accumulation_cases, position_lora_cases, bottom_layer_cases, drawn_cases, embedding_backward_cases,
                          embedding_copies_cases, embedding_end_cases, one_token_cases, one_token_query_cases, outside_cases,
                          padded_cases, position_copy_cases, prefix_gather_cases, project_in_cases, rotary_kind_cases,
                          use_cache_cases)
@@ -419,6 +419,30 @@ def test_dora_conv1d_transpose_leaf_gets_a_new_grad_under_accumulation(case):
     under checkpointing each layer's stays alive through the backward of the layers below, which sets the peak."""
     est = _exact(case)
     assert est["peak_at"].startswith("backward")
+
+
+@pytest.mark.parametrize("case", position_lora_cases(), ids=[c[0] for c in position_lora_cases()])
+def test_lora_on_gpt2_position_embedding(case):
+    """LoRA on GPT-2's wpe runs on the positions (one row per position, whatever the batch) and makes every layer's
+    input require grad; its backward, below the layers, reduces the gradient over the batch first. DoRA's
+    n_positions x width temporaries come before the attention mask is built."""
+    est = _exact(case)
+    if case[0].endswith("1x2"):
+        assert est["peak_at"].startswith("forward: transformer.wpe")
+
+
+def test_lora_on_opt_position_embedding_is_refused():
+    """OPTDecoder calls embed_positions with the attention mask, which PEFT's lora.Embedding looks up as indices:
+    transformers fails without a mask (the harness shows it), and with one the adapter reads 0/1 values."""
+    method = {"name": "lora", "r": 4, "target_modules": ["q_proj", "embed_positions"]}
+    with pytest.raises(pf.UnsupportedCombinationError, match="LoRA on OPT's embed_positions") as refusal:
+        pf.estimate(TINY["opt"], method, {"batch_size": 2, "seq_len": 9})
+    assert "modules_to_save=['embed_positions']" in str(refusal.value)
+    with pytest.raises(RuntimeError, match="indices"):
+        measure(TINY["opt"], method, {"batch_size": 2, "seq_len": 9, "dtype": "fp32"}, what=("activations",))
+    # trained whole instead, it is estimated
+    assert pf.estimate(TINY["opt"], dict(method, target_modules=["q_proj"], modules_to_save=["embed_positions"]),
+                       {"batch_size": 2, "seq_len": 9}).training["peak_bytes"] > 0
 
 
 @pytest.mark.parametrize("case", use_cache_cases(), ids=[c[0] for c in use_cache_cases()])

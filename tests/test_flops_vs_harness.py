@@ -52,6 +52,19 @@ def test_flops_match_flop_counter(model_type, method_id, shape):
     assert (step, fwd) == (got["step_flops"], got["forward_flops"])  # in fact exact
 
 
+@pytest.mark.parametrize("method", [{"name": "lora", "r": 3, "target_modules": ["wpe"]},
+                                    {"name": "lora", "r": 5, "target_modules": ["wpe", "c_fc"], "use_dora": True}],
+                         ids=["lora-wpe", "dora-wpe-c_fc"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_lora_on_gpt2_positions_flops(method, shape):
+    """LoRA on GPT-2's wpe: the adapter's two matmuls on the positions (once for the batch), and every layer's
+    input gradient below it (before stop 26 it was left out: step FLOPs without the layers' input gradients)."""
+    training, inference = SHAPES[shape]
+    step, fwd = _ours("gpt2", method, training, inference)
+    got = measure(TINY["gpt2"], method, dict(training, dtype="fp32"), what=("flops",), inference=inference)
+    assert (step, fwd) == (got["step_flops"], got["forward_flops"])
+
+
 @pytest.mark.parametrize("model_type", list(TINY))
 def test_merged_lora_forward_is_the_base_model(model_type):
     """Merged LoRA serves the base weights: its forward FLOPs are the base model's, as measured."""

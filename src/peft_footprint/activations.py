@@ -275,6 +275,7 @@ class Ctx:
     scope: list = field(default_factory=list)  # what the base model's forward holds until it returns (embeddings, masks)
     positions: T | None = None  # the position ids the base model makes (an input of every checkpointed layer)
     position_indices: int = -1  # the storage a trained learned-position embedding keeps for its backward
+    position_lora: bool = False  # LoRA wraps GPT-2's position embedding
     position_node: int = -1  # ... and its autograd node (OPT's, made before project_in's)
     prefix: T | None = None  # prefix tuning's past_key_values for all layers
 
@@ -1226,20 +1227,36 @@ def _embedding_trains(ctx: Ctx, kind: str = "embedding") -> bool:
     return ctx.full or (ctx.saved is not None and ctx.saved.copies(ctx.layout, kind))
 
 
+def _gpt2_positions(ctx: Ctx, emb: T) -> T:
+    """GPT2Model's ``inputs_embeds + wpe(position_ids)``, made before it builds the attention mask (its dropout
+    comes after, in :func:`_ln_embeddings`). LoRA on wpe (lora.Embedding on the (1, s) position ids): the sum's
+    gradient, summed over the batch, flows into the adapter, and every layer's input requires grad."""
+    g, cfg = ctx.g, ctx.cfg
+    trains = _embedding_trains(ctx, "position_embedding")
+    pos = ctx.positions = g.new(ctx.seq, "int64", False, "position ids")
+    if trains:
+        g.save(pos)  # the wpe embedding keeps its indices for its weight gradient
+        ctx.position_indices = pos.sid
+    pe = g.new(ctx.seq * cfg["hidden_size"], ctx.dtype, False, "position embeddings")  # wpe: (1, s, h)
+    pe_lora = _lora_embedding(ctx, pe, cfg["hidden_size"], positions=True)
+    ctx.scope += [pos, pe if pe_lora is None else pe_lora]
+    if pe_lora is not None:
+        if not trains:  # the adapter's F.embedding keeps its indices for A's gradient
+            g.save(pos)
+        ctx.position_lora = True
+        return g.add(emb, pe_lora, "wte+wpe", numel=emb.numel)
+    x = g.add(emb, None, "wte+wpe", numel=emb.numel)
+    x.rg = emb.rg or trains
+    return x
+
+
 def _ln_embeddings(ctx: Ctx, emb: T) -> T:
     """Positions and input projections of gpt2 / opt; gpt_neox only looks up its embeddings."""
     g, cfg, layout = ctx.g, ctx.cfg, ctx.layout
     mt = cfg["model_type"]
     trains = _embedding_trains(ctx, "position_embedding")
-    if mt == "gpt2":
-        pos = ctx.positions = g.new(ctx.seq, "int64", False, "position ids")
-        if trains:
-            g.save(pos)  # the wpe embedding keeps its indices for its weight gradient
-            ctx.position_indices = pos.sid
-        ctx.scope += [pos, g.new(ctx.seq * cfg["hidden_size"], ctx.dtype, False, "position embeddings")]  # wpe: (1, s, h)
-        x = g.add(emb, None, "wte+wpe", numel=emb.numel)
-        x.rg = emb.rg or trains
-        return ctx.drop(x, _p(cfg, "embd_pdrop", default=0.1), "embd dropout")
+    if mt == "gpt2":  # (the positions were added by _gpt2_positions, before the mask)
+        return ctx.drop(emb, _p(cfg, "embd_pdrop", default=0.1), "embd dropout")
     if mt == "opt":
         # OPTDecoder without an attention_mask makes one of ones (fp32), and the position ids from its cumsum; both
         # cover the cached positions too (prefix tuning's), the position ids being a slice of them
@@ -1410,6 +1427,8 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
                 g.save(ctx.positions)
             ctx.positions = g.new(B * seq, "int64", False, "position ids repeated")
             ctx.scope.append(ctx.positions)
+    if mt == "gpt2":  # GPT2Model adds the position embeddings before it builds the mask
+        emb = _gpt2_positions(ctx, emb)
     # Gemma2/3 build the mask of both kinds (full and sliding) whatever their layers use; Qwen2/3 the full one
     # whatever their layers use, and the sliding one too where a layer slides
     kinds = set(layer_types) | ({"full_attention", "sliding_attention"} if mt in BOTH_MASKS else
@@ -1622,7 +1641,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         # gradient accumulation, added into the .grad in place and gone)
         made = _copies(ctx, "embedding") + (positions_left if emb_trains else _copies(ctx, "position_embedding"))
         top_moments.append(("backward: ", "embeddings' weight gradients", base + made))
-    if (emb_lora is not None or proj_lora) and x_first.fn is not None and not ctx.full:
+    if (emb_lora is not None or proj_lora or ctx.position_lora) and x_first.fn is not None and not ctx.full:
         # LoRA on the input embedding or on OPT's project_in: their backward,
         # after every layer's (and a position embedding copy's, whose gradient stays) with the gradient of the
         # layers' input still alive; what its own nodes saved is alive until they run (the simulated backward frees it)
@@ -2122,22 +2141,26 @@ def _copy_layer(g: Graph, ctx: Ctx, rec: tuple, x_in: T, i: int) -> tuple:
     return T(c.out.numel, c.out.dtype, c.out.rg, sid(c.out.sid), fn(c.out.fn)), new_in, layer_alive, last_layer
 
 
-def _lora_embedding(ctx: Ctx, base: T, width: int) -> T | None:
+def _lora_embedding(ctx: Ctx, base: T, width: int, positions: bool = False) -> T | None:
     """PEFT's lora.Embedding on the input embedding (vanilla LoRA): ``after_A = F.embedding(ids, lora_embedding_A.T)``
     (fp32, kept for B's gradient), ``adapter_output = (after_A @ lora_embedding_B.T) * scaling`` (times the
     embedding's own scale where the module has one, Gemma's), ``result + adapter_output`` (fp32: the adapter's
     dtype wins), cast back to the base's dtype. ``adapter_output`` stays bound until the module returns. None when
-    LoRA does not wrap the input embedding."""
+    LoRA does not wrap the input embedding. ``positions``: on GPT-2's position embedding instead, which looks up
+    the (1, s) position ids: one row per position, whatever the batch."""
     m, g, layout = ctx.method, ctx.g, ctx.layout
-    hit = m.input_embedding_target(layout, ctx.cfg) if isinstance(m, LoRA) else None
+    if not isinstance(m, LoRA):
+        return None
+    hit = m.position_embedding_target(layout, ctx.cfg) if positions else m.input_embedding_target(layout, ctx.cfg)
     if hit is None:
         return None
     vocab = hit.module.shape[0]
     r = m.layer_rank(layout, hit.path, None)
     name = f"{hit.path} lora"
+    rows = ctx.seq if positions else ctx.rows
     if m.use_dora:
-        return _dora_embedding(ctx, base, width, vocab, r, name, hit.path)
-    out = _embedding_ab(g, ctx.rows, _embedding_views(g, vocab, r, width, name), vocab, r, width, name)
+        return _dora_embedding(ctx, base, width, vocab, r, name, hit.path, rows)
+    out = _embedding_ab(g, rows, _embedding_views(g, vocab, r, width, name), vocab, r, width, name)
     adapter = g.mul(out, None, f"{name} scaling")
     if ctx.cfg["model_type"] in ("gemma", "gemma2", "gemma3_text"):  # * embed_scale.to(adapter_output.dtype): the
         # buffer is in the model's dtype; a 0-dim copy where that differs, kept by the mul
@@ -2179,7 +2202,7 @@ def _buffer_dtype(ctx: Ctx) -> str:
     return ctx.q4_storage or ctx.dtype
 
 
-def _dora_embedding(ctx: Ctx, base: T, width: int, vocab: int, r: int, name: str, path: str) -> T:
+def _dora_embedding(ctx: Ctx, base: T, width: int, vocab: int, r: int, name: str, path: str, rows: Poly) -> T:
     """PEFT's DoraEmbeddingVariant on the input embedding. DoraEmbeddingLayer.forward: ``lora_weight =
     (lora_embedding_A.T @ lora_embedding_B.T).T`` (vocab x width, in autocast's dtype under it, else fp32: the
     adapter's), then get_weight_norm, ``W.T + scaling * lora_weight`` (two more vocab x width temporaries, the sum
@@ -2204,7 +2227,7 @@ def _dora_embedding(ctx: Ctx, base: T, width: int, vocab: int, r: int, name: str
     views = _embedding_views(g, vocab, r, width, name)  # (made by the caller, before DoRA's forward)
     mag = g.node(g.new(Poly.const(width), "fp32", True, f"{name} mag_norm_scale"), [],
                  [("w", f"{path}.lora_magnitude_vector", Poly.const(width * 4))], (norm,), name=f"{name} magnitude / weight_norm")
-    out = _embedding_ab(g, ctx.rows, views, vocab, r, width, name)
+    out = _embedding_ab(g, rows, views, vocab, r, width, name)
     scaled_out = g.mul(mag, out, f"{name} mag_norm_scale * (after_A @ B)", numel=out.numel)
     dora = g.mul(scaled_out, None, f"{name} scaling")
     g.touch(lora_weight, *casts)

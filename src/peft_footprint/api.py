@@ -13,6 +13,7 @@ from .dtypes import nbytes
 from .inference import InferenceSpec, kv_cache_bytes
 from .methods import Method, ParamTable, load_method
 from .methods.base import method_key
+from .methods.lora import LoRA
 from .poly import evaluate
 from .model import ModelSpec, load_model
 from .storage import safetensors_file_bytes
@@ -188,6 +189,14 @@ def _refuse(spec: ModelSpec, meth: Method, train: TrainingSpec) -> None:
             "training.use_cache=True with AdapterHub adapters: the KV cache transformers 4.x builds in a training forward "
             "(which AdapterHub's own attention handles for some models) is not modelled; pass use_cache=False, as "
             "training scripts do, or turn gradient_checkpointing on, which turns the cache off"
+        )
+    if (spec.model_type == "opt" and isinstance(meth, LoRA)
+            and meth.position_embedding_target(spec.layout, spec.cfg) is not None):
+        raise UnsupportedCombinationError(
+            "LoRA on OPT's embed_positions: OPTDecoder calls it with the attention mask, which PEFT's lora.Embedding "
+            "hands its adapter as the indices to look up (without an attention_mask transformers fails on the float "
+            "mask it makes; with one the adapter looks up the mask's 0/1 values, not positions); leave embed_positions "
+            "out of target_modules, or train it whole with modules_to_save=['embed_positions']"
         )
     if meth.prefix_tokens() and train.gradient_checkpointing:
         raise UnsupportedCombinationError(

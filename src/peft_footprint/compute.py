@@ -119,6 +119,7 @@ class _MethodView:
         n = layout.num_layers
         self.lora_dropout = False
         self.lora_embedding = None  # (rank, width, vocab) of LoRA (or DoRA) on the input embedding
+        self.lora_positions = None  # the same on GPT-2's position embedding (on the positions: batch 1)
         if isinstance(method, LoRA):  # QLoRA too
             self.dora = bool(method.use_dora)
             self.lora_dropout = bool(method.lora_dropout)
@@ -126,6 +127,9 @@ class _MethodView:
             emb = method.input_embedding_target(layout, cfg)
             if emb is not None:
                 self.lora_embedding = (method.layer_rank(layout, emb.path, None), emb.module.shape[1], emb.module.shape[0])
+            pos = method.position_embedding_target(layout, cfg)
+            if pos is not None:
+                self.lora_positions = (method.layer_rank(layout, pos.path, None), pos.module.shape[1], pos.module.shape[0])
             for t in method.targets(layout, cfg):
                 if t.is_embedding:
                     continue
@@ -397,14 +401,16 @@ class _Walker:
         self.prefix_active = mv.prefix > 0 and not self.gc  # transformers drops past_key_values under checkpointing
         self._encoder()
         h_rg = mv.embedding_trains or mv.virtual > 0 or self.gc  # checkpointing: enable_input_require_grads()
-        if mv.lora_embedding is not None and not self.merged:  # lora.Embedding: (ids -> A) @ B on every token; its
-            # output, and every layer's input after it, requires grad
-            r, width, vocab = mv.lora_embedding
-            self.fwd.add("T", 2 * r * width)
-            self.bwd.add("T", 4 * r * width)
-            if mv.dora:  # DoraEmbeddingLayer's lora_weight, (A.T @ B.T): detached, forward only
-                self.fwd.add("C", 2 * vocab * r * width)
-            h_rg = True
+        for lora_emb, unit in ((mv.lora_embedding, "T"), (mv.lora_positions, "R")):
+            if lora_emb is not None and not self.merged:  # lora.Embedding: (ids -> A) @ B on every token (GPT-2's
+                # positions: on every position, once for the batch); its output, and every layer's input after it,
+                # requires grad
+                r, width, vocab = lora_emb
+                self.fwd.add(unit, 2 * r * width)
+                self.bwd.add(unit, 4 * r * width)
+                if mv.dora:  # DoraEmbeddingLayer's lora_weight, (A.T @ B.T): detached, forward only
+                    self.fwd.add("C", 2 * vocab * r * width)
+                h_rg = True
         outer = {m.role: m for m in layout.outer_linears}
         if "project_in" in outer:
             h_rg = self.linear(outer["project_in"], h_rg, None, outer["project_in"].path)

@@ -133,9 +133,17 @@ class LoRA(Method):
         return self.rank_for(rel if layer is None else layout.layer_path(layer, rel))
 
     def input_embedding_target(self, layout, cfg) -> TargetMatch | None:
-        """The input embedding, where LoRA wraps it: PEFT's lora.Embedding (with DoRA, its DoraEmbeddingVariant),
-        which the activations and FLOPs simulate (position embeddings they do not)."""
-        return next((t for t in self.targets(layout, cfg) if t.is_embedding and t.path == layout.input_embedding), None)
+        """The input embedding, where LoRA wraps it: PEFT's lora.Embedding (with DoRA, its DoraEmbeddingVariant)."""
+        return self.embedding_target(layout, cfg, layout.input_embedding)
+
+    def embedding_target(self, layout, cfg, path: str) -> TargetMatch | None:
+        """The embedding at ``path`` (the input embedding, GPT-2's position embedding), where LoRA wraps it."""
+        return next((t for t in self.targets(layout, cfg) if t.is_embedding and t.path == path), None)
+
+    def position_embedding_target(self, layout, cfg) -> TargetMatch | None:
+        """The learned position embedding (GPT-2's wpe, OPT's embed_positions), where LoRA wraps it."""
+        pos = next((q for q in layout.outer_params if q.kind == "position_embedding"), None)
+        return None if pos is None else self.embedding_target(layout, cfg, pos.path.rsplit(".", 1)[0])
 
     def lora_tensors(self, layout, cfg, base_dtype: str) -> list[Tensor]:
         out: list[Tensor] = []
@@ -166,12 +174,7 @@ class LoRA(Method):
         base = base_tensors(layout, dtype)
         lora = self.lora_tensors(layout, cfg, dtype)
         base, extra_saved = self._bias_and_modules_to_save(layout, cfg, base, dtype)
-        notes = []
-        simulated = self.input_embedding_target(layout, cfg)
-        if any(t.is_embedding and t != simulated for t in self.targets(layout, cfg)):
-            notes.append("LoRA on a position embedding: lora.Embedding's forward is not simulated there (activations "
-                         "slightly low; docs/notes/activations.md)")
-        return ParamTable(tensors=base + lora, saved=lora + extra_saved + self._saved_embeddings(layout, cfg, dtype), notes=notes)
+        return ParamTable(tensors=base + lora, saved=lora + extra_saved + self._saved_embeddings(layout, cfg, dtype))
 
     def _saved_embeddings(self, layout, cfg, dtype: str) -> list[Tensor]:
         """PEFT's get_peft_model_state_dict(save_embedding_layers="auto"): when target_modules names "embed_tokens"
