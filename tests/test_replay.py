@@ -59,10 +59,13 @@ ADAPTERS = {"seq_bn": {"name": "adapter", "config": "seq_bn"},
 
 
 def _more(mt: str) -> dict:
-    """DoRA on the input embedding, modules_to_save copies (norms, lm_head), lora_bias."""
+    """DoRA on the input embedding, modules_to_save copies (norms, lm_head), lora_bias; LoRA and DoRA on GPT-2's
+    position embedding."""
     layout = pf.ModelSpec.from_any(TINY[mt]).layout
     emb, lin = layout.input_embedding.rsplit(".", 1)[-1], layout.layer_linears[0].name
-    return {"lora_dora_embedding": {"name": "lora", "r": 4, "use_dora": True, "target_modules": [emb, lin]},
+    positions = {"lora_positions": {"name": "lora", "r": 4, "target_modules": ["wpe", lin]},
+                 "lora_dora_positions": {"name": "lora", "r": 3, "use_dora": True, "target_modules": ["wpe"]}} if mt == "gpt2" else {}
+    return {**positions, "lora_dora_embedding": {"name": "lora", "r": 4, "use_dora": True, "target_modules": [emb, lin]},
             "lora_modules_to_save": {"name": "lora", "r": 4, "target_modules": "all-linear", "modules_to_save": ["norm", "lm_head"]},
             "lora_bias": {"name": "lora", "r": 4, "target_modules": [lin], "lora_bias": True},
             "lora_one_layer": {"name": "lora", "r": 4, "target_modules": [lin], "layers_to_transform": 1}}
