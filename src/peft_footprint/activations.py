@@ -276,6 +276,7 @@ class Ctx:
     positions: T | None = None  # the position ids the base model makes (an input of every checkpointed layer)
     position_indices: int = -1  # the storage a trained learned-position embedding keeps for its backward
     position_lora: bool = False  # LoRA wraps GPT-2's position embedding
+    token_weight: T | None = None  # the input embedding's merged weight under trainable_token_indices
     position_node: int = -1  # ... and its autograd node (OPT's, made before project_in's)
     prefix: T | None = None  # prefix tuning's past_key_values for all layers
 
@@ -1378,16 +1379,21 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     emb_dim = cfg.get("word_embed_proj_dim") or h
     # the word embedding trains (full fine-tuning, or a modules_to_save copy): its output requires grad
     emb_trains = _embedding_trains(ctx)
-    emb = word_emb = g.new(B * S * emb_dim, dtype, emb_trains or train.gradient_checkpointing, "embed_tokens")
+    tokens = method.token_rows(layout, cfg) if isinstance(method, LoRA) else 0
+    if tokens:  # trainable_token_indices: PEFT's TrainableTokensLayer
+        emb = word_emb = _trainable_tokens(ctx, tokens, emb_dim, cfg["vocab_size"], layout.input_embedding)
+    else:
+        emb = word_emb = g.new(B * S * emb_dim, dtype, emb_trains or train.gradient_checkpointing, "embed_tokens")
     if mt in ("gemma", "gemma2", "gemma3_text"):  # Gemma*TextScaledWordEmbedding: * embed_scale.to(weight.dtype);
         # the buffer stays in the dtype the model was loaded in: a 0-dim copy where the weight's differs (QLoRA's
         # fp32 embeddings), kept by the mul when the weight trains (checkpointing's hook makes the output require
         # grad only after the module returns)
-        copied = emb_trains and _buffer_dtype(ctx) != dtype
+        copied = (emb_trains or tokens > 0) and _buffer_dtype(ctx) != dtype
         scale = g.new(Poly.const(1), dtype, False, "embed scale (0-dim)").sid if copied else None
         emb = g.mul(emb, T(Poly.const(1), dtype, False, scale), "embed scale")
         if not (mt == "gemma2" and isinstance(method, Adapter)):  # (transformers 4.x's Gemma2Model scales it itself)
             word_emb = emb
+    g.touch(ctx.token_weight)  # (TrainableTokensLayer's W, until its forward returns)
     emb_lora = _lora_embedding(ctx, emb, emb_dim)
     if emb_lora is not None:  # (under checkpointing, enable_input_require_grads' hook sits on the wrapped module:
         # the base's output is the leaf that requires grad)
@@ -1465,7 +1471,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         emb = ctx.drop(emb, _p(cfg, "embedding_dropout"), "embedding dropout")
     layer_fn = layernorm_family_layer if ln_family else llama_family_layer
     gc = train.gradient_checkpointing
-    if gc and not emb_trains:
+    if gc and not emb_trains and not tokens:
         # enable_input_require_grads (HF / PEFT) marks the embeddings' output as requiring grad: a leaf that
         # autograd's AccumulateGrad node keeps alive
         word_emb.rg = True
@@ -1555,7 +1561,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     x = _final(ctx, x)
     g.touch(*ctx.scope)  # the base model's forward returns
     lm = next(m for m in layout.outer_linears if m.role == "lm_head")
-    logits = linear(ctx, x, lm, None)
+    logits = _trainable_tokens_head(ctx, x, lm, tokens) if tokens and lm.tied else linear(ctx, x, lm, None)
     if mt == "granite":  # logits / logits_scaling
         logits = g.mul(logits, None, "logits / logits_scaling")
     if cfg.get("final_logit_softcapping"):
@@ -1641,7 +1647,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         # gradient accumulation, added into the .grad in place and gone)
         made = _copies(ctx, "embedding") + (positions_left if emb_trains else _copies(ctx, "position_embedding"))
         top_moments.append(("backward: ", "embeddings' weight gradients", base + made))
-    if (emb_lora is not None or proj_lora or ctx.position_lora) and x_first.fn is not None and not ctx.full:
+    if (emb_lora is not None or proj_lora or ctx.position_lora or tokens) and x_first.fn is not None and not ctx.full:
         # LoRA on the input embedding or on OPT's project_in: their backward,
         # after every layer's (and a position embedding copy's, whose gradient stays) with the gradient of the
         # layers' input still alive; what its own nodes saved is alive until they run (the simulated backward frees it)
@@ -2170,6 +2176,57 @@ def _lora_embedding(ctx: Ctx, base: T, width: int, positions: bool = False) -> T
     result = g.to(summed, base.dtype, f"{name} cast")
     g.touch(adapter)
     return result
+
+
+def _token_rows(ctx: Ctx, n: int, width: int, vocab: int, path: str, name: str) -> T:
+    """TrainableTokensLayer.get_merged_weights: ``W.index_copy(0, index, delta.to(W))``, a whole vocab x width copy
+    of the weight in its dtype with the delta's rows written in (``index``, a new int64 tensor of the rows, is kept
+    by its backward). Its gradient (vocab x width, the embedding's or the head's) is gathered back to the rows
+    (``index_select``), cast to the fp32 delta and added into its .grad."""
+    g = ctx.g
+    wdt = ctx.dtype
+    key = f"{path}.token_adapter.trainable_tokens_delta"
+    # (torch.tensor(indices).to(W.device): on the CPU the .to is the tensor itself, made outside any op)
+    idx = g.new(Poly.const(n), "int64", False, f"{name} token indices") if ctx.device != "cpu" else None
+    rows = Poly.const(n * width)
+    if wdt != "fp32":  # the delta's cast, kept by index_copy's backward (its source)
+        src = g.node(g.new(rows, wdt, True, f"{name} delta.to(weight)"), [None], [("w", key, rows * 4)], name=f"{name} delta.to(weight)")
+        grad = ("g", 0, rows * esize(wdt))
+    else:
+        src, grad = None, ("w", key, rows * 4)
+    return g.node(g.new(Poly.const(vocab * width), wdt, True, f"{name} weight.index_copy"), [src], [grad], (idx, src),
+                  name=f"{name} weight.index_copy")
+
+
+def _trainable_tokens(ctx: Ctx, n: int, width: int, vocab: int, path: str) -> T:
+    """PEFT's TrainableTokensLayer on the input embedding (``trainable_token_indices``): ``F.embedding(ids, W)``
+    on the merged weight (:func:`_token_rows`), which goes once looked up; its backward makes the dense vocab x
+    width gradient of W. The output requires grad whatever the checkpointing."""
+    g = ctx.g
+    w = ctx.token_weight = _token_rows(ctx, n, width, vocab, path, "embed_tokens")  # (the caller touches it once
+    # the module has returned: after Gemma's embed_scale)
+    out = g.new(B * S * width, w.dtype, True, "embed_tokens")
+    return g.node(out, [w], [("g", 0, Poly.const(vocab * width * esize(w.dtype)))], name="embed_tokens (trainable tokens)")
+
+
+def _trainable_tokens_head(ctx: Ctx, x: T, lm: Linear, n: int) -> T:
+    """A tied lm_head under trainable_token_indices: PEFT wraps it with a TrainableTokensLayer tied to the
+    embedding's, which runs ``F.linear(x, W)`` on its own merged weight (:func:`_token_rows`, the same delta). That
+    weight requires grad: the matmul keeps it (a vocab x width copy, or autocast's cast of it) with its input
+    through the backward of the head, and computes its vocab x width gradient (first, then the input's)."""
+    g = ctx.g
+    vocab, width = lm.out_features, lm.in_features
+    w = _token_rows(ctx, n, width, vocab, ctx.layout.input_embedding, "lm_head")
+    ac = g.autocast
+    merged = w
+    if ac:  # (autocast casts the weight, then the input; neither is a leaf: not cached)
+        w = g.to(w, ac, "lm_head autocast weight (merged)")
+        x = g.to(x, ac, "lm_head autocast input")
+    out = g.new(ctx.rows * vocab, w.dtype, True, "lm_head")
+    prog = [("g", 1, Poly.const(vocab * width * esize(w.dtype)))] + ([("g", 0, x.bytes())] if x.rg else [])
+    out = g.node(out, [x, w], prog, (x, w) if x.rg else (x,), name="lm_head (trainable tokens)")
+    g.touch(x, merged)  # (forward_adapters' local W, until it returns)
+    return out
 
 
 def _embedding_views(g: Graph, vocab: int, r: int, width: int, name: str) -> tuple[T, T]:

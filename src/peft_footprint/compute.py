@@ -120,6 +120,7 @@ class _MethodView:
         self.lora_dropout = False
         self.lora_embedding = None  # (rank, width, vocab) of LoRA (or DoRA) on the input embedding
         self.lora_positions = None  # the same on GPT-2's position embedding (on the positions: batch 1)
+        self.token_rows = 0  # trainable_token_indices: the embedding's output requires grad (a tied head's weight too)
         if isinstance(method, LoRA):  # QLoRA too
             self.dora = bool(method.use_dora)
             self.lora_dropout = bool(method.lora_dropout)
@@ -127,6 +128,7 @@ class _MethodView:
             emb = method.input_embedding_target(layout, cfg)
             if emb is not None:
                 self.lora_embedding = (method.layer_rank(layout, emb.path, None), emb.module.shape[1], emb.module.shape[0])
+            self.token_rows = method.token_rows(layout, cfg)
             pos = method.position_embedding_target(layout, cfg)
             if pos is not None:
                 self.lora_positions = (method.layer_rank(layout, pos.path, None), pos.module.shape[1], pos.module.shape[0])
@@ -411,6 +413,7 @@ class _Walker:
                 if mv.dora:  # DoraEmbeddingLayer's lora_weight, (A.T @ B.T): detached, forward only
                     self.fwd.add("C", 2 * vocab * r * width)
                 h_rg = True
+        h_rg = h_rg or mv.token_rows > 0
         outer = {m.role: m for m in layout.outer_linears}
         if "project_in" in outer:
             h_rg = self.linear(outer["project_in"], h_rg, None, outer["project_in"].path)
@@ -445,7 +448,8 @@ class _Walker:
             h_rg = self.linear(outer["project_out"], h_rg, None, outer["project_out"].path)
         head = outer["lm_head"]
         # a tied lm_head trains with the embedding under full fine-tuning; a modules_to_save copy of either unties it
-        mv_w = mv.full or mv.weight_trainable(head.path)
+        mv_w = mv.full or mv.weight_trainable(head.path) or (mv.token_rows > 0 and head.tied)  # (a tied trainable-tokens
+        # head multiplies by its merged weight, which requires grad)
         io = 2 * head.in_features * head.out_features
         self.fwd.add("T", io)
         if h_rg:

@@ -39,6 +39,9 @@ class LoRA(Method):
     rank_pattern: dict[str, int] = Field(default_factory=dict)
     alpha_pattern: dict[str, float] = Field(default_factory=dict)
     lora_bias: bool = False  # lora_B gets a bias (nn.Linear(r, out, bias=True))
+    # PEFT's TrainableTokensWrapper on the input embedding: those rows train (a list; or a dict keyed by the
+    # embedding's name, and a tied lm_head's with the same rows)
+    trainable_token_indices: list[int] | dict[str, list[int]] | None = None
     merge: bool = Field(False, alias="merged", description="serve with the adapter folded into the base weights")
 
     _targets = field_validator("target_modules", "exclude_modules", mode="before")(classmethod(lambda cls, v: targets_list(v)))
@@ -49,6 +52,16 @@ class LoRA(Method):
         for key, r in v.items():
             if r <= 0:
                 raise ValueError(f"rank for {key!r} must be a positive integer, got {r}")
+        return v
+
+    @field_validator("trainable_token_indices")
+    @classmethod
+    def _token_indices(cls, v):
+        for rows in (v.values() if isinstance(v, dict) else [v] if v is not None else []):
+            if not rows:
+                raise ValueError("give at least one token index (PEFT wraps the embedding to train those rows)")
+            if any(i < 0 for i in rows):
+                raise ValueError(f"token indices are rows of the embedding, 0 or more; got {min(rows)}")
         return v
 
     @model_validator(mode="after")
@@ -174,7 +187,59 @@ class LoRA(Method):
         base = base_tensors(layout, dtype)
         lora = self.lora_tensors(layout, cfg, dtype)
         base, extra_saved = self._bias_and_modules_to_save(layout, cfg, base, dtype)
+        tokens = self.token_rows(layout, cfg)
+        if tokens:  # TrainableTokensLayer's delta: the rows, cloned from the embedding, cast to fp32 like the adapters
+            width = next(p.shape[1] for p in layout.outer_params if p.kind == "embedding")
+            lora.append(Tensor(f"{layout.input_embedding}.token_adapter.trainable_tokens_delta", (tokens, width), ADAPTER_DTYPE, 1,
+                               True, "adapter"))
         return ParamTable(tensors=base + lora, saved=lora + extra_saved + self._saved_embeddings(layout, cfg, dtype))
+
+    def token_rows(self, layout, cfg) -> int:
+        """How many rows of the input embedding ``trainable_token_indices`` trains (0: none), once checked as
+        PEFT checks it. A tied lm_head follows the embedding's rows (PEFT wraps it with a tied adapter)."""
+        v = self.trainable_token_indices
+        if v is None:
+            return 0
+        emb = layout.input_embedding
+        field = f"{self.name}.trainable_token_indices"
+        rows = v
+        if isinstance(v, dict):
+            head = layout.output_embedding
+            tied = cfg.get("tie_word_embeddings", False)
+            rows = None
+            for key, idx in v.items():
+                if emb == key or emb.endswith("." + key):
+                    rows = idx
+                elif tied and (head == key or head.endswith("." + key)):
+                    continue
+                else:
+                    names = [emb.rsplit(".", 1)[-1]] + ([head.rsplit(".", 1)[-1]] if tied else [])
+                    raise UnsupportedCombinationError(
+                        f"{field}: {key!r} is not modelled; trainable tokens are estimated on the input embedding "
+                        f"({' or '.join(repr(n) for n in names)}{', the tied lm_head following it' if tied else ''})")
+            if rows is None:
+                raise UnsupportedCombinationError(
+                    f"{field}={v!r}: name the input embedding ({emb.rsplit('.', 1)[-1]!r}) with the rows to train")
+            for key, idx in v.items():
+                if idx != rows:
+                    raise UnsupportedCombinationError(
+                        f"{field}: the tied lm_head with other rows than the embedding's ({idx} vs {rows}) is not modelled "
+                        "(PEFT then wraps both without tying them); give both the same rows")
+        vocab = next(p.shape[0] for p in layout.outer_params if p.kind == "embedding")
+        if max(rows) >= vocab:
+            raise InvalidConfigError(field, max(rows), f"a token index is a row of the {vocab}-row input embedding: 0 to {vocab - 1}")
+        for m in self.modules_to_save or ():
+            if emb == m or emb.endswith("." + m):
+                raise UnsupportedCombinationError(
+                    f"{field} with {m!r} in modules_to_save: PEFT refuses it ('The embedding layer is already marked to be "
+                    "trained fully'); train the whole embedding or some of its rows, not both")
+        if self.input_embedding_target(layout, cfg) is not None or (
+                cfg.get("tie_word_embeddings", False) and any(not t.is_embedding and t.path == layout.output_embedding
+                                                              for t in self.targets(layout, cfg))):
+            raise UnsupportedCombinationError(
+                f"{field} with LoRA on the input embedding{' or its tied lm_head' if cfg.get('tie_word_embeddings') else ''}: "
+                "not modelled; leave the embedding out of target_modules (its trainable rows train it)")
+        return len(rows)
 
     def _saved_embeddings(self, layout, cfg, dtype: str) -> list[Tensor]:
         """PEFT's get_peft_model_state_dict(save_embedding_layers="auto"): when target_modules names "embed_tokens"
