@@ -808,6 +808,47 @@ def position_lora_cases() -> list[tuple[str, dict, dict, dict]]:
     return [(f"gpt2-lora-{label}", cfg, method, {"batch_size": 2, "seq_len": 9, "attn_implementation": "sdpa", "gradient_checkpointing": False,
                                                   "optimizer": "adamw", **options}) for label, method, options in _POSITION_LORA]
 
+
+# (label, model type, method fields, training options): LoRA with trainable_token_indices
+_TOKENS = [
+    ("llama-untied-bf16", "llama", {"trainable_token_indices": [3, 5, 7]}, {"dtype": "bf16"}),
+    # the embedding's dense vocab x width gradient sets the peak at one token
+    ("llama-untied-fp16-sgd-1x2", "llama", {"trainable_token_indices": [3, 5, 7]}, {"dtype": "fp16", "batch_size": 1, "seq_len": 2}),
+    ("qwen2-tied-bf16", "qwen2", {"trainable_token_indices": {"embed_tokens": [0, 9, 40]}}, {"dtype": "bf16"}),
+    # the tied head's merged fp32 weight alive through its autocast matmul
+    ("qwen2-tied-autocast", "qwen2", {"trainable_token_indices": [3, 5, 7, 11]}, {"dtype": "fp32", "mixed_precision": "bf16"}),
+    ("qwen2-tied-fp32-1x2", "qwen2", {"trainable_token_indices": [3]}, {"dtype": "fp32", "batch_size": 1, "seq_len": 2}),
+    ("gemma-tied-scaled-fp16", "gemma", {"trainable_token_indices": [1, 2]}, {"dtype": "fp16"}),
+    ("gpt2-tied-ckpt-accumulating", "gpt2", {"trainable_token_indices": [50, 51], "target_modules": ["c_attn"]},
+     {"dtype": "bf16", "gradient_checkpointing": True, "gradient_accumulation_steps": 2}),
+    ("opt-project_in-eager", "opt", {"trainable_token_indices": [4, 6], "target_modules": ["q_proj", "v_proj"]},
+     {"dtype": "bf16", "attn_implementation": "eager"}),
+    ("qlora-llama", "llama", {"name": "qlora", "trainable_token_indices": [2, 8]}, {"dtype": "bf16"}),
+    # drawn (-1,680 B): with gradient accumulation the gradient the tied head's adapter sends the shared delta waits
+    # in its AccumulateGrad's input buffer for the embedding's, through every layer's backward (not added into .grad)
+    ("gemma3-tied-ckpt-accumulating", {"model_type": "gemma3_text", "hidden_size": 60, "num_hidden_layers": 1, "num_attention_heads": 6,
+                                       "num_key_value_heads": 6, "head_dim": 24, "intermediate_size": 246, "vocab_size": 320,
+                                       "sliding_window": 8, "max_position_embeddings": 128, **IDS},
+     {"r": 10, "bias": "lora_only", "use_dora": True, "trainable_token_indices": [6, 9, 11, 33, 38, 45, 46]},
+     {"dtype": "fp16", "batch_size": 1, "seq_len": 68, "gradient_checkpointing": True, "attn_implementation": "eager",
+      "padding_mask": True, "gradient_accumulation_steps": 4, "optimizer": "adafactor"}),
+]
+
+
+def trainable_tokens_cases() -> list[tuple[str, dict, dict, dict]]:
+    """LoRA with ``trainable_token_indices``: PEFT's TrainableTokensLayer merges its fp32 rows into a whole copy of
+    the embedding weight every forward (``index_copy``), looks the ids up in it, and in backward gathers the
+    embedding's dense vocab x width gradient back to the rows; a tied lm_head multiplies by its own merged copy,
+    which its matmul keeps, and whose vocab x width gradient it computes. Not modelled before stop 26 (refused as
+    an unknown field). (label, config, method, training)"""
+    out = []
+    for label, mt, fields, options in _TOKENS:
+        cfg = mt if isinstance(mt, dict) else dict(TINY[mt], vocab_size=300, **({"attn_pdrop": 0.0} if mt == "gpt2" else {}))
+        method = {"name": "lora", "r": 4, **fields}
+        out.append((f"tokens-{label}", cfg, method, {"batch_size": 2, "seq_len": 9, "attn_implementation": "sdpa",
+                                                     "gradient_checkpointing": False, "optimizer": "adamw", **options}))
+    return out
+
 # (config, method, options): use_cache=True, where the model's cache changes what a training step holds
 _USE_CACHE = [
     ("mistral", {"name": "lora", "r": 4}, {"dtype": "bf16", "attn_implementation": "eager"}),

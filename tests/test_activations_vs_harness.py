@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 
 import peft_footprint as pf
-from tests.cases import (TINY, act_cases, adafactor_order_cases, dora_conv1d_accumulation_cases, position_lora_cases, bottom_layer_cases, drawn_cases, embedding_backward_cases,
+from tests.cases import (TINY, act_cases, adafactor_order_cases, dora_conv1d_accumulation_cases, position_lora_cases, trainable_tokens_cases, bottom_layer_cases, drawn_cases, embedding_backward_cases,
                          embedding_copies_cases, embedding_end_cases, one_token_cases, one_token_query_cases, outside_cases,
                          padded_cases, position_copy_cases, prefix_gather_cases, project_in_cases, rotary_kind_cases,
                          use_cache_cases)
 
-from tests.harness.measure import measure  # noqa: E402 - the test extras install torch, transformers, peft
+from tests.harness.measure import measure, measure_checkpoint  # noqa: E402 - the test extras install torch, transformers, peft
 
 CASES = act_cases()
 # activations and peak are held to the byte (docs/validation.md: every case exact since stop 16; the issue asks 3 %)
@@ -443,6 +443,46 @@ def test_lora_on_opt_position_embedding_is_refused():
     # trained whole instead, it is estimated
     assert pf.estimate(TINY["opt"], dict(method, target_modules=["q_proj"], modules_to_save=["embed_positions"]),
                        {"batch_size": 2, "seq_len": 9}).training["peak_bytes"] > 0
+
+
+@pytest.mark.parametrize("case", trainable_tokens_cases(), ids=[c[0] for c in trainable_tokens_cases()])
+def test_trainable_token_indices(case):
+    """trainable_token_indices: the merged vocab x width weight of each forward, the embedding's dense gradient
+    gathered to the rows, a tied head's merged weight kept by its matmul and its weight gradient. Static numbers,
+    the checkpoint and the FLOPs too."""
+    label, cfg, method, training = case
+    est = _exact(case)
+    if label.endswith("1x2"):
+        assert "weight.index_copy" in est["peak_at"] or "trainable tokens" in est["peak_at"]
+    if label.endswith("autocast"):
+        assert est["peak_at"] == "forward: lm_head"
+    full = pf.estimate(cfg, method, {**training, "device": "cpu"})
+    got = measure(cfg, method, training, what=("static",))
+    assert (full.to_dict()["trainable_params"], full.training["weights_bytes"], full.training["optimizer_bytes"]) == (
+        got["trainable_params"], got["weights_bytes"], got["optimizer_bytes"])
+    assert full.storage["checkpoint_file_bytes"] == measure_checkpoint(cfg, method)
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"trainable_token_indices": {"q_proj": [1]}}, "'q_proj' is not modelled"),
+    ({"trainable_token_indices": [1], "modules_to_save": ["embed_tokens"]}, "PEFT refuses it"),
+    ({"trainable_token_indices": [1], "target_modules": ["embed_tokens", "q_proj"]}, "LoRA on the input embedding"),
+    ({"trainable_token_indices": [1], "modules_to_save": ["lm_head"]}, "forward fails"),
+])
+def test_trainable_token_indices_refusals(fields, match):
+    """What PEFT refuses or fails on (the embedding trained whole too; a tied head in modules_to_save) is refused
+    with PEFT's reason, the harness failing as well; what is not modelled is refused saying so; a row outside the
+    vocabulary names the field and the range."""
+    cfg, method = TINY["qwen2"], {"name": "lora", "r": 4, **fields}
+    with pytest.raises(pf.PeftFootprintError, match=match):
+        pf.estimate(cfg, method, {"batch_size": 2, "seq_len": 9})
+    if "PEFT" in match or "fails" in match:
+        with pytest.raises(ValueError):
+            measure(cfg, method, {"batch_size": 2, "seq_len": 9, "dtype": "fp32"}, what=("activations",))
+    with pytest.raises(pf.InvalidConfigError, match=r"trainable_token_indices.*0 to 112"):
+        pf.estimate(cfg, {"name": "lora", "trainable_token_indices": [113]})
+    with pytest.raises(pf.InvalidConfigError, match="trainable_token_indices"):
+        pf.estimate(cfg, {"name": "lora", "trainable_token_indices": []})
 
 
 @pytest.mark.parametrize("case", use_cache_cases(), ids=[c[0] for c in use_cache_cases()])

@@ -65,6 +65,18 @@ def test_lora_on_gpt2_positions_flops(method, shape):
     assert (step, fwd) == (got["step_flops"], got["forward_flops"])
 
 
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "gpt2", "opt"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_trainable_token_indices_flops(model_type, shape):
+    """trainable_token_indices: every layer computes its input's gradient (the embedding's output requires grad), and
+    a tied lm_head computes its merged weight's gradient too."""
+    training, inference = SHAPES[shape]
+    method = {"name": "lora", "r": 4, "trainable_token_indices": [3, 5, 7], **({"target_modules": ["q_proj"]} if model_type == "opt" else {})}
+    step, fwd = _ours(model_type, method, training, inference)
+    got = measure(TINY[model_type], method, dict(training, dtype="fp32"), what=("flops",), inference=inference)
+    assert (step, fwd) == (got["step_flops"], got["forward_flops"])
+
+
 @pytest.mark.parametrize("model_type", list(TINY))
 def test_merged_lora_forward_is_the_base_model(model_type):
     """Merged LoRA serves the base weights: its forward FLOPs are the base model's, as measured."""

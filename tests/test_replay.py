@@ -65,7 +65,8 @@ def _more(mt: str) -> dict:
     emb, lin = layout.input_embedding.rsplit(".", 1)[-1], layout.layer_linears[0].name
     positions = {"lora_positions": {"name": "lora", "r": 4, "target_modules": ["wpe", lin]},
                  "lora_dora_positions": {"name": "lora", "r": 3, "use_dora": True, "target_modules": ["wpe"]}} if mt == "gpt2" else {}
-    return {**positions, "lora_dora_embedding": {"name": "lora", "r": 4, "use_dora": True, "target_modules": [emb, lin]},
+    return {**positions, "lora_tokens": {"name": "lora", "r": 2, "target_modules": [lin], "trainable_token_indices": [1, 4, 9]},
+            "lora_dora_embedding": {"name": "lora", "r": 4, "use_dora": True, "target_modules": [emb, lin]},
             "lora_modules_to_save": {"name": "lora", "r": 4, "target_modules": "all-linear", "modules_to_save": ["norm", "lm_head"]},
             "lora_bias": {"name": "lora", "r": 4, "target_modules": [lin], "lora_bias": True},
             "lora_one_layer": {"name": "lora", "r": 4, "target_modules": [lin], "layers_to_transform": 1}}

@@ -1569,8 +1569,10 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         th = g.unary_saves_output(t1, "softcap tanh")
         logits = g.unary_no_save(th, "softcap mul")
     g.keep(logits)
-    if train.gradient_accumulation_steps > 1:  # (a tied lm_head's gradient waits for the embedding's)
-        g.accumulating = frozenset({lm.path} if lm.tied and ctx.full else ())
+    if train.gradient_accumulation_steps > 1:  # (a tied lm_head's gradient waits for the embedding's; so does the
+        # gradient the tied head's token adapter sends its delta, which the embedding's adapter shares)
+        g.accumulating = frozenset(({lm.path} if lm.tied and ctx.full else set())
+                                   | ({f"{layout.input_embedding}.token_adapter.trainable_tokens_delta"} if tokens and lm.tied else set()))
     loss = _loss(ctx, logits, v)
     g.touch(*ctx.cache, *g.held)
     if ctx.adapter_hooked:  # AdapterHub's ForwardContext holds the top layer's input and its post-attention residual

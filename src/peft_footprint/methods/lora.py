@@ -233,6 +233,12 @@ class LoRA(Method):
                 raise UnsupportedCombinationError(
                     f"{field} with {m!r} in modules_to_save: PEFT refuses it ('The embedding layer is already marked to be "
                     "trained fully'); train the whole embedding or some of its rows, not both")
+        head = layout.output_embedding
+        if cfg.get("tie_word_embeddings", False) and any(head == m or head.endswith("." + m) for m in self.modules_to_save or ()):
+            raise UnsupportedCombinationError(
+                f"{field} with the tied lm_head in modules_to_save: PEFT wraps the copy's wrapper with the tied token "
+                "adapter and its forward fails ('TrainableTokensLayer wraps an unknown layer type'); leave lm_head out "
+                "of modules_to_save (the tied head trains the same rows)")
         if self.input_embedding_target(layout, cfg) is not None or (
                 cfg.get("tie_word_embeddings", False) and any(not t.is_embedding and t.path == layout.output_embedding
                                                               for t in self.targets(layout, cfg))):
