@@ -483,6 +483,9 @@ def test_trainable_token_indices_refusals(fields, match):
         pf.estimate(cfg, {"name": "lora", "trainable_token_indices": [113]})
     with pytest.raises(pf.InvalidConfigError, match="trainable_token_indices"):
         pf.estimate(cfg, {"name": "lora", "trainable_token_indices": []})
+    for bad in ({"embed_tokens": "x"}, [1.5], "abc"):
+        with pytest.raises(pf.InvalidConfigError, match="a list of token indices .* or a dict from the embedding's module name"):
+            pf.estimate(cfg, {"name": "lora", "trainable_token_indices": bad})
 
 
 @pytest.mark.parametrize("case", use_cache_cases(), ids=[c[0] for c in use_cache_cases()])

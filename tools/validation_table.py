@@ -16,7 +16,7 @@ warnings.filterwarnings("ignore")
 import peft_footprint as pf  # noqa: E402
 from tests.harness.measure_adapters import measure_adapters_batch  # noqa: E402
 from peft_footprint.methods.adapter import SUPPORTED as ADAPTER_TYPES  # noqa: E402
-from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, adafactor_order_cases, adapter_drawn_cases, embedding_copies_cases, use_cache_cases, leave_out_cases, config_field_cases, embedding_backward_cases, embedding_end_cases, bottom_layer_cases, one_token_cases, one_token_query_cases, padded_cases, position_copy_cases, prefix_gather_cases, project_in_cases, rotary_kind_cases, TINY, act_cases, drawn_cases, outside_cases, peft_methods, vocab_cases  # noqa: E402
+from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, adafactor_order_cases, dora_conv1d_accumulation_cases, position_lora_cases, trainable_tokens_cases, adapter_drawn_cases, embedding_copies_cases, use_cache_cases, leave_out_cases, config_field_cases, embedding_backward_cases, embedding_end_cases, bottom_layer_cases, one_token_cases, one_token_query_cases, padded_cases, position_copy_cases, prefix_gather_cases, project_in_cases, rotary_kind_cases, TINY, act_cases, drawn_cases, outside_cases, peft_methods, vocab_cases  # noqa: E402
 from tests.harness.measure import measure  # noqa: E402
 
 
@@ -73,7 +73,8 @@ def main() -> None:
     for label, cfg, method, training in (padded_cases() + embedding_end_cases() + embedding_backward_cases() + position_copy_cases() + one_token_query_cases()
                                          + prefix_gather_cases() + one_token_cases() + project_in_cases() + bottom_layer_cases()
                                          + rotary_kind_cases() + embedding_copies_cases() + adafactor_order_cases()
-                                         + use_cache_cases()):
+                                         + use_cache_cases() + dora_conv1d_accumulation_cases() + position_lora_cases()
+                                         + trainable_tokens_cases()):
         ea, ep, est, got = _compare(cfg, method, training)
         tag = (f"{training['dtype']} {training['attn_implementation']} {'ckpt' if training['gradient_checkpointing'] else '-'} "
                f"{training.get('optimizer', 'adamw')} b{training['batch_size']} s{training['seq_len']}")

@@ -54,6 +54,16 @@ class LoRA(Method):
                 raise ValueError(f"rank for {key!r} must be a positive integer, got {r}")
         return v
 
+    @field_validator("trainable_token_indices", mode="before")
+    @classmethod
+    def _token_indices_shape(cls, v):
+        def rows(x) -> bool:
+            return isinstance(x, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in x)
+        if v is None or rows(v) or (isinstance(v, dict) and all(isinstance(k, str) and rows(x) for k, x in v.items())):
+            return v
+        raise ValueError("give a list of token indices (rows of the input embedding), or a dict from the embedding's "
+                         "module name to such a list, e.g. [32000, 32001] or {'embed_tokens': [32000, 32001]}")
+
     @field_validator("trainable_token_indices")
     @classmethod
     def _token_indices(cls, v):
