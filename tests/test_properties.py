@@ -149,6 +149,10 @@ def methods(draw, c: dict):
             m["target_modules"] = "all-linear"
         m["use_dora"] = draw(st.booleans())
         m["bias"] = draw(st.sampled_from(["none", "all", "lora_only"]))
+        if draw(st.booleans()):  # PEFT's trainable tokens on the input embedding (and a tied head)
+            m["trainable_token_indices"] = draw(st.lists(st.integers(0, c["vocab_size"] - 1), min_size=1, max_size=8))
+        if mt == "gpt2" and draw(st.booleans()):  # LoRA on the position embedding
+            m["target_modules"] = ["c_attn", "wpe"]
         return m
     if name == "adapter":
         return {"name": "adapter", "config": draw(st.sampled_from(["seq_bn", "double_seq_bn"])),
