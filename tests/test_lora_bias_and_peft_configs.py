@@ -48,7 +48,6 @@ def test_lora_bias_where_peft_refuses_it(method, field):
 def test_peft_config_fields_that_change_the_model_are_refused_not_dropped():
     peft = pytest.importorskip("peft")
     cases = [(peft.LoraConfig(r=4, layer_replication=[(0, 2), (0, 2)]), "layer_replication"),
-             (peft.LoraConfig(r=4, trainable_token_indices=[1, 2]), "trainable_token_indices"),
              (peft.LoraConfig(r=4, target_modules=["q_proj"], use_qalora=True), "use_qalora"),
              (peft.PromptTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM", modules_to_save=["lm_head"]), "modules_to_save")]
     for config, field in cases:
@@ -57,6 +56,9 @@ def test_peft_config_fields_that_change_the_model_are_refused_not_dropped():
     # lora_bias is read from a PEFT config as well; fields that change no memory are skipped
     plain = pf.estimate(TINY["llama"], peft.LoraConfig(r=4, init_lora_weights="gaussian"), {"seq_len": 8}).to_dict()
     biased = pf.estimate(TINY["llama"], peft.LoraConfig(r=4, lora_bias=True), {"seq_len": 8}).to_dict()
+    # trainable_token_indices is modelled (stop 26): read from the config, its rows train
+    tokens = pf.estimate(TINY["llama"], peft.LoraConfig(r=4, trainable_token_indices=[1, 2]), {"seq_len": 8}).to_dict()
+    assert tokens["trainable_params"] - plain["trainable_params"] == 2 * TINY["llama"]["hidden_size"]
     assert biased["trainable_params"] - plain["trainable_params"] == sum(
         m.out_features for m in pf.ModelSpec.from_any(TINY["llama"]).layout.layer_linears if m.name in ("q_proj", "v_proj")
     ) * TINY["llama"]["num_hidden_layers"]

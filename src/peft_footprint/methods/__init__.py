@@ -42,7 +42,7 @@ _BY_PEFT_TYPE = {cls.__dict__["peft_type"]: cls for _, cls in METHODS.items() if
 # no memory and are skipped)
 _UNMODELLED = {
     "LORA": {"layer_replication": "duplicates decoder layers", "target_parameters": "adapts nn.Parameters (MoE experts)",
-             "trainable_token_indices": "trains selected token embeddings", "use_qalora": "pools lora_A's input (QALoRA)",
+             "use_qalora": "pools lora_A's input (QALoRA)",
              "alora_invocation_tokens": "activates the adapter after invocation tokens (aLoRA)", "use_bdlora": "BD-LoRA",
              "arrow_config": "Arrow routing", "ensure_weight_tying": "ties adapters of tied embeddings",
              "megatron_config": "Megatron parallel layers"},
