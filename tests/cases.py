@@ -65,6 +65,7 @@ def peft_methods(model_type: str) -> dict[str, dict]:
         "prompt_tuning": {"name": "prompt_tuning", "num_virtual_tokens": 7},
         "p_tuning_mlp": {"name": "p_tuning", "num_virtual_tokens": 6, "encoder_hidden_size": 20},
         "p_tuning_lstm": {"name": "p_tuning", "num_virtual_tokens": 3, "encoder_hidden_size": 10, "encoder_reparameterization_type": "LSTM", "encoder_num_layers": 2},
+        "trainable_tokens": {"name": "trainable_tokens", "token_indices": [1, 3, 4]},
     }
 
 
@@ -824,6 +825,13 @@ _TOKENS = [
     ("opt-project_in-eager", "opt", {"trainable_token_indices": [4, 6], "target_modules": ["q_proj", "v_proj"]},
      {"dtype": "bf16", "attn_implementation": "eager"}),
     ("qlora-llama", "llama", {"name": "qlora", "trainable_token_indices": [2, 8]}, {"dtype": "bf16"}),
+    # PEFT's own TrainableTokens method: nothing else trains
+    ("method-llama-untied-bf16", "llama", {"name": "trainable_tokens", "token_indices": [3, 5, 7]}, {"dtype": "bf16"}),
+    ("method-mistral-untied-fp16-1x2", "mistral", {"name": "trainable_tokens", "token_indices": [3]}, {"dtype": "fp16", "batch_size": 1, "seq_len": 2}),
+    ("method-gemma2-tied-autocast-softcapped", "gemma2", {"name": "trainable_tokens", "token_indices": [3, 5, 7], "target_modules": ["embed_tokens"]},
+     {"dtype": "fp32", "mixed_precision": "bf16"}),
+    ("method-granite-tied-ckpt-accumulating", "granite", {"name": "trainable_tokens", "token_indices": [10, 20]},
+     {"dtype": "bf16", "gradient_checkpointing": True, "gradient_accumulation_steps": 2}),
     # drawn (-1,680 B): with gradient accumulation the gradient the tied head's adapter sends the shared delta waits
     # in its AccumulateGrad's input buffer for the embedding's, through every layer's backward (not added into .grad)
     ("gemma3-tied-ckpt-accumulating", {"model_type": "gemma3_text", "hidden_size": 60, "num_hidden_layers": 1, "num_attention_heads": 6,
@@ -844,7 +852,7 @@ def trainable_tokens_cases() -> list[tuple[str, dict, dict, dict]]:
     out = []
     for label, mt, fields, options in _TOKENS:
         cfg = mt if isinstance(mt, dict) else dict(TINY[mt], vocab_size=300, **({"attn_pdrop": 0.0} if mt == "gpt2" else {}))
-        method = {"name": "lora", "r": 4, **fields}
+        method = fields if fields.get("name") == "trainable_tokens" else {"name": "lora", "r": 4, **fields}
         out.append((f"tokens-{label}", cfg, method, {"batch_size": 2, "seq_len": 9, "attn_implementation": "sdpa",
                                                      "gradient_checkpointing": False, "optimizer": "adamw", **options}))
     return out

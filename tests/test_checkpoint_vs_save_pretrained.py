@@ -30,6 +30,10 @@ CASES = [
     ("llama", {"name": "qlora", "r": 4, "modules_to_save": ["lm_head", "norm"]}),
     ("mistral", {"name": "prefix_tuning", "num_virtual_tokens": 3}),
     ("qwen3", {"name": "p_tuning", "num_virtual_tokens": 3, "encoder_hidden_size": 8}),
+    # trainable tokens: the delta; PEFT's own method on a tied model saves the tied lm_head's name for it too
+    ("qwen2", {"name": "trainable_tokens", "token_indices": [3, 5, 7]}),
+    ("llama", {"name": "trainable_tokens", "token_indices": [3, 5, 7]}),
+    ("gpt2", {"name": "lora", "r": 4, "target_modules": ["c_attn"], "trainable_token_indices": [3, 9]}),
 ]
 
 

@@ -140,9 +140,12 @@ def _default_targets_ok(mt: str) -> bool:
 def methods(draw, c: dict):
     """A random valid method for config ``c``."""
     mt = c["model_type"]
-    name = draw(st.sampled_from(["full", "lora", "qlora", "adapter", "prefix_tuning", "prompt_tuning", "p_tuning", "ia3"]))
+    name = draw(st.sampled_from(["full", "lora", "qlora", "adapter", "prefix_tuning", "prompt_tuning", "p_tuning", "ia3",
+                                 "trainable_tokens"]))
     if name == "full":
         return {"name": "full"}
+    if name == "trainable_tokens":
+        return {"name": name, "token_indices": draw(st.lists(st.integers(0, c["vocab_size"] - 1), min_size=1, max_size=8))}
     if name in ("lora", "qlora"):
         m = {"name": name, "r": draw(st.integers(1, 64)), "lora_alpha": draw(st.integers(1, 64))}
         if draw(st.booleans()) or not _default_targets_ok(mt):

@@ -1379,7 +1379,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     emb_dim = cfg.get("word_embed_proj_dim") or h
     # the word embedding trains (full fine-tuning, or a modules_to_save copy): its output requires grad
     emb_trains = _embedding_trains(ctx)
-    tokens = method.token_rows(layout, cfg) if isinstance(method, LoRA) else 0
+    tokens = method.token_rows(layout, cfg)
     if tokens:  # trainable_token_indices: PEFT's TrainableTokensLayer
         emb = word_emb = _trainable_tokens(ctx, tokens, emb_dim, cfg["vocab_size"], layout.input_embedding)
     else:

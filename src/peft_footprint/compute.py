@@ -120,7 +120,8 @@ class _MethodView:
         self.lora_dropout = False
         self.lora_embedding = None  # (rank, width, vocab) of LoRA (or DoRA) on the input embedding
         self.lora_positions = None  # the same on GPT-2's position embedding (on the positions: batch 1)
-        self.token_rows = 0  # trainable_token_indices: the embedding's output requires grad (a tied head's weight too)
+        self.token_rows = method.token_rows(layout, cfg)  # trainable tokens: the embedding's output requires grad (a
+        # tied head's weight too)
         if isinstance(method, LoRA):  # QLoRA too
             self.dora = bool(method.use_dora)
             self.lora_dropout = bool(method.lora_dropout)
@@ -128,7 +129,6 @@ class _MethodView:
             emb = method.input_embedding_target(layout, cfg)
             if emb is not None:
                 self.lora_embedding = (method.layer_rank(layout, emb.path, None), emb.module.shape[1], emb.module.shape[0])
-            self.token_rows = method.token_rows(layout, cfg)
             pos = method.position_embedding_target(layout, cfg)
             if pos is not None:
                 self.lora_positions = (method.layer_rank(layout, pos.path, None), pos.module.shape[1], pos.module.shape[0])

@@ -39,7 +39,7 @@ DTYPES = {
     "fp16": torch.float16, "float16": torch.float16,
 }
 
-METHODS = ("full", "lora", "qlora", "prefix_tuning", "prompt_tuning", "p_tuning", "ia3")
+METHODS = ("full", "lora", "qlora", "prefix_tuning", "prompt_tuning", "p_tuning", "ia3", "trainable_tokens")
 WHAT = ("static", "names", "activations", "peak", "saved", "flops", "kv_cache")
 
 _METHOD_ALIASES = {
@@ -139,6 +139,8 @@ def wrap_method(model, method: dict | str):
     elif name == "p_tuning":
         fields.setdefault("encoder_dropout", 0.0)
         cfg = peft.PromptEncoderConfig(**fields)
+    elif name == "trainable_tokens":
+        cfg = peft.TrainableTokensConfig(**fields)
     else:  # pragma: no cover
         raise AssertionError(name)
     return peft.get_peft_model(model, cfg), name

@@ -17,6 +17,7 @@ from .p_tuning import PTuning
 from .prefix_tuning import PrefixTuning
 from .prompt_tuning import PromptTuning
 from .qlora import QLoRA
+from .trainable_tokens import TrainableTokens
 
 
 def _norm(name: str) -> str:
@@ -32,6 +33,7 @@ METHODS.register("prefix_tuning", PrefixTuning, aliases=("prefix", "prefixtuning
 METHODS.register("prompt_tuning", PromptTuning, aliases=("prompt", "prompttuning"))
 METHODS.register("p_tuning", PTuning, aliases=("ptuning", "prompt_encoder"))
 METHODS.register("ia3", IA3)
+METHODS.register("trainable_tokens", TrainableTokens, aliases=("tokens", "trainabletokens"))
 
 # a PEFT adapter_config.json names its peft_type; "LORA" is LoRA (QLoRA only inherits the field)
 _BY_PEFT_TYPE = {cls.__dict__["peft_type"]: cls for _, cls in METHODS.items() if cls.__dict__.get("peft_type")}

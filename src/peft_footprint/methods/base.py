@@ -159,6 +159,10 @@ class Method(BaseModel):
         """Virtual key/value positions added to every attention (prefix tuning)."""
         return 0
 
+    def token_rows(self, layout: Layout, cfg: dict[str, Any]) -> int:
+        """Rows of the input embedding that train through PEFT's TrainableTokensLayer (0: none)."""
+        return 0
+
     def saved_modules(self, layout: Layout, cfg: dict[str, Any]) -> SavedModules | None:
         """The modules its modules_to_save copies (None: none, or a method without the field)."""
         names = getattr(self, "modules_to_save", None)
@@ -504,3 +508,61 @@ def check_regex(field_name: str, pattern: str) -> None:
         re.compile(pattern)
     except (re.error, RecursionError, OverflowError) as exc:
         raise InvalidConfigError(field_name, pattern, f"not a valid regular expression ({exc})") from None
+
+
+# ---- PEFT's trainable tokens (TrainableTokensLayer) ----------------------------------------------
+
+
+def names_module(path: str, key: str) -> bool:
+    """Does ``key`` name the module at ``path`` (the full name, or its end after a dot)?"""
+    return path == key or path.endswith("." + key)
+
+
+def token_rows_of(layout: Layout, cfg: dict[str, Any], field: str, by_module: dict[str, list[int]]) -> list[int]:
+    """The input embedding's rows from a dict keyed by module name: the embedding's, and a tied lm_head's with
+    the same rows (PEFT ties that one to the embedding's adapter); any other module is not modelled."""
+    emb, head = layout.input_embedding, layout.output_embedding
+    tied = bool(cfg.get("tie_word_embeddings", False))
+    rows = next((idx for key, idx in by_module.items() if names_module(emb, key)), None)
+    for key, idx in by_module.items():
+        if names_module(emb, key):
+            continue
+        if not (tied and names_module(head, key)):
+            names = [emb.rsplit(".", 1)[-1]] + ([head.rsplit(".", 1)[-1]] if tied else [])
+            raise UnsupportedCombinationError(
+                f"{field}: {key!r} is not modelled; trainable tokens are estimated on the input embedding "
+                f"({' or '.join(repr(n) for n in names)}{', the tied lm_head following it' if tied else ''})")
+        if rows is not None and idx != rows:
+            raise UnsupportedCombinationError(
+                f"{field}: the tied lm_head with other rows than the embedding's ({idx} vs {rows}) is not modelled "
+                "(PEFT then wraps both without tying them); give both the same rows")
+    if rows is None:
+        raise UnsupportedCombinationError(
+            f"{field}={by_module!r}: name the input embedding ({emb.rsplit('.', 1)[-1]!r}) with the rows to train")
+    return rows
+
+
+def check_token_rows(layout: Layout, cfg: dict[str, Any], field: str, rows: list[int], modules_to_save) -> int:
+    """The number of rows, once checked as PEFT and torch check them (rows of the vocabulary; the embedding not
+    also trained whole; a tied lm_head not copied, which PEFT's tied adapter cannot wrap)."""
+    vocab = next(p.shape[0] for p in layout.outer_params if p.kind == "embedding")
+    if max(rows) >= vocab:
+        raise InvalidConfigError(field, max(rows), f"a token index is a row of the {vocab}-row input embedding: 0 to {vocab - 1}")
+    for m in modules_to_save or ():
+        if names_module(layout.input_embedding, m):
+            raise UnsupportedCombinationError(
+                f"{field} with {m!r} in modules_to_save: PEFT refuses it ('The embedding layer is already marked to be "
+                "trained fully'); train the whole embedding or some of its rows, not both")
+        if cfg.get("tie_word_embeddings", False) and names_module(layout.output_embedding, m):
+            raise UnsupportedCombinationError(
+                f"{field} with the tied lm_head in modules_to_save: PEFT wraps the copy's wrapper with the tied token "
+                "adapter and its forward fails ('TrainableTokensLayer wraps an unknown layer type'); leave lm_head out "
+                "of modules_to_save (the tied head trains the same rows)")
+    return len(rows)
+
+
+def token_delta(layout: Layout, n: int, module: str) -> Tensor:
+    """TrainableTokensLayer's ``trainable_tokens_delta``: the n rows, cloned from the embedding and cast to fp32
+    (PEFT's autocast_adapter_dtype), at ``<module>.trainable_tokens_delta``."""
+    width = next(p.shape[1] for p in layout.outer_params if p.kind == "embedding")
+    return Tensor(f"{module}.trainable_tokens_delta", (n, width), "fp32", 1, True, "adapter")

@@ -11,8 +11,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import InvalidConfigError, UnsupportedCombinationError
-from .base import (Method, ParamTable, TargetMatch, Tensor, base_tensors, resolve_saved_modules, resolve_targets,
-                   targets_list)
+from .base import (Method, ParamTable, TargetMatch, Tensor, base_tensors, check_token_rows, resolve_saved_modules, resolve_targets,
+                   targets_list, token_delta, token_rows_of)
 from .defaults import default_targets
 
 ADAPTER_DTYPE = "fp32"
@@ -199,9 +199,7 @@ class LoRA(Method):
         base, extra_saved = self._bias_and_modules_to_save(layout, cfg, base, dtype)
         tokens = self.token_rows(layout, cfg)
         if tokens:  # TrainableTokensLayer's delta: the rows, cloned from the embedding, cast to fp32 like the adapters
-            width = next(p.shape[1] for p in layout.outer_params if p.kind == "embedding")
-            lora.append(Tensor(f"{layout.input_embedding}.token_adapter.trainable_tokens_delta", (tokens, width), ADAPTER_DTYPE, 1,
-                               True, "adapter"))
+            lora.append(token_delta(layout, tokens, f"{layout.input_embedding}.token_adapter"))
         return ParamTable(tensors=base + lora, saved=lora + extra_saved + self._saved_embeddings(layout, cfg, dtype))
 
     def token_rows(self, layout, cfg) -> int:
@@ -210,52 +208,19 @@ class LoRA(Method):
         v = self.trainable_token_indices
         if v is None:
             return 0
-        emb = layout.input_embedding
         field = f"{self.name}.trainable_token_indices"
-        rows = v
         if isinstance(v, dict):
-            head = layout.output_embedding
-            tied = cfg.get("tie_word_embeddings", False)
-            rows = None
-            for key, idx in v.items():
-                if emb == key or emb.endswith("." + key):
-                    rows = idx
-                elif tied and (head == key or head.endswith("." + key)):
-                    continue
-                else:
-                    names = [emb.rsplit(".", 1)[-1]] + ([head.rsplit(".", 1)[-1]] if tied else [])
-                    raise UnsupportedCombinationError(
-                        f"{field}: {key!r} is not modelled; trainable tokens are estimated on the input embedding "
-                        f"({' or '.join(repr(n) for n in names)}{', the tied lm_head following it' if tied else ''})")
-            if rows is None:
-                raise UnsupportedCombinationError(
-                    f"{field}={v!r}: name the input embedding ({emb.rsplit('.', 1)[-1]!r}) with the rows to train")
-            for key, idx in v.items():
-                if idx != rows:
-                    raise UnsupportedCombinationError(
-                        f"{field}: the tied lm_head with other rows than the embedding's ({idx} vs {rows}) is not modelled "
-                        "(PEFT then wraps both without tying them); give both the same rows")
-        vocab = next(p.shape[0] for p in layout.outer_params if p.kind == "embedding")
-        if max(rows) >= vocab:
-            raise InvalidConfigError(field, max(rows), f"a token index is a row of the {vocab}-row input embedding: 0 to {vocab - 1}")
-        for m in self.modules_to_save or ():
-            if emb == m or emb.endswith("." + m):
-                raise UnsupportedCombinationError(
-                    f"{field} with {m!r} in modules_to_save: PEFT refuses it ('The embedding layer is already marked to be "
-                    "trained fully'); train the whole embedding or some of its rows, not both")
-        head = layout.output_embedding
-        if cfg.get("tie_word_embeddings", False) and any(head == m or head.endswith("." + m) for m in self.modules_to_save or ()):
-            raise UnsupportedCombinationError(
-                f"{field} with the tied lm_head in modules_to_save: PEFT wraps the copy's wrapper with the tied token "
-                "adapter and its forward fails ('TrainableTokensLayer wraps an unknown layer type'); leave lm_head out "
-                "of modules_to_save (the tied head trains the same rows)")
+            rows = token_rows_of(layout, cfg, field, v)
+        else:
+            rows = v
+        n = check_token_rows(layout, cfg, field, rows, self.modules_to_save)
         if self.input_embedding_target(layout, cfg) is not None or (
                 cfg.get("tie_word_embeddings", False) and any(not t.is_embedding and t.path == layout.output_embedding
                                                               for t in self.targets(layout, cfg))):
             raise UnsupportedCombinationError(
                 f"{field} with LoRA on the input embedding{' or its tied lm_head' if cfg.get('tie_word_embeddings') else ''}: "
                 "not modelled; leave the embedding out of target_modules (its trainable rows train it)")
-        return len(rows)
+        return n
 
     def _saved_embeddings(self, layout, cfg, dtype: str) -> list[Tensor]:
         """PEFT's get_peft_model_state_dict(save_embedding_layers="auto"): when target_modules names "embed_tokens"
