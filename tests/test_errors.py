@@ -124,3 +124,13 @@ def test_a_multimodal_config_points_at_its_text_config():
     assert pf.estimate(text, "lora").to_dict()["trainable_params"] > 0  # what it says to pass works
     with pytest.raises(pf.UnknownNameError, match="Unknown model_type 'gemma4'"):  # no usable text_config: as before
         pf.estimate({"model_type": "gemma4", "text_config": {"model_type": "vision"}}, "lora")
+
+
+def test_a_required_method_field_is_named_with_what_it_is():
+    """trainable_tokens needs its rows: by name alone, or a dict without them, the error names the field and gives an
+    example (not pydantic's own traceback)."""
+    for method in ("trainable_tokens", {"name": "trainable_tokens"}, {"name": "tokens", "target_modules": ["embed_tokens"]}):
+        with pytest.raises(pf.InvalidConfigError, match=r"trainable_tokens\.token_indices.*needs it: the rows of the input embedding"):
+            pf.estimate("meta-llama/Llama-3.2-1B", method)
+    with pytest.raises(pf.InvalidConfigError, match="0 to 128255"):
+        pf.estimate("meta-llama/Llama-3.2-1B", {"name": "trainable_tokens", "token_indices": [128256]})

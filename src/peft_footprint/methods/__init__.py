@@ -77,6 +77,10 @@ def _construct(cls: type[Method], fields: dict[str, Any], *, lenient: bool) -> M
         if isinstance(cause, PeftFootprintError):
             raise cause from None
         loc = ".".join(str(p) for p in err["loc"]) or "method"
+        if err["type"] == "missing":  # a required field: say what it is
+            info = cls.model_fields.get(str(err["loc"][0])) if err["loc"] else None
+            what = f": {info.description}" if info is not None and info.description else ""
+            raise InvalidConfigError(f"{cls.name}.{loc}", None, f"{cls.name} needs it{what}") from None
         raise InvalidConfigError(f"{cls.name}.{loc}", err.get("input"), err["msg"]) from None
 
 
@@ -85,8 +89,8 @@ def load_method(method: Any) -> Method:
     object / ``adapter_config.json`` dict (read by duck typing, without importing peft)."""
     if isinstance(method, Method):
         return method
-    if isinstance(method, str):
-        return METHODS.get(method)()
+    if isinstance(method, str):  # (a method with a required field, trainable_tokens' token_indices, says so)
+        return _construct(METHODS.get(method), {}, lenient=False)
     if isinstance(method, dict):
         fields = dict(method)
         if "name" in fields:

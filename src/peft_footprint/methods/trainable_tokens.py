@@ -16,7 +16,8 @@ class TrainableTokens(Method):
     label = "Trainable tokens"
     mergeable = True  # merge() writes the rows into the embedding
 
-    token_indices: list[int] = Field(min_length=1)
+    token_indices: list[int] = Field(min_length=1, description="the rows of the input embedding to train, e.g. "
+                                     "{'name': 'trainable_tokens', 'token_indices': [32000, 32001]}")
     target_modules: list[str] | str | None = None  # None: the input embedding
     init_weights: bool = True
     merge: bool = Field(False, alias="merged", description="serve with the rows written into the embedding")
