@@ -1381,7 +1381,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     emb_trains = _embedding_trains(ctx)
     tokens = method.token_rows(layout, cfg)
     if tokens:  # trainable_token_indices: PEFT's TrainableTokensLayer
-        emb = word_emb = _trainable_tokens(ctx, tokens, emb_dim, cfg["vocab_size"], layout.input_embedding)
+        emb = word_emb = _trainable_tokens(ctx, tokens, emb_dim, cfg["vocab_size"])
     else:
         emb = word_emb = g.new(B * S * emb_dim, dtype, emb_trains or train.gradient_checkpointing, "embed_tokens")
     if mt in ("gemma", "gemma2", "gemma3_text"):  # Gemma*TextScaledWordEmbedding: * embed_scale.to(weight.dtype);
@@ -1571,8 +1571,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     g.keep(logits)
     if train.gradient_accumulation_steps > 1:  # (a tied lm_head's gradient waits for the embedding's; so does the
         # gradient the tied head's token adapter sends its delta, which the embedding's adapter shares)
-        g.accumulating = frozenset(({lm.path} if lm.tied and ctx.full else set())
-                                   | ({f"{layout.input_embedding}.token_adapter.trainable_tokens_delta"} if tokens and lm.tied else set()))
+        g.accumulating = frozenset(({lm.path} if lm.tied and ctx.full else set()) | ({_token_key(layout)} if tokens and lm.tied else set()))
     loss = _loss(ctx, logits, v)
     g.touch(*ctx.cache, *g.held)
     if ctx.adapter_hooked:  # AdapterHub's ForwardContext holds the top layer's input and its post-attention residual
@@ -1650,7 +1649,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         made = _copies(ctx, "embedding") + (positions_left if emb_trains else _copies(ctx, "position_embedding"))
         top_moments.append(("backward: ", "embeddings' weight gradients", base + made))
     if (emb_lora is not None or proj_lora or ctx.position_lora or tokens) and x_first.fn is not None and not ctx.full:
-        # LoRA on the input embedding or on OPT's project_in: their backward,
+        # LoRA on the input embedding, on GPT-2's positions or on OPT's project_in, trainable tokens: their backward,
         # after every layer's (and a position embedding copy's, whose gradient stays) with the gradient of the
         # layers' input still alive; what its own nodes saved is alive until they run (the simulated backward frees it)
         own = {sid for node in g.nodes[:layer_nodes] for sid in node.saved}
@@ -2180,14 +2179,19 @@ def _lora_embedding(ctx: Ctx, base: T, width: int, positions: bool = False) -> T
     return result
 
 
-def _token_rows(ctx: Ctx, n: int, width: int, vocab: int, path: str, name: str) -> T:
+def _token_key(layout: Layout) -> str:
+    """The gradient key of the trainable tokens' delta (shared by the embedding's layer and a tied head's)."""
+    return f"{layout.input_embedding} trainable_tokens_delta"
+
+
+def _token_rows(ctx: Ctx, n: int, width: int, vocab: int, name: str) -> T:
     """TrainableTokensLayer.get_merged_weights: ``W.index_copy(0, index, delta.to(W))``, a whole vocab x width copy
-    of the weight in its dtype with the delta's rows written in (``index``, a new int64 tensor of the rows, is kept
-    by its backward). Its gradient (vocab x width, the embedding's or the head's) is gathered back to the rows
-    (``index_select``), cast to the fp32 delta and added into its .grad."""
+    of the weight in its dtype with the delta's rows written in (``index``, a new int64 tensor of the rows on the
+    device, is kept by its backward). Its gradient (vocab x width, the embedding's or the head's) is gathered back
+    to the rows (``index_select``), cast to the fp32 delta and added into its .grad."""
     g = ctx.g
     wdt = ctx.dtype
-    key = f"{path}.token_adapter.trainable_tokens_delta"
+    key = _token_key(ctx.layout)
     # (torch.tensor(indices).to(W.device): on the CPU the .to is the tensor itself, made outside any op)
     idx = g.new(Poly.const(n), "int64", False, f"{name} token indices") if ctx.device != "cpu" else None
     rows = Poly.const(n * width)
@@ -2200,25 +2204,26 @@ def _token_rows(ctx: Ctx, n: int, width: int, vocab: int, path: str, name: str) 
                   name=f"{name} weight.index_copy")
 
 
-def _trainable_tokens(ctx: Ctx, n: int, width: int, vocab: int, path: str) -> T:
-    """PEFT's TrainableTokensLayer on the input embedding (``trainable_token_indices``): ``F.embedding(ids, W)``
+def _trainable_tokens(ctx: Ctx, n: int, width: int, vocab: int) -> T:
+    """PEFT's TrainableTokensLayer on the input embedding (LoRA's ``trainable_token_indices``, the TrainableTokens
+    method): ``F.embedding(ids, W)``
     on the merged weight (:func:`_token_rows`), which goes once looked up; its backward makes the dense vocab x
     width gradient of W. The output requires grad whatever the checkpointing."""
     g = ctx.g
-    w = ctx.token_weight = _token_rows(ctx, n, width, vocab, path, "embed_tokens")  # (the caller touches it once
+    w = ctx.token_weight = _token_rows(ctx, n, width, vocab, "embed_tokens")  # (the caller touches it once
     # the module has returned: after Gemma's embed_scale)
     out = g.new(B * S * width, w.dtype, True, "embed_tokens")
     return g.node(out, [w], [("g", 0, Poly.const(vocab * width * esize(w.dtype)))], name="embed_tokens (trainable tokens)")
 
 
 def _trainable_tokens_head(ctx: Ctx, x: T, lm: Linear, n: int) -> T:
-    """A tied lm_head under trainable_token_indices: PEFT wraps it with a TrainableTokensLayer tied to the
+    """A tied lm_head under trainable tokens: PEFT wraps it with a TrainableTokensLayer tied to the
     embedding's, which runs ``F.linear(x, W)`` on its own merged weight (:func:`_token_rows`, the same delta). That
     weight requires grad: the matmul keeps it (a vocab x width copy, or autocast's cast of it) with its input
     through the backward of the head, and computes its vocab x width gradient (first, then the input's)."""
     g = ctx.g
     vocab, width = lm.out_features, lm.in_features
-    w = _token_rows(ctx, n, width, vocab, ctx.layout.input_embedding, "lm_head")
+    w = _token_rows(ctx, n, width, vocab, "lm_head")
     ac = g.autocast
     merged = w
     if ac:  # (autocast casts the weight, then the input; neither is a leaf: not cached)
