@@ -814,7 +814,7 @@ def position_lora_cases() -> list[tuple[str, dict, dict, dict]]:
 _TOKENS = [
     ("llama-untied-bf16", "llama", {"trainable_token_indices": [3, 5, 7]}, {"dtype": "bf16"}),
     # the embedding's dense vocab x width gradient sets the peak at one token
-    ("llama-untied-fp16-sgd-1x2", "llama", {"trainable_token_indices": [3, 5, 7]}, {"dtype": "fp16", "batch_size": 1, "seq_len": 2}),
+    ("llama-untied-fp16-1x2", "llama", {"trainable_token_indices": [3, 5, 7]}, {"dtype": "fp16", "batch_size": 1, "seq_len": 2}),
     ("qwen2-tied-bf16", "qwen2", {"trainable_token_indices": {"embed_tokens": [0, 9, 40]}}, {"dtype": "bf16"}),
     # the tied head's merged fp32 weight alive through its autocast matmul
     ("qwen2-tied-autocast", "qwen2", {"trainable_token_indices": [3, 5, 7, 11]}, {"dtype": "fp32", "mixed_precision": "bf16"}),
