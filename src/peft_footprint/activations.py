@@ -275,9 +275,9 @@ class Ctx:
     scope: list = field(default_factory=list)  # what the base model's forward holds until it returns (embeddings, masks)
     positions: T | None = None  # the position ids the base model makes (an input of every checkpointed layer)
     position_indices: int = -1  # the storage a trained learned-position embedding keeps for its backward
-    position_lora: bool = False  # LoRA wraps GPT-2's position embedding
-    token_weight: T | None = None  # the input embedding's merged weight under trainable_token_indices
     position_node: int = -1  # ... and its autograd node (OPT's, made before project_in's)
+    position_lora: bool = False  # LoRA wraps GPT-2's position embedding
+    token_weight: T | None = None  # the input embedding's merged weight under trainable tokens
     prefix: T | None = None  # prefix tuning's past_key_values for all layers
 
     def drop(self, x: T, p: float, name: str) -> T:
@@ -1236,14 +1236,14 @@ def _gpt2_positions(ctx: Ctx, emb: T) -> T:
     trains = _embedding_trains(ctx, "position_embedding")
     pos = ctx.positions = g.new(ctx.seq, "int64", False, "position ids")
     if trains:
-        g.save(pos)  # the wpe embedding keeps its indices for its weight gradient
         ctx.position_indices = pos.sid
     pe = g.new(ctx.seq * cfg["hidden_size"], ctx.dtype, False, "position embeddings")  # wpe: (1, s, h)
     pe_lora = _lora_embedding(ctx, pe, cfg["hidden_size"], positions=True)
+    if trains or pe_lora is not None:  # the wpe embedding keeps its indices for its weight gradient (a copy's), or
+        # the adapter's F.embedding for A's
+        g.save(pos)
     ctx.scope += [pos, pe if pe_lora is None else pe_lora]
     if pe_lora is not None:
-        if not trains:  # the adapter's F.embedding keeps its indices for A's gradient
-            g.save(pos)
         ctx.position_lora = True
         return g.add(emb, pe_lora, "wte+wpe", numel=emb.numel)
     x = g.add(emb, None, "wte+wpe", numel=emb.numel)
@@ -2206,9 +2206,8 @@ def _token_rows(ctx: Ctx, n: int, width: int, vocab: int, name: str) -> T:
 
 def _trainable_tokens(ctx: Ctx, n: int, width: int, vocab: int) -> T:
     """PEFT's TrainableTokensLayer on the input embedding (LoRA's ``trainable_token_indices``, the TrainableTokens
-    method): ``F.embedding(ids, W)``
-    on the merged weight (:func:`_token_rows`), which goes once looked up; its backward makes the dense vocab x
-    width gradient of W. The output requires grad whatever the checkpointing."""
+    method): ``F.embedding(ids, W)`` on the merged weight (:func:`_token_rows`), which goes once looked up; its
+    backward makes the dense vocab x width gradient of W. The output requires grad whatever the checkpointing."""
     g = ctx.g
     w = ctx.token_weight = _token_rows(ctx, n, width, vocab, "embed_tokens")  # (the caller touches it once
     # the module has returned: after Gemma's embed_scale)

@@ -518,6 +518,13 @@ def names_module(path: str, key: str) -> bool:
     return path == key or path.endswith("." + key)
 
 
+def nonnegative_rows(rows: list[int]) -> list[int]:
+    """Token indices as PEFT's trainable tokens take them: rows of the embedding (pydantic validators' check)."""
+    if any(i < 0 for i in rows):
+        raise ValueError(f"token indices are rows of the embedding, 0 or more; got {min(rows)}")
+    return rows
+
+
 def token_rows_of(layout: Layout, cfg: dict[str, Any], field: str, by_module: dict[str, list[int]]) -> list[int]:
     """The input embedding's rows from a dict keyed by module name: the embedding's, and a tied lm_head's with
     the same rows (PEFT ties that one to the embedding's adapter); any other module is not modelled."""

@@ -11,8 +11,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import InvalidConfigError, UnsupportedCombinationError
-from .base import (Method, ParamTable, TargetMatch, Tensor, base_tensors, check_token_rows, resolve_saved_modules, resolve_targets,
-                   targets_list, token_delta, token_rows_of)
+from .base import (Method, ParamTable, TargetMatch, Tensor, base_tensors, check_token_rows, nonnegative_rows, resolve_saved_modules,
+                   resolve_targets, targets_list, token_delta, token_rows_of)
 from .defaults import default_targets
 
 ADAPTER_DTYPE = "fp32"
@@ -70,8 +70,7 @@ class LoRA(Method):
         for rows in (v.values() if isinstance(v, dict) else [v] if v is not None else []):
             if not rows:
                 raise ValueError("give at least one token index (PEFT wraps the embedding to train those rows)")
-            if any(i < 0 for i in rows):
-                raise ValueError(f"token indices are rows of the embedding, 0 or more; got {min(rows)}")
+            nonnegative_rows(rows)
         return v
 
     @model_validator(mode="after")

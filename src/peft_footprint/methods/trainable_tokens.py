@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from ..errors import UnsupportedCombinationError
-from .base import Method, ParamTable, Tensor, base_tensors, check_token_rows, names_module, targets_list, token_delta
+from .base import Method, ParamTable, Tensor, base_tensors, check_token_rows, names_module, nonnegative_rows, targets_list, token_delta
 
 
 class TrainableTokens(Method):
@@ -24,12 +24,7 @@ class TrainableTokens(Method):
 
     _targets = field_validator("target_modules", mode="before")(classmethod(lambda cls, v: targets_list(v)))
 
-    @field_validator("token_indices")
-    @classmethod
-    def _rows(cls, v: list[int]) -> list[int]:
-        if any(i < 0 for i in v):
-            raise ValueError(f"token indices are rows of the embedding, 0 or more; got {min(v)}")
-        return v
+    _rows = field_validator("token_indices")(classmethod(lambda cls, v: nonnegative_rows(v)))
 
     @property
     def merged(self) -> bool:
