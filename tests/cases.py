@@ -1093,3 +1093,82 @@ def _drawn(rows: list) -> list[tuple[str, dict, dict, dict]]:
         label = f"{mt}-L{layers}-{method['config']}{'-' + options if options else ''}-{training['dtype']}-{training['attn_implementation']}"
         out.append((label + ("-ckpt" if training.get("gradient_checkpointing") else ""), cfg, method, training))
     return out
+
+
+# ---- real widths: bundled presets with their layers cut ------------------------------------------------
+# A preset's own config (widths, head counts and GQA, head_dim, vocabulary of 32k-262k, tying, rope, windows,
+# biases) with its decoder cut to 1-3 layers, so that a CPU runs it: the recorded structures replayed at the
+# sizes users ask about, where a term that is small at the tiny shapes (a vocab x width copy, a 4-bit layer's
+# dequantized weight, a weight norm) is hundreds of megabytes. (label, config, method, training); every
+# model_type once, and the methods in turn.
+_REAL_WIDTHS = [
+    ("meta-llama/Llama-3.2-1B", 1, {"name": "prefix_tuning", "num_virtual_tokens": 20},
+     {"dtype": "fp32", "batch_size": 1, "seq_len": 12}),
+    ("meta-llama/Llama-3.2-1B", 2, {"name": "lora", "r": 16, "trainable_token_indices": [3, 7, 11]},
+     {"dtype": "fp32", "batch_size": 1, "seq_len": 9, "gradient_checkpointing": True}),
+    ("mistralai/Mistral-7B-v0.3", 1, {"name": "lora", "r": 8, "target_modules": "all-linear", "use_dora": True},
+     {"dtype": "fp32", "batch_size": 1, "seq_len": 16, "gradient_checkpointing": True}),
+    ("Qwen/Qwen2.5-0.5B", 2, {"name": "qlora", "r": 16, "target_modules": "all-linear"},
+     {"dtype": "fp32", "batch_size": 2, "seq_len": 33, "gradient_checkpointing": True}),
+    ("Qwen/Qwen3-0.6B", 2, {"name": "p_tuning", "num_virtual_tokens": 10, "encoder_hidden_size": 256},
+     {"dtype": "fp32", "batch_size": 3, "seq_len": 34, "attn_implementation": "eager"}),
+    ("google/gemma-2b", 1, {"name": "ia3"}, {"dtype": "fp32", "batch_size": 1, "seq_len": 10, "attn_implementation": "eager"}),
+    ("google/gemma-2-2b", 2, {"name": "prompt_tuning", "num_virtual_tokens": 4},
+     {"dtype": "fp32", "batch_size": 1, "seq_len": 6, "gradient_checkpointing": True}),
+    ("google/gemma-3-1b-pt", 2, {"name": "lora", "r": 8, "target_modules": "all-linear", "lora_dropout": 0.1},
+     {"dtype": "fp32", "batch_size": 1, "seq_len": 12}),
+    ("microsoft/Phi-3-mini-4k-instruct", 1, {"name": "lora", "r": 16, "target_modules": ["qkv_proj", "gate_up_proj"]},
+     {"dtype": "fp32", "batch_size": 2, "seq_len": 9, "gradient_checkpointing": True}),
+    ("openai-community/gpt2-medium", 2, {"name": "full"},  # (its attn_pdrop=0.1: eager keeps the dropout masks)
+     {"dtype": "fp32", "batch_size": 2, "seq_len": 21, "attn_implementation": "eager"}),
+    ("EleutherAI/pythia-1b", 2, {"name": "prefix_tuning", "num_virtual_tokens": 8, "prefix_projection": True,
+                                 "encoder_hidden_size": 256}, {"dtype": "fp32", "batch_size": 1, "seq_len": 30}),
+    ("EleutherAI/pythia-160m", 1, {"name": "trainable_tokens", "token_indices": [0, 5, 99]},
+     {"dtype": "fp32", "batch_size": 1, "seq_len": 40}),
+    ("facebook/opt-1.3b", 1, {"name": "prompt_tuning", "num_virtual_tokens": 10},
+     {"dtype": "fp32", "batch_size": 2, "seq_len": 10, "attn_implementation": "eager", "gradient_checkpointing": True}),
+    ("allenai/OLMo-2-1124-7B", 1, {"name": "lora", "r": 8, "target_modules": "all-linear"},
+     {"dtype": "fp32", "batch_size": 1, "seq_len": 12, "gradient_checkpointing": True}),
+    ("ibm-granite/granite-3.1-8b-base", 1, {"name": "ia3", "target_modules": "all-linear", "feedforward_modules": []},
+     {"dtype": "fp32", "batch_size": 1, "seq_len": 12}),
+    ("bigcode/starcoder2-3b", 1, {"name": "lora", "r": 16, "target_modules": ["q_proj", "v_proj", "c_fc"], "lora_dropout": 0.1},
+     {"dtype": "fp32", "batch_size": 2, "seq_len": 12, "attn_implementation": "eager", "gradient_checkpointing": True}),
+]  # (StarCoder2-3b's attention, residual and embedding dropouts are 0.1: eager attention keeps its masks)
+
+
+def real_width_cases() -> list[tuple[str, dict, dict, dict]]:
+    return _real_widths(_REAL_WIDTHS)
+
+
+def _real_widths(rows: list) -> list[tuple[str, dict, dict, dict]]:
+    from peft_footprint.model import _presets
+
+    out = []
+    for name, layers, method, training in rows:
+        cfg = dict(_presets()[name])
+        cfg["n_layer" if cfg["model_type"] == "gpt2" else "num_hidden_layers"] = layers
+        out.append((f"{name} ({layers} layer{'s' if layers > 1 else ''})", cfg, method, training))
+    return out
+
+
+# AdapterHub's bottleneck adapters at real widths: every model_type it supports, a preset cut to 1-3 layers
+_ADAPTER_REAL_WIDTHS = [
+    ("meta-llama/Llama-3.2-1B", 3, {"name": "adapter", "config": "double_seq_bn", "reduction_factor": 16},
+     {"dtype": "fp32", "attn_implementation": "sdpa", "batch_size": 2, "seq_len": 30}),
+    ("mistralai/Mistral-7B-v0.1", 2, {"name": "adapter", "config": "seq_bn", "non_linearity": "relu"},
+     {"dtype": "fp32", "attn_implementation": "sdpa", "batch_size": 1, "seq_len": 24}),
+    ("openai-community/gpt2-medium", 3, {"name": "adapter", "config": "seq_bn", "reduction_factor": 16, "non_linearity": "tanh"},
+     {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 2, "seq_len": 37}),
+    ("Qwen/Qwen2.5-0.5B", 1, {"name": "adapter", "config": "double_seq_bn", "non_linearity": "swish", "ln_before": True},
+     {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 1, "seq_len": 39, "gradient_checkpointing": True}),
+    ("Qwen/Qwen3-0.6B", 3, {"name": "adapter", "config": "seq_bn", "reduction_factor": 64, "use_gating": True},
+     {"dtype": "fp32", "attn_implementation": "sdpa", "batch_size": 1, "seq_len": 36, "gradient_checkpointing": True}),
+    ("google/gemma-2-2b", 1, {"name": "adapter", "config": "seq_bn", "reduction_factor": 4},
+     {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 1, "seq_len": 16, "gradient_checkpointing": True}),
+    ("google/gemma-3-1b-pt", 3, {"name": "adapter", "config": "double_seq_bn", "reduction_factor": 64},
+     {"dtype": "fp32", "attn_implementation": "sdpa", "batch_size": 2, "seq_len": 38}),
+]
+
+
+def adapter_real_width_cases() -> list[tuple[str, dict, dict, dict]]:
+    return _real_widths(_ADAPTER_REAL_WIDTHS)

@@ -9,7 +9,7 @@ import pytest
 
 import peft_footprint as pf
 from peft_footprint.methods.adapter import HOOKED, SUPPORTED
-from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, TINY, adapter_drawn_cases, leave_out_cases
+from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, TINY, adapter_drawn_cases, adapter_real_width_cases, leave_out_cases
 from tests.harness.measure_adapters import measure_adapters_batch
 
 METHODS = ADAPTER_METHODS
@@ -110,6 +110,26 @@ def test_adapter_drawn_activations_and_peak(measured_drawn, case):
     est = pf.estimate(cfg, method, {**training, "device": "cpu"}).training
     assert est["activations_bytes"] == got["activations_bytes"]
     assert est["peak_bytes"] == got["peak_bytes"]
+
+
+REAL_WIDTHS = adapter_real_width_cases()
+
+
+@pytest.fixture(scope="module")
+def measured_real_widths():
+    return _measure_steps(REAL_WIDTHS)
+
+
+@pytest.mark.parametrize("case", REAL_WIDTHS, ids=lambda c: c[0])
+def test_adapter_real_widths(measured_real_widths, case):
+    """A bundled preset's own config with 1-3 layers, every model_type AdapterHub supports: the adapters'
+    parameters, activations and peak at real widths and vocabularies, to the byte."""
+    label, cfg, method, training = case
+    got = measured_real_widths[label]
+    assert "error" not in got, got.get("error")
+    est = pf.estimate(cfg, method, {**training, "device": "cpu"}).to_dict()
+    assert (est["trainable_params"], est["storage"]["adapter_bytes"]) == (got["trainable_params"], got["adapter_bytes"])
+    assert (est["training"]["activations_bytes"], est["training"]["peak_bytes"]) == (got["activations_bytes"], got["peak_bytes"])
 
 
 LEAVE_OUT = leave_out_cases()

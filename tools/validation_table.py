@@ -16,7 +16,7 @@ warnings.filterwarnings("ignore")
 import peft_footprint as pf  # noqa: E402
 from tests.harness.measure_adapters import measure_adapters_batch  # noqa: E402
 from peft_footprint.methods.adapter import SUPPORTED as ADAPTER_TYPES  # noqa: E402
-from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, adafactor_order_cases, dora_conv1d_accumulation_cases, position_lora_cases, trainable_tokens_cases, adapter_drawn_cases, embedding_copies_cases, use_cache_cases, leave_out_cases, config_field_cases, embedding_backward_cases, embedding_end_cases, bottom_layer_cases, one_token_cases, one_token_query_cases, padded_cases, position_copy_cases, prefix_gather_cases, project_in_cases, rotary_kind_cases, TINY, act_cases, drawn_cases, outside_cases, peft_methods, vocab_cases  # noqa: E402
+from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, adafactor_order_cases, dora_conv1d_accumulation_cases, position_lora_cases, real_width_cases, trainable_tokens_cases, adapter_drawn_cases, embedding_copies_cases, use_cache_cases, leave_out_cases, config_field_cases, embedding_backward_cases, embedding_end_cases, bottom_layer_cases, one_token_cases, one_token_query_cases, padded_cases, position_copy_cases, prefix_gather_cases, project_in_cases, rotary_kind_cases, TINY, act_cases, drawn_cases, outside_cases, peft_methods, vocab_cases  # noqa: E402
 from tests.harness.measure import measure  # noqa: E402
 
 
@@ -54,6 +54,15 @@ def main() -> None:
         vocab_peak.append(abs(ep))
         tag = f"bf16 {training.get('attn_implementation', 'sdpa')} {'ckpt' if training.get('gradient_checkpointing') else '-'} b2 s40"
         vocab_rows.append(f"| {mt} | {mid} | {tag} | {ea:+.2f} % | {ep:+.2f} % | {est['peak_at']} / {got['peak_phase']} |")
+
+    width_rows, width_act, width_peak = [], [], []
+    for label, cfg, method, training in real_width_cases():
+        ea, ep, est, got = _compare(cfg, method, training)
+        width_act.append(abs(ea))
+        width_peak.append(abs(ep))
+        tag = (f"{method['name']} {training['dtype']} {training.get('attn_implementation', 'sdpa')} "
+               f"{'ckpt' if training.get('gradient_checkpointing') else '-'} b{training['batch_size']} s{training['seq_len']}")
+        width_rows.append(f"| {label} | {tag} | {got['peak_bytes'] / 2**20:,.0f} MiB | {ea:+.2f} % | {ep:+.2f} % | {est['peak_at']} / {got['peak_phase']} |")
 
     outside_rows = []
     for mt, mid, cfg, training in outside_cases():
@@ -132,6 +141,17 @@ def main() -> None:
         "| model_type | method | dtype attention checkpointing shape | activations error | peak error | peak at (estimate / measured) |",
         "| --- | --- | --- | --- | --- | --- |",
         *vocab_rows,
+        "",
+        "## At real widths: bundled presets with their layers cut",
+        "",
+        "A preset's own config (its widths, head counts and head_dim, a vocabulary of 32k to 262k, tying, rope and",
+        "windows) with its decoder cut to 1-3 layers so that this CPU runs it, every model_type once and the methods",
+        f"in turn: {len(width_act)} cases, activations max |error| {max(width_act):.3f} %, peak max |error| {max(width_peak):.3f} %",
+        "(tests/test_peak_realistic_vocab.py holds them to the byte).",
+        "",
+        "| preset (layers) | method dtype attention checkpointing shape | measured peak | activations error | peak error | peak at (estimate / measured) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *width_rows,
         "",
         "## Outside the matrix",
         "",
