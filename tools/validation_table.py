@@ -16,7 +16,7 @@ warnings.filterwarnings("ignore")
 import peft_footprint as pf  # noqa: E402
 from tests.harness.measure_adapters import measure_adapters_batch  # noqa: E402
 from peft_footprint.methods.adapter import SUPPORTED as ADAPTER_TYPES  # noqa: E402
-from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, adafactor_order_cases, dora_conv1d_accumulation_cases, position_lora_cases, real_width_cases, trainable_tokens_cases, adapter_drawn_cases, embedding_copies_cases, use_cache_cases, leave_out_cases, config_field_cases, embedding_backward_cases, embedding_end_cases, bottom_layer_cases, one_token_cases, one_token_query_cases, padded_cases, position_copy_cases, prefix_gather_cases, project_in_cases, rotary_kind_cases, TINY, act_cases, drawn_cases, outside_cases, peft_methods, vocab_cases  # noqa: E402
+from tests.cases import ADAPTER_METHODS, ADAPTER_STEP_OPTIONS, adafactor_order_cases, dora_conv1d_accumulation_cases, position_lora_cases, real_width_cases, trainable_tokens_cases, adapter_drawn_cases, adapter_real_width_cases, embedding_copies_cases, use_cache_cases, leave_out_cases, config_field_cases, embedding_backward_cases, embedding_end_cases, bottom_layer_cases, one_token_cases, one_token_query_cases, padded_cases, position_copy_cases, prefix_gather_cases, project_in_cases, rotary_kind_cases, TINY, act_cases, drawn_cases, outside_cases, peft_methods, vocab_cases  # noqa: E402
 from tests.harness.measure import measure  # noqa: E402
 
 
@@ -99,7 +99,7 @@ def main() -> None:
 
     adapter_rows = []
     adapter_cases = [(mid, TINY[mt], ADAPTER_METHODS[mid], options) for mt in ADAPTER_TYPES for mid in ADAPTER_METHODS
-                     for options in ADAPTER_STEP_OPTIONS.values()] + adapter_drawn_cases() + leave_out_cases()
+                     for options in ADAPTER_STEP_OPTIONS.values()] + adapter_drawn_cases() + adapter_real_width_cases() + leave_out_cases()
     requests = [{"config": cfg, "method": method, "training": options, "what": ["static", "activations", "peak"]}
                 for _, cfg, method, options in adapter_cases]
     for (mid, cfg, method, options), got in zip(adapter_cases, measure_adapters_batch(requests)):
@@ -191,8 +191,9 @@ def main() -> None:
         "AdapterHub's `adapters` 1.3 runs on transformers 4.57, in its own virtualenv (tests/harness/adapters_env.py);",
         "checkpointing is the non-reentrant kind the estimate models, the optimizer foreach AdamW as on CUDA. The",
         "first 63 rows: every supported model type x three adapter setups x three steps; then setups drawn at other",
-        "depths, shapes and adapter options (docs/notes/adapters.md section 5c); the last 8, `leave_out` (layers",
-        "with no adapters, section 5d). tests/test_adapters_vs_harness.py holds every row to the byte.",
+        "depths, shapes and adapter options (docs/notes/adapters.md section 5c); 7 at real widths (a bundled preset's",
+        "own config cut to 1-3 layers, every supported model_type); the last 8, `leave_out` (layers with no adapters,",
+        "section 5d). tests/test_adapters_vs_harness.py holds every row to the byte.",
         "",
         "| model_type | method | dtype attention checkpointing shape | activations error | peak error | peak at (estimate / measured) |",
         "| --- | --- | --- | --- | --- | --- |",
