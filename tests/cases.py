@@ -1143,9 +1143,10 @@ def real_width_cases() -> list[tuple[str, dict, dict, dict]]:
 def _real_widths(rows: list) -> list[tuple[str, dict, dict, dict]]:
     from peft_footprint.model import _presets
 
+    presets = _presets()  # (read once: each call parses or reads the bundled file)
     out = []
     for name, layers, method, training in rows:
-        cfg = dict(_presets()[name])
+        cfg = dict(presets[name])
         cfg["n_layer" if cfg["model_type"] == "gpt2" else "num_hidden_layers"] = layers
         out.append((f"{name} ({layers} layer{'s' if layers > 1 else ''})", cfg, method, training))
     return out

@@ -27,7 +27,10 @@ def test_peak_with_real_vocabulary(case):
     assert est["peak_bytes"] == got["peak_bytes"]
 
 
-@pytest.mark.parametrize("case", real_width_cases(), ids=[c[0] for c in real_width_cases()])
+WIDTHS = real_width_cases()
+
+
+@pytest.mark.parametrize("case", WIDTHS, ids=[c[0] for c in WIDTHS])
 def test_real_widths_with_layers_cut(case):
     """A bundled preset's own config with 1-3 layers (tests/cases.py real_width_cases): every model_type, the
     methods in turn, held to the byte against the real model at those widths and vocabularies."""
