@@ -472,6 +472,26 @@ _DRAWN = [
     ('gemma3-lora-top-layer-no-sliding-layer-still-builds-the-sliding-mask', {'model_type': 'gemma3_text', 'hidden_size': 24, 'num_hidden_layers': 2, 'num_attention_heads': 4, 'num_key_value_heads': 1, 'head_dim': 16, 'intermediate_size': 259, 'vocab_size': 57, 'sliding_window': 8, 'max_position_embeddings': 128, 'sliding_window_pattern': 1, 'attention_bias': True, 'attn_logit_softcapping': 20.0},
      {'name': 'lora', 'r': 7, 'target_modules': ['down_proj', 'up_proj', 'q_proj', 'gate_proj', 'k_proj', 'o_proj'], 'layers_to_transform': [1], 'lora_dropout': 0.1},
      {'batch_size': 4, 'seq_len': 86, 'dtype': 'fp32', 'gradient_checkpointing': False, 'attn_implementation': 'sdpa'}),
+    # stop 28 (tools/draw.py): P-tuning's encoder is token_dim wide, OPT's projected embedding width, not hidden_size
+    # (+352 B per virtual token before)
+    ('opt-p-tuning-projected-embeddings-encoder-is-token-dim-wide', {'model_type': 'opt', 'hidden_size': 120, 'num_hidden_layers': 2, 'num_attention_heads': 5, 'ffn_dim': 172, 'vocab_size': 81, 'max_position_embeddings': 128, 'word_embed_proj_dim': 32},
+     {'name': 'p_tuning', 'num_virtual_tokens': 10, 'encoder_hidden_size': 20, 'token_dim': 32},
+     {'batch_size': 3, 'seq_len': 17, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': True}),
+    # stop 28: a single attention head folds (b, 1, s, d) into (b, s, d) as a view at any batch, as batch 1 does: eager's
+    # matmuls keep views of the projection (GPT-2's c_attn, GPT-NeoX's query_key_value: held whole) instead of
+    # copies, and the output's transpose is contiguous already (-2 x b x s x head_dim bytes before)
+    ('gpt2-prefix-single-head-eager-matmul-keeps-c-attn', {'model_type': 'gpt2', 'n_embd': 24, 'n_layer': 1, 'n_head': 1, 'n_positions': 128, 'vocab_size': 123, 'attn_pdrop': 0.0, 'tie_word_embeddings': True, 'embd_pdrop': 0.0, 'resid_pdrop': 0.0},
+     {'name': 'prefix_tuning', 'num_virtual_tokens': 4},
+     {'batch_size': 2, 'seq_len': 9, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': False, 'optimizer': 'sgd_momentum'}),
+    ('gpt-neox-lora-single-head-fp16-eager-value-a-view-of-qkv', {'model_type': 'gpt_neox', 'hidden_size': 24, 'num_hidden_layers': 2, 'num_attention_heads': 1, 'intermediate_size': 232, 'vocab_size': 145, 'max_position_embeddings': 128, 'rotary_pct': 0.25, 'tie_word_embeddings': False},
+     {'name': 'lora', 'r': 4},
+     {'batch_size': 2, 'seq_len': 23, 'dtype': 'fp16', 'attn_implementation': 'eager', 'gradient_checkpointing': False}),
+    ('gpt-neox-prompt-single-head-sdpa-output-contiguous', {'model_type': 'gpt_neox', 'hidden_size': 20, 'num_hidden_layers': 2, 'num_attention_heads': 1, 'intermediate_size': 52, 'vocab_size': 101, 'max_position_embeddings': 128, 'rotary_pct': 0.5},
+     {'name': 'prompt_tuning', 'num_virtual_tokens': 6},
+     {'batch_size': 3, 'seq_len': 11, 'dtype': 'bf16', 'attn_implementation': 'sdpa', 'gradient_checkpointing': True}),
+    ('phi3-lora-single-head-sdpa-rotary-cat-output-contiguous', {'model_type': 'phi3', 'hidden_size': 16, 'num_hidden_layers': 2, 'num_attention_heads': 1, 'num_key_value_heads': 1, 'intermediate_size': 40, 'vocab_size': 90, 'max_position_embeddings': 128, 'original_max_position_embeddings': 128, 'partial_rotary_factor': 0.5},
+     {'name': 'lora', 'r': 4, 'target_modules': 'all-linear'},
+     {'batch_size': 3, 'seq_len': 11, 'dtype': 'fp32', 'attn_implementation': 'sdpa', 'gradient_checkpointing': False}),
 ]
 
 
@@ -1043,6 +1063,11 @@ _ADAPTER_DRAWN = [
      {"hidden_size": 36, "num_attention_heads": 6, "num_key_value_heads": 6, "head_dim": 24, "intermediate_size": 124,
       "vocab_size": 178, "sliding_window": 3, "tie_word_embeddings": False, "attn_logit_softcapping": None,
       "hidden_activation": "tanh"}),
+    # stop 28: heads that do not divide the hidden size, head_dim given: transformers 5's LlamaConfig refuses it (and so
+    # does the estimate, with PEFT), transformers 4.x, which AdapterHub runs on, builds it
+    ("llama", 2, {"name": "adapter", "config": "seq_bn", "reduction_factor": 4},
+     {"dtype": "fp32", "attn_implementation": "sdpa", "batch_size": 2, "seq_len": 9},
+     {"hidden_size": 44, "num_attention_heads": 5, "num_key_value_heads": 1, "head_dim": 10, "intermediate_size": 70}),
 ]
 
 

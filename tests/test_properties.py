@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import peft_footprint as pf
+from peft_footprint.architectures import ARCHITECTURES
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
@@ -108,11 +109,13 @@ def configs(draw, model_type=None, *, big: bool = False):
         c["hidden_size"] = heads * head_dim
     else:
         c["num_key_value_heads"] = kv
+        # (any hidden_size, but a multiple of the heads where transformers' config class requires one)
+        step = heads if ARCHITECTURES.get(mt).heads_divide_hidden else 1
         if draw(st.booleans()):  # explicit head_dim, hidden_size need not be heads x head_dim
             c["head_dim"] = head_dim
-            c["hidden_size"] = draw(st.integers(1, 2**16 if big else 160))
+            c["hidden_size"] = step * draw(st.integers(1, (2**16 if big else 160) // step))
         elif mt in DEFAULT_HEAD_DIM:  # the family's default head_dim applies; any hidden_size
-            c["hidden_size"] = draw(st.integers(1, 2**16 if big else 160))
+            c["hidden_size"] = step * draw(st.integers(1, (2**16 if big else 160) // step))
         else:
             c["hidden_size"] = heads * head_dim
     if mt in ("llama", "granite", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo2"):

@@ -112,3 +112,43 @@ def test_ia3_has_no_layers_to_transform_in_peft():
     with pytest.raises(TypeError, match="layers_to_transform"):  # the real stack refuses it too
         measure(TINY["gpt2"], method, {"dtype": "bf16", "batch_size": 2, "seq_len": 9}, what=("static",))
 
+
+
+# Heads that do not divide the hidden size, head_dim given (found drawing at random, tests/draws.py): transformers 5's
+# LlamaConfig, Gemma2Config and Gemma3TextConfig refuse it (validate_architecture), the other configs that read
+# head_dim build it. The estimate refuses what transformers refuses and is exact on the rest.
+HEADS_NOT_DIVIDING = {"hidden_size": 44, "num_attention_heads": 5, "num_key_value_heads": 1, "head_dim": 10}
+REFUSING = ("llama", "gemma2", "gemma3_text")
+
+
+@pytest.mark.parametrize("mt", [*REFUSING, "mistral", "qwen3", "gemma"])
+def test_heads_that_do_not_divide_the_hidden_size_with_head_dim(mt):
+    cfg = dict(TINY[mt], **HEADS_NOT_DIVIDING)
+    method = {"name": "lora", "r": 2, "target_modules": "all-linear"}
+    training = {"dtype": "fp32", "batch_size": 2, "seq_len": 5}
+    if mt in REFUSING:
+        with pytest.raises(pf.InvalidConfigError, match="num_attention_heads=5: must divide hidden_size=44"):
+            pf.estimate(cfg, method, training)
+        with pytest.raises(Exception, match="not a multiple of the number of attention heads"):
+            measure(cfg, method, training, what=("static",))
+        return
+    est = pf.estimate(cfg, method, {**training, "device": "cpu"})
+    got = measure(cfg, method, training, what=("static", "activations", "peak"))
+    assert (est["trainable_params"], est["total_params"], est.training["activations_bytes"], est.training["peak_bytes"]) == (
+        got["trainable_params"], got["total_params"], got["activations_bytes"], got["peak_bytes"])
+
+
+# LoRA on lm_head (untied) beside trainable_token_indices (found drawing at random, tests/draws.py): PEFT's
+# get_peft_model_state_dict saves no embedding base weight when trainable tokens are used (``using_trainable_tokens``:
+# they are meant to save space), where lm_head in target_modules alone saves lm_head.base_layer.weight.
+@pytest.mark.parametrize("tokens", [[8, 28, 33], {"embed_tokens": [8, 28]}, None], ids=["list", "dict", "no-tokens"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_adapter_bytes_of_lora_on_lm_head_with_trainable_tokens(tokens, dtype):
+    cfg = dict(TINY["llama"], tie_word_embeddings=False)
+    method = {"name": "lora", "r": 8, "target_modules": ["down_proj", "lm_head"]}
+    if tokens is not None:
+        method["trainable_token_indices"] = tokens
+    training = {"dtype": dtype, "batch_size": 2, "seq_len": 5}
+    est = pf.estimate(cfg, method, training)
+    got = measure(cfg, method, training, what=("static",))
+    assert (est["storage"]["adapter_bytes"], est["trainable_params"]) == (got["adapter_bytes"], got["trainable_params"])

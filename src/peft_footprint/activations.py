@@ -767,7 +767,8 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
         # expanded view of a single kv head, is copied first -- unless the batch is 1.
         # eager_attention_forward repeats k and v in their own dtype (key_states, value_states: held until it
         # returns); each matmul casts its operands under autocast when it runs
-        one = ctx.batch_one
+        # (a single head folds the same way at any batch: (b, 1, s, d) merges its first two dims as a view)
+        one = ctx.batch_one or nh == 1
         # a one-token query: (b, heads, 1, d) folds into (b * heads, 1, d) as a view (but a slice of a projection
         # fused along its last dim: ``folds``); so do the keys and values where they have one token too (no
         # prefix), but a stride-0 repeat of one kv head
@@ -837,7 +838,7 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
             v2 = v if (contiguous[2] and not stride0) or one or viewed[1] or v_one else kv_copy(v, "v reshape copy")
         out = _matmul(g, g.autocast_input(probs, "probs"), v2, b_seq * (nh * d), "attn out")
         g.touch(v, mask_value, *bound)  # (matmul's argument while it runs; locals of the attention function until it returns)
-        if not ctx.query_one:  # (b, heads, 1, d) transposed is contiguous already
+        if not ctx.query_one and nh != 1:  # ((b, heads, 1, d) or (b, 1, s, d) transposed is contiguous already)
             out = g.copy(out, "attn out transpose")
         g.touch(*held)
         ctx.attn_weights = probs
@@ -864,10 +865,10 @@ def attention(ctx: Ctx, q: T, k: T, v: T, *, nh: int, nkv: int, d: int, impl: st
     prog = [("g", i, t.bytes()) if t.rg else ("a", t.bytes()) for i, t in enumerate((q, k, v)) if t.rg or every]
     out = g.node(out, [q, k, v], prog, saved, "sdpa")
     g.touch(additive)  # (made and freed inside the op)
-    if contiguous[0] and impl == "sdpa" and not ctx.query_one:  # sdpa_attention_forward's ``attn_output.transpose(1,
+    if contiguous[0] and impl == "sdpa" and not ctx.query_one and nh != 1:  # sdpa_attention_forward's ``attn_output.transpose(1,
         # 2).contiguous()``: the kernel's output follows q's layout, so a q laid out (b, heads, s, d) -- Phi-3's rotary
         # cat, adapters' own Llama/Mistral repeat -- gives an output whose transpose is copied, while repeat_kv's
-        # copies are alive (but for a one-token query: contiguous already)
+        # copies are alive (but for a one-token query or a single head: contiguous already)
         out = g.copy(out, "attn out contiguous")
     g.touch(*held)
     return out
@@ -1152,7 +1153,8 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
                     softmax_fp32=mt != "gpt2" or bool(g.autocast),  # autocast runs softmax in fp32
                     upcast=mt == "gpt2" and impl == "eager" and bool(cfg.get("reorder_and_upcast_attn")),
                     folds=(mt != "gpt2",) * 3)  # (GPT-2's q, k, v: slices of c_attn's output; GPT-NeoX's fold)
-    if mt == "gpt_neox" and impl == "sdpa" and not ctx.query_one:  # (a one-token query's output is contiguous already)
+    if mt == "gpt_neox" and impl == "sdpa" and not ctx.query_one and nh != 1:  # (a one-token query's or a single
+        # head's output is contiguous already)
         att = g.copy(att, "attn out contiguous")
     o = linear(ctx, att, _lin(layout, "o"), i)
     # GPTNeoXAttention binds the fused projection (`qkv`) until it returns, after its dense: where nothing saves its
@@ -1411,7 +1413,7 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         prefix_copies = (g.new(piece * (2 * (layout.num_layers - 1)), dtype, False, "prefix cache copies (lower layers)"),
                          g.new(piece, dtype, False, "prefix cache copy k"), g.new(piece, dtype, False, "prefix cache copy v"))
     if n_virtual:
-        _prompt_encoder(ctx, method, n_virtual, h)
+        _prompt_encoder(ctx, method, n_virtual, emb_dim)  # (token_dim: OPT's projected embedding width)
         # PEFT's forward holds, until it returns: the prompts in the model's dtype, the labels padded with -100
         # for the virtual tokens, and those -100 labels themselves
         ctx.cache += [g.new(B * (n_virtual * emb_dim), dtype, False, "prompts.to(dtype)"),
@@ -2303,6 +2305,7 @@ def _dora_embedding(ctx: Ctx, base: T, width: int, vocab: int, r: int, name: str
 
 
 def _prompt_encoder(ctx: Ctx, method: Method, n: int, h: int) -> None:
+    """P-tuning's encoder on the virtual tokens, ``h`` wide (token_dim: the input embeddings' width)."""
     g = ctx.g
     # PEFT expands the prompt tokens to the batch: embedding (b, n, d) fp32, then cast to the model dtype
     if isinstance(method, PTuning):

@@ -168,6 +168,13 @@ def _refuse(spec: ModelSpec, meth: Method, train: TrainingSpec) -> None:
             f"training.attn_implementation={train.attn_implementation!r}: transformers has no such kernel for "
             f"{spec.model_type}; available: {', '.join(spec.arch.attn_implementations)}"
         )
+    heads, hidden = spec.cfg["num_attention_heads"], spec.cfg["hidden_size"]
+    if spec.arch.heads_divide_hidden and hidden % heads and meth.name != "adapter":
+        raise InvalidConfigError(
+            "num_attention_heads", heads,
+            f"must divide hidden_size={hidden}: transformers' {spec.model_type} config refuses it (validate_architecture), "
+            f"even with head_dim={spec.cfg['head_dim']} given (transformers 4.x, which AdapterHub's adapters run on, builds it)"
+        )
     if (spec.model_type == "gpt2" and spec.cfg.get("reorder_and_upcast_attn") and train.attn_implementation == "eager"
             and meth.name == "adapter"):
         raise UnsupportedCombinationError(

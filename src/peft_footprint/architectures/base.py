@@ -159,6 +159,9 @@ class Architecture:
     # can transformers build it with these attention kernels?
     attn_implementations: ClassVar[tuple[str, ...]] = ("eager", "sdpa", "flash_attention_2")
     honors_head_dim: ClassVar[bool] = True
+    # does transformers 5's config class refuse a hidden size that the attention heads do not divide, head_dim
+    # given or not (its validate_architecture; transformers 4.x, which AdapterHub runs on, builds it)?
+    heads_divide_hidden: ClassVar[bool] = False
     # does transformers' config.to_dict() carry these fields? (PEFT's prefix-tuning GQA rule reads them)
     has_kv_heads_field: ClassVar[bool] = True
     head_dim_always_in_config: ClassVar[bool] = False

@@ -7,6 +7,7 @@ NORMS = ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layerno
 
 class Gemma2(Architecture):
     model_type = "gemma2"
+    heads_divide_hidden = True  # (Gemma2Config.validate_architecture)
     head_dim_always_in_config = True
     defaults = dict(
         hidden_size=2304, num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4, head_dim=256,

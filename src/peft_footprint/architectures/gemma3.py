@@ -7,6 +7,7 @@ from .gemma2 import NORMS
 
 class Gemma3Text(Architecture):
     model_type = "gemma3_text"
+    heads_divide_hidden = True  # (Gemma3TextConfig.validate_architecture)
     head_dim_always_in_config = True
     defaults = dict(
         hidden_size=2304, num_hidden_layers=26, num_attention_heads=8, num_key_value_heads=4, head_dim=256,

@@ -7,3 +7,4 @@ from .llama import Llama
 class Granite(Llama):
     model_type = "granite"
     head_dim_always_in_config = False  # GraniteConfig has no head_dim field
+    heads_divide_hidden = False  # (GraniteConfig does not check it)

@@ -5,6 +5,7 @@ from .base import Architecture, llama_like
 
 class Llama(Architecture):
     model_type = "llama"
+    heads_divide_hidden = True  # (LlamaConfig.validate_architecture)
     head_dim_always_in_config = True
     defaults = dict(
         hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=None, head_dim=None,

@@ -224,8 +224,11 @@ class LoRA(Method):
     def _saved_embeddings(self, layout, cfg, dtype: str) -> list[Tensor]:
         """PEFT's get_peft_model_state_dict(save_embedding_layers="auto"): when target_modules names "embed_tokens"
         or "lm_head" (a list holding either; a regex that matches such a module), the base weights of the input and
-        output embeddings that LoRA wraps are saved with the adapter, as ``<module>.base_layer.weight``."""
+        output embeddings that LoRA wraps are saved with the adapter, as ``<module>.base_layer.weight`` -- but not with
+        ``trainable_token_indices``, which is meant to save space (``using_trainable_tokens``)."""
         targets = self.target_modules
+        if self.trainable_token_indices is not None:
+            return []
         outer = [p.path.rsplit(".", 1)[0] for p in layout.outer_params if p.kind == "embedding"] + [m.path for m in layout.outer_linears]
         if targets is None or (isinstance(targets, str) and targets.lower() == "all-linear"):
             return []

@@ -1,0 +1,182 @@
+"""Configurations drawn at random: architecture, sizes, head counts, method and its options, training options.
+
+The estimate is checked on setups nobody picked: :func:`draw` makes one (label, config, method, training) from a
+seeded generator, over every architecture's own fields (GQA ratios, explicit head_dim, tying, biases, windows,
+dropouts, rotary widths), every PEFT method with its options (targets, rank, dropout, DoRA, bias, modules_to_save,
+QLoRA's quantization options, prefix projection, virtual tokens, trainable tokens) and every training option
+(dtype, autocast, attention kernel, checkpointing, padding, batch, length, optimizer, gradient accumulation),
+at sizes a CPU runs in a second. ``tools/draw.py`` runs any number of them against the harness;
+tests/test_random_draws.py runs a fixed few in CI.
+"""
+
+from __future__ import annotations
+
+import random
+
+from tests.cases import HAS_PEFT_DEFAULTS, IDS
+
+MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "gpt2", "gpt_neox", "opt",
+               "olmo2", "granite", "starcoder2")
+_EXPLICIT_HEAD_DIM = {"llama", "mistral", "qwen3", "gemma", "gemma2", "gemma3_text"}  # (head_dim read from the config)
+_GQA = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2", "granite", "starcoder2"}
+_LAYER_FIELD = {"gpt2": "n_layer"}
+_HEAD = {"gpt_neox": "embed_out"}  # the output layer's module name (else lm_head)
+
+
+def _config(rng: random.Random, mt: str) -> dict:
+    heads = rng.randint(1, 8)
+    kv = rng.choice([k for k in range(1, heads + 1) if heads % k == 0]) if mt in _GQA else heads
+    d = rng.choice((4, 6, 8, 10, 12, 16, 20, 24))
+    layers = rng.randint(1, 4)
+    vocab = rng.randint(24, 400)
+    inter = rng.randint(8, 260)
+    if mt == "gpt2":
+        cfg = {"model_type": "gpt2", "n_embd": heads * d, "n_layer": layers, "n_head": heads, "n_positions": 128, "vocab_size": vocab,
+               "attn_pdrop": 0.0, "tie_word_embeddings": rng.random() < 0.8}
+        if rng.random() < 0.3:
+            cfg["activation_function"] = rng.choice(("gelu_new", "gelu", "relu", "gelu_fast", "quick_gelu"))
+        if rng.random() < 0.2:
+            cfg["embd_pdrop"] = cfg["resid_pdrop"] = 0.0
+        return cfg
+    if mt == "opt":
+        hidden = heads * d
+        cfg = {"model_type": "opt", "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads, "ffn_dim": inter,
+               "vocab_size": vocab, "max_position_embeddings": 128}
+        if rng.random() < 0.3:
+            cfg["word_embed_proj_dim"] = rng.choice((8, 16, 24, 32))
+        if rng.random() < 0.2:
+            cfg["do_layer_norm_before"] = False
+        if rng.random() < 0.2:
+            cfg["dropout"] = 0.0
+        return cfg
+    if mt == "gpt_neox":
+        cfg = {"model_type": "gpt_neox", "hidden_size": heads * d, "num_hidden_layers": layers, "num_attention_heads": heads,
+               "intermediate_size": inter, "vocab_size": vocab, "max_position_embeddings": 128,
+               "rotary_pct": rng.choice((0.25, 0.5, 1.0)), "tie_word_embeddings": rng.random() < 0.2}
+        if rng.random() < 0.3:
+            cfg["use_parallel_residual"] = False
+        return cfg
+    hidden = heads * d if mt not in _EXPLICIT_HEAD_DIM or rng.random() < 0.5 else rng.randint(2, 24) * 4
+    cfg = {"model_type": mt, "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+           "num_key_value_heads": kv, "intermediate_size": inter, "vocab_size": vocab, "max_position_embeddings": 128}
+    if mt in _EXPLICIT_HEAD_DIM:
+        cfg["head_dim"] = d
+    if mt in ("llama", "qwen3", "olmo2", "granite", "gemma", "gemma2") and rng.random() < 0.3:
+        cfg["attention_bias"] = True
+    if mt == "llama" and rng.random() < 0.2:
+        cfg["mlp_bias"] = True
+    if mt in ("mistral", "gemma2", "gemma3_text"):
+        cfg["sliding_window"] = rng.choice((4, 8, 16, 64))
+    if mt == "phi3":
+        cfg["original_max_position_embeddings"] = 128
+        if rng.random() < 0.3:
+            cfg["sliding_window"] = rng.choice((5, 9))
+    if mt == "granite":
+        cfg.update(embedding_multiplier=rng.choice((1.0, 12.0)), residual_multiplier=rng.choice((1.0, 0.22)),
+                   attention_multiplier=rng.choice((1.0, 0.0078125)), logits_scaling=rng.choice((1.0, 8.0)))
+    if mt == "gemma2" and rng.random() < 0.3:
+        cfg["final_logit_softcapping"] = None
+    if rng.random() < 0.3:
+        cfg["tie_word_embeddings"] = rng.random() < 0.5
+    return cfg
+
+
+def _targets(rng: random.Random, mt: str, cfg: dict) -> object:
+    """Default targets (where PEFT has them), all-linear, or a random subset of a layer's linear modules."""
+    import peft_footprint as pf
+
+    names = sorted({m.path.rsplit(".", 1)[-1] for m in pf.ModelSpec.from_any(cfg).layout.layer_linears})
+    roll = rng.random()
+    if roll < 0.3 and mt in HAS_PEFT_DEFAULTS:
+        return None
+    if roll < 0.65:
+        return "all-linear"
+    subset = rng.sample(names, rng.randint(1, len(names)))
+    if rng.random() < 0.15:
+        subset.append(_HEAD.get(mt, "lm_head"))
+    return subset
+
+
+def _method(rng: random.Random, mt: str, cfg: dict) -> dict:
+    kind = rng.choice(("full", "lora", "lora", "lora", "qlora", "qlora", "ia3", "prefix_tuning", "prompt_tuning", "p_tuning",
+                       "trainable_tokens"))
+    vocab = cfg["vocab_size"]
+    if kind == "full":
+        return {"name": "full"}
+    if kind in ("lora", "qlora"):
+        m = {"name": kind, "r": rng.choice((1, 2, 4, 8, 16)), "lora_alpha": rng.choice((8, 16))}
+        targets = _targets(rng, mt, cfg)
+        if targets is not None:
+            m["target_modules"] = targets
+        if rng.random() < 0.3:
+            m["lora_dropout"] = 0.1
+        if rng.random() < 0.25:
+            m["use_dora"] = True
+        if rng.random() < 0.2:
+            m["bias"] = rng.choice(("all", "lora_only"))
+        if rng.random() < 0.15 and kind == "lora":
+            m["modules_to_save"] = [_HEAD.get(mt, "lm_head")]
+        if kind == "qlora":
+            if rng.random() < 0.4:
+                m["bnb_4bit_quant_type"] = "fp4"
+            if rng.random() < 0.4:
+                m["bnb_4bit_use_double_quant"] = False
+            if rng.random() < 0.25:
+                m["prepare_model_for_kbit_training"] = False
+            if rng.random() < 0.2:
+                m["bnb_4bit_compute_dtype"] = "fp32"
+        elif rng.random() < 0.1:
+            m["trainable_token_indices"] = sorted(rng.sample(range(vocab), rng.randint(1, 4)))
+        return m
+    if kind == "ia3":
+        if mt in HAS_PEFT_DEFAULTS and rng.random() < 0.5:
+            return {"name": "ia3"}
+        return {"name": "ia3", "target_modules": "all-linear", "feedforward_modules": []}
+    if kind == "trainable_tokens":
+        return {"name": "trainable_tokens", "token_indices": sorted(rng.sample(range(vocab), rng.randint(1, 5)))}
+    n = rng.randint(1, 10)
+    m = {"name": kind, "num_virtual_tokens": n}
+    if kind == "prefix_tuning" and rng.random() < 0.4:
+        m.update(prefix_projection=True, encoder_hidden_size=rng.choice((8, 16, 33)))
+    if kind == "p_tuning":
+        m["encoder_hidden_size"] = rng.choice((8, 20, 32))
+    if mt == "opt" and kind in ("prompt_tuning", "p_tuning") and cfg.get("word_embed_proj_dim"):
+        m["token_dim"] = cfg["word_embed_proj_dim"]  # (PEFT's default token_dim is hidden_size)
+    return m
+
+
+def _training(rng: random.Random, method: dict) -> dict:
+    precision = rng.choice(("bf16", "bf16", "fp32", "fp32", "autocast", "fp16"))
+    t = {"batch_size": rng.randint(1, 4), "seq_len": rng.choice((1, 2, 5, 7, 9, 11, 16, 17, 23, 29, 33)),
+         "dtype": "fp32" if precision == "autocast" else precision,
+         "attn_implementation": rng.choice(("sdpa", "eager")),
+         "gradient_checkpointing": rng.random() < 0.4 and method["name"] != "prefix_tuning"}
+    if precision == "autocast":
+        t["mixed_precision"] = "bf16"
+    if rng.random() < 0.2:
+        t["padding_mask"] = True
+    if rng.random() < 0.3:
+        t["optimizer"] = rng.choice(("sgd", "sgd_momentum", "adafactor", "adamw_fused"))
+    if rng.random() < 0.15:
+        t["gradient_accumulation_steps"] = 2
+    return t
+
+
+def draw(rng: random.Random) -> tuple[str, dict, dict, dict]:
+    """One random setup: (label, config, method, training)."""
+    mt = rng.choice(MODEL_TYPES)
+    cfg = {**_config(rng, mt), **IDS}
+    method = _method(rng, mt, cfg)
+    training = _training(rng, method)
+    if mt == "gpt2" and training["attn_implementation"] == "eager" and rng.random() < 0.3:
+        cfg["attn_pdrop"] = 0.1  # (sdpa with attention dropout runs CPU's math kernel, which CUDA does not: eager only)
+    label = "-".join([mt, f"L{cfg.get(_LAYER_FIELD.get(mt, 'num_hidden_layers'))}", method["name"],
+                      training["dtype"] + ("+autocast" if training.get("mixed_precision") else ""), training["attn_implementation"],
+                      *(["ckpt"] if training["gradient_checkpointing"] else []), f"b{training['batch_size']}s{training['seq_len']}"])
+    return label, cfg, method, training
+
+
+def draws(seed: int, n: int) -> list[tuple[str, dict, dict, dict]]:
+    """``n`` setups from ``seed``: the same ones on every machine."""
+    rng = random.Random(seed)
+    return [draw(rng) for _ in range(n)]
