@@ -492,6 +492,17 @@ _DRAWN = [
     ('phi3-lora-single-head-sdpa-rotary-cat-output-contiguous', {'model_type': 'phi3', 'hidden_size': 16, 'num_hidden_layers': 2, 'num_attention_heads': 1, 'num_key_value_heads': 1, 'intermediate_size': 40, 'vocab_size': 90, 'max_position_embeddings': 128, 'original_max_position_embeddings': 128, 'partial_rotary_factor': 0.5},
      {'name': 'lora', 'r': 4, 'target_modules': 'all-linear'},
      {'batch_size': 3, 'seq_len': 11, 'dtype': 'fp32', 'attn_implementation': 'sdpa', 'gradient_checkpointing': False}),
+    # stop 28: what was made before the layers and only the layers save (rotary cos/sin) goes inside the backward of the
+    # lowest layer that saves it, after its rotary: here layer 1 (the bottom layer's q and k need no grad), of the top's
+    # kind, whose moments held the pair to its end (+128 B per token before)
+    ('gpt-neox-qlora-mlp-rotary-pair-freed-inside-the-lowest-layer-that-saves-it', {'model_type': 'gpt_neox', 'hidden_size': 96, 'num_hidden_layers': 4, 'num_attention_heads': 3, 'intermediate_size': 150, 'vocab_size': 297, 'max_position_embeddings': 512, 'rotary_pct': 0.5, 'tie_word_embeddings': False, 'use_parallel_residual': False},
+     {'name': 'qlora', 'r': 8, 'lora_alpha': 8, 'target_modules': ['dense_h_to_4h', 'dense_4h_to_h'], 'bias': 'lora_only', 'bnb_4bit_use_double_quant': False},
+     {'batch_size': 1, 'seq_len': 5, 'dtype': 'fp16', 'attn_implementation': 'eager', 'gradient_checkpointing': False, 'padding_mask': True, 'optimizer': 'sgd_momentum', 'use_cache': True}),
+    # stop 28: Phi3Attention binds ``qkv`` until it returns; with prefix tuning nothing saves its slices, and a 4-wide MLP
+    # leaves the attention's forward to set the peak (-16,560 B before)
+    ('phi3-prefix-eager-qkv-bound-until-the-attention-returns', {'model_type': 'phi3', 'hidden_size': 60, 'num_hidden_layers': 2, 'num_attention_heads': 6, 'num_key_value_heads': 6, 'intermediate_size': 4, 'vocab_size': 84, 'max_position_embeddings': 512, 'original_max_position_embeddings': 512},
+     {'name': 'prefix_tuning', 'num_virtual_tokens': 4},
+     {'batch_size': 2, 'seq_len': 23, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': False}),
 ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 
+from peft_footprint.architectures import ARCHITECTURES
 from tests.cases import HAS_PEFT_DEFAULTS, IDS
 
 MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "gpt2", "gpt_neox", "opt",
@@ -23,15 +24,15 @@ _LAYER_FIELD = {"gpt2": "n_layer"}
 _HEAD = {"gpt_neox": "embed_out"}  # the output layer's module name (else lm_head)
 
 
-def _config(rng: random.Random, mt: str) -> dict:
-    heads = rng.randint(1, 8)
+def _config(rng: random.Random, mt: str, wide: bool) -> dict:
+    heads = rng.randint(1, 8) if not wide else rng.choice((4, 6, 8, 12, 16))
     kv = rng.choice([k for k in range(1, heads + 1) if heads % k == 0]) if mt in _GQA else heads
-    d = rng.choice((4, 6, 8, 10, 12, 16, 20, 24))
-    layers = rng.randint(1, 4)
-    vocab = rng.randint(24, 400)
-    inter = rng.randint(8, 260)
+    d = rng.choice((2, 4, 6, 8, 10, 12, 16, 20, 24, 32)) if not wide else rng.choice((16, 32, 48, 64, 80, 96, 128))
+    layers = rng.randint(1, 4) if not wide else rng.randint(1, 2)
+    vocab = rng.randint(24, 400) if not wide else rng.randint(1000, 8000)
+    inter = (rng.randint(8, 260) if rng.random() < 0.9 else rng.randint(1, 7)) if not wide else rng.randint(64, 1536)
     if mt == "gpt2":
-        cfg = {"model_type": "gpt2", "n_embd": heads * d, "n_layer": layers, "n_head": heads, "n_positions": 128, "vocab_size": vocab,
+        cfg = {"model_type": "gpt2", "n_embd": heads * d, "n_layer": layers, "n_head": heads, "n_positions": 512, "vocab_size": vocab,
                "attn_pdrop": 0.0, "tie_word_embeddings": rng.random() < 0.8}
         if rng.random() < 0.3:
             cfg["activation_function"] = rng.choice(("gelu_new", "gelu", "relu", "gelu_fast", "quick_gelu"))
@@ -41,7 +42,7 @@ def _config(rng: random.Random, mt: str) -> dict:
     if mt == "opt":
         hidden = heads * d
         cfg = {"model_type": "opt", "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads, "ffn_dim": inter,
-               "vocab_size": vocab, "max_position_embeddings": 128}
+               "vocab_size": vocab, "max_position_embeddings": 512}
         if rng.random() < 0.3:
             cfg["word_embed_proj_dim"] = rng.choice((8, 16, 24, 32))
         if rng.random() < 0.2:
@@ -51,14 +52,16 @@ def _config(rng: random.Random, mt: str) -> dict:
         return cfg
     if mt == "gpt_neox":
         cfg = {"model_type": "gpt_neox", "hidden_size": heads * d, "num_hidden_layers": layers, "num_attention_heads": heads,
-               "intermediate_size": inter, "vocab_size": vocab, "max_position_embeddings": 128,
+               "intermediate_size": inter, "vocab_size": vocab, "max_position_embeddings": 512,
                "rotary_pct": rng.choice((0.25, 0.5, 1.0)), "tie_word_embeddings": rng.random() < 0.2}
         if rng.random() < 0.3:
             cfg["use_parallel_residual"] = False
         return cfg
-    hidden = heads * d if mt not in _EXPLICIT_HEAD_DIM or rng.random() < 0.5 else rng.randint(2, 24) * 4
+    hidden = heads * d if mt not in _EXPLICIT_HEAD_DIM or rng.random() < 0.5 else rng.randint(2, 24) * (4 if not wide else 32)
+    if ARCHITECTURES.get(mt).heads_divide_hidden and hidden % heads:  # (transformers 5's config refuses it)
+        hidden = heads * max(1, hidden // heads)
     cfg = {"model_type": mt, "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
-           "num_key_value_heads": kv, "intermediate_size": inter, "vocab_size": vocab, "max_position_embeddings": 128}
+           "num_key_value_heads": kv, "intermediate_size": inter, "vocab_size": vocab, "max_position_embeddings": 512}
     if mt in _EXPLICIT_HEAD_DIM:
         cfg["head_dim"] = d
     if mt in ("llama", "qwen3", "olmo2", "granite", "gemma", "gemma2") and rng.random() < 0.3:
@@ -68,7 +71,7 @@ def _config(rng: random.Random, mt: str) -> dict:
     if mt in ("mistral", "gemma2", "gemma3_text"):
         cfg["sliding_window"] = rng.choice((4, 8, 16, 64))
     if mt == "phi3":
-        cfg["original_max_position_embeddings"] = 128
+        cfg["original_max_position_embeddings"] = 512
         if rng.random() < 0.3:
             cfg["sliding_window"] = rng.choice((5, 9))
     if mt == "granite":
@@ -81,11 +84,15 @@ def _config(rng: random.Random, mt: str) -> dict:
     return cfg
 
 
-def _targets(rng: random.Random, mt: str, cfg: dict) -> object:
-    """Default targets (where PEFT has them), all-linear, or a random subset of a layer's linear modules."""
+def _layout(cfg: dict):
     import peft_footprint as pf
 
-    names = sorted({m.path.rsplit(".", 1)[-1] for m in pf.ModelSpec.from_any(cfg).layout.layer_linears})
+    return pf.ModelSpec.from_any(cfg).layout
+
+
+def _targets(rng: random.Random, mt: str, cfg: dict) -> object:
+    """Default targets (where PEFT has them), all-linear, or a random subset of a layer's linear modules."""
+    names = sorted({m.path.rsplit(".", 1)[-1] for m in _layout(cfg).layer_linears})
     roll = rng.random()
     if roll < 0.3 and mt in HAS_PEFT_DEFAULTS:
         return None
@@ -95,6 +102,34 @@ def _targets(rng: random.Random, mt: str, cfg: dict) -> object:
     if rng.random() < 0.15:
         subset.append(_HEAD.get(mt, "lm_head"))
     return subset
+
+
+def _rare_lora_options(rng: random.Random, m: dict, mt: str, cfg: dict) -> None:
+    """Options most setups leave alone: layer subsets, per-module ranks and alphas, rsLoRA, lora_bias, excluded
+    modules, LoRA on the input embedding."""
+    if rng.random() > 0.35:
+        return
+    layers = cfg.get(_LAYER_FIELD.get(mt, "num_hidden_layers"))
+    names = sorted({x.path.rsplit(".", 1)[-1] for x in _layout(cfg).layer_linears})
+    targets = m.get("target_modules")
+    listed = isinstance(targets, list)
+    roll = rng.random()
+    if roll < 0.2 and listed and layers > 1:
+        m["layers_to_transform"] = sorted(rng.sample(range(layers), rng.randint(1, layers - 1)))
+    elif roll < 0.4:
+        m["rank_pattern"] = {rng.choice(names): rng.choice((1, 3, 5))}
+        if rng.random() < 0.5:
+            m["alpha_pattern"] = {rng.choice(names): 4}
+    elif roll < 0.55:
+        m["use_rslora"] = True
+    elif roll < 0.7 and m["name"] == "lora" and not m.get("use_dora"):
+        m["lora_bias"] = True
+        if m.get("bias", "none") != "none":
+            m["bias"] = "none"
+    elif roll < 0.85 and targets == "all-linear":
+        m["exclude_modules"] = [rng.choice(names)]
+    elif m["name"] == "lora" and listed and mt not in ("gpt2", "opt") and "trainable_token_indices" not in m:
+        m["target_modules"] = [*targets, "embed_in" if mt == "gpt_neox" else "embed_tokens"]
 
 
 def _method(rng: random.Random, mt: str, cfg: dict) -> dict:
@@ -116,6 +151,7 @@ def _method(rng: random.Random, mt: str, cfg: dict) -> dict:
             m["bias"] = rng.choice(("all", "lora_only"))
         if rng.random() < 0.15 and kind == "lora":
             m["modules_to_save"] = [_HEAD.get(mt, "lm_head")]
+        _rare_lora_options(rng, m, mt, cfg)
         if kind == "qlora":
             if rng.random() < 0.4:
                 m["bnb_4bit_quant_type"] = "fp4"
@@ -131,7 +167,11 @@ def _method(rng: random.Random, mt: str, cfg: dict) -> dict:
     if kind == "ia3":
         if mt in HAS_PEFT_DEFAULTS and rng.random() < 0.5:
             return {"name": "ia3"}
-        return {"name": "ia3", "target_modules": "all-linear", "feedforward_modules": []}
+        if rng.random() < 0.5:
+            return {"name": "ia3", "target_modules": "all-linear", "feedforward_modules": []}
+        names = sorted({x.path.rsplit(".", 1)[-1] for x in _layout(cfg).layer_linears})
+        targets = rng.sample(names, rng.randint(1, len(names)))
+        return {"name": "ia3", "target_modules": targets, "feedforward_modules": rng.sample(targets, rng.randint(0, len(targets)))}
     if kind == "trainable_tokens":
         return {"name": "trainable_tokens", "token_indices": sorted(rng.sample(range(vocab), rng.randint(1, 5)))}
     n = rng.randint(1, 10)
@@ -145,9 +185,10 @@ def _method(rng: random.Random, mt: str, cfg: dict) -> dict:
     return m
 
 
-def _training(rng: random.Random, method: dict) -> dict:
-    precision = rng.choice(("bf16", "bf16", "fp32", "fp32", "autocast", "fp16"))
-    t = {"batch_size": rng.randint(1, 4), "seq_len": rng.choice((1, 2, 5, 7, 9, 11, 16, 17, 23, 29, 33)),
+def _training(rng: random.Random, method: dict, wide: bool) -> dict:
+    precision = rng.choice(("bf16", "bf16", "fp32", "fp32", "autocast", "fp16") if not wide else ("fp32", "fp32", "bf16", "autocast"))
+    t = {"batch_size": rng.randint(1, 4) if not wide else rng.randint(1, 3),
+         "seq_len": rng.choice((1, 2, 5, 7, 9, 11, 16, 17, 23, 29, 33) if not wide else (1, 64, 96, 127, 128, 200)),
          "dtype": "fp32" if precision == "autocast" else precision,
          "attn_implementation": rng.choice(("sdpa", "eager")),
          "gradient_checkpointing": rng.random() < 0.4 and method["name"] != "prefix_tuning"}
@@ -159,15 +200,18 @@ def _training(rng: random.Random, method: dict) -> dict:
         t["optimizer"] = rng.choice(("sgd", "sgd_momentum", "adafactor", "adamw_fused"))
     if rng.random() < 0.15:
         t["gradient_accumulation_steps"] = 2
+    if rng.random() < 0.1 and not t["gradient_checkpointing"]:
+        t["use_cache"] = True  # (transformers' default config.use_cache: the model's own cache, held through backward)
     return t
 
 
-def draw(rng: random.Random) -> tuple[str, dict, dict, dict]:
-    """One random setup: (label, config, method, training)."""
+def draw(rng: random.Random, wide: bool = False) -> tuple[str, dict, dict, dict]:
+    """One random setup: (label, config, method, training). ``wide``: 64-2048 wide, 1-2 layers, vocabularies of 1k-8k,
+    up to 200 tokens (mostly fp32: this CPU emulates half-precision matmuls), where the tiny setups are 2-256 wide."""
     mt = rng.choice(MODEL_TYPES)
-    cfg = {**_config(rng, mt), **IDS}
+    cfg = {**_config(rng, mt, wide), **IDS}
     method = _method(rng, mt, cfg)
-    training = _training(rng, method)
+    training = _training(rng, method, wide)
     if mt == "gpt2" and training["attn_implementation"] == "eager" and rng.random() < 0.3:
         cfg["attn_pdrop"] = 0.1  # (sdpa with attention dropout runs CPU's math kernel, which CUDA does not: eager only)
     label = "-".join([mt, f"L{cfg.get(_LAYER_FIELD.get(mt, 'num_hidden_layers'))}", method["name"],
@@ -176,7 +220,7 @@ def draw(rng: random.Random) -> tuple[str, dict, dict, dict]:
     return label, cfg, method, training
 
 
-def draws(seed: int, n: int) -> list[tuple[str, dict, dict, dict]]:
+def draws(seed: int, n: int, wide: bool = False) -> list[tuple[str, dict, dict, dict]]:
     """``n`` setups from ``seed``: the same ones on every machine."""
     rng = random.Random(seed)
-    return [draw(rng) for _ in range(n)]
+    return [draw(rng, wide) for _ in range(n)]

@@ -2,6 +2,7 @@
 to the byte on configurations nobody picked. Run by hand (needs the test extras):
 
     python tools/draw.py --seed 7 -n 200 --out draws.jsonl     # draw, measure, compare; one JSON line per setup
+    python tools/draw.py --seed 7 -n 50 --wide                  # wider setups (64-2048 wide, 1k-8k vocabularies)
     python tools/draw.py --rescore draws.jsonl                  # the current estimate against stored measurements
 
 Each line holds the setup, the measured numbers and the estimate's; ``--rescore`` re-estimates stored lines without
@@ -45,13 +46,13 @@ def compare(est: dict, got: dict) -> dict:
     return {k: est[k] - got[k] for k in KEYS if k in est and k in got and got[k] is not None}
 
 
-def run(seed: int, n: int, out: Path | None) -> list[dict]:
+def run(seed: int, n: int, out: Path | None, wide: bool = False) -> list[dict]:
     from tests.harness.measure import measure
 
     rows = []
     sink = out.open("a") if out else None
-    for i, (label, cfg, method, training) in enumerate(draws(seed, n)):
-        row = {"seed": seed, "index": i, "label": label, "config": cfg, "method": method, "training": training}
+    for i, (label, cfg, method, training) in enumerate(draws(seed, n, wide)):
+        row = {"seed": seed, "index": i, "wide": wide, "label": label, "config": cfg, "method": method, "training": training}
         t = time.perf_counter()
         try:
             est = estimated(cfg, method, training)
@@ -127,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-n", type=int, default=50, help="setups to draw")
+    ap.add_argument("--wide", action="store_true", help="64-2048 wide, vocabularies of 1k-8k, up to 200 tokens (tests/draws.py)")
     ap.add_argument("--out", type=Path, help="append each setup as a JSON line here")
     ap.add_argument("--rescore", type=Path, help="re-estimate the setups stored in this file (no measuring)")
     args = ap.parse_args(argv)
-    rows = rescore(args.rescore) if args.rescore else run(args.seed, args.n, args.out)
+    rows = rescore(args.rescore) if args.rescore else run(args.seed, args.n, args.out, args.wide)
     return 0 if summary(rows) else 1
 
 

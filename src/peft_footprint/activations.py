@@ -970,8 +970,9 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     residual = x
     hs = x if post_norm_only else norm(x, "input_layernorm")
     # attention
+    fused = None  # Phi3Attention's ``qkv``: bound until it returns, whatever reads its slices
     if mt == "phi3":
-        qkv = linear(ctx, hs, _lin(layout, "qkv"), i)
+        qkv = fused = linear(ctx, hs, _lin(layout, "qkv"), i)
         # qkv[..., :q_pos] slices: each slice's gradient is scattered into a zero tensor of qkv's size
         q = g.view(qkv, ctx.rows * (nh * d), "q slice")
         k = g.view(qkv, ctx.rows * (nkv * d), "k slice")
@@ -1037,11 +1038,11 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
     o = linear(ctx, a, _lin(layout, "o"), i)
     if not ctx.adapter_hooked:  # the attention returns before an adapter of AdapterHub's own integration runs
         o = ctx.drop(o, inner_p, "attn residual dropout")
-        g.touch(hs, q, k, v)
+        g.touch(hs, q, k, v, fused)
     o = bottleneck(ctx, o, "attention", residual)
     if ctx.adapter_hooked:  # the adapter ran in a hook of o_proj's call: the attention's locals and o_proj's
         o = ctx.drop(o, inner_p, "attn residual dropout")
-        g.touch(hs, q, k, v, a)  # argument were alive throughout
+        g.touch(hs, q, k, v, a, fused)  # argument were alive throughout
     o = ctx.drop(o, outer_p, "resid_attn_dropout")
     x = residual = close(o, residual, "post_attention_layernorm", "attention")
     if ctx.adapter_hooked:  # adapters' pre-hook on the next norm keeps it in the ForwardContext
@@ -1874,6 +1875,10 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
     for j, sig in enumerate(sigs):
         lowest.setdefault(sig[2], j)
         lowest_sig.setdefault(sig, j)
+    # what was made before the layers and only the layers' nodes save goes inside the backward of the lowest layer
+    # that saves it (without checkpointing): layer -> (the node after which each goes, its bytes)
+    frees_at = _pre_layer_frees(g, sigs, ranges, before_layers) if not gc else {}
+    lifted = {k for fr in frees_at.values() for _, _, k in fr}
     early = ZERO
     starts: dict[tuple, list] = {}
     for j in range(len(sigs) - 2, -1, -1):  # live bytes as layer j's backward starts
@@ -1882,42 +1887,63 @@ def _backward_moments(g: Graph, loss: T, total: Poly, gc: bool, top: tuple[int, 
         if by_kind and lowest[sigs[j + 1][2]] == j + 1:
             gone_here += by_kind.get(sigs[j + 1][2], [])
         if kind_only.get(sigs[j + 1]) and lowest_sig[sigs[j + 1]] == j + 1:
-            gone_here += [g.storages[k].nbytes for k in sorted(kind_only[sigs[j + 1]])]
+            gone_here += [g.storages[k].nbytes for k in sorted(kind_only[sigs[j + 1]]) if k not in lifted]
+        gone_here += [b_ for _, b_, _ in frees_at.get(j + 1, ())]  # (the top layer's own run freed its own already)
         if gone_here:
             freed = Poly.sum(gone_here)
             start, early = start - freed, early + freed
         starts.setdefault(key_of(j), []).append((j, start))
     bottom_key = key_of(0)
     end = start + delta[bottom_key]  # the bottom layer's backward done
-    blocks = [(profiles[key], js[::-1]) for key, js in starts.items() if profiles[key]]
-    bottom = _bottom_frees(g, sigs[0], ranges, before_layers) if not gc and profiles.get(bottom_key) else None
-    if bottom is not None:  # the bottom layer gets a profile of its own
-        n_free, freed = bottom
-        own = [(name, p - freed if n < n_free else p) for (name, p), n in zip(profiles[bottom_key], at_node[bottom_key])]
-        blocks = [(prof, [jp for jp in js if jp[0] != 0]) for prof, js in blocks]
-        blocks = [b_ for b_ in blocks if b_[1]] + [(own, [jp for jp in starts[bottom_key] if jp[0] == 0])]
+    blocks, own_blocks = [], []
+    for key, js in starts.items():  # a layer that frees some of them gets a profile of its own
+        if not profiles[key]:
+            continue
+        plain = [jp for jp in js[::-1] if jp[0] not in frees_at]
+        if plain:
+            blocks.append((profiles[key], plain))
+        for jp in js[::-1]:
+            if jp[0] in frees_at:
+                fr = frees_at[jp[0]]
+                own_blocks.append((jp[0], ([(name, p - Poly.sum([b_ for n_free, b_, _ in fr if n < n_free]))
+                                            for (name, p), n in zip(profiles[key], at_node[key])], [jp])))
+    blocks += [blk for _, blk in sorted(own_blocks, key=lambda o: -o[0])]  # (the bottom layer's last)
     return out, blocks, end, labels, early, gone
 
 
-def _bottom_frees(g: Graph, sig: tuple, ranges: dict, before_layers: tuple) -> tuple | None:
-    """(the node after which they go, their bytes) for the storages made before the layers that only the layers'
-    nodes save, in the bottom layer's backward (its kind's nodes stand in for it; every node, where it saves none
-    of them); None if there are none."""
+def _pre_layer_frees(g: Graph, sigs: list, ranges: dict, before_layers: tuple) -> dict[int, list]:
+    """What was made before the layers and only the layers' nodes save (rotary cos/sin, an sdpa mask), by the layer
+    whose backward frees it: the lowest layer whose kind saves it (its kind's nodes stand in for it), after the last
+    of its nodes that saves it -- {layer: [(that node, the bytes, the storage)]}. What only the top layer saves is left
+    out: its own simulation frees it. (Before, the bottom layer alone freed them, as its backward started where it
+    saved none: a layer between it and the top that saved them held them to its end.)"""
     count, first_input, lo = before_layers
-    if sig not in ranges or not count:
-        return None
+    if not count or not ranges:
+        return {}
     nodes, storages = g.nodes, g.storages
     hi = max(r[1] for r in ranges.values())
     outer = {sid for n in [*range(lo), *range(hi, len(nodes))] for sid in nodes[n].saved}
     pre = {k for k in range(count) if storages[k].saved and not storages[k].output and not storages[k].pinned
            and k != first_input and k not in outer}
-    f0, f1 = ranges[sig]
-    savers = [n for n in range(f0, f1) if pre.intersection(nodes[n].saved)]
-    if not savers:  # the bottom layer saves none of them (LoRA leaves its q and k frozen, and its input needs no
-        # grad): the layers above saved them, and freed them before its backward starts
-        return (f1, Poly.sum(storages[k].nbytes for k in sorted(pre))) if pre else None
-    held = {sid for n in savers for sid in nodes[n].saved if sid in pre}
-    return min(savers), Poly.sum(storages[k].nbytes for k in sorted(held))
+    if not pre:
+        return {}
+    last_saver: dict[tuple, dict[int, int]] = {}  # each kind: storage -> its last saver in backward (the lowest node)
+    for sig, (f0, f1) in ranges.items():
+        found = last_saver[sig] = {}
+        for n in range(f1 - 1, f0 - 1, -1):
+            for sid in nodes[n].saved:
+                if sid in pre:
+                    found[sid] = n
+    out: dict[int, list] = {}
+    top = len(sigs) - 1
+    for k in sorted(pre):
+        for j, sig in enumerate(sigs):
+            n_free = last_saver.get(sig, {}).get(k)
+            if n_free is not None:
+                if j < top:
+                    out.setdefault(j, []).append((n_free, storages[k].nbytes, k))
+                break
+    return out
 
 
 def _embedding_backward(ctx: Ctx, end: Poly, word_emb: T, tied: bool) -> list:
