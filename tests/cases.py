@@ -1079,6 +1079,33 @@ _ADAPTER_DRAWN = [
     ("llama", 2, {"name": "adapter", "config": "seq_bn", "reduction_factor": 4},
      {"dtype": "fp32", "attn_implementation": "sdpa", "batch_size": 2, "seq_len": 9},
      {"hidden_size": 44, "num_attention_heads": 5, "num_key_value_heads": 1, "head_dim": 10, "intermediate_size": 70}),
+    # stop 29's adapter draws: the adapter's activation is transformers' ACT2FN (gelu_new's formula keeps three more
+    # tensors than one that saves its input), the ForwardContext holds a frozen layer's post-attention residual until
+    # the next layer's pre-hook replaces it, and 'post_add' where a LayerNorm is re-applied (Gemma2/3)
+    ("gpt2", 1, {"name": "adapter", "config": "houlsby", "reduction_factor": 3, "non_linearity": "gelu_new", "ln_before": True},
+     {"dtype": "fp16", "attn_implementation": "eager", "batch_size": 2, "seq_len": 33},
+     {"n_embd": 40, "n_head": 4, "vocab_size": 96, "attn_pdrop": 0.0, "tie_word_embeddings": True}),
+    ("mistral", 2, {"name": "adapter", "config": "houlsby", "reduction_factor": 2.5, "non_linearity": "gelu_new", "ln_after": True,
+                    "mh_adapter": False},
+     {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 1, "seq_len": 11},
+     {"hidden_size": 60, "num_attention_heads": 6, "num_key_value_heads": 3, "intermediate_size": 165, "vocab_size": 146, "head_dim": 4,
+      "sliding_window": 8}),
+    ("qwen2", 2, {"name": "adapter", "config": "seq_bn", "reduction_factor": 4, "non_linearity": "gelu_python"},
+     {"dtype": "fp32", "attn_implementation": "sdpa", "batch_size": 2, "seq_len": 9, "gradient_checkpointing": True}),
+    ("llama", 2, {"name": "adapter", "config": "pfeiffer", "reduction_factor": 4, "non_linearity": "LeakyReLU"},
+     {"dtype": "bf16", "attn_implementation": "eager", "batch_size": 2, "seq_len": 9}),
+    ("gemma2", 2, {"name": "adapter", "config": "pfeiffer", "non_linearity": "gelu", "original_ln_before": False, "mh_adapter": True,
+                   "leave_out": [0]},
+     {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 4, "seq_len": 23},
+     {"hidden_size": 36, "num_attention_heads": 8, "num_key_value_heads": 8, "intermediate_size": 1, "vocab_size": 42, "head_dim": 12,
+      "attention_bias": True, "sliding_window": 4}),
+    ("qwen3", 3, {"name": "adapter", "config": "seq_bn", "original_ln_before": False, "leave_out": [0, 1]},
+     {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 4, "seq_len": 23},
+     {"intermediate_size": 2}),
+    ("gemma3_text", 2, {"name": "adapter", "config": "pfeiffer", "reduction_factor": 3, "residual_before_ln": "post_add"},
+     {"dtype": "fp16", "attn_implementation": "eager", "batch_size": 2, "seq_len": 16, "gradient_checkpointing": True},
+     {"hidden_size": 30, "num_attention_heads": 5, "num_key_value_heads": 1, "intermediate_size": 2, "vocab_size": 72, "head_dim": 6,
+      "sliding_window": 64, "attention_dropout": 0.1}),
 ]
 
 

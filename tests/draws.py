@@ -220,7 +220,62 @@ def draw(rng: random.Random, wide: bool = False) -> tuple[str, dict, dict, dict]
     return label, cfg, method, training
 
 
-def draws(seed: int, n: int, wide: bool = False) -> list[tuple[str, dict, dict, dict]]:
-    """``n`` setups from ``seed``: the same ones on every machine."""
+def draws(seed: int, n: int, wide: bool = False, adapters: bool = False) -> list[tuple[str, dict, dict, dict]]:
+    """``n`` setups from ``seed``: the same ones on every machine (bottleneck adapters with ``adapters``)."""
     rng = random.Random(seed)
-    return [draw(rng, wide) for _ in range(n)]
+    return [(adapter_draw if adapters else draw)(rng, wide) for _ in range(n)]
+
+
+# ---- bottleneck adapters (AdapterHub 1.3 on transformers 4.57, measured in its own virtualenv) ---------------
+_NON_LINEARITIES = ("relu", "swish", "gelu", "tanh", "gelu_new", "silu", "leakyrelu")
+
+
+def _adapter_method(rng: random.Random, cfg: dict) -> dict:
+    """A bottleneck adapter with AdapterHub's options drawn: preset, reduction factor, activation, the adapter's own
+    LayerNorms, residual placement, the block's LayerNorms, gating, scaling, dropout, left-out layers."""
+    m = {"name": "adapter", "config": rng.choice(("seq_bn", "pfeiffer", "double_seq_bn", "houlsby"))}
+    layers = cfg.get(_LAYER_FIELD.get(cfg["model_type"], "num_hidden_layers"))
+    for key, p, values in (("reduction_factor", 0.6, (2, 3, 4, 5, 8, 16, 1.5, 2.5)),
+                           ("non_linearity", 0.4, _NON_LINEARITIES),
+                           ("ln_before", 0.25, (True,)), ("ln_after", 0.25, (True,)),
+                           ("residual_before_ln", 0.2, (False, "post_add")), ("adapter_residual_before_ln", 0.2, (True,)),
+                           ("original_ln_before", 0.15, (True, False)), ("original_ln_after", 0.15, (False,)),
+                           ("use_gating", 0.2, (True,)), ("scaling", 0.25, (0.5, 2.0, "learned", "channel")),
+                           ("dropout", 0.1, (0.1,)), ("mh_adapter", 0.1, (True, False)), ("output_adapter", 0.1, (True, False)),
+                           ("init_weights", 0.1, ("mam_adapter", "houlsby"))):
+        if rng.random() < p:
+            m[key] = rng.choice(values)
+    if layers > 1 and rng.random() < 0.15:
+        m["leave_out"] = sorted(rng.sample(range(layers), rng.randint(1, layers - 1)))
+    return m
+
+
+def adapter_draw(rng: random.Random, wide: bool = False) -> tuple[str, dict, dict, dict]:
+    """One random bottleneck-adapter setup on a type AdapterHub supports: (label, config, method, training). The step is
+    AdapterHub's harness's own (AdamW, no padding, no autocast, no cache: the estimate names the cache with adapters a limit):
+    dtype, kernel, checkpointing, batch, length."""
+    from peft_footprint.methods.adapter import SUPPORTED
+
+    mt = rng.choice(SUPPORTED)
+    cfg = {**_config(rng, mt, wide), **IDS}
+    if mt in _EXPLICIT_HEAD_DIM and rng.random() < 0.3:  # (transformers 4.x builds heads that do not divide hidden_size)
+        cfg["hidden_size"] = rng.randint(2, 24) * (4 if not wide else 32)
+    method = _adapter_method(rng, cfg)
+    training = {"dtype": rng.choice(("fp32", "fp32", "bf16") if wide else ("fp32", "bf16", "fp16")),
+                "attn_implementation": rng.choice(("sdpa", "eager")),
+                "gradient_checkpointing": rng.random() < 0.4,
+                "batch_size": rng.randint(1, 4) if not wide else rng.randint(1, 3),
+                "seq_len": rng.choice((1, 2, 5, 7, 9, 11, 16, 17, 23, 29, 33) if not wide else (1, 64, 96, 127, 128, 200))}
+    if training["attn_implementation"] == "eager" and rng.random() < 0.2:  # (CPU's sdpa drops out in its math kernel)
+        cfg["attn_pdrop" if mt == "gpt2" else "attention_dropout"] = 0.1
+    label = "-".join([mt, f"L{cfg.get(_LAYER_FIELD.get(mt, 'num_hidden_layers'))}", m_label(method), training["dtype"],
+                      training["attn_implementation"], *(["ckpt"] if training["gradient_checkpointing"] else []),
+                      f"b{training['batch_size']}s{training['seq_len']}"])
+    return label, cfg, method, training
+
+
+def m_label(method: dict) -> str:
+    """A method's name for a label: an adapter's preset and the options it sets."""
+    if method["name"] != "adapter":
+        return method["name"]
+    return "+".join([method["config"], *(k for k in method if k not in ("name", "config"))])

@@ -3,6 +3,7 @@ transformers 4.x: tests/harness/adapters_env.py builds it on first use)."""
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -58,6 +59,43 @@ def test_original_ln_after_off_refused_where_adapters_hooks_layers(measured_hook
     assert "original_ln_after=False" in measured_hooked[model_type].get("error", "")
     with pytest.raises(pf.UnsupportedCombinationError, match="original_ln_after=False"):
         pf.estimate(TINY[model_type], {"name": "adapter", "config": "seq_bn", "original_ln_after": False}, {"seq_len": 9})
+
+
+# Options AdapterHub accepts in its config but cannot run (stop 29's draws): 'post_add' where Adapter.pre_forward re-applies
+# no LayerNorm leaves its residual unbound, and a config that places no adapter leaves nothing to train
+REFUSED_TOO = {
+    "post_add-llama": ("llama", {"name": "adapter", "config": "seq_bn", "residual_before_ln": "post_add"}, "UnboundLocalError",
+                       "residual_before_ln='post_add'"),
+    "post_add-gpt2-no-ln-before": ("gpt2", {"name": "adapter", "config": "double_seq_bn", "residual_before_ln": "post_add"},
+                                   "UnboundLocalError", "original_ln_before=False"),
+    "post_add-gemma2-no-ln-before": ("gemma2", {"name": "adapter", "config": "seq_bn", "residual_before_ln": "post_add",
+                                                "original_ln_before": False}, "UnboundLocalError", "original_ln_before=False"),
+    "no-place-qwen2": ("qwen2", {"name": "adapter", "config": "pfeiffer", "output_adapter": False}, "empty parameter list",
+                       "places no adapter"),
+}
+
+
+@pytest.fixture(scope="module")
+def measured_refused():
+    requests = [{"config": TINY[mt], "method": method, "training": {"dtype": "fp32", "batch_size": 2, "seq_len": 9},
+                 "what": ["static", "activations", "peak"]} for mt, method, _, _ in REFUSED_TOO.values()]
+    return dict(zip(REFUSED_TOO, measure_adapters_batch(requests)))
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_TOO))
+def test_adapter_options_adapterhub_cannot_run_are_refused(measured_refused, case):
+    mt, method, theirs, ours = REFUSED_TOO[case]
+    assert theirs in measured_refused[case].get("error", ""), measured_refused[case]
+    with pytest.raises(pf.UnsupportedCombinationError, match=re.escape(ours)):
+        pf.estimate(TINY[mt], method, {"seq_len": 9})
+
+
+def test_adapter_option_values_checked():
+    """An activation AdapterHub would not find (or that is not modelled), and a residual place it does not know."""
+    with pytest.raises(pf.InvalidConfigError, match="adapter.non_linearity='gelu_neww'.*Did you mean 'gelu_new'"):
+        pf.estimate(TINY["llama"], {"name": "adapter", "non_linearity": "gelu_neww"}, {"seq_len": 9})
+    with pytest.raises(pf.InvalidConfigError, match="adapter.residual_before_ln='before'.*'post_add'"):
+        pf.estimate(TINY["llama"], {"name": "adapter", "residual_before_ln": "before"}, {"seq_len": 9})
 
 
 # Activations and peak on the stack AdapterHub runs (transformers 4.57, adapters 1.3): every setup, with and

@@ -3,6 +3,7 @@ to the byte on configurations nobody picked. Run by hand (needs the test extras)
 
     python tools/draw.py --seed 7 -n 200 --out draws.jsonl     # draw, measure, compare; one JSON line per setup
     python tools/draw.py --seed 7 -n 50 --wide                  # wider setups (64-2048 wide, 1k-8k vocabularies)
+    python tools/draw.py --seed 7 -n 100 --adapters             # bottleneck adapters, measured by AdapterHub (own venv)
     python tools/draw.py --rescore draws.jsonl                  # the current estimate against stored measurements
 
 Each line holds the setup, the measured numbers and the estimate's; ``--rescore`` re-estimates stored lines without
@@ -46,34 +47,64 @@ def compare(est: dict, got: dict) -> dict:
     return {k: est[k] - got[k] for k in KEYS if k in est and k in got and got[k] is not None}
 
 
-def run(seed: int, n: int, out: Path | None, wide: bool = False) -> list[dict]:
+def _scored(row: dict, got: dict | Exception) -> dict:
+    """The row with the estimate's numbers (or its refusal), the measurement's (or the real stack's refusal) and the
+    difference where both gave numbers."""
+    try:
+        est = estimated(row["config"], row["method"], row["training"])
+    except pf.PeftFootprintError as exc:
+        row["refused"] = str(exc)
+        est = None
+    if isinstance(got, Exception):  # the real stack refuses the setup: recorded, not compared
+        row["harness_error"] = f"{type(got).__name__}: {got}"[:400]
+    else:
+        row["measured"] = {k: got.get(k, 0) for k in KEYS}  # (no 4-bit layers: no quantization state)
+    if est is not None:
+        row["estimated"] = est
+        if "measured" in row:
+            row["diff"] = compare(est, row["measured"])
+    return row
+
+
+def _measured(cases: list, adapters: bool) -> list:
+    """Each (label, config, method, training) measured: PEFT's harness in this process, or AdapterHub's in its own
+    virtualenv (one subprocess for the lot); an exception where the real stack refuses the setup."""
+    what = ("static", "activations", "peak")
+    if adapters:
+        from tests.harness.measure_adapters import measure_adapters_batch
+
+        results = measure_adapters_batch([{"config": c, "method": m, "training": t, "what": list(what)} for _, c, m, t in cases])
+        return [RuntimeError(r["error"]) if "error" in r else r for r in results]
     from tests.harness.measure import measure
 
+    out = []
+    for _, cfg, method, training in cases:
+        try:
+            out.append(measure(cfg, method, training, what=what))
+        except Exception as exc:  # noqa: BLE001 - a refusal of the real stack is a result here
+            out.append(exc)
+    return out
+
+
+def run(seed: int, n: int, out: Path | None, wide: bool = False, adapters: bool = False, chunk: int = 25) -> list[dict]:
     rows = []
     sink = out.open("a") if out else None
-    for i, (label, cfg, method, training) in enumerate(draws(seed, n, wide)):
-        row = {"seed": seed, "index": i, "wide": wide, "label": label, "config": cfg, "method": method, "training": training}
+    cases = draws(seed, n, wide, adapters)
+    for start in range(0, n, chunk if adapters else 1):
+        part = cases[start:start + (chunk if adapters else 1)]
         t = time.perf_counter()
-        try:
-            est = estimated(cfg, method, training)
-        except pf.PeftFootprintError as exc:
-            row["refused"] = str(exc)
-            est = None
-        try:
-            got = measure(cfg, method, training, what=("static", "activations", "peak"))
-            row["measured"] = {k: got.get(k, 0) for k in KEYS}  # (no 4-bit layers: no quantization state)
-        except Exception as exc:  # noqa: BLE001 - the real stack refuses the setup: recorded, not compared
-            row["harness_error"] = f"{type(exc).__name__}: {exc}"[:400]
-        if est is not None:
-            row["estimated"] = est
-            if "measured" in row:
-                row["diff"] = compare(est, row["measured"])
-        row["seconds"] = round(time.perf_counter() - t, 2)
-        rows.append(row)
-        if sink:
-            sink.write(json.dumps(row) + "\n")
-            sink.flush()
-        print(f"{i:4d} {label:<60} {_verdict(row)}", flush=True)
+        results = _measured(part, adapters)
+        seconds = round((time.perf_counter() - t) / len(part), 2)
+        for i, ((label, cfg, method, training), got) in enumerate(zip(part, results), start):
+            row = {"seed": seed, "index": i, "wide": wide, "adapters": adapters, "label": label, "config": cfg, "method": method,
+                   "training": training}
+            row = _scored(row, got)
+            row["seconds"] = seconds
+            rows.append(row)
+            if sink:
+                sink.write(json.dumps(row) + "\n")
+                sink.flush()
+            print(f"{i:4d} {label:<60} {_verdict(row)}", flush=True)
     if sink:
         sink.close()
     return rows
@@ -85,13 +116,8 @@ def rescore(path: Path) -> list[dict]:
     for line in path.read_text().splitlines():
         row = json.loads(line)
         row.pop("refused", None), row.pop("diff", None), row.pop("estimated", None)
-        try:
-            row["estimated"] = estimated(row["config"], row["method"], row["training"])
-            if "measured" in row:
-                row["diff"] = compare(row["estimated"], row["measured"])
-        except pf.PeftFootprintError as exc:
-            row["refused"] = str(exc)
-        rows.append(row)
+        got = row["measured"] if "measured" in row else RuntimeError(row.pop("harness_error"))
+        rows.append(_scored(row, got))
     return rows
 
 
@@ -129,10 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-n", type=int, default=50, help="setups to draw")
     ap.add_argument("--wide", action="store_true", help="64-2048 wide, vocabularies of 1k-8k, up to 200 tokens (tests/draws.py)")
+    ap.add_argument("--adapters", action="store_true", help="bottleneck adapters, measured by AdapterHub in its own virtualenv")
     ap.add_argument("--out", type=Path, help="append each setup as a JSON line here")
     ap.add_argument("--rescore", type=Path, help="re-estimate the setups stored in this file (no measuring)")
     args = ap.parse_args(argv)
-    rows = rescore(args.rescore) if args.rescore else run(args.seed, args.n, args.out, args.wide)
+    rows = rescore(args.rescore) if args.rescore else run(args.seed, args.n, args.out, args.wide, args.adapters)
     return 0 if summary(rows) else 1
 
 

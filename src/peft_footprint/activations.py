@@ -310,11 +310,10 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
     if m.ln_before:
         x_down = layer_norm(ctx, x, w_rg=True, name=f"{place}_adapter norm_before", copied=True)
     down = g.linear(x_down, ctx.rows, r, w_rg=True, b_rg=True, name=f"{place}_adapter down", in_features=h)
-    act = m.setting("non_linearity") or "relu"
-    if act.lower() in ("relu", "tanh", "sigmoid"):
-        a = g.unary_saves_output(down, f"{place}_adapter {act}")
-    else:
-        a = g.unary_saves_input(down, f"{place}_adapter {act}")
+    # Activation_Function_Class: F.leaky_relu, else transformers' get_activation (ACT2FN) by the lower-cased name
+    act = (m.setting("non_linearity") or "relu").lower()
+    a = act_fn(g, down, "leaky_relu" if act == "leakyrelu" else act, cuda_autocast=bool(g.autocast) and ctx.device == "cuda",
+               label=f"{place}_adapter {act}")
     up = g.linear(a, ctx.rows, h, w_rg=True, b_rg=True, name=f"{place}_adapter up", in_features=r)
     # up * scaling: a Python float (a new tensor, nothing kept), or a learned scalar / per-channel vector, which
     # keeps ``up`` for its gradient
@@ -1533,6 +1532,11 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
                 s_.saved = False
             g.save(x_in)  # ...and keeps the layer's input
         per_layer_polys.append(layer_alive)
+    if ctx.adapter_hooked:  # the ForwardContext holds each layer's post-attention residual until the next layer's
+        # pre-hook replaces it (what nothing saves, in a layer below the lowest adapter, lives that long)
+        handed = [k for k in range(len(g.storages)) if g.storages[k].handed_on]
+        for k, k_next in zip(handed, handed[1:]):
+            g.last_use[k] = max(g.last_use.get(k, k), k_next)
     if ctx.kv_extra:  # (set after the loop: every layer's cat reads the output itself, for its gradient)
         lower, copy_k, copy_v = prefix_copies
         g.last_use[ctx.prefix.sid] = copy_v.sid

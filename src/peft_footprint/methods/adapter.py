@@ -59,6 +59,32 @@ class Adapter(Method):
     def _lower(cls, v):
         return v.lower() if isinstance(v, str) else v
 
+    @field_validator("non_linearity", mode="before")
+    @classmethod
+    def _activation(cls, v):
+        """AdapterHub's Activation_Function_Class: ``leakyrelu``, else transformers' ``get_activation(name.lower())``."""
+        if v is None:
+            return v
+        from ..act_fns import ACT_FNS
+        from ..errors import did_you_mean
+
+        if not isinstance(v, str):
+            raise ValueError("expected the name of an activation function (a string)")
+        name = v.lower()
+        if name != "leakyrelu" and name not in ACT_FNS:
+            raise ValueError(f"not an activation this estimate models (AdapterHub reads it as transformers' "
+                             f"get_activation(name.lower()), or 'leakyrelu').{did_you_mean(name, [*ACT_FNS, 'leakyrelu'])} "
+                             f"Available: {', '.join(sorted([*ACT_FNS, 'leakyrelu']))}")
+        return name
+
+    @field_validator("residual_before_ln", mode="before")
+    @classmethod
+    def _residual_place(cls, v):
+        if v is True or v is False or v == "post_add":
+            return v
+        raise ValueError("AdapterHub takes True (the residual is the adapter's input), False (after the block's "
+                         "LayerNorm) or 'post_add' (after the residual add, before the LayerNorm)")
+
     @field_validator("leave_out", mode="before")
     @classmethod
     def _layer_list(cls, v):
@@ -104,6 +130,18 @@ class Adapter(Method):
                 f"adapter.original_ln_after=False on {mt}: AdapterHub's plugin interface for it (layer hooking) refuses "
                 "it ('Unsupported configuration for bottleneck layer hooking mode: original_ln_after=False'); "
                 f"it is supported on {', '.join(t for t in SUPPORTED if t not in HOOKED)}")
+        if not (self.setting("mh_adapter") or self.setting("output_adapter")):
+            raise UnsupportedCombinationError(
+                f"adapter config {self.config!r} with mh_adapter=False and output_adapter=False places no adapter, so "
+                "there is nothing to train (AdapterHub adds none; the optimizer gets an empty parameter list)")
+        if self.residual_before_ln == "post_add" and not (self.setting("original_ln_before") and HOOKED.get(mt)):
+            raise UnsupportedCombinationError(
+                f"adapter.residual_before_ln='post_add' on {mt}"
+                + (" with original_ln_before=False" if not self.setting("original_ln_before") else "")
+                + ": AdapterHub's Adapter.pre_forward sets the residual after the add only where it re-applies the "
+                "block's LayerNorm (original_ln_before=True, on a model whose integration names it: "
+                f"{', '.join(t for t, named in HOOKED.items() if named)}); elsewhere the forward fails "
+                "(UnboundLocalError: 'residual'). Use residual_before_ln=True or False")
         h = cfg["hidden_size"]
         d = self.bottleneck(h)
         n, which = layout.num_layers, None  # (a traced size where no layer is left out: any depth replays)
