@@ -1102,6 +1102,15 @@ _ADAPTER_DRAWN = [
     ("qwen3", 3, {"name": "adapter", "config": "seq_bn", "original_ln_before": False, "leave_out": [0, 1]},
      {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 4, "seq_len": 23},
      {"intermediate_size": 2}),
+    # AdapterHub's BottleneckState holds the scaled up-projection through post_forward's residual add (its own
+    # GPT-2 and Llama/Mistral integrations): where that add sets the forward's peak
+    ("gpt2", 1, {"name": "adapter", "config": "double_seq_bn", "reduction_factor": 3, "non_linearity": "tanh", "ln_before": True},
+     {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 2, "seq_len": 33},
+     {"n_embd": 48, "n_head": 4, "vocab_size": 100, "activation_function": "gelu", "tie_word_embeddings": False}),
+    ("llama", 1, {"name": "adapter", "config": "houlsby", "reduction_factor": 8, "non_linearity": "swish", "ln_before": True},
+     {"dtype": "fp32", "attn_implementation": "eager", "batch_size": 1, "seq_len": 100},
+     {"hidden_size": 128, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 196,
+      "vocab_size": 156}),
     ("gemma3_text", 2, {"name": "adapter", "config": "pfeiffer", "reduction_factor": 3, "residual_before_ln": "post_add"},
      {"dtype": "fp16", "attn_implementation": "eager", "batch_size": 2, "seq_len": 16, "gradient_checkpointing": True},
      {"hidden_size": 30, "num_attention_heads": 5, "num_key_value_heads": 1, "intermediate_size": 2, "vocab_size": 72, "head_dim": 6,

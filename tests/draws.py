@@ -84,6 +84,32 @@ def _config(rng: random.Random, mt: str, wide: bool) -> dict:
     return cfg
 
 
+# config fields most setups leave at their defaults, per model type (dropouts in attention are drawn with eager only)
+_RARE_FIELDS = {
+    "gpt2": ({"resid_pdrop": 0.0}, {"embd_pdrop": 0.0}, {"reorder_and_upcast_attn": True}, {"scale_attn_by_inverse_layer_idx": True},
+             {"scale_attn_weights": False}),
+    "opt": ({"activation_dropout": 0.1}, {"layer_norm_elementwise_affine": False}, {"enable_bias": False}),
+    "gpt_neox": ({"hidden_dropout": 0.1}, {"attention_bias": False}),
+    "phi3": ({"resid_pdrop": 0.1}, {"embd_pdrop": 0.1}, {"partial_rotary_factor": 0.5}),
+    "starcoder2": ({"residual_dropout": 0.1}, {"embedding_dropout": 0.1}, {"use_bias": False}),
+    "gemma2": ({"attn_logit_softcapping": None}, {"query_pre_attn_scalar": 7}),
+    "gemma3_text": ({"attn_logit_softcapping": 30.0}, {"query_pre_attn_scalar": 5}, {"final_logit_softcapping": 15.0}),
+    "qwen2": ({"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1},),
+    "qwen3": ({"use_sliding_window": True, "sliding_window": 5, "max_window_layers": 1},),
+}
+_ATTENTION_DROPOUT = {"gpt2": "attn_pdrop", "opt": "attention_dropout", "gpt_neox": "attention_dropout"}
+
+
+def _rare_fields(rng: random.Random, mt: str, cfg: dict) -> None:
+    """Now and then: another MLP activation (any the estimate models), and one of the model type's rarer fields."""
+    from peft_footprint.act_fns import ACT_FNS, act_field
+
+    if rng.random() < 0.15:
+        cfg[act_field(mt)] = rng.choice(sorted(ACT_FNS))
+    if mt in _RARE_FIELDS and rng.random() < 0.3:
+        cfg.update(rng.choice(_RARE_FIELDS[mt]))
+
+
 def _layout(cfg: dict):
     import peft_footprint as pf
 
@@ -210,10 +236,12 @@ def draw(rng: random.Random, wide: bool = False) -> tuple[str, dict, dict, dict]
     up to 200 tokens (mostly fp32: this CPU emulates half-precision matmuls), where the tiny setups are 2-256 wide."""
     mt = rng.choice(MODEL_TYPES)
     cfg = {**_config(rng, mt, wide), **IDS}
+    _rare_fields(rng, mt, cfg)
     method = _method(rng, mt, cfg)
     training = _training(rng, method, wide)
-    if mt == "gpt2" and training["attn_implementation"] == "eager" and rng.random() < 0.3:
-        cfg["attn_pdrop"] = 0.1  # (sdpa with attention dropout runs CPU's math kernel, which CUDA does not: eager only)
+    if training["attn_implementation"] == "eager" and rng.random() < (0.3 if mt == "gpt2" else 0.1):
+        # (sdpa with attention dropout runs CPU's math kernel, which CUDA does not: eager only)
+        cfg[_ATTENTION_DROPOUT.get(mt, "attention_dropout")] = 0.1
     label = "-".join([mt, f"L{cfg.get(_LAYER_FIELD.get(mt, 'num_hidden_layers'))}", method["name"],
                       training["dtype"] + ("+autocast" if training.get("mixed_precision") else ""), training["attn_implementation"],
                       *(["ckpt"] if training["gradient_checkpointing"] else []), f"b{training['batch_size']}s{training['seq_len']}"])

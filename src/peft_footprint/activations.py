@@ -261,6 +261,9 @@ class Ctx:
     # layer whose attention has inputs that require grad), additive in the model's dtype for eager
     mask_always: bool = False
     adapter_hooked: bool = False  # adapters runs through its plugin interface's hooks (methods.adapter.HOOKED)
+    # the scaled up-projection of the adapter just run, which AdapterHub's BottleneckState holds (bottleneck_up)
+    # until bottleneck_layer_forward returns: through post_forward's residual add in its own integrations
+    adapter_up: T | None = None
     layer: int = 0  # the decoder layer being built
     norm_bias: bool = False  # LoRA bias="all": the LayerNorms' biases train too
     cache: list = field(default_factory=list)  # prefix tuning's keys/values, held by the cache until forward returns
@@ -333,7 +336,14 @@ def bottleneck(ctx: Ctx, x: T, place: str, residual: T) -> T:
     else:
         out = g.add(layer_norm(ctx, out, w_rg=True, name=f"{place}_adapter norm_after", copied=True), skip, f"{place}_adapter residual")
     g.touch(given, a, up)  # the adapter layer's argument; what Adapter.forward returns besides its output
+    ctx.adapter_up = None if ctx.adapter_hooked else up  # (hooked: no post_forward add; the hook returns now)
     return out
+
+
+def _post_forward_done(ctx: Ctx) -> None:
+    """bottleneck_layer_forward returns after post_forward's residual add: its state's ``bottleneck_up`` goes."""
+    ctx.g.touch(ctx.adapter_up)
+    ctx.adapter_up = None
 
 
 def _adds_residual(ctx: Ctx, place: str) -> bool:
@@ -1027,6 +1037,7 @@ def llama_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: str) 
         if mt == "granite":  # residual + hidden_states * residual_multiplier (a Python float): the branch's output
             o = g.mul(o, None, "residual_multiplier")  # stays bound to hidden_states until the add returns
         out = g.add(residual, o, "residual add") if _adds_residual(ctx, place) else o
+        _post_forward_done(ctx)
         g.touch(branch)
         return out
 
@@ -1181,6 +1192,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
         g.scope = ""
         return out
     x = g.add(residual, o, "residual add") if _adds_residual(ctx, "attention") else o
+    _post_forward_done(ctx)
     if mt == "gpt2" and not isinstance(ctx.method, Adapter):
         g.touch(a)
     if post_ln:
@@ -1189,6 +1201,7 @@ def layernorm_family_layer(ctx: Ctx, x: T, i: int, cos: T, sin: T, layer_type: s
     m_in = x if post_ln else layer_norm(ctx, x, w_rg=norm_rg, name="mlp norm", copied=mlp_norm)
     mlp_out = bottleneck(ctx, _ln_mlp(ctx, m_in, i, resid_p), "output", residual)
     out = g.add(residual, mlp_out, "residual add") if _adds_residual(ctx, "output") else mlp_out
+    _post_forward_done(ctx)
     if post_ln:  # (the layer's `residual`, the first norm's output, is bound until the layer returns)
         out = layer_norm(ctx, out, w_rg=norm_rg, name="mlp norm", copied=mlp_norm)
         g.touch(residual)
