@@ -503,6 +503,15 @@ _DRAWN = [
     ('phi3-prefix-eager-qkv-bound-until-the-attention-returns', {'model_type': 'phi3', 'hidden_size': 60, 'num_hidden_layers': 2, 'num_attention_heads': 6, 'num_key_value_heads': 6, 'intermediate_size': 4, 'vocab_size': 84, 'max_position_embeddings': 512, 'original_max_position_embeddings': 512},
      {'name': 'prefix_tuning', 'num_virtual_tokens': 4},
      {'batch_size': 2, 'seq_len': 23, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': False}),
+    # stop 29: the virtual tokens' prompts run backward after the layers (cat, cast, repeat, P-tuning's MLP, the
+    # prompt embedding); at one token with SGD the encoder's gradients and the logits held through backward set the
+    # peak there (-1,528 B before, -2,824 B in fp32 without checkpointing)
+    ('llama-p-tuning-encoder-backward-after-the-layers', {'model_type': 'llama', 'hidden_size': 24, 'num_hidden_layers': 1, 'num_attention_heads': 1, 'num_key_value_heads': 1, 'intermediate_size': 117, 'vocab_size': 288, 'max_position_embeddings': 512, 'head_dim': 2},
+     {'name': 'p_tuning', 'num_virtual_tokens': 1, 'encoder_hidden_size': 32},
+     {'batch_size': 1, 'seq_len': 1, 'dtype': 'bf16', 'attn_implementation': 'eager', 'gradient_checkpointing': True, 'padding_mask': True, 'optimizer': 'sgd_momentum'}),
+    ('llama-p-tuning-encoder-backward-after-the-layers-fp32', {'model_type': 'llama', 'hidden_size': 24, 'num_hidden_layers': 1, 'num_attention_heads': 1, 'num_key_value_heads': 1, 'intermediate_size': 117, 'vocab_size': 288, 'max_position_embeddings': 512, 'head_dim': 2},
+     {'name': 'p_tuning', 'num_virtual_tokens': 1, 'encoder_hidden_size': 32},
+     {'batch_size': 1, 'seq_len': 1, 'dtype': 'fp32', 'attn_implementation': 'eager', 'gradient_checkpointing': False, 'optimizer': 'sgd'}),
 ]
 
 

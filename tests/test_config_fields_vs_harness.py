@@ -57,6 +57,19 @@ def test_unknown_activation_is_refused_with_the_nearest_name():
         pf.estimate(dict(TINY["gemma2"], hidden_activation="xielu"), "lora")
 
 
+@pytest.mark.parametrize("model_type, own", [("opt", "ffn_dim"), ("gpt2", "n_inner")])
+def test_intermediate_size_is_not_read_where_the_config_names_it_otherwise(model_type, own):
+    """OPT's MLP width is ffn_dim and GPT-2's n_inner: their configs ignore intermediate_size (a stop 29 check found the
+    estimate reading it), so the model is built at the default width; the estimate warns and does the same."""
+    cfg = {k: v for k, v in TINY[model_type].items() if k != own}
+    cfg["intermediate_size"] = 20
+    with pytest.warns(UserWarning, match=f"reads {own}, not intermediate_size"):
+        est = pf.estimate(cfg, "lora", {"batch_size": 2, "seq_len": 5, "dtype": "fp32"}).to_dict()
+    got = measure(cfg, {"name": "lora"}, {"batch_size": 2, "seq_len": 5, "dtype": "fp32"}, what=("static",))
+    assert (est["total_params"], est["trainable_params"]) == (got["total_params"], got["trainable_params"])
+    assert est["total_params"] == pf.estimate({k: v for k, v in cfg.items() if k != "intermediate_size"}, "lora", {"seq_len": 5}).to_dict()["total_params"]
+
+
 def test_what_is_not_modelled_is_refused():
     # CPU sdpa with attention dropout runs its math kernel
     with pytest.raises(pf.UnsupportedCombinationError, match=r"attn_pdrop=0.1 .*device='cpu'.*math kernel"):

@@ -1426,12 +1426,16 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         prefix_copies = (g.new(piece * (2 * (layout.num_layers - 1)), dtype, False, "prefix cache copies (lower layers)"),
                          g.new(piece, dtype, False, "prefix cache copy k"), g.new(piece, dtype, False, "prefix cache copy v"))
     if n_virtual:
-        _prompt_encoder(ctx, method, n_virtual, emb_dim)  # (token_dim: OPT's projected embedding width)
+        prompts = _prompt_encoder(ctx, method, n_virtual, emb_dim)  # (token_dim: OPT's projected embedding width)
         # PEFT's forward holds, until it returns: the prompts in the model's dtype, the labels padded with -100
         # for the virtual tokens, and those -100 labels themselves
-        ctx.cache += [g.new(B * (n_virtual * emb_dim), dtype, False, "prompts.to(dtype)"),
+        ctx.cache += [g.to(prompts, dtype, "prompts.to(dtype)"),
                       g.new(B * seq, "int64", False, "labels with the prompts'"), g.new(B * n_virtual, "int64", False, "prefix_labels")]
-        emb = g.new(rows * emb_dim, dtype, True, "cat(prompts, embeds)")
+        # cat's backward hands each input a view of its gradient; the embeddings' output requires grad under
+        # checkpointing (enable_input_require_grads: a leaf, whose .grad keeps that gradient)
+        embeds_rg = emb.rg or (train.gradient_checkpointing and not emb_trains and not tokens)
+        emb = g.node(g.new(rows * emb_dim, dtype, True, "cat(prompts, embeds)"), [ctx.cache[-3], emb if embeds_rg else None],
+                     [("p", 0)] + ([("p", 1)] if embeds_rg else []), name="cat(prompts, embeds)")
         ctx.cache.append(emb)  # PEFT's forward passes it as inputs_embeds: held until it returns
     if mt == "granite":  # * embedding_multiplier (a Python float) in the model's forward: a new tensor
         emb = g.mul(emb, None, "embedding_multiplier")
@@ -1668,8 +1672,9 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
         # gradient accumulation, added into the .grad in place and gone)
         made = _copies(ctx, "embedding") + (positions_left if emb_trains else _copies(ctx, "position_embedding"))
         top_moments.append(("backward: ", "embeddings' weight gradients", base + made))
-    if (emb_lora is not None or proj_lora or ctx.position_lora or tokens) and x_first.fn is not None and not ctx.full:
-        # LoRA on the input embedding, on GPT-2's positions or on OPT's project_in, trainable tokens: their backward,
+    if (emb_lora is not None or proj_lora or ctx.position_lora or tokens or n_virtual) and x_first.fn is not None and not ctx.full:
+        # LoRA on the input embedding, on GPT-2's positions or on OPT's project_in, trainable tokens, the virtual
+        # tokens' prompts (prompt tuning, P-tuning): their backward,
         # after every layer's (and a position embedding copy's, whose gradient stays) with the gradient of the
         # layers' input still alive; what its own nodes saved is alive until they run (the simulated backward frees it)
         own = {sid for node in g.nodes[:layer_nodes] for sid in node.saved}
@@ -2347,22 +2352,24 @@ def _dora_embedding(ctx: Ctx, base: T, width: int, vocab: int, r: int, name: str
     return g.to(summed, base.dtype, f"{name} cast")
 
 
-def _prompt_encoder(ctx: Ctx, method: Method, n: int, h: int) -> None:
-    """P-tuning's encoder on the virtual tokens, ``h`` wide (token_dim: the input embeddings' width)."""
+def _prompt_encoder(ctx: Ctx, method: Method, n: int, h: int) -> T:
+    """The virtual tokens' prompts, ``h`` wide (token_dim: the input embeddings' width), as PEFT's get_prompt makes
+    them: the encoder on one sample of the prompt tokens (1, n) in fp32 (prompt tuning's embedding; P-tuning's
+    embedding and MLP), then ``repeat(batch_size, 1, 1)``. Their backward runs after the layers' (the prompt
+    embedding's gradient, the encoder's parameters' gradients)."""
     g = ctx.g
-    # PEFT expands the prompt tokens to the batch: embedding (b, n, d) fp32, then cast to the model dtype
-    if isinstance(method, PTuning):
+    e0 = g.node(g.new(Poly.const(n * h), "fp32", True, "prompt_encoder.embedding"), [None],
+                [("w", "prompt_encoder.embedding.weight", Poly.const(n * h * 4))], name="prompt_encoder.embedding")
+    x = e0
+    if isinstance(method, PTuning) and method.encoder_reparameterization_type == "MLP":
         enc_h = method.encoder_hidden_size or h
-        e0 = g.new(Poly.const(n * h), "fp32", True, "prompt_encoder.embedding")
-        if method.encoder_reparameterization_type == "MLP":
-            x = g.linear(e0, Poly.const(n), enc_h, w_rg=True, b_rg=True, name="mlp_head.0", in_features=h)
-            x = g.unary_saves_output(x, "mlp_head.1 relu")
-            x = g.linear(x, Poly.const(n), enc_h, w_rg=True, b_rg=True, name="mlp_head.2", in_features=enc_h)
-            x = g.unary_saves_output(x, "mlp_head.3 relu")
-            x = g.linear(x, Poly.const(n), h, w_rg=True, b_rg=True, name="mlp_head.4", in_features=enc_h)
-        else:
-            x = e0
-    return None
+        x = g.linear(e0, Poly.const(n), enc_h, w_rg=True, b_rg=True, name="mlp_head.0", in_features=h)
+        x = g.unary_saves_output(x, "mlp_head.1 relu")
+        x = g.linear(x, Poly.const(n), enc_h, w_rg=True, b_rg=True, name="mlp_head.2", in_features=enc_h)
+        x = g.unary_saves_output(x, "mlp_head.3 relu")
+        x = g.linear(x, Poly.const(n), h, w_rg=True, b_rg=True, name="mlp_head.4", in_features=enc_h)
+    # repeat's backward sums the batch's copies back to (1, n, h)
+    return g.node(g.new(B * (n * h), "fp32", True, "prompts repeat"), [x], [("g", 0, x.bytes())], name="prompts repeat")
 
 
 def _prefix_projection(ctx: Ctx, method: Method, dtype: str) -> T:

@@ -9,6 +9,7 @@ layers, with the exact module paths transformers uses (PEFT matches ``target_mod
 from __future__ import annotations
 
 import math
+import warnings
 
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -156,6 +157,9 @@ class Architecture:
     defaults: ClassVar[dict[str, Any]]
     # the family's own spellings -> our canonical field names (transformers' attribute_map)
     aliases: ClassVar[dict[str, str]] = {}
+    # canonical names this model type's transformers config does not read under that name (its own field is an
+    # alias above): a config that gives them is built with the alias's value or default, as transformers builds it
+    unread: ClassVar[frozenset[str]] = frozenset()
     # can transformers build it with these attention kernels?
     attn_implementations: ClassVar[tuple[str, ...]] = ("eager", "sdpa", "flash_attention_2")
     honors_head_dim: ClassVar[bool] = True
@@ -174,6 +178,11 @@ class Architecture:
         """Canonical fields from a config dict: aliases resolved, defaults filled, sizes validated."""
         cfg: dict[str, Any] = dict(cls.defaults)
         for key, value in raw.items():
+            if key in cls.unread:
+                own = next(a for a, c in cls.aliases.items() if c == key)
+                warnings.warn(f"{cls.model_type} reads {own}, not {key}: {key}={value!r} is ignored, as transformers "
+                              f"ignores it (give {own})", stacklevel=4)
+                continue
             key = cls.aliases.get(key, key)
             if value is None and key not in cls.nullable:
                 continue  # null in a config.json means: the default

@@ -12,6 +12,7 @@ class GPT2(Architecture):
     )
     aliases = dict(n_embd="hidden_size", n_layer="num_hidden_layers", n_head="num_attention_heads",
                    n_inner="intermediate_size", n_positions="max_position_embeddings")
+    unread = frozenset({"intermediate_size"})  # (transformers' config ignores it)
     honors_head_dim = False
     has_kv_heads_field = False
     attn_implementations = ("eager", "sdpa", "flash_attention_2")

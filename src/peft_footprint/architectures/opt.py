@@ -12,6 +12,7 @@ class OPT(Architecture):
         do_layer_norm_before=True, enable_bias=True, layer_norm_elementwise_affine=True, _remove_final_layer_norm=False,
     )
     aliases = dict(ffn_dim="intermediate_size")
+    unread = frozenset({"intermediate_size"})  # (transformers' config ignores it)
     honors_head_dim = False
     has_kv_heads_field = False
     POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding: num_embeddings + 2
