@@ -32,10 +32,14 @@ BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 # ---- an independent closed-form parameter count ----------------------------------------------------
 
 
+# the field a model type's config reads its MLP width from (GPT-2's and OPT's configs ignore intermediate_size)
+MLP_FIELD = {"gpt2": "n_inner", "opt": "ffn_dim"}
+
+
 def closed_form_params(c: dict) -> int:
     """Parameters of the causal LM transformers builds from ``c`` (every size field given explicitly)."""
     mt = c["model_type"]
-    h, L, nh, V, i = c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"], c["vocab_size"], c["intermediate_size"]
+    h, L, nh, V, i = c["hidden_size"], c["num_hidden_layers"], c["num_attention_heads"], c["vocab_size"], c[MLP_FIELD.get(mt, "intermediate_size")]
     kv = c.get("num_key_value_heads", nh) if mt not in NO_HEAD_DIM else nh
     d = c.get("head_dim") or DEFAULT_HEAD_DIM.get(mt) or h // nh
     if mt in NO_HEAD_DIM:
@@ -104,7 +108,7 @@ def configs(draw, model_type=None, *, big: bool = False):
     divisors = [k for k in range(1, heads + 1) if heads % k == 0]
     kv = draw(st.sampled_from(divisors))
     c: dict = {"model_type": mt, "num_hidden_layers": layers, "num_attention_heads": heads, "vocab_size": vocab,
-               "intermediate_size": inter, "tie_word_embeddings": draw(st.booleans())}
+               MLP_FIELD.get(mt, "intermediate_size"): inter, "tie_word_embeddings": draw(st.booleans())}
     if mt in NO_HEAD_DIM:
         c["hidden_size"] = heads * head_dim
     else:
@@ -369,8 +373,8 @@ def test_huge_models_stay_exact(data):
 def test_two_trillion_parameters_and_a_million_tokens_exact(model_type):
     """A ~2T-parameter model with a 1M-entry vocabulary and 1M-token sequences: every byte count exact."""
     L, h, nh, kv, i, V = 160, 32768, 256, 16, 100352, 2**20 + 3
-    c = {"model_type": model_type, "num_hidden_layers": L, "hidden_size": h, "num_attention_heads": nh, "intermediate_size": i,
-         "vocab_size": V, "tie_word_embeddings": False}
+    c = {"model_type": model_type, "num_hidden_layers": L, "hidden_size": h, "num_attention_heads": nh,
+         MLP_FIELD.get(model_type, "intermediate_size"): i, "vocab_size": V, "tie_word_embeddings": False}
     if model_type in ("llama", "qwen3"):
         c.update(num_key_value_heads=kv, head_dim=128, attention_bias=False)
     if model_type == "opt":
@@ -394,8 +398,8 @@ def test_two_trillion_parameters_and_a_million_tokens_exact(model_type):
 
 @pytest.mark.parametrize("model_type", ARCHS)
 def test_million_parameter_toy_exact(model_type):
-    c = {"model_type": model_type, "num_hidden_layers": 2, "hidden_size": 96, "num_attention_heads": 4, "intermediate_size": 257,
-         "vocab_size": 4099, "tie_word_embeddings": True}
+    c = {"model_type": model_type, "num_hidden_layers": 2, "hidden_size": 96, "num_attention_heads": 4,
+         MLP_FIELD.get(model_type, "intermediate_size"): 257, "vocab_size": 4099, "tie_word_embeddings": True}
     if model_type not in NO_HEAD_DIM:
         c.update(num_key_value_heads=2, head_dim=24)
     if model_type == "opt":

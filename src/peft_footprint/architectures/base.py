@@ -177,8 +177,9 @@ class Architecture:
     def normalize(cls, raw: dict[str, Any]) -> dict[str, Any]:
         """Canonical fields from a config dict: aliases resolved, defaults filled, sizes validated."""
         cfg: dict[str, Any] = dict(cls.defaults)
+        again = "_head_dim_in_config" in raw  # (a config this method returned, given again: its names are canonical)
         for key, value in raw.items():
-            if key in cls.unread:
+            if key in cls.unread and not again:
                 own = next(a for a, c in cls.aliases.items() if c == key)
                 warnings.warn(f"{cls.model_type} reads {own}, not {key}: {key}={value!r} is ignored, as transformers "
                               f"ignores it (give {own})", stacklevel=4)
