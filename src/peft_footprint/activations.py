@@ -39,6 +39,8 @@ __all__ = ["ActivationModel", "activation_model", "structured_activation_model"]
 RETURNS_CACHE = frozenset({"llama", "gemma2", "gemma3_text", "gpt_neox", "opt", "olmo2", "granite"})
 # model types whose forward builds the attention mask of both kinds (full and sliding) whatever their layers use
 BOTH_MASKS = frozenset({"gemma2", "gemma3_text"})
+# model types whose two-layer cache PEFT fills crosswise from the prefix (get_prompt: past_key_values[0][layer_idx])
+GEMMA_PREFIX = frozenset({"gemma2", "gemma3_text"})
 
 
 @dataclass
@@ -1647,6 +1649,18 @@ def _build(cfg: dict[str, Any], layout: Layout, layer_types: list[str], method: 
     positions_left = _copies(ctx, "position_embedding") if g.accumulating is None else ZERO
     if ctx.full:
         top_moments += _embedding_backward(ctx, end + early - held_before(lambda k, st: k == first_input), word_emb, lm.tied)
+    elif ctx.kv_extra and mt in GEMMA_PREFIX and layout.num_layers == 2:  # (other depths: refused, PEFT fails)
+        # (PEFT fills Gemma2/3's cache crosswise, two layers only: the keys of both from the first (2, b, heads, n, d)
+        # chunk, the values from the second; each layer's concatenated keys' and values' gradients are alive)
+        def cat_bytes(lo, hi) -> dict:
+            return {kv: Poly.sum([st.nbytes for st in g.storages[lo:hi] if st.name.endswith(f"prefix cat {kv}")])
+                    for kv in "kv"}
+        cats = [cat_bytes(layer_start[0], layer_start[1]), cat_bytes(top_storages, len(g.storages))]
+        shared = held_before(lambda k, st: st.name.startswith("prefix"))
+        sliding = [t == "sliding_attention" for t in layer_types]  # (the cache slices, whatever the prefix's length)
+        every = Poly.sum([c[kv] for c in cats for kv in "kv"])
+        top_moments += _prefix_backward(ctx, method, end + early - shared - every, kv_dim, ZERO,
+                                        crosswise=(every, cats, sliding))
     elif ctx.kv_extra and all(_prefix_kept(ctx, t) == ctx.kv_extra for t in layer_types):
         # (every layer's concatenated keys' and values' gradients: the top layer's, as many times as there are layers;
         # the prefix encoder's own saved tensors are still alive)
@@ -1995,7 +2009,7 @@ def _embedding_backward(ctx: Ctx, end: Poly, word_emb: T, tied: bool) -> list:
     return out
 
 
-def _prefix_backward(ctx: Ctx, method: Method, base: Poly, kv_dim: int, cats: Poly) -> list:
+def _prefix_backward(ctx: Ctx, method: Method, base: Poly, kv_dim: int, cats: Poly, crosswise=None) -> list:
     """The last moments of a prefix-tuning backward, after every layer's: each layer's keys' and values' gradients
     are gathered into one (2, b, heads, n, d) tensor (select_backward for each, then added), the top layer's
     first: its gathered gradient is made while every lower layer's whole concatenated key and value gradients
@@ -2010,9 +2024,12 @@ def _prefix_backward(ctx: Ctx, method: Method, base: Poly, kv_dim: int, cats: Po
     full = ctx.prefix.numel  # b x n x 2L x kv
     gathered = full * e
     one = B * (ctx.kv_extra * 2 * kv_dim * e)  # one layer's gathered gradient
-    out = [("backward: ", "prefix gather (the top layer's key and value gradients added)",
-            base + cats * (ctx.layout.num_layers - 1) + one * 3),
-           ("backward: ", "prefix split (cat of the layers' gradients)", base + gathered * 2),
+    if crosswise is None:
+        out = [("backward: ", "prefix gather (the top layer's key and value gradients added)",
+                base + cats * (ctx.layout.num_layers - 1) + one * 3)]
+    else:
+        out = _crosswise_gather(base, one, B * (ctx.kv_extra * kv_dim * e), *crosswise)
+    out += [("backward: ", "prefix split (cat of the layers' gradients)", base + gathered * 2),
            ("backward: ", "prefix view (contiguous)", base + gathered * 2)]
     grad = base + gathered
     if ctx.dtype != "fp32":
@@ -2035,6 +2052,33 @@ def _prefix_backward(ctx: Ctx, method: Method, base: Poly, kv_dim: int, cats: Po
     else:
         out.append(("backward: ", "prefix_encoder embedding gradient",
                     grad + Poly.const(ctx.kv_extra * 2 * ctx.layout.num_layers * kv_dim * 4)))
+    return out
+
+
+def _crosswise_gather(base: Poly, one: Poly, half: Poly, every: Poly, cats: list, sliding: list) -> list:
+    """The gather of Gemma2/3's two-layer prefix (GEMMA_PREFIX): layer l's keys are select(chunk 0, l), its values
+    select(chunk 1, l), made in that order per layer; on a sliding layer each is then sliced to its last
+    ``sliding_window - 1`` positions by the cache (DynamicSlidingWindowLayer: a slice node even where the prefix is
+    shorter). The engine runs the later-made nodes first: the top layer's
+    slices' backward (v, then k: each a zero-filled (b, heads, n, d) tensor, ``half``, its input -- a view of
+    that cat's gradient, ``cats[l][kv]`` -- freed as it returns), then its selects' (``one`` each: the first
+    gradient of each chunk); then the bottom layer's, whose selects' gradients are added into the chunks' (out of
+    place: both and the sum alive at the add). ``base``: as in :func:`_prefix_backward`, every cat's gradient out."""
+    cur = base + every
+    out = []
+    for layer, name in ((1, "top"), (0, "bottom")):
+        freed = cats[layer]  # each cat's gradient (keys, values)
+        if sliding[layer]:
+            for kv in ("v", "k"):
+                out.append(("backward: ", f"prefix {name} layer's {kv} slice backward", cur + half))
+                cur = cur + half - freed[kv]
+            freed = {"k": half, "v": half}
+        for kv in ("v", "k"):
+            out.append(("backward: ", f"prefix {name} layer's {kv} select backward", cur + one))
+            cur = cur + one - freed[kv]
+            if layer == 0:
+                out.append(("backward: ", f"prefix {name} layer's {kv} gradients added", cur + one))
+                cur = cur - one
     return out
 
 
